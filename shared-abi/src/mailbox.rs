@@ -259,8 +259,9 @@ pub enum EncodeError {
 /// A decoded, CRC-checked message viewed in place.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Message<'a> {
-    /// Opcode.
-    pub opcode: Opcode,
+    /// Opcode as sent. Requests are only decoded with a known opcode; responses echo whatever
+    /// the request carried, so they may hold any value.
+    pub opcode: u16,
     /// Flags.
     pub flags: HeaderFlags,
     /// Status (always `Ok` in requests).
@@ -294,6 +295,24 @@ pub fn encode(
     if payload.len() > MAX_PAYLOAD || out.len() < total {
         return Err(EncodeError::TooLong);
     }
+    out[HEADER_LEN..total].copy_from_slice(payload);
+    seal(out, opcode, flags, status, seq, payload.len())
+}
+
+/// Writes the header in front of a payload already at `buf[HEADER_LEN..]`; returns the total
+/// length. Lets a responder build its payload in place.
+pub fn seal(
+    buf: &mut [u8],
+    opcode: u16,
+    flags: HeaderFlags,
+    status: Status,
+    seq: u32,
+    payload_len: usize,
+) -> Result<usize, EncodeError> {
+    let total = HEADER_LEN + payload_len;
+    if payload_len > MAX_PAYLOAD || buf.len() < total {
+        return Err(EncodeError::TooLong);
+    }
     let mut h = Header {
         magic: U32::new(MAGIC),
         version: U16::new(VERSION),
@@ -301,13 +320,12 @@ pub fn encode(
         flags: U16::new(flags.bits()),
         status: U16::new(status.wire()),
         seq: U32::new(seq),
-        payload_len: U32::new(payload.len() as u32),
+        payload_len: U32::new(payload_len as u32),
         reserved: [U32::new(0); 2],
         crc: U32::new(0),
     };
-    h.crc = U32::new(checksum(&h, payload));
-    out[..HEADER_LEN].copy_from_slice(h.as_bytes());
-    out[HEADER_LEN..total].copy_from_slice(payload);
+    h.crc = U32::new(checksum(&h, &buf[HEADER_LEN..total]));
+    buf[..HEADER_LEN].copy_from_slice(h.as_bytes());
     Ok(total)
 }
 
@@ -351,14 +369,23 @@ pub fn decode(buf: &[u8]) -> Result<Message<'_>, DecodeError> {
     if checksum(h, rest) != h.crc.get() {
         return Err(DecodeError::BadCrc);
     }
-    let opcode =
-        Opcode::from_wire(h.opcode.get()).ok_or(DecodeError::UnknownOpcode(h.opcode.get()))?;
+    let opcode = h.opcode.get();
     let status =
         Status::from_wire(h.status.get()).ok_or(DecodeError::UnknownStatus(h.status.get()))?;
-    if !flags.contains(HeaderFlags::RESPONSE) && status != Status::Ok {
-        return Err(DecodeError::Reserved);
+    if !flags.contains(HeaderFlags::RESPONSE) {
+        if status != Status::Ok {
+            return Err(DecodeError::Reserved);
+        }
+        Opcode::from_wire(opcode).ok_or(DecodeError::UnknownOpcode(opcode))?;
     }
     Ok(Message { opcode, flags, status, seq: h.seq.get(), payload: rest })
+}
+
+impl Message<'_> {
+    /// The opcode, if known (always, for a decoded request).
+    pub fn op(&self) -> Option<Opcode> {
+        Opcode::from_wire(self.opcode)
+    }
 }
 
 #[cfg(test)]
@@ -395,7 +422,7 @@ mod tests {
         // CRC-32/ISO-HDLC check value of "123456789" pins the polynomial.
         assert_eq!(CRC.checksum(b"123456789"), 0xCBF4_3926);
         let m = decode(&buf[..n]).unwrap();
-        assert_eq!(m.opcode, Opcode::Heartbeat);
+        assert_eq!(m.op(), Some(Opcode::Heartbeat));
         assert_eq!(m.seq, 7);
         assert_eq!(m.payload, &[1, 2, 3, 4]);
     }

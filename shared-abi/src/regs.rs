@@ -111,6 +111,10 @@ pub mod pf {
     pub const SCRUB_COUNT: Reg = Reg(0x054);
     /// Firmware writes [`super::ScrubCtrl::GO`]; hardware sets `DONE` when finished.
     pub const SCRUB_CTRL: Reg = Reg(0x058);
+    /// WO by firmware: writing a PF MSI-X vector number raises that vector.
+    pub const IRQ_RAISE: Reg = Reg(0x05C);
+    /// WO by firmware: writing `vf << 16 | vector` raises that VF-local vector of a VF.
+    pub const VF_IRQ_RAISE: Reg = Reg(0x060);
 
     /// RW: host writes an incrementing value after filling the request buffer.
     pub const MBOX_DOORBELL: Reg = Reg(0x1000);
@@ -533,6 +537,8 @@ mod tests {
             (pf::SCRUB_BASE, 0x050),
             (pf::SCRUB_COUNT, 0x054),
             (pf::SCRUB_CTRL, 0x058),
+            (pf::IRQ_RAISE, 0x05C),
+            (pf::VF_IRQ_RAISE, 0x060),
             (pf::MBOX_DOORBELL, 0x1000),
             (pf::MBOX_REQ_LEN, 0x1004),
             (pf::MBOX_STATE, 0x1008),

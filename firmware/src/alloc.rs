@@ -1,0 +1,361 @@
+//! The physical resource allocator: engines (any subset), device memory granules, queues and
+//! MSI-X vectors (each a contiguous run). Fixed-size bitmaps sized for the largest board the
+//! ABI describes; bits past the board's capacity are permanently taken. Every loop is bounded
+//! by the bitmap size.
+
+use shared_abi::board::Board;
+use shared_abi::mailbox::Status;
+use shared_abi::regs::{TT_POOL_ENTRIES, VF_MAX_QUEUES};
+
+/// A fixed bitmap of `W * 64` units; a set bit is a used unit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bitmap<const W: usize> {
+    words: [u64; W],
+}
+
+impl<const W: usize> Bitmap<W> {
+    /// Units this bitmap can describe.
+    pub const CAPACITY: usize = W * 64;
+
+    /// All of `usable` units free; the rest taken.
+    pub fn new(usable: usize) -> Self {
+        let mut b = Bitmap { words: [u64::MAX; W] };
+        b.clear_range(0, usable.min(Self::CAPACITY));
+        b
+    }
+
+    /// Whether `unit` is used (out of range counts as used).
+    pub fn is_used(&self, unit: usize) -> bool {
+        match self.words.get(unit / 64) {
+            Some(w) => w & (1 << (unit % 64)) != 0,
+            None => true,
+        }
+    }
+
+    fn set(&mut self, unit: usize, used: bool) {
+        if let Some(w) = self.words.get_mut(unit / 64) {
+            if used {
+                *w |= 1 << (unit % 64);
+            } else {
+                *w &= !(1 << (unit % 64));
+            }
+        }
+    }
+
+    /// Marks `[start, start+len)` used.
+    pub fn set_range(&mut self, start: usize, len: usize) {
+        for u in start..start.saturating_add(len).min(Self::CAPACITY) {
+            self.set(u, true);
+        }
+    }
+
+    /// Marks `[start, start+len)` free.
+    pub fn clear_range(&mut self, start: usize, len: usize) {
+        for u in start..start.saturating_add(len).min(Self::CAPACITY) {
+            self.set(u, false);
+        }
+    }
+
+    /// Whether every unit of `[start, start+len)` is free.
+    pub fn range_free(&self, start: usize, len: usize) -> bool {
+        match start.checked_add(len) {
+            Some(end) if end <= Self::CAPACITY => (start..end).all(|u| !self.is_used(u)),
+            _ => false,
+        }
+    }
+
+    /// Free units.
+    pub fn free(&self) -> usize {
+        self.words.iter().map(|w| w.count_zeros() as usize).sum()
+    }
+
+    /// First-fit search for `len` free contiguous units.
+    pub fn find_run(&self, len: usize) -> Option<usize> {
+        if len == 0 {
+            return None;
+        }
+        let mut run = 0;
+        for u in 0..Self::CAPACITY {
+            if self.is_used(u) {
+                run = 0;
+            } else {
+                run += 1;
+                if run == len {
+                    return Some(u + 1 - len);
+                }
+            }
+        }
+        None
+    }
+
+    /// Longest run of free units.
+    pub fn largest_run(&self) -> usize {
+        let (mut best, mut run) = (0, 0);
+        for u in 0..Self::CAPACITY {
+            if self.is_used(u) {
+                run = 0;
+            } else {
+                run += 1;
+                best = best.max(run);
+            }
+        }
+        best
+    }
+}
+
+/// Granule bitmap (8192 granules).
+pub type GranuleMap = Bitmap<{ TT_POOL_ENTRIES / 64 }>;
+/// Queue bitmap (256 queues).
+pub type QueueMap = Bitmap<{ VF_MAX_QUEUES / 64 }>;
+/// Vector bitmap (2048 vectors).
+pub type VectorMap = Bitmap<{ shared_abi::pci::VF_MAX_MSIX_VECTORS as usize / 64 }>;
+
+/// A contiguous run of units.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Run {
+    /// First unit.
+    pub base: u32,
+    /// Units.
+    pub len: u32,
+}
+
+impl Run {
+    /// One past the last unit.
+    pub const fn end(&self) -> u32 {
+        self.base + self.len
+    }
+}
+
+/// What one VF holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Allocation {
+    /// Engines (bit n = engine n).
+    pub engines: u32,
+    /// Device memory granules.
+    pub mem: Run,
+    /// Physical queues.
+    pub queues: Run,
+    /// Device MSI-X vectors.
+    pub vectors: Run,
+}
+
+/// A request in units.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Want {
+    /// Engines.
+    pub engines: u32,
+    /// Granules.
+    pub granules: u32,
+    /// Queues.
+    pub queues: u32,
+    /// Vectors.
+    pub vectors: u32,
+}
+
+/// Free resources of the whole device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pool {
+    engines: u32,
+    mem: GranuleMap,
+    queues: QueueMap,
+    vectors: VectorMap,
+}
+
+impl Pool {
+    /// Everything on `board` free. The board must be valid.
+    pub fn new(board: &Board) -> Self {
+        let engines = if board.engines >= 32 { u32::MAX } else { (1u32 << board.engines) - 1 };
+        Pool {
+            engines,
+            mem: GranuleMap::new(board.mem_granules as usize),
+            queues: QueueMap::new(board.queues as usize),
+            vectors: VectorMap::new(board.vectors as usize),
+        }
+    }
+
+    /// Free engine mask.
+    pub fn free_engines(&self) -> u32 {
+        self.engines
+    }
+    /// Granule map.
+    pub fn mem(&self) -> &GranuleMap {
+        &self.mem
+    }
+    /// Queue map.
+    pub fn queues(&self) -> &QueueMap {
+        &self.queues
+    }
+    /// Vector map.
+    pub fn vectors(&self) -> &VectorMap {
+        &self.vectors
+    }
+
+    /// Allocates `want`, or fails and changes nothing. Runs are first-fit; engines are the
+    /// lowest free ones.
+    pub fn allocate(&mut self, want: Want) -> Result<Allocation, Status> {
+        if want.engines == 0 || want.granules == 0 || want.queues == 0 || want.vectors == 0 {
+            return Err(Status::InvalidArgument);
+        }
+        if self.engines.count_ones() < want.engines {
+            return Err(Status::OutOfResources);
+        }
+        let mem = run(&self.mem, want.granules)?;
+        let queues = run(&self.queues, want.queues)?;
+        let vectors = run(&self.vectors, want.vectors)?;
+        let engines = lowest_bits(self.engines, want.engines);
+        self.engines &= !engines;
+        self.mem.set_range(mem.base as usize, mem.len as usize);
+        self.queues.set_range(queues.base as usize, queues.len as usize);
+        self.vectors.set_range(vectors.base as usize, vectors.len as usize);
+        Ok(Allocation { engines, mem, queues, vectors })
+    }
+
+    /// Takes exactly the units of `a`, or fails and changes nothing if any is not free.
+    pub fn take(&mut self, a: &Allocation) -> Result<(), Status> {
+        let free = a.engines & !self.engines == 0
+            && self.mem.range_free(a.mem.base as usize, a.mem.len as usize)
+            && self.queues.range_free(a.queues.base as usize, a.queues.len as usize)
+            && self.vectors.range_free(a.vectors.base as usize, a.vectors.len as usize);
+        if !free {
+            return Err(Status::InvalidState);
+        }
+        self.engines &= !a.engines;
+        self.mem.set_range(a.mem.base as usize, a.mem.len as usize);
+        self.queues.set_range(a.queues.base as usize, a.queues.len as usize);
+        self.vectors.set_range(a.vectors.base as usize, a.vectors.len as usize);
+        Ok(())
+    }
+
+    /// Returns an allocation to the pool.
+    pub fn release(&mut self, a: &Allocation) {
+        self.engines |= a.engines;
+        self.mem.clear_range(a.mem.base as usize, a.mem.len as usize);
+        self.queues.clear_range(a.queues.base as usize, a.queues.len as usize);
+        self.vectors.clear_range(a.vectors.base as usize, a.vectors.len as usize);
+    }
+
+    /// Resizes `a` in place: runs keep their base and grow or shrink at the end; engines keep
+    /// the lowest of their current ones and add the lowest free ones. Fails and changes
+    /// nothing when a run cannot grow in place.
+    pub fn resize(&mut self, a: &Allocation, want: Want) -> Result<Allocation, Status> {
+        if want.engines == 0 || want.granules == 0 || want.queues == 0 || want.vectors == 0 {
+            return Err(Status::InvalidArgument);
+        }
+        let mut trial = *self;
+        trial.release(a);
+        if trial.engines.count_ones() < want.engines {
+            return Err(Status::OutOfResources);
+        }
+        let mem = grow_in_place(&trial.mem, a.mem, want.granules, Status::Fragmented)?;
+        let queues = grow_in_place(&trial.queues, a.queues, want.queues, Status::OutOfResources)?;
+        let vectors = grow_in_place(&trial.vectors, a.vectors, want.vectors, Status::OutOfResources)?;
+        // Keep current engines first so work in flight stays where it is.
+        let kept = lowest_bits(a.engines, want.engines.min(a.engines.count_ones()));
+        let extra = lowest_bits(trial.engines & !a.engines, want.engines - kept.count_ones());
+        let engines = kept | extra;
+        trial.engines &= !engines;
+        trial.mem.set_range(mem.base as usize, mem.len as usize);
+        trial.queues.set_range(queues.base as usize, queues.len as usize);
+        trial.vectors.set_range(vectors.base as usize, vectors.len as usize);
+        *self = trial;
+        Ok(Allocation { engines, mem, queues, vectors })
+    }
+}
+
+fn run<const W: usize>(map: &Bitmap<W>, len: u32) -> Result<Run, Status> {
+    match map.find_run(len as usize) {
+        Some(base) => Ok(Run { base: base as u32, len }),
+        None if map.free() >= len as usize => Err(Status::Fragmented),
+        None => Err(Status::OutOfResources),
+    }
+}
+
+fn grow_in_place<const W: usize>(
+    free_map: &Bitmap<W>,
+    cur: Run,
+    len: u32,
+    on_conflict: Status,
+) -> Result<Run, Status> {
+    if free_map.range_free(cur.base as usize, len as usize) {
+        Ok(Run { base: cur.base, len })
+    } else if free_map.free() < len as usize {
+        Err(Status::OutOfResources)
+    } else {
+        Err(on_conflict)
+    }
+}
+
+/// The `n` lowest set bits of `mask` (fewer if it has fewer).
+pub fn lowest_bits(mask: u32, n: u32) -> u32 {
+    let mut out = 0;
+    let mut m = mask;
+    for _ in 0..n.min(32) {
+        if m == 0 {
+            break;
+        }
+        let bit = m & m.wrapping_neg();
+        out |= bit;
+        m &= !bit;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_board_equal_quarter() {
+        let mut p = Pool::new(&Board::DEFAULT);
+        let w = Want { engines: 4, granules: 2048, queues: 64, vectors: 512 };
+        let a = p.allocate(w).unwrap();
+        assert_eq!(a.engines, 0xF);
+        assert_eq!(a.mem, Run { base: 0, len: 2048 });
+        let b = p.allocate(w).unwrap();
+        assert_eq!(b.engines, 0xF0);
+        assert_eq!(b.mem.base, 2048);
+        assert_eq!(p.mem.free(), 4096);
+    }
+
+    #[test]
+    fn fragmentation_is_reported() {
+        let mut p = Pool::new(&Board::DEFAULT);
+        let w = Want { engines: 1, granules: 2048, queues: 1, vectors: 1 };
+        let a = p.allocate(w).unwrap();
+        let _b = p.allocate(w).unwrap();
+        let c = p.allocate(w).unwrap();
+        let _d = p.allocate(w).unwrap();
+        p.release(&a);
+        p.release(&c);
+        let before = p;
+        let big = Want { engines: 1, granules: 4096, queues: 1, vectors: 1 };
+        assert_eq!(p.allocate(big), Err(Status::Fragmented));
+        assert_eq!(p, before, "a failed allocation changes nothing");
+        let huge = Want { engines: 1, granules: 8192, queues: 1, vectors: 1 };
+        assert_eq!(p.allocate(huge), Err(Status::OutOfResources));
+    }
+
+    #[test]
+    fn resize_in_place() {
+        let mut p = Pool::new(&Board::DEFAULT);
+        let a = p.allocate(Want { engines: 2, granules: 10, queues: 4, vectors: 4 }).unwrap();
+        let b = p.resize(&a, Want { engines: 3, granules: 20, queues: 8, vectors: 2 }).unwrap();
+        assert_eq!(b.mem, Run { base: 0, len: 20 });
+        assert_eq!(b.engines, 0b111);
+        assert_eq!(b.vectors.len, 2);
+        let _c = p.allocate(Want { engines: 1, granules: 1, queues: 1, vectors: 1 }).unwrap();
+        let before = p;
+        assert_eq!(
+            p.resize(&b, Want { engines: 3, granules: 21, queues: 8, vectors: 2 }),
+            Err(Status::Fragmented)
+        );
+        assert_eq!(p, before);
+    }
+
+    #[test]
+    fn lowest_bits_works() {
+        assert_eq!(lowest_bits(0b1011_0100, 2), 0b0001_0100);
+        assert_eq!(lowest_bits(0b1, 5), 0b1);
+        assert_eq!(lowest_bits(u32::MAX, 32), u32::MAX);
+    }
+}

@@ -1,0 +1,61 @@
+//! The hardware the firmware needs: a 32-bit register file (PF BAR0 as the device sees it) and
+//! a millisecond clock. Waits use `embedded_hal::delay::DelayNs`.
+
+/// The device's register file. Offsets are byte offsets from `shared_abi::regs::pf`; an
+/// offset outside the file or not 4-byte aligned reads as all ones and drops writes, as a bus
+/// would.
+pub trait Regs {
+    /// Reads the register at `off`.
+    fn read32(&self, off: usize) -> u32;
+    /// Writes the register at `off`.
+    fn write32(&self, off: usize, val: u32);
+
+    /// Copies `buf.len()` bytes starting at `off` (4-byte aligned) out of the register file.
+    fn read_bytes(&self, off: usize, buf: &mut [u8]) {
+        for (i, chunk) in buf.chunks_mut(4).enumerate() {
+            let w = self.read32(off + i * 4).to_le_bytes();
+            chunk.copy_from_slice(&w[..chunk.len()]);
+        }
+    }
+
+    /// Copies `data` into the register file at `off` (4-byte aligned). A short tail is padded
+    /// with zeros.
+    fn write_bytes(&self, off: usize, data: &[u8]) {
+        for (i, chunk) in data.chunks(4).enumerate() {
+            let mut w = [0u8; 4];
+            w[..chunk.len()].copy_from_slice(chunk);
+            self.write32(off + i * 4, u32::from_le_bytes(w));
+        }
+    }
+}
+
+impl<T: Regs + ?Sized> Regs for &T {
+    fn read32(&self, off: usize) -> u32 {
+        (**self).read32(off)
+    }
+    fn write32(&self, off: usize, val: u32) {
+        (**self).write32(off, val)
+    }
+    fn read_bytes(&self, off: usize, buf: &mut [u8]) {
+        (**self).read_bytes(off, buf)
+    }
+    fn write_bytes(&self, off: usize, data: &[u8]) {
+        (**self).write_bytes(off, data)
+    }
+}
+
+/// Milliseconds since firmware start.
+pub trait Clock {
+    /// Current time.
+    fn now_ms(&self) -> u64;
+}
+
+/// A clock that never advances (tests, boards without a timer).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoClock;
+
+impl Clock for NoClock {
+    fn now_ms(&self) -> u64 {
+        0
+    }
+}

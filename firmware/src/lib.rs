@@ -1,0 +1,234 @@
+//! # accelvirt firmware
+//!
+//! The device end of the management plane. It polls the PF mailbox (no interrupt needed),
+//! validates each command, allocates the accelerator's engines, device memory, queues and MSI-X
+//! vectors, and programs the per-VF register banks of the virtualization unit that carve the
+//! device into VFs. It also follows SR-IOV enable and VF function level resets.
+//!
+//! `no_std`, no heap, bounded loops, no panics on any input. Register access goes through
+//! [`hal::Regs`]: [`mmio::Mmio`] on hardware, the device model's register file in `sim`,
+//! [`ram::RamRegs`] in host tests. The path of a command reads top to bottom:
+//! [`mailbox`] → [`commands`] → [`alloc`] → [`banks`].
+#![no_std]
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+#[macro_use]
+mod fmt;
+
+pub mod alloc;
+pub mod banks;
+pub mod commands;
+pub mod events;
+pub mod hal;
+pub mod mailbox;
+pub mod mmio;
+pub mod ram;
+pub mod vf;
+
+pub use hal::{Clock, Regs};
+pub use shared_abi::board::Board;
+
+use shared_abi::mailbox::FaultCode;
+use shared_abi::regs::{pf, DevCaps, DevStatus, SriovCtrl, VfHwStatus};
+
+/// Firmware version: major.minor.patch packed as in `pf::FW_VERSION`.
+pub const FW_VERSION: u32 = fw_version(0, 1, 0);
+
+/// Packs a version word.
+pub const fn fw_version(major: u8, minor: u8, patch: u16) -> u32 {
+    (major as u32) << 24 | (minor as u32) << 16 | patch as u32
+}
+
+/// What this firmware supports.
+pub const CAPS: DevCaps = DevCaps::SRIOV
+    .union(DevCaps::LIVE_RESIZE)
+    .union(DevCaps::QOS)
+    .union(DevCaps::EVENTS)
+    .union(DevCaps::TRANSLATION);
+
+/// Counters kept by the firmware.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Commands executed.
+    pub commands: u64,
+    /// Commands answered with an error.
+    pub errors: u64,
+    /// Retries answered from the replay cache.
+    pub replays: u64,
+    /// VFs created.
+    pub vfs_created: u32,
+    /// VFs destroyed.
+    pub vfs_destroyed: u32,
+    /// FLRs handled.
+    pub flrs: u32,
+}
+
+/// The firmware: state plus the hardware it drives.
+#[derive(Debug)]
+pub struct Firmware<R: Regs, C: Clock> {
+    regs: R,
+    clock: C,
+    board: Board,
+    books: vf::Books,
+    mbox: mailbox::Mailbox,
+    events: events::EventRing,
+    sriov: SriovCtrl,
+    counters: Counters,
+    heartbeat: u32,
+    build_id: u32,
+}
+
+impl<R: Regs, C: Clock> Firmware<R, C> {
+    /// Builds the firmware for `board`. An invalid board is reported as a fault in the status
+    /// registers and returned as an error.
+    pub fn new(regs: R, clock: C, board: Board, build_id: u32) -> Result<Self, FaultCode> {
+        if board.validate().is_err() {
+            regs.write32(pf::FAULT_CODE.offset(), FaultCode::BadBoard.wire());
+            regs.write32(pf::DEV_STATUS.offset(), DevStatus::FAULT.bits());
+            return Err(FaultCode::BadBoard);
+        }
+        Ok(Firmware {
+            regs,
+            clock,
+            board,
+            books: vf::Books::new(&board),
+            mbox: mailbox::Mailbox::new(),
+            events: events::EventRing::new(),
+            sriov: SriovCtrl::empty(),
+            counters: Counters::default(),
+            heartbeat: 0,
+            build_id,
+        })
+    }
+
+    /// Brings the device to a known state and announces readiness: identity registers,
+    /// all banks, translation entries and queues cleared, mailbox idle, `READY` set.
+    pub fn boot(&mut self) {
+        let r = &self.regs;
+        r.write32(pf::DEV_STATUS.offset(), 0);
+        r.write32(pf::MAGIC.offset(), shared_abi::regs::PF_MAGIC);
+        r.write32(pf::ABI_VERSION.offset(), shared_abi::abi_version_word());
+        r.write32(pf::FW_VERSION.offset(), FW_VERSION);
+        r.write32(pf::CAPS.offset(), CAPS.bits());
+        r.write32(pf::FW_BUILD_ID.offset(), self.build_id);
+        r.write32(pf::FAULT_CODE.offset(), FaultCode::None.wire());
+        r.write32(pf::BOARD_ENGINES.offset(), self.board.engines as u32);
+        r.write32(pf::BOARD_MEM_GRANULES.offset(), self.board.mem_granules);
+        r.write32(pf::BOARD_GRANULE_SHIFT.offset(), self.board.granule_shift as u32);
+        r.write32(pf::BOARD_QUEUES.offset(), self.board.queues as u32);
+        r.write32(pf::BOARD_VECTORS.offset(), self.board.vectors as u32);
+        r.write32(pf::BOARD_TOTAL_VFS.offset(), self.board.total_vfs as u32);
+        banks::clear_all(r, &self.board);
+        self.mbox.boot(r);
+        self.events.boot(r);
+        self.sriov = SriovCtrl::from_bits_retain(r.read32(pf::SRIOV_CTRL.offset()));
+        r.write32(pf::DEV_STATUS.offset(), DevStatus::READY.bits());
+        self.events.post(r, shared_abi::events::EventKind::FwReady, shared_abi::events::DEVICE, FW_VERSION, 0);
+        info!("firmware {=u32:x} ready: {=u8} engines, {=u32} granules", FW_VERSION, self.board.engines, self.board.mem_granules);
+    }
+
+    /// One iteration of the main loop: heartbeat, SR-IOV state, pending FLRs, the mailbox.
+    /// Returns whether a mailbox command was handled.
+    pub fn poll(&mut self) -> bool {
+        self.heartbeat = self.heartbeat.wrapping_add(1);
+        self.regs.write32(pf::HEARTBEAT.offset(), self.heartbeat);
+        self.sync_sriov();
+        self.handle_flrs();
+        let handled = mailbox::poll(self);
+        if handled {
+            // Answer first, check later: a self-check failure becomes a fault, not a hang.
+            if self.check_consistency().is_err() {
+                self.fault(FaultCode::Inconsistent);
+            }
+        }
+        handled
+    }
+
+    /// Records a fault in the status registers and posts an event.
+    pub fn fault(&mut self, code: FaultCode) {
+        error!("fault {=u32}", code.wire());
+        self.regs.write32(pf::FAULT_CODE.offset(), code.wire());
+        let st = self.regs.read32(pf::DEV_STATUS.offset()) | DevStatus::FAULT.bits();
+        self.regs.write32(pf::DEV_STATUS.offset(), st);
+        self.events.post(&self.regs, shared_abi::events::EventKind::FwFault, shared_abi::events::DEVICE, code.wire(), 0);
+    }
+
+    fn sync_sriov(&mut self) {
+        let now = SriovCtrl::from_bits_retain(self.regs.read32(pf::SRIOV_CTRL.offset()));
+        if now == self.sriov {
+            return;
+        }
+        self.sriov = now;
+        let visible = if now.contains(SriovCtrl::VF_ENABLE) { now.num_vfs() } else { 0 };
+        info!("sr-iov: {=u16} VFs visible", visible);
+        for (i, changed) in self.books.set_visible(visible).into_iter().enumerate() {
+            if changed {
+                banks::set_state(&self.regs, i, self.books.slot(i));
+                let state = self.books.slot(i).state;
+                self.events.post(&self.regs, shared_abi::events::EventKind::VfStateChanged, i as u16, state as u32, 0);
+            }
+        }
+    }
+
+    fn handle_flrs(&mut self) {
+        for vf in 0..self.board.total_vfs as usize {
+            let off = pf::vf_hw_status(vf);
+            let hw = VfHwStatus::from_bits_retain(self.regs.read32(off));
+            if hw.contains(VfHwStatus::FLR_PENDING) {
+                // A reset of a free slot has nothing to clear; acknowledge it all the same.
+                if self.books.slot(vf).state != shared_abi::resources::VfState::Free {
+                    let (_, mut ctx) = self.split();
+                    let _ = commands::reset_vf(&mut ctx, vf as u16);
+                }
+                self.regs.write32(off, (hw - VfHwStatus::FLR_PENDING).bits());
+            }
+        }
+    }
+
+    /// Compares the books with the register banks and the translation pool; the first
+    /// disagreeing VF is the error (`usize::MAX`: a unit nobody holds is still mapped).
+    pub fn check_consistency(&self) -> Result<(), usize> {
+        for vf in 0..self.board.total_vfs as usize {
+            if !banks::matches(&self.regs, vf, self.books.slot(vf)) {
+                return Err(vf);
+            }
+        }
+        if !banks::unowned_clear(&self.regs, &self.board, &self.books) {
+            return Err(usize::MAX);
+        }
+        Ok(())
+    }
+
+    fn split(&mut self) -> (&mut mailbox::Mailbox, commands::Ctx<'_, R, C>) {
+        (
+            &mut self.mbox,
+            commands::Ctx {
+                regs: &self.regs,
+                clock: &self.clock,
+                board: &self.board,
+                books: &mut self.books,
+                events: &mut self.events,
+                counters: &mut self.counters,
+                build_id: self.build_id,
+            },
+        )
+    }
+
+    /// The register file.
+    pub fn regs(&self) -> &R {
+        &self.regs
+    }
+    /// The allocator and VF slots.
+    pub fn books(&self) -> &vf::Books {
+        &self.books
+    }
+    /// The board.
+    pub fn board(&self) -> &Board {
+        &self.board
+    }
+    /// Counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+}

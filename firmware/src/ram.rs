@@ -1,0 +1,74 @@
+//! A register file in RAM for host-side tests of the firmware alone. It models the two
+//! side effects the firmware relies on: the scrubber completes at once, and `IRQ_RAISE`
+//! writes are counted. The device model (`sim`) has the real register file.
+
+use crate::hal::Regs;
+use core::cell::Cell;
+use shared_abi::pci::PF_BAR0_SIZE;
+use shared_abi::regs::{pf, ScrubCtrl};
+
+const WORDS: usize = (PF_BAR0_SIZE / 4) as usize;
+
+/// PF BAR0 as plain memory.
+#[derive(Debug)]
+pub struct RamRegs {
+    words: [Cell<u32>; WORDS],
+    irqs: Cell<u32>,
+    scrubbed: Cell<u64>,
+}
+
+impl Default for RamRegs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RamRegs {
+    /// All zero.
+    pub fn new() -> Self {
+        RamRegs { words: [const { Cell::new(0) }; WORDS], irqs: Cell::new(0), scrubbed: Cell::new(0) }
+    }
+    /// Interrupts raised so far.
+    pub fn irqs(&self) -> u32 {
+        self.irqs.get()
+    }
+    /// Granules scrubbed so far.
+    pub fn scrubbed(&self) -> u64 {
+        self.scrubbed.get()
+    }
+    /// A copy of every word (for "nothing changed" assertions).
+    pub fn snapshot(&self, out: &mut [u32]) {
+        for (o, w) in out.iter_mut().zip(self.words.iter()) {
+            *o = w.get();
+        }
+    }
+    /// Words in the file.
+    pub const WORDS: usize = WORDS;
+}
+
+impl Regs for RamRegs {
+    fn read32(&self, off: usize) -> u32 {
+        if !off.is_multiple_of(4) {
+            return u32::MAX;
+        }
+        self.words.get(off / 4).map_or(u32::MAX, Cell::get)
+    }
+    fn write32(&self, off: usize, val: u32) {
+        if !off.is_multiple_of(4) {
+            return;
+        }
+        if off == pf::SCRUB_CTRL.offset() && val & ScrubCtrl::GO.bits() != 0 {
+            let n = self.read32(pf::SCRUB_COUNT.offset());
+            self.scrubbed.set(self.scrubbed.get() + n as u64);
+            self.words[off / 4].set(ScrubCtrl::DONE.bits());
+            return;
+        }
+        if off == pf::IRQ_RAISE.offset() || off == pf::VF_IRQ_RAISE.offset() {
+            self.irqs.set(self.irqs.get() + 1);
+            return;
+        }
+        if let Some(w) = self.words.get(off / 4) {
+            w.set(val);
+        }
+    }
+}
