@@ -19,7 +19,9 @@ impl<const W: usize> Bitmap<W> {
 
     /// All of `usable` units free; the rest taken.
     pub fn new(usable: usize) -> Self {
-        let mut b = Bitmap { words: [u64::MAX; W] };
+        let mut b = Bitmap {
+            words: [u64::MAX; W],
+        };
         b.clear_range(0, usable.min(Self::CAPACITY));
         b
     }
@@ -164,7 +166,11 @@ pub struct Pool {
 impl Pool {
     /// Everything on `board` free. The board must be valid.
     pub fn new(board: &Board) -> Self {
-        let engines = if board.engines >= 32 { u32::MAX } else { (1u32 << board.engines) - 1 };
+        let engines = if board.engines >= 32 {
+            u32::MAX
+        } else {
+            (1u32 << board.engines) - 1
+        };
         Pool {
             engines,
             mem: GranuleMap::new(board.mem_granules as usize),
@@ -205,33 +211,49 @@ impl Pool {
         let engines = lowest_bits(self.engines, want.engines);
         self.engines &= !engines;
         self.mem.set_range(mem.base as usize, mem.len as usize);
-        self.queues.set_range(queues.base as usize, queues.len as usize);
-        self.vectors.set_range(vectors.base as usize, vectors.len as usize);
-        Ok(Allocation { engines, mem, queues, vectors })
+        self.queues
+            .set_range(queues.base as usize, queues.len as usize);
+        self.vectors
+            .set_range(vectors.base as usize, vectors.len as usize);
+        Ok(Allocation {
+            engines,
+            mem,
+            queues,
+            vectors,
+        })
     }
 
     /// Takes exactly the units of `a`, or fails and changes nothing if any is not free.
     pub fn take(&mut self, a: &Allocation) -> Result<(), Status> {
         let free = a.engines & !self.engines == 0
             && self.mem.range_free(a.mem.base as usize, a.mem.len as usize)
-            && self.queues.range_free(a.queues.base as usize, a.queues.len as usize)
-            && self.vectors.range_free(a.vectors.base as usize, a.vectors.len as usize);
+            && self
+                .queues
+                .range_free(a.queues.base as usize, a.queues.len as usize)
+            && self
+                .vectors
+                .range_free(a.vectors.base as usize, a.vectors.len as usize);
         if !free {
             return Err(Status::InvalidState);
         }
         self.engines &= !a.engines;
         self.mem.set_range(a.mem.base as usize, a.mem.len as usize);
-        self.queues.set_range(a.queues.base as usize, a.queues.len as usize);
-        self.vectors.set_range(a.vectors.base as usize, a.vectors.len as usize);
+        self.queues
+            .set_range(a.queues.base as usize, a.queues.len as usize);
+        self.vectors
+            .set_range(a.vectors.base as usize, a.vectors.len as usize);
         Ok(())
     }
 
     /// Returns an allocation to the pool.
     pub fn release(&mut self, a: &Allocation) {
         self.engines |= a.engines;
-        self.mem.clear_range(a.mem.base as usize, a.mem.len as usize);
-        self.queues.clear_range(a.queues.base as usize, a.queues.len as usize);
-        self.vectors.clear_range(a.vectors.base as usize, a.vectors.len as usize);
+        self.mem
+            .clear_range(a.mem.base as usize, a.mem.len as usize);
+        self.queues
+            .clear_range(a.queues.base as usize, a.queues.len as usize);
+        self.vectors
+            .clear_range(a.vectors.base as usize, a.vectors.len as usize);
     }
 
     /// Resizes `a` in place: runs keep their base and grow or shrink at the end; engines keep
@@ -248,23 +270,40 @@ impl Pool {
         }
         let mem = grow_in_place(&trial.mem, a.mem, want.granules, Status::Fragmented)?;
         let queues = grow_in_place(&trial.queues, a.queues, want.queues, Status::OutOfResources)?;
-        let vectors = grow_in_place(&trial.vectors, a.vectors, want.vectors, Status::OutOfResources)?;
+        let vectors = grow_in_place(
+            &trial.vectors,
+            a.vectors,
+            want.vectors,
+            Status::OutOfResources,
+        )?;
         // Keep current engines first so work in flight stays where it is.
         let kept = lowest_bits(a.engines, want.engines.min(a.engines.count_ones()));
         let extra = lowest_bits(trial.engines & !a.engines, want.engines - kept.count_ones());
         let engines = kept | extra;
         trial.engines &= !engines;
         trial.mem.set_range(mem.base as usize, mem.len as usize);
-        trial.queues.set_range(queues.base as usize, queues.len as usize);
-        trial.vectors.set_range(vectors.base as usize, vectors.len as usize);
+        trial
+            .queues
+            .set_range(queues.base as usize, queues.len as usize);
+        trial
+            .vectors
+            .set_range(vectors.base as usize, vectors.len as usize);
         *self = trial;
-        Ok(Allocation { engines, mem, queues, vectors })
+        Ok(Allocation {
+            engines,
+            mem,
+            queues,
+            vectors,
+        })
     }
 }
 
 fn run<const W: usize>(map: &Bitmap<W>, len: u32) -> Result<Run, Status> {
     match map.find_run(len as usize) {
-        Some(base) => Ok(Run { base: base as u32, len }),
+        Some(base) => Ok(Run {
+            base: base as u32,
+            len,
+        }),
         None if map.free() >= len as usize => Err(Status::Fragmented),
         None => Err(Status::OutOfResources),
     }
@@ -277,7 +316,10 @@ fn grow_in_place<const W: usize>(
     on_conflict: Status,
 ) -> Result<Run, Status> {
     if free_map.range_free(cur.base as usize, len as usize) {
-        Ok(Run { base: cur.base, len })
+        Ok(Run {
+            base: cur.base,
+            len,
+        })
     } else if free_map.free() < len as usize {
         Err(Status::OutOfResources)
     } else {
@@ -307,7 +349,12 @@ mod tests {
     #[test]
     fn default_board_equal_quarter() {
         let mut p = Pool::new(&Board::DEFAULT);
-        let w = Want { engines: 4, granules: 2048, queues: 64, vectors: 512 };
+        let w = Want {
+            engines: 4,
+            granules: 2048,
+            queues: 64,
+            vectors: 512,
+        };
         let a = p.allocate(w).unwrap();
         assert_eq!(a.engines, 0xF);
         assert_eq!(a.mem, Run { base: 0, len: 2048 });
@@ -320,7 +367,12 @@ mod tests {
     #[test]
     fn fragmentation_is_reported() {
         let mut p = Pool::new(&Board::DEFAULT);
-        let w = Want { engines: 1, granules: 2048, queues: 1, vectors: 1 };
+        let w = Want {
+            engines: 1,
+            granules: 2048,
+            queues: 1,
+            vectors: 1,
+        };
         let a = p.allocate(w).unwrap();
         let _b = p.allocate(w).unwrap();
         let c = p.allocate(w).unwrap();
@@ -328,25 +380,67 @@ mod tests {
         p.release(&a);
         p.release(&c);
         let before = p;
-        let big = Want { engines: 1, granules: 4096, queues: 1, vectors: 1 };
+        let big = Want {
+            engines: 1,
+            granules: 4096,
+            queues: 1,
+            vectors: 1,
+        };
         assert_eq!(p.allocate(big), Err(Status::Fragmented));
         assert_eq!(p, before, "a failed allocation changes nothing");
-        let huge = Want { engines: 1, granules: 8192, queues: 1, vectors: 1 };
+        let huge = Want {
+            engines: 1,
+            granules: 8192,
+            queues: 1,
+            vectors: 1,
+        };
         assert_eq!(p.allocate(huge), Err(Status::OutOfResources));
     }
 
     #[test]
     fn resize_in_place() {
         let mut p = Pool::new(&Board::DEFAULT);
-        let a = p.allocate(Want { engines: 2, granules: 10, queues: 4, vectors: 4 }).unwrap();
-        let b = p.resize(&a, Want { engines: 3, granules: 20, queues: 8, vectors: 2 }).unwrap();
+        let a = p
+            .allocate(Want {
+                engines: 2,
+                granules: 10,
+                queues: 4,
+                vectors: 4,
+            })
+            .unwrap();
+        let b = p
+            .resize(
+                &a,
+                Want {
+                    engines: 3,
+                    granules: 20,
+                    queues: 8,
+                    vectors: 2,
+                },
+            )
+            .unwrap();
         assert_eq!(b.mem, Run { base: 0, len: 20 });
         assert_eq!(b.engines, 0b111);
         assert_eq!(b.vectors.len, 2);
-        let _c = p.allocate(Want { engines: 1, granules: 1, queues: 1, vectors: 1 }).unwrap();
+        let _c = p
+            .allocate(Want {
+                engines: 1,
+                granules: 1,
+                queues: 1,
+                vectors: 1,
+            })
+            .unwrap();
         let before = p;
         assert_eq!(
-            p.resize(&b, Want { engines: 3, granules: 21, queues: 8, vectors: 2 }),
+            p.resize(
+                &b,
+                Want {
+                    engines: 3,
+                    granules: 21,
+                    queues: 8,
+                    vectors: 2
+                }
+            ),
             Err(Status::Fragmented)
         );
         assert_eq!(p, before);

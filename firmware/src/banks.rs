@@ -46,7 +46,10 @@ pub fn program(r: &impl Regs, _board: &Board, vf: usize, slot: &Slot) {
     let a = &slot.alloc;
     // VF-local granule i is translated through entry TT_BASE + i.
     for i in 0..a.mem.len {
-        r.write32(pf::tt_entry((a.mem.base + i) as usize), TtEntry::map(a.mem.base + i).0);
+        r.write32(
+            pf::tt_entry((a.mem.base + i) as usize),
+            TtEntry::map(a.mem.base + i).0,
+        );
     }
     for q in a.queues.base..a.queues.end() {
         r.write32(queue::OWNER.at(pf::queue(q as usize)), vf as u32 + 1);
@@ -79,9 +82,19 @@ pub fn withdraw(r: &impl Regs, vf: usize, old: &Run3, new: &Run3) -> Result<(), 
         }
     }
     // Scrub the released tail (or all of it): the next owner must never see old data.
-    let keep_end = if new.mem.len == 0 { old.mem.base } else { new.mem.end() };
+    let keep_end = if new.mem.len == 0 {
+        old.mem.base
+    } else {
+        new.mem.end()
+    };
     if old.mem.end() > keep_end {
-        scrub(r, Run { base: keep_end, len: old.mem.end() - keep_end })?;
+        scrub(
+            r,
+            Run {
+                base: keep_end,
+                len: old.mem.end() - keep_end,
+            },
+        )?;
     }
     Ok(())
 }
@@ -97,7 +110,10 @@ pub struct Run3 {
 
 impl From<&crate::alloc::Allocation> for Run3 {
     fn from(a: &crate::alloc::Allocation) -> Self {
-        Run3 { mem: a.mem, queues: a.queues }
+        Run3 {
+            mem: a.mem,
+            queues: a.queues,
+        }
     }
 }
 
@@ -115,7 +131,10 @@ pub fn clear(r: &impl Regs, vf: usize) {
 
 /// Zeroes a queue's driver-visible registers (used by FLR and on release).
 pub fn clear_queue(r: &impl Regs, q: usize) {
-    for reg in queue::VF_WRITABLE.iter().chain([&queue::SQ_HEAD, &queue::CQ_TAIL, &queue::STATUS]) {
+    for reg in queue::VF_WRITABLE
+        .iter()
+        .chain([&queue::SQ_HEAD, &queue::CQ_TAIL, &queue::STATUS])
+    {
         r.write32(reg.at(pf::queue(q)), 0);
     }
 }
@@ -146,7 +165,11 @@ pub fn scrub(r: &impl Regs, run: Run) -> Result<(), FaultCode> {
     for _ in 0..SCRUB_POLLS {
         let c = ScrubCtrl::from_bits_retain(r.read32(pf::SCRUB_CTRL.offset()));
         if c.contains(ScrubCtrl::DONE) {
-            return if c.contains(ScrubCtrl::ERROR) { Err(FaultCode::ScrubTimeout) } else { Ok(()) };
+            return if c.contains(ScrubCtrl::ERROR) {
+                Err(FaultCode::ScrubTimeout)
+            } else {
+                Ok(())
+            };
         }
     }
     Err(FaultCode::ScrubTimeout)
@@ -156,9 +179,15 @@ pub fn scrub(r: &impl Regs, run: Run) -> Result<(), FaultCode> {
 pub fn matches(r: &impl Regs, vf: usize, slot: &Slot) -> bool {
     let vals = expected(slot);
     let bank_ok = if slot.state == VfState::Free {
-        vf_bank::PROGRAMMED.iter().take(11).all(|reg| r.read32(bank(vf, *reg)) == 0)
+        vf_bank::PROGRAMMED
+            .iter()
+            .take(11)
+            .all(|reg| r.read32(bank(vf, *reg)) == 0)
     } else {
-        vf_bank::PROGRAMMED.iter().zip(vals).all(|(reg, v)| r.read32(bank(vf, *reg)) == v)
+        vf_bank::PROGRAMMED
+            .iter()
+            .zip(vals)
+            .all(|(reg, v)| r.read32(bank(vf, *reg)) == v)
     };
     let a = &slot.alloc;
     bank_ok

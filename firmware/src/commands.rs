@@ -11,9 +11,7 @@ use crate::Counters;
 use shared_abi::board::Board;
 use shared_abi::events::EventKind;
 use shared_abi::mailbox::Status;
-use shared_abi::messages::{
-    CountResp, HeartbeatResp, Request, Sizing, Target, Writer,
-};
+use shared_abi::messages::{CountResp, HeartbeatResp, Request, Sizing, Target, Writer};
 use shared_abi::regs::{pf, vf_bank};
 use shared_abi::resources::{
     DeviceInfo, DeviceStats, FreeResources, VfInfo, VfSpec, VfState, VfStats,
@@ -63,15 +61,22 @@ pub fn execute<R: Regs, C: Clock>(
             .map_err(enc)?,
         Request::CreateVfs { count, sizing } => {
             let made = create_vfs(ctx, count, sizing)?;
-            w.put(&CountResp { count: U16::new(made.len() as u16), reserved: U16::new(0) })
-                .map_err(enc)?;
+            w.put(&CountResp {
+                count: U16::new(made.len() as u16),
+                reserved: U16::new(0),
+            })
+            .map_err(enc)?;
             for vf in made {
                 w.put(&vf_info(ctx, vf)).map_err(enc)?;
             }
         }
         Request::DestroyVf(target) => {
             let n = destroy(ctx, target)?;
-            w.put(&CountResp { count: U16::new(n), reserved: U16::new(0) }).map_err(enc)?;
+            w.put(&CountResp {
+                count: U16::new(n),
+                reserved: U16::new(0),
+            })
+            .map_err(enc)?;
         }
         Request::QueryVf(vf) => {
             ctx.books.live(vf)?;
@@ -88,7 +93,10 @@ pub fn execute<R: Regs, C: Clock>(
         Request::SetQos { vf, weight } => {
             ctx.books.set_weight(vf, weight)?;
             let slot = *ctx.books.slot(vf as usize);
-            ctx.regs.write32(vf_bank::QOS_WEIGHT.at(pf::vf_bank(vf as usize)), slot.weight as u32);
+            ctx.regs.write32(
+                vf_bank::QOS_WEIGHT.at(pf::vf_bank(vf as usize)),
+                slot.weight as u32,
+            );
             banks::set_state(ctx.regs, vf as usize, &slot);
             w.put(&vf_info(ctx, vf)).map_err(enc)?;
         }
@@ -128,7 +136,9 @@ pub fn execute<R: Regs, C: Clock>(
 }
 
 fn live_vfs(books: &Books) -> vf::VfList {
-    (0..books.total_vfs()).filter(|&v| books.live(v).is_ok()).collect()
+    (0..books.total_vfs())
+        .filter(|&v| books.live(v).is_ok())
+        .collect()
 }
 
 fn want(board: &Board, s: &VfSpec) -> Result<vf::Request, Status> {
@@ -148,7 +158,10 @@ fn want(board: &Board, s: &VfSpec) -> Result<vf::Request, Status> {
     {
         return Err(Status::OutOfResources);
     }
-    Ok(vf::Request { want: w, weight: s.weight.get() })
+    Ok(vf::Request {
+        want: w,
+        weight: s.weight.get(),
+    })
 }
 
 fn create_vfs<R: Regs, C: Clock>(
@@ -176,7 +189,8 @@ fn create_vfs<R: Regs, C: Clock>(
             if w.engines == 0 || w.granules == 0 || w.queues == 0 || w.vectors == 0 {
                 return Err(Status::OutOfResources);
             }
-            ctx.books.create(count, |_| vf::Request { want: w, weight: 0 })?
+            ctx.books
+                .create(count, |_| vf::Request { want: w, weight: 0 })?
         }
         Sizing::Uniform(spec) => {
             let r = want(&board, spec)?;
@@ -186,7 +200,8 @@ fn create_vfs<R: Regs, C: Clock>(
             let mut reqs: heapless::Vec<vf::Request, { shared_abi::pci::MAX_VFS }> =
                 heapless::Vec::new();
             for s in specs {
-                reqs.push(want(&board, s)?).map_err(|_| Status::TooManyVfs)?;
+                reqs.push(want(&board, s)?)
+                    .map_err(|_| Status::TooManyVfs)?;
             }
             ctx.books.create(count, |i| reqs[i])?
         }
@@ -195,7 +210,13 @@ fn create_vfs<R: Regs, C: Clock>(
         let slot = *ctx.books.slot(vf as usize);
         banks::clear(ctx.regs, vf as usize);
         banks::program(ctx.regs, ctx.board, vf as usize, &slot);
-        ctx.events.post(ctx.regs, EventKind::VfStateChanged, vf, slot.state as u32, 0);
+        ctx.events.post(
+            ctx.regs,
+            EventKind::VfStateChanged,
+            vf,
+            slot.state as u32,
+            0,
+        );
     }
     ctx.counters.vfs_created += made.len() as u32;
     info!("created {=usize} VFs", made.len());
@@ -220,7 +241,13 @@ fn destroy<R: Regs, C: Clock>(ctx: &mut Ctx<'_, R, C>, target: Target) -> Result
         let old = ctx.books.destroy(vf)?;
         let r = banks::withdraw(ctx.regs, vf as usize, &Run3::from(&old), &Run3::default());
         banks::clear(ctx.regs, vf as usize);
-        ctx.events.post(ctx.regs, EventKind::VfStateChanged, vf, VfState::Free as u32, 0);
+        ctx.events.post(
+            ctx.regs,
+            EventKind::VfStateChanged,
+            vf,
+            VfState::Free as u32,
+            0,
+        );
         ctx.counters.vfs_destroyed += 1;
         n += 1;
         r.map_err(|_| Status::Internal)?;
@@ -258,7 +285,8 @@ pub fn reset_vf<R: Regs, C: Clock>(ctx: &mut Ctx<'_, R, C>, vf: u16) -> Result<(
     ctx.books.end_reset(vf);
     banks::set_state(ctx.regs, vf as usize, ctx.books.slot(vf as usize));
     ctx.counters.flrs += 1;
-    ctx.events.post(ctx.regs, EventKind::VfFlrDone, vf, 0, flrs as u64);
+    ctx.events
+        .post(ctx.regs, EventKind::VfFlrDone, vf, 0, flrs as u64);
     scrubbed.map_err(|_| Status::Internal)
 }
 

@@ -17,7 +17,10 @@ pub struct EventRing {
 impl EventRing {
     /// An empty ring.
     pub const fn new() -> Self {
-        EventRing { prod: 0, dropped: 0 }
+        EventRing {
+            prod: 0,
+            dropped: 0,
+        }
     }
 
     /// Resets both indices (device reset).
@@ -59,5 +62,10 @@ impl EventRing {
 }
 
 fn event(kind: EventKind, vf: u16, code: u32, data: u64) -> Event {
-    Event { kind: U16::new(kind as u16), vf: U16::new(vf), code: U32::new(code), data: U64::new(data) }
+    Event {
+        kind: U16::new(kind as u16),
+        vf: U16::new(vf),
+        code: U32::new(code),
+        data: U64::new(data),
+    }
 }

@@ -115,7 +115,10 @@ impl<R: Regs, C: Clock> Firmware<R, C> {
         r.write32(pf::FAULT_CODE.offset(), FaultCode::None.wire());
         r.write32(pf::BOARD_ENGINES.offset(), self.board.engines as u32);
         r.write32(pf::BOARD_MEM_GRANULES.offset(), self.board.mem_granules);
-        r.write32(pf::BOARD_GRANULE_SHIFT.offset(), self.board.granule_shift as u32);
+        r.write32(
+            pf::BOARD_GRANULE_SHIFT.offset(),
+            self.board.granule_shift as u32,
+        );
         r.write32(pf::BOARD_QUEUES.offset(), self.board.queues as u32);
         r.write32(pf::BOARD_VECTORS.offset(), self.board.vectors as u32);
         r.write32(pf::BOARD_TOTAL_VFS.offset(), self.board.total_vfs as u32);
@@ -124,8 +127,17 @@ impl<R: Regs, C: Clock> Firmware<R, C> {
         self.events.boot(r);
         self.sriov = SriovCtrl::from_bits_retain(r.read32(pf::SRIOV_CTRL.offset()));
         r.write32(pf::DEV_STATUS.offset(), DevStatus::READY.bits());
-        self.events.post(r, shared_abi::events::EventKind::FwReady, shared_abi::events::DEVICE, FW_VERSION, 0);
-        info!("firmware {=u32:x} ready: {=u8} engines, {=u32} granules", FW_VERSION, self.board.engines, self.board.mem_granules);
+        self.events.post(
+            r,
+            shared_abi::events::EventKind::FwReady,
+            shared_abi::events::DEVICE,
+            FW_VERSION,
+            0,
+        );
+        info!(
+            "firmware {=u32:x} ready: {=u8} engines, {=u32} granules",
+            FW_VERSION, self.board.engines, self.board.mem_granules
+        );
     }
 
     /// One iteration of the main loop: heartbeat, SR-IOV state, pending FLRs, the mailbox.
@@ -151,7 +163,13 @@ impl<R: Regs, C: Clock> Firmware<R, C> {
         self.regs.write32(pf::FAULT_CODE.offset(), code.wire());
         let st = self.regs.read32(pf::DEV_STATUS.offset()) | DevStatus::FAULT.bits();
         self.regs.write32(pf::DEV_STATUS.offset(), st);
-        self.events.post(&self.regs, shared_abi::events::EventKind::FwFault, shared_abi::events::DEVICE, code.wire(), 0);
+        self.events.post(
+            &self.regs,
+            shared_abi::events::EventKind::FwFault,
+            shared_abi::events::DEVICE,
+            code.wire(),
+            0,
+        );
     }
 
     fn sync_sriov(&mut self) {
@@ -160,13 +178,23 @@ impl<R: Regs, C: Clock> Firmware<R, C> {
             return;
         }
         self.sriov = now;
-        let visible = if now.contains(SriovCtrl::VF_ENABLE) { now.num_vfs() } else { 0 };
+        let visible = if now.contains(SriovCtrl::VF_ENABLE) {
+            now.num_vfs()
+        } else {
+            0
+        };
         info!("sr-iov: {=u16} VFs visible", visible);
         for (i, changed) in self.books.set_visible(visible).into_iter().enumerate() {
             if changed {
                 banks::set_state(&self.regs, i, self.books.slot(i));
                 let state = self.books.slot(i).state;
-                self.events.post(&self.regs, shared_abi::events::EventKind::VfStateChanged, i as u16, state as u32, 0);
+                self.events.post(
+                    &self.regs,
+                    shared_abi::events::EventKind::VfStateChanged,
+                    i as u16,
+                    state as u32,
+                    0,
+                );
             }
         }
     }
@@ -181,7 +209,8 @@ impl<R: Regs, C: Clock> Firmware<R, C> {
                     let (_, mut ctx) = self.split();
                     let _ = commands::reset_vf(&mut ctx, vf as u16);
                 }
-                self.regs.write32(off, (hw - VfHwStatus::FLR_PENDING).bits());
+                self.regs
+                    .write32(off, (hw - VfHwStatus::FLR_PENDING).bits());
             }
         }
     }

@@ -103,7 +103,8 @@ fn handle<R: Regs, C: Clock>(mbox: &mut Mailbox, ctx: &mut Ctx<'_, R, C>) -> Out
         ctx.counters.errors += 1;
         return error(mbox, 0, 0, Status::BadLength);
     }
-    ctx.regs.read_bytes(pf::MBOX_REQ.start(), &mut mbox.req[..len]);
+    ctx.regs
+        .read_bytes(pf::MBOX_REQ.start(), &mut mbox.req[..len]);
     let req = &mbox.req[..len];
     let (opcode_raw, seq, crc) = match mailbox::peek_header(req) {
         Some(h) => (h.opcode.get(), h.seq.get(), h.crc.get()),
@@ -144,21 +145,40 @@ fn handle<R: Regs, C: Clock>(mbox: &mut Mailbox, ctx: &mut Ctx<'_, R, C>) -> Out
         ctx.counters.errors += 1;
     }
     mbox.replay = Some(this);
-    mbox.resp_len = mailbox::seal(&mut mbox.resp, opcode_raw, HeaderFlags::RESPONSE, status, seq, payload_len)
-        .unwrap_or(0);
+    mbox.resp_len = mailbox::seal(
+        &mut mbox.resp,
+        opcode_raw,
+        HeaderFlags::RESPONSE,
+        status,
+        seq,
+        payload_len,
+    )
+    .unwrap_or(0);
     Out::Main(mbox.resp_len)
 }
 
 fn error(mbox: &mut Mailbox, opcode: u16, seq: u32, status: Status) -> Out {
     // Not cached: a malformed request is not a command, so a retry is judged afresh.
-    Out::Error(mailbox::seal(&mut mbox.err, opcode, HeaderFlags::RESPONSE, status, seq, 0).unwrap_or(0))
+    Out::Error(
+        mailbox::seal(&mut mbox.err, opcode, HeaderFlags::RESPONSE, status, seq, 0).unwrap_or(0),
+    )
 }
 
 fn replay(mbox: &mut Mailbox) -> usize {
     let len = mbox.resp_len;
-    let Some(h) = mailbox::peek_header(&mbox.resp[..len]) else { return 0 };
+    let Some(h) = mailbox::peek_header(&mbox.resp[..len]) else {
+        return 0;
+    };
     let status = Status::from_wire(h.status.get()).unwrap_or(Status::Internal);
     let flags = HeaderFlags::from_bits_retain(h.flags.get()) | HeaderFlags::REPLAYED;
     let payload_len = len - HEADER_LEN;
-    mailbox::seal(&mut mbox.resp, h.opcode.get(), flags, status, h.seq.get(), payload_len).unwrap_or(0)
+    mailbox::seal(
+        &mut mbox.resp,
+        h.opcode.get(),
+        flags,
+        status,
+        h.seq.get(),
+        payload_len,
+    )
+    .unwrap_or(0)
 }

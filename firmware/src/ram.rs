@@ -26,7 +26,11 @@ impl Default for RamRegs {
 impl RamRegs {
     /// All zero.
     pub fn new() -> Self {
-        RamRegs { words: [const { Cell::new(0) }; WORDS], irqs: Cell::new(0), scrubbed: Cell::new(0) }
+        RamRegs {
+            words: [const { Cell::new(0) }; WORDS],
+            irqs: Cell::new(0),
+            scrubbed: Cell::new(0),
+        }
     }
     /// Interrupts raised so far.
     pub fn irqs(&self) -> u32 {

@@ -30,8 +30,12 @@ pub struct Slot {
 
 impl Slot {
     /// An unused slot.
-    pub const FREE: Slot =
-        Slot { state: VfState::Free, alloc: Allocation::ZERO, weight: 0, generation: 0 };
+    pub const FREE: Slot = Slot {
+        state: VfState::Free,
+        alloc: Allocation::ZERO,
+        weight: 0,
+        generation: 0,
+    };
 }
 
 impl Allocation {
@@ -97,7 +101,10 @@ impl Books {
 
     /// Slots in use.
     pub fn in_use(&self) -> usize {
-        self.slots.iter().filter(|s| s.state != VfState::Free).count()
+        self.slots
+            .iter()
+            .filter(|s| s.state != VfState::Free)
+            .count()
     }
 
     /// Slot `vf` if it exists and holds resources.
@@ -144,7 +151,11 @@ impl Books {
                 return Err(Status::TooManyVfs);
             }
             let r = reqs(i);
-            let weight = if r.weight == 0 { DEFAULT_WEIGHT } else { r.weight };
+            let weight = if r.weight == 0 {
+                DEFAULT_WEIGHT
+            } else {
+                r.weight
+            };
             if !weight_ok(weight) {
                 return Err(Status::InvalidArgument);
             }
@@ -169,8 +180,10 @@ impl Books {
             return Err(Status::InvalidState);
         }
         self.pool.release(&s.alloc);
-        self.slots[vf as usize] =
-            Slot { generation: s.generation.wrapping_add(1), ..Slot::FREE };
+        self.slots[vf as usize] = Slot {
+            generation: s.generation.wrapping_add(1),
+            ..Slot::FREE
+        };
         Ok(s.alloc)
     }
 
@@ -232,7 +245,11 @@ impl Books {
         self.visible = n.min(self.total_vfs);
         let mut changed = [false; MAX_VFS];
         for (i, slot) in self.slots.iter_mut().enumerate() {
-            let want = if i < self.visible as usize { VfState::Enabled } else { VfState::Configured };
+            let want = if i < self.visible as usize {
+                VfState::Enabled
+            } else {
+                VfState::Configured
+            };
             if matches!(slot.state, VfState::Configured | VfState::Enabled) && slot.state != want {
                 slot.state = want;
                 slot.generation = slot.generation.wrapping_add(1);
@@ -252,7 +269,9 @@ impl Books {
     pub fn audit(&self, board: &Board) -> Result<(), &'static str> {
         let mut fresh = Pool::new(board);
         for s in self.slots.iter().filter(|s| s.state != VfState::Free) {
-            fresh.take(&s.alloc).map_err(|_| "a unit is held twice or lies outside the board")?;
+            fresh
+                .take(&s.alloc)
+                .map_err(|_| "a unit is held twice or lies outside the board")?;
         }
         if fresh != self.pool {
             return Err("pool disagrees with slots (leak or double free)");

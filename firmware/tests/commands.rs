@@ -1,15 +1,20 @@
 //! Every management command, including every error status, through mailbox bytes.
 mod harness;
 
+use firmware::Regs;
 use harness::Dev;
 use shared_abi::mailbox::{self, HeaderFlags, Opcode, Status, MAX_MESSAGE};
 use shared_abi::messages::{split_list, view, CountResp, HeartbeatResp, Request, Sizing, Target};
 use shared_abi::regs::{pf, queue, vf_bank, DevStatus, SriovCtrl, TtEntry, VfHwStatus};
-use shared_abi::resources::{DeviceInfo, DeviceStats, FreeResources, VfInfo, VfSpec, VfState, VfStats};
-use firmware::Regs;
+use shared_abi::resources::{
+    DeviceInfo, DeviceStats, FreeResources, VfInfo, VfSpec, VfState, VfStats,
+};
 
 fn create_equal(d: &mut Dev, count: u16) -> Vec<VfInfo> {
-    let p = d.ok(&Request::CreateVfs { count, sizing: Sizing::Equal });
+    let p = d.ok(&Request::CreateVfs {
+        count,
+        sizing: Sizing::Equal,
+    });
     let (c, list) = split_list::<CountResp, VfInfo>(&p).unwrap();
     assert_eq!(c.count.get(), count);
     list.to_vec()
@@ -22,12 +27,22 @@ fn bank(d: &Dev, vf: usize, r: shared_abi::regs::Reg) -> u32 {
 #[test]
 fn boot_publishes_identity_and_ready() {
     let d = Dev::new();
-    assert_eq!(d.regs.read32(pf::MAGIC.offset()), shared_abi::regs::PF_MAGIC);
+    assert_eq!(
+        d.regs.read32(pf::MAGIC.offset()),
+        shared_abi::regs::PF_MAGIC
+    );
     assert_eq!(d.regs.read32(pf::ABI_VERSION.offset()), 0x0001_0000);
     assert_eq!(d.regs.read32(pf::BOARD_ENGINES.offset()), 16);
     assert_eq!(d.regs.read32(pf::BOARD_TOTAL_VFS.offset()), 64);
-    assert_eq!(d.regs.read32(pf::DEV_STATUS.offset()), DevStatus::READY.bits());
-    assert_eq!(d.regs.read32(pf::EVQ_PROD.offset()), 1, "FW_READY event posted");
+    assert_eq!(
+        d.regs.read32(pf::DEV_STATUS.offset()),
+        DevStatus::READY.bits()
+    );
+    assert_eq!(
+        d.regs.read32(pf::EVQ_PROD.offset()),
+        1,
+        "FW_READY event posted"
+    );
 }
 
 #[test]
@@ -78,7 +93,10 @@ fn create_four_equal_splits_the_default_board() {
     d.consistent();
     // Everything is used: a fifth VF cannot be made, and nothing changes.
     let before = d.snapshot();
-    let r = d.call(&Request::CreateVfs { count: 1, sizing: Sizing::Equal });
+    let r = d.call(&Request::CreateVfs {
+        count: 1,
+        sizing: Sizing::Equal,
+    });
     assert_eq!(r.status, Status::OutOfResources);
     assert_eq!(d.snapshot(), before);
 }
@@ -87,12 +105,20 @@ fn create_four_equal_splits_the_default_board() {
 fn create_uniform_and_explicit() {
     let mut d = Dev::new();
     let spec = VfSpec::new(2, 100, 8, 16, 300);
-    let p = d.ok(&Request::CreateVfs { count: 3, sizing: Sizing::Uniform(&spec) });
+    let p = d.ok(&Request::CreateVfs {
+        count: 3,
+        sizing: Sizing::Uniform(&spec),
+    });
     let (_, list) = split_list::<CountResp, VfInfo>(&p).unwrap();
     assert_eq!(list.len(), 3);
-    assert!(list.iter().all(|v| v.weight.get() == 300 && v.mem_granules.get() == 100));
+    assert!(list
+        .iter()
+        .all(|v| v.weight.get() == 300 && v.mem_granules.get() == 100));
     let specs = [VfSpec::new(1, 1, 1, 1, 0), VfSpec::new(5, 50, 2, 3, 1000)];
-    let p = d.ok(&Request::CreateVfs { count: 2, sizing: Sizing::Explicit(&specs) });
+    let p = d.ok(&Request::CreateVfs {
+        count: 2,
+        sizing: Sizing::Explicit(&specs),
+    });
     let (_, list) = split_list::<CountResp, VfInfo>(&p).unwrap();
     assert_eq!(list[0].vf.get(), 3, "lowest free slots");
     assert_eq!(list[0].weight.get(), shared_abi::resources::DEFAULT_WEIGHT);
@@ -109,23 +135,70 @@ fn create_errors_change_nothing() {
     let zero = VfSpec::new(0, 1, 1, 1, 0);
     let heavy = VfSpec::new(1, 1, 1, 1, 1001);
     let cases: Vec<(Request<'_>, Status)> = vec![
-        (Request::CreateVfs { count: 0, sizing: Sizing::Equal }, Status::InvalidArgument),
-        (Request::CreateVfs { count: 65, sizing: Sizing::Equal }, Status::TooManyVfs),
-        (Request::CreateVfs { count: 1, sizing: Sizing::Uniform(&too_big) }, Status::OutOfResources),
-        (Request::CreateVfs { count: 1, sizing: Sizing::Uniform(&zero) }, Status::InvalidArgument),
-        (Request::CreateVfs { count: 1, sizing: Sizing::Uniform(&heavy) }, Status::InvalidArgument),
+        (
+            Request::CreateVfs {
+                count: 0,
+                sizing: Sizing::Equal,
+            },
+            Status::InvalidArgument,
+        ),
+        (
+            Request::CreateVfs {
+                count: 65,
+                sizing: Sizing::Equal,
+            },
+            Status::TooManyVfs,
+        ),
+        (
+            Request::CreateVfs {
+                count: 1,
+                sizing: Sizing::Uniform(&too_big),
+            },
+            Status::OutOfResources,
+        ),
+        (
+            Request::CreateVfs {
+                count: 1,
+                sizing: Sizing::Uniform(&zero),
+            },
+            Status::InvalidArgument,
+        ),
+        (
+            Request::CreateVfs {
+                count: 1,
+                sizing: Sizing::Uniform(&heavy),
+            },
+            Status::InvalidArgument,
+        ),
     ];
     let mut fresh = Dev::new();
     for (req, want) in cases {
         assert_eq!(fresh.call(&req).status, want, "{req:?}");
-        assert_eq!(d.call(&req).status, if want == Status::OutOfResources || want == Status::InvalidArgument || want == Status::TooManyVfs { want } else { want });
+        assert_eq!(
+            d.call(&req).status,
+            if want == Status::OutOfResources
+                || want == Status::InvalidArgument
+                || want == Status::TooManyVfs
+            {
+                want
+            } else {
+                want
+            }
+        );
         assert_eq!(d.snapshot(), d_before, "{req:?} changed registers");
     }
     // All-or-nothing: the third of three VFs does not fit, so none is made.
     let mut e = Dev::new();
     let before = e.snapshot();
-    let specs = [VfSpec::new(8, 1, 1, 1, 0), VfSpec::new(8, 1, 1, 1, 0), VfSpec::new(1, 1, 1, 1, 0)];
-    let r = e.call(&Request::CreateVfs { count: 3, sizing: Sizing::Explicit(&specs) });
+    let specs = [
+        VfSpec::new(8, 1, 1, 1, 0),
+        VfSpec::new(8, 1, 1, 1, 0),
+        VfSpec::new(1, 1, 1, 1, 0),
+    ];
+    let r = e.call(&Request::CreateVfs {
+        count: 3,
+        sizing: Sizing::Explicit(&specs),
+    });
     assert_eq!(r.status, Status::OutOfResources);
     assert_eq!(e.snapshot(), before);
     e.consistent();
@@ -139,7 +212,10 @@ fn fragmentation_is_a_clear_error() {
     d.ok(&Request::DestroyVf(Target::One(2)));
     let before = d.snapshot();
     let spec = VfSpec::new(1, 4096, 1, 1, 0);
-    let r = d.call(&Request::CreateVfs { count: 1, sizing: Sizing::Uniform(&spec) });
+    let r = d.call(&Request::CreateVfs {
+        count: 1,
+        sizing: Sizing::Uniform(&spec),
+    });
     assert_eq!(r.status, Status::Fragmented);
     assert_eq!(d.snapshot(), before);
 }
@@ -153,8 +229,14 @@ fn destroy_one_and_all() {
     assert_eq!(bank(&d, 1, vf_bank::STATE), 0);
     assert_eq!(bank(&d, 1, vf_bank::MEM_GRANULES), 0);
     assert_eq!(d.regs.scrubbed(), 2048, "destroyed memory is scrubbed");
-    assert_eq!(d.call(&Request::DestroyVf(Target::One(1))).status, Status::InvalidVf);
-    assert_eq!(d.call(&Request::DestroyVf(Target::One(64))).status, Status::InvalidVf);
+    assert_eq!(
+        d.call(&Request::DestroyVf(Target::One(1))).status,
+        Status::InvalidVf
+    );
+    assert_eq!(
+        d.call(&Request::DestroyVf(Target::One(64))).status,
+        Status::InvalidVf
+    );
     d.consistent();
     let p = d.ok(&Request::DestroyVf(Target::All));
     assert_eq!(view::<CountResp>(&p).unwrap().count.get(), 3);
@@ -170,7 +252,10 @@ fn destroy_one_and_all() {
 fn query_configure_qos_stats() {
     let mut d = Dev::new();
     let spec = VfSpec::new(2, 10, 4, 4, 0);
-    d.ok(&Request::CreateVfs { count: 2, sizing: Sizing::Uniform(&spec) });
+    d.ok(&Request::CreateVfs {
+        count: 2,
+        sizing: Sizing::Uniform(&spec),
+    });
     let p = d.ok(&Request::QueryVf(1));
     let v = *view::<VfInfo>(&p).unwrap();
     assert_eq!(v.mem_base.get(), 10);
@@ -178,9 +263,19 @@ fn query_configure_qos_stats() {
     // VF 0 cannot grow in place (VF 1 follows it) but VF 1 can.
     let bigger = VfSpec::new(3, 20, 8, 8, 0);
     let before = d.snapshot();
-    assert_eq!(d.call(&Request::ConfigureVf { vf: 0, spec: &bigger }).status, Status::Fragmented);
+    assert_eq!(
+        d.call(&Request::ConfigureVf {
+            vf: 0,
+            spec: &bigger
+        })
+        .status,
+        Status::Fragmented
+    );
     assert_eq!(d.snapshot(), before);
-    let p = d.ok(&Request::ConfigureVf { vf: 1, spec: &bigger });
+    let p = d.ok(&Request::ConfigureVf {
+        vf: 1,
+        spec: &bigger,
+    });
     let v = view::<VfInfo>(&p).unwrap();
     assert_eq!((v.mem_base.get(), v.mem_granules.get()), (10, 20));
     assert_eq!(v.engine_mask.get().count_ones(), 3);
@@ -189,7 +284,10 @@ fn query_configure_qos_stats() {
     // Shrinking releases (and scrubs) the tail.
     let scrubbed = d.regs.scrubbed();
     let smaller = VfSpec::new(1, 5, 2, 2, 0);
-    d.ok(&Request::ConfigureVf { vf: 1, spec: &smaller });
+    d.ok(&Request::ConfigureVf {
+        vf: 1,
+        spec: &smaller,
+    });
     assert_eq!(d.regs.scrubbed() - scrubbed, 15);
     assert_eq!(d.regs.read32(pf::tt_entry(16)), TtEntry::INVALID.0);
     d.consistent();
@@ -197,8 +295,14 @@ fn query_configure_qos_stats() {
     let p = d.ok(&Request::SetQos { vf: 0, weight: 800 });
     assert_eq!(view::<VfInfo>(&p).unwrap().weight.get(), 800);
     assert_eq!(bank(&d, 0, vf_bank::QOS_WEIGHT), 800);
-    assert_eq!(d.call(&Request::SetQos { vf: 0, weight: 0 }).status, Status::InvalidArgument);
-    assert_eq!(d.call(&Request::SetQos { vf: 9, weight: 5 }).status, Status::InvalidVf);
+    assert_eq!(
+        d.call(&Request::SetQos { vf: 0, weight: 0 }).status,
+        Status::InvalidArgument
+    );
+    assert_eq!(
+        d.call(&Request::SetQos { vf: 9, weight: 5 }).status,
+        Status::InvalidVf
+    );
     d.consistent();
     // Stats.
     let p = d.ok(&Request::GetStats(Target::One(0)));
@@ -208,7 +312,10 @@ fn query_configure_qos_stats() {
     assert_eq!(dev.vf_count.get(), 2);
     assert_eq!(vfs.len(), 2);
     assert!(dev.mbox_errors.get() >= 3);
-    assert_eq!(d.call(&Request::GetStats(Target::One(7))).status, Status::InvalidVf);
+    assert_eq!(
+        d.call(&Request::GetStats(Target::One(7))).status,
+        Status::InvalidVf
+    );
 }
 
 #[test]
@@ -224,9 +331,20 @@ fn reset_clears_only_that_vf() {
     let v = view::<VfInfo>(&p).unwrap();
     assert_eq!(v.flr_count.get(), 1);
     assert_eq!(v.state, VfState::Configured as u8);
-    assert_eq!(d.regs.read32(queue::SQ_BASE_LO.at(q0)), 0, "its queues are cleared");
-    assert_eq!(d.regs.read32(queue::SQ_BASE_LO.at(q1)), 0x2000, "the other VF is untouched");
-    assert_eq!(d.regs.scrubbed() - scrubbed, vfs[0].mem_granules.get() as u64);
+    assert_eq!(
+        d.regs.read32(queue::SQ_BASE_LO.at(q0)),
+        0,
+        "its queues are cleared"
+    );
+    assert_eq!(
+        d.regs.read32(queue::SQ_BASE_LO.at(q1)),
+        0x2000,
+        "the other VF is untouched"
+    );
+    assert_eq!(
+        d.regs.scrubbed() - scrubbed,
+        vfs[0].mem_granules.get() as u64
+    );
     assert_eq!(d.call(&Request::ResetVf(3)).status, Status::InvalidVf);
     d.consistent();
 }
@@ -235,12 +353,16 @@ fn reset_clears_only_that_vf() {
 fn flr_from_config_space_and_sriov_enable() {
     let mut d = Dev::new();
     create_equal(&mut d, 4);
-    d.regs.write32(pf::SRIOV_CTRL.offset(), SriovCtrl::new(true, true, 2).bits());
+    d.regs.write32(
+        pf::SRIOV_CTRL.offset(),
+        SriovCtrl::new(true, true, 2).bits(),
+    );
     d.fw.poll();
     assert_eq!(bank(&d, 0, vf_bank::STATE), VfState::Enabled as u32);
     assert_eq!(bank(&d, 1, vf_bank::STATE), VfState::Enabled as u32);
     assert_eq!(bank(&d, 2, vf_bank::STATE), VfState::Configured as u32);
-    d.regs.write32(pf::vf_hw_status(1), VfHwStatus::FLR_PENDING.bits());
+    d.regs
+        .write32(pf::vf_hw_status(1), VfHwStatus::FLR_PENDING.bits());
     d.fw.poll();
     assert_eq!(d.regs.read32(pf::vf_hw_status(1)), 0, "FLR acknowledged");
     assert_eq!(bank(&d, 1, vf_bank::FLR_COUNT), 1);
@@ -255,7 +377,10 @@ fn flr_from_config_space_and_sriov_enable() {
 #[test]
 fn retry_is_answered_not_executed_twice() {
     let mut d = Dev::new();
-    let msg = d.encode(&Request::CreateVfs { count: 1, sizing: Sizing::Uniform(&VfSpec::new(1, 1, 1, 1, 0)) });
+    let msg = d.encode(&Request::CreateVfs {
+        count: 1,
+        sizing: Sizing::Uniform(&VfSpec::new(1, 1, 1, 1, 0)),
+    });
     let first = d.raw(&msg, msg.len() as u32);
     assert_eq!(first.status, Status::Ok);
     assert!(!first.flags.contains(HeaderFlags::REPLAYED));
@@ -264,7 +389,11 @@ fn retry_is_answered_not_executed_twice() {
     assert!(again.flags.contains(HeaderFlags::REPLAYED));
     assert_eq!(again.payload, first.payload);
     let f = d.ok(&Request::GetResources);
-    assert_eq!(view::<FreeResources>(&f).unwrap().free_vf_slots.get(), 63, "one VF, not two");
+    assert_eq!(
+        view::<FreeResources>(&f).unwrap().free_vf_slots.get(),
+        63,
+        "one VF, not two"
+    );
     assert_eq!(d.fw.counters().replays, 1);
     // A malformed message in between does not spoil the cache.
     let msg2 = d.encode(&Request::DestroyVf(Target::One(0)));
@@ -292,7 +421,8 @@ fn malformed_messages_get_specific_statuses_and_change_nothing() {
     let n = good.len() as u32;
     let unknown = {
         let mut m = vec![0u8; 64];
-        let len = mailbox::encode(&mut m, 0x0999, HeaderFlags::empty(), Status::Ok, 1, &[]).unwrap();
+        let len =
+            mailbox::encode(&mut m, 0x0999, HeaderFlags::empty(), Status::Ok, 1, &[]).unwrap();
         m.truncate(len);
         m
     };
@@ -308,7 +438,11 @@ fn malformed_messages_get_specific_statuses_and_change_nothing() {
         (&bad_version, n, Status::UnsupportedVersion),
         (&flags, n, Status::BadCrc),
         (&unknown, unknown.len() as u32, Status::UnknownOpcode),
-        (&short_payload, short_payload.len() as u32, Status::BadLength),
+        (
+            &short_payload,
+            short_payload.len() as u32,
+            Status::BadLength,
+        ),
         (&good, n - 1, Status::BadLength),
         (&good, 10, Status::BadLength),
         (&good, MAX_MESSAGE as u32 + 1, Status::BadLength),
@@ -325,7 +459,12 @@ fn malformed_messages_get_specific_statuses_and_change_nothing() {
 #[test]
 fn firmware_update_opcodes_are_refused_on_this_board() {
     let mut d = Dev::new();
-    for req in [Request::FwDownloadCommit, Request::FwQuerySlots, Request::FwActivate { slot: 0 }, Request::GetLog { from: 0 }] {
+    for req in [
+        Request::FwDownloadCommit,
+        Request::FwQuerySlots,
+        Request::FwActivate { slot: 0 },
+        Request::GetLog { from: 0 },
+    ] {
         assert_eq!(d.call(&req).status, Status::NotSupported);
     }
 }
@@ -336,6 +475,12 @@ fn invalid_board_is_a_fault() {
     let mut b = firmware::Board::DEFAULT;
     b.engines = 0;
     assert!(firmware::Firmware::new(regs, firmware::hal::NoClock, b, 0).is_err());
-    assert_eq!(regs.read32(pf::DEV_STATUS.offset()), DevStatus::FAULT.bits());
-    assert_eq!(regs.read32(pf::FAULT_CODE.offset()), shared_abi::mailbox::FaultCode::BadBoard.wire());
+    assert_eq!(
+        regs.read32(pf::DEV_STATUS.offset()),
+        DevStatus::FAULT.bits()
+    );
+    assert_eq!(
+        regs.read32(pf::FAULT_CODE.offset()),
+        shared_abi::mailbox::FaultCode::BadBoard.wire()
+    );
 }

@@ -14,12 +14,21 @@ fn seed_messages(d: &mut Dev) -> Vec<Vec<u8>> {
     let spec = VfSpec::new(1, 4, 2, 2, 10);
     let specs = [spec; 3];
     vec![
-        d.encode(&Request::CreateVfs { count: 2, sizing: Sizing::Equal }),
-        d.encode(&Request::CreateVfs { count: 3, sizing: Sizing::Explicit(&specs) }),
+        d.encode(&Request::CreateVfs {
+            count: 2,
+            sizing: Sizing::Equal,
+        }),
+        d.encode(&Request::CreateVfs {
+            count: 3,
+            sizing: Sizing::Explicit(&specs),
+        }),
         d.encode(&Request::ConfigureVf { vf: 0, spec: &spec }),
         d.encode(&Request::DestroyVf(Target::All)),
         d.encode(&Request::GetStats(Target::All)),
-        d.encode(&Request::FwDownloadChunk { offset: 0, data: &[1, 2, 3] }),
+        d.encode(&Request::FwDownloadChunk {
+            offset: 0,
+            data: &[1, 2, 3],
+        }),
     ]
 }
 

@@ -32,7 +32,12 @@ impl Dev {
         let regs: &'static RamRegs = Box::leak(Box::new(RamRegs::new()));
         let mut fw = Firmware::new(regs, NoClock, board, 0xB1D).unwrap();
         fw.boot();
-        Dev { regs, fw, seq: 100, doorbell: 0 }
+        Dev {
+            regs,
+            fw,
+            seq: 100,
+            doorbell: 0,
+        }
     }
 
     /// Rings the doorbell with raw message bytes and runs one firmware poll.
@@ -42,14 +47,25 @@ impl Dev {
         self.doorbell = self.doorbell.wrapping_add(1);
         self.regs.write32(pf::MBOX_DOORBELL.offset(), self.doorbell);
         assert!(self.fw.poll(), "doorbell must be noticed");
-        assert_eq!(self.regs.read32(pf::MBOX_STATE.offset()), MboxState::Done as u32);
-        assert_eq!(self.regs.read32(pf::MBOX_DONE_DOORBELL.offset()), self.doorbell);
+        assert_eq!(
+            self.regs.read32(pf::MBOX_STATE.offset()),
+            MboxState::Done as u32
+        );
+        assert_eq!(
+            self.regs.read32(pf::MBOX_DONE_DOORBELL.offset()),
+            self.doorbell
+        );
         let n = self.regs.read32(pf::MBOX_RESP_LEN.offset()) as usize;
         let mut buf = vec![0u8; n];
         self.regs.read_bytes(pf::MBOX_RESP.start(), &mut buf);
         let m = mailbox::decode(&buf).expect("firmware responses always decode");
         assert!(m.flags.contains(HeaderFlags::RESPONSE));
-        Resp { status: m.status, flags: m.flags, seq: m.seq, payload: m.payload.to_vec() }
+        Resp {
+            status: m.status,
+            flags: m.flags,
+            seq: m.seq,
+            payload: m.payload.to_vec(),
+        }
     }
 
     pub fn encode(&mut self, req: &Request<'_>) -> Vec<u8> {

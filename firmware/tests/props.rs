@@ -3,13 +3,13 @@
 //! always leave the banks equal to the books, and a refused command changes nothing.
 mod harness;
 
+use firmware::{Board, Regs};
 use harness::Dev;
 use proptest::prelude::*;
 use shared_abi::mailbox::Status;
 use shared_abi::messages::{Request, Sizing, Target};
 use shared_abi::regs::{pf, SriovCtrl, VfHwStatus};
 use shared_abi::resources::VfSpec;
-use firmware::{Board, Regs};
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -43,7 +43,14 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 /// A smaller board so that random sequences hit exhaustion and fragmentation often.
-const BOARD: Board = Board { engines: 8, mem_granules: 512, granule_shift: 21, queues: 32, vectors: 64, total_vfs: 8 };
+const BOARD: Board = Board {
+    engines: 8,
+    mem_granules: 512,
+    granule_shift: 21,
+    queues: 32,
+    vectors: 64,
+    total_vfs: 8,
+};
 
 fn spec((e, m, q, v): (u16, u32, u16, u16)) -> VfSpec {
     VfSpec::new(e, m, q, v, 0)

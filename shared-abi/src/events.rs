@@ -10,7 +10,9 @@ use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 /// One event ring entry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
 #[repr(C)]
 pub struct Event {
     /// [`EventKind`].
@@ -63,8 +65,14 @@ impl EventKind {
 mod tests {
     #[test]
     fn event_size() {
-        assert_eq!(core::mem::size_of::<super::Event>(), crate::regs::EVENT_SIZE);
-        assert_eq!(super::EventKind::from_wire(6), Some(super::EventKind::Overflow));
+        assert_eq!(
+            core::mem::size_of::<super::Event>(),
+            crate::regs::EVENT_SIZE
+        );
+        assert_eq!(
+            super::EventKind::from_wire(6),
+            Some(super::EventKind::Overflow)
+        );
         assert_eq!(super::EventKind::from_wire(0), None);
     }
 }

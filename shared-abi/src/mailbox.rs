@@ -28,7 +28,9 @@ pub const MAX_PAYLOAD: usize = MAX_MESSAGE - HEADER_LEN;
 const CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
 
 /// The fixed message header.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
 #[repr(C)]
 pub struct Header {
     /// [`MAGIC`].
@@ -336,7 +338,14 @@ pub fn encode_request(
     seq: u32,
     payload: &[u8],
 ) -> Result<usize, EncodeError> {
-    encode(out, opcode.wire(), HeaderFlags::empty(), Status::Ok, seq, payload)
+    encode(
+        out,
+        opcode.wire(),
+        HeaderFlags::empty(),
+        Status::Ok,
+        seq,
+        payload,
+    )
 }
 
 /// Reads the header fields that identify a request even when the rest is bad, so that an
@@ -378,7 +387,13 @@ pub fn decode(buf: &[u8]) -> Result<Message<'_>, DecodeError> {
         }
         Opcode::from_wire(opcode).ok_or(DecodeError::UnknownOpcode(opcode))?;
     }
-    Ok(Message { opcode, flags, status, seq: h.seq.get(), payload: rest })
+    Ok(Message {
+        opcode,
+        flags,
+        status,
+        seq: h.seq.get(),
+        payload: rest,
+    })
 }
 
 impl Message<'_> {

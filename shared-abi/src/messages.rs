@@ -26,7 +26,9 @@ use zerocopy::little_endian::{U16, U32};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 /// Names one VF, or all of them with [`VfRef::ALL`]. 4 bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
 #[repr(C)]
 pub struct VfRef {
     /// VF index (ignored with `ALL`).
@@ -53,7 +55,9 @@ pub enum Profile {
 }
 
 /// CREATE_VFS request head. 8 bytes; specs follow.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
 #[repr(C)]
 pub struct CreateVfsReq {
     /// VFs to create (1..=TotalVFs).
@@ -67,7 +71,9 @@ pub struct CreateVfsReq {
 }
 
 /// A count in a response (created or destroyed VFs). 4 bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
 #[repr(C)]
 pub struct CountResp {
     /// How many.
@@ -77,7 +83,9 @@ pub struct CountResp {
 }
 
 /// CONFIGURE_VF request. 20 bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
 #[repr(C)]
 pub struct ConfigureVfReq {
     /// VF index.
@@ -89,7 +97,9 @@ pub struct ConfigureVfReq {
 }
 
 /// SET_QOS request. 4 bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
 #[repr(C)]
 pub struct SetQosReq {
     /// VF index.
@@ -99,7 +109,9 @@ pub struct SetQosReq {
 }
 
 /// HEARTBEAT request. 4 bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
 #[repr(C)]
 pub struct HeartbeatReq {
     /// Echoed back.
@@ -107,7 +119,9 @@ pub struct HeartbeatReq {
 }
 
 /// HEARTBEAT response. 16 bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
 #[repr(C)]
 pub struct HeartbeatResp {
     /// The request's nonce.
@@ -119,7 +133,9 @@ pub struct HeartbeatResp {
 }
 
 /// FW_DOWNLOAD_BEGIN request. 12 bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
 #[repr(C)]
 pub struct FwBeginReq {
     /// Total image bytes.
@@ -135,7 +151,9 @@ pub struct FwBeginReq {
 }
 
 /// FW_DOWNLOAD_CHUNK request head. 8 bytes; `len` data bytes follow.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
 #[repr(C)]
 pub struct FwChunkReq {
     /// Byte offset of this chunk in the image.
@@ -145,7 +163,9 @@ pub struct FwChunkReq {
 }
 
 /// FW_ACTIVATE request. 4 bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
 #[repr(C)]
 pub struct FwActivateReq {
     /// Slot to boot at the next reset.
@@ -155,7 +175,9 @@ pub struct FwActivateReq {
 }
 
 /// One flash slot in FW_QUERY_SLOTS. 16 bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
 #[repr(C)]
 pub struct FwSlotInfo {
     /// Slot index.
@@ -173,7 +195,9 @@ pub struct FwSlotInfo {
 }
 
 /// GET_LOG / ACK_EVENTS request. 4 bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
 #[repr(C)]
 pub struct IndexReq {
     /// A ring index.
@@ -329,7 +353,9 @@ impl<'a> Request<'a> {
         Ok(match opcode {
             Opcode::GetDeviceInfo => empty(p).map(|_| Request::GetDeviceInfo)?,
             Opcode::GetResources => empty(p).map(|_| Request::GetResources)?,
-            Opcode::Heartbeat => Request::Heartbeat { nonce: exact::<HeartbeatReq>(p)?.nonce.get() },
+            Opcode::Heartbeat => Request::Heartbeat {
+                nonce: exact::<HeartbeatReq>(p)?.nonce.get(),
+            },
             Opcode::CreateVfs => {
                 let (head, rest) =
                     CreateVfsReq::ref_from_prefix(p).map_err(|_| DecodeError::BadPayload)?;
@@ -367,12 +393,18 @@ impl<'a> Request<'a> {
                 if r.reserved.get() != 0 || r.spec.reserved.get() != 0 {
                     return Err(DecodeError::Reserved);
                 }
-                Request::ConfigureVf { vf: r.vf.get(), spec: &r.spec }
+                Request::ConfigureVf {
+                    vf: r.vf.get(),
+                    spec: &r.spec,
+                }
             }
             Opcode::ResetVf => Request::ResetVf(one(exact::<VfRef>(p)?)?),
             Opcode::SetQos => {
                 let r = exact::<SetQosReq>(p)?;
-                Request::SetQos { vf: r.vf.get(), weight: r.weight.get() }
+                Request::SetQos {
+                    vf: r.vf.get(),
+                    weight: r.weight.get(),
+                }
             }
             Opcode::GetStats => Request::GetStats(target(exact::<VfRef>(p)?)?),
             Opcode::FwDownloadBegin => {
@@ -388,7 +420,10 @@ impl<'a> Request<'a> {
                 if head.len.get() as usize != data.len() {
                     return Err(DecodeError::BadPayload);
                 }
-                Request::FwDownloadChunk { offset: head.offset.get(), data }
+                Request::FwDownloadChunk {
+                    offset: head.offset.get(),
+                    data,
+                }
             }
             Opcode::FwDownloadCommit => empty(p).map(|_| Request::FwDownloadCommit)?,
             Opcode::FwActivate => {
@@ -399,15 +434,22 @@ impl<'a> Request<'a> {
                 Request::FwActivate { slot: r.slot }
             }
             Opcode::FwQuerySlots => empty(p).map(|_| Request::FwQuerySlots)?,
-            Opcode::GetLog => Request::GetLog { from: exact::<IndexReq>(p)?.index.get() },
-            Opcode::AckEvents => Request::AckEvents { upto: exact::<IndexReq>(p)?.index.get() },
+            Opcode::GetLog => Request::GetLog {
+                from: exact::<IndexReq>(p)?.index.get(),
+            },
+            Opcode::AckEvents => Request::AckEvents {
+                upto: exact::<IndexReq>(p)?.index.get(),
+            },
         })
     }
 
     /// Writes this request's payload into `out`; returns its length.
     pub fn write_payload(&self, out: &mut [u8]) -> Result<usize, EncodeError> {
         let mut w = Writer { out, len: 0 };
-        let vfref = |vf: u16, flags: u16| VfRef { vf: U16::new(vf), flags: U16::new(flags) };
+        let vfref = |vf: u16, flags: u16| VfRef {
+            vf: U16::new(vf),
+            flags: U16::new(flags),
+        };
         let tgt = |t: Target| match t {
             Target::One(v) => vfref(v, 0),
             Target::All => vfref(0, VfRef::ALL),
@@ -417,7 +459,9 @@ impl<'a> Request<'a> {
             | Request::GetResources
             | Request::FwDownloadCommit
             | Request::FwQuerySlots => {}
-            Request::Heartbeat { nonce } => w.put(&HeartbeatReq { nonce: U32::new(nonce) })?,
+            Request::Heartbeat { nonce } => w.put(&HeartbeatReq {
+                nonce: U32::new(nonce),
+            })?,
             Request::CreateVfs { count, sizing } => {
                 let profile = match sizing {
                     Sizing::Equal => Profile::Equal,
@@ -438,20 +482,33 @@ impl<'a> Request<'a> {
             }
             Request::DestroyVf(t) | Request::GetStats(t) => w.put(&tgt(t))?,
             Request::QueryVf(vf) | Request::ResetVf(vf) => w.put(&vfref(vf, 0))?,
-            Request::ConfigureVf { vf, spec } => {
-                w.put(&ConfigureVfReq { vf: U16::new(vf), reserved: U16::new(0), spec: *spec })?
-            }
-            Request::SetQos { vf, weight } => {
-                w.put(&SetQosReq { vf: U16::new(vf), weight: U16::new(weight) })?
-            }
+            Request::ConfigureVf { vf, spec } => w.put(&ConfigureVfReq {
+                vf: U16::new(vf),
+                reserved: U16::new(0),
+                spec: *spec,
+            })?,
+            Request::SetQos { vf, weight } => w.put(&SetQosReq {
+                vf: U16::new(vf),
+                weight: U16::new(weight),
+            })?,
             Request::FwDownloadBegin(r) => w.put(r)?,
             Request::FwDownloadChunk { offset, data } => {
-                w.put(&FwChunkReq { offset: U32::new(offset), len: U32::new(data.len() as u32) })?;
+                w.put(&FwChunkReq {
+                    offset: U32::new(offset),
+                    len: U32::new(data.len() as u32),
+                })?;
                 w.put(data)?;
             }
-            Request::FwActivate { slot } => w.put(&FwActivateReq { slot, reserved: [0; 3] })?,
-            Request::GetLog { from } => w.put(&IndexReq { index: U32::new(from) })?,
-            Request::AckEvents { upto } => w.put(&IndexReq { index: U32::new(upto) })?,
+            Request::FwActivate { slot } => w.put(&FwActivateReq {
+                slot,
+                reserved: [0; 3],
+            })?,
+            Request::GetLog { from } => w.put(&IndexReq {
+                index: U32::new(from),
+            })?,
+            Request::AckEvents { upto } => w.put(&IndexReq {
+                index: U32::new(upto),
+            })?,
         }
         Ok(w.len)
     }
@@ -473,7 +530,10 @@ impl<'o> Writer<'o> {
     pub fn put<T: IntoBytes + Immutable + ?Sized>(&mut self, v: &T) -> Result<(), EncodeError> {
         let b = v.as_bytes();
         let end = self.len.checked_add(b.len()).ok_or(EncodeError::TooLong)?;
-        self.out.get_mut(self.len..end).ok_or(EncodeError::TooLong)?.copy_from_slice(b);
+        self.out
+            .get_mut(self.len..end)
+            .ok_or(EncodeError::TooLong)?
+            .copy_from_slice(b);
         self.len = end;
         Ok(())
     }
@@ -525,7 +585,10 @@ mod tests {
         // The largest responses fit the buffer.
         let max_vfs = crate::pci::MAX_VFS;
         assert!(4 + max_vfs * size_of::<VfInfo>() <= crate::mailbox::MAX_PAYLOAD);
-        assert!(size_of::<DeviceStats>() + max_vfs * size_of::<VfStats>() <= crate::mailbox::MAX_PAYLOAD);
+        assert!(
+            size_of::<DeviceStats>() + max_vfs * size_of::<VfStats>()
+                <= crate::mailbox::MAX_PAYLOAD
+        );
         assert!(8 + max_vfs * size_of::<VfSpec>() <= crate::mailbox::MAX_PAYLOAD);
     }
 
@@ -533,9 +596,15 @@ mod tests {
     fn create_vfs_explicit_count_must_match() {
         let specs = [VfSpec::new(1, 1, 1, 1, 0); 2];
         let mut buf = [0u8; 128];
-        let n = Request::CreateVfs { count: 3, sizing: Sizing::Explicit(&specs) }
-            .write_payload(&mut buf)
-            .unwrap();
-        assert_eq!(Request::parse(Opcode::CreateVfs, &buf[..n]), Err(DecodeError::BadPayload));
+        let n = Request::CreateVfs {
+            count: 3,
+            sizing: Sizing::Explicit(&specs),
+        }
+        .write_payload(&mut buf)
+        .unwrap();
+        assert_eq!(
+            Request::parse(Opcode::CreateVfs, &buf[..n]),
+            Err(DecodeError::BadPayload)
+        );
     }
 }

@@ -136,29 +136,65 @@ pub mod pf {
     pub const LOG_CONS: Reg = Reg(0x1084);
 
     /// Identification, status and control page: trapped, never mapped into the host.
-    pub const ID_PAGE: Window = Window { offset: 0x0000, len: 0x1000 };
+    pub const ID_PAGE: Window = Window {
+        offset: 0x0000,
+        len: 0x1000,
+    };
     /// Mailbox/ring control page: may be mapped into the host.
-    pub const MBOX_CTRL_PAGE: Window = Window { offset: 0x1000, len: 0x1000 };
+    pub const MBOX_CTRL_PAGE: Window = Window {
+        offset: 0x1000,
+        len: 0x1000,
+    };
     /// RW: mailbox request buffer (host writes a whole message here).
-    pub const MBOX_REQ: Window = Window { offset: 0x2000, len: 0x1000 };
+    pub const MBOX_REQ: Window = Window {
+        offset: 0x2000,
+        len: 0x1000,
+    };
     /// RO: mailbox response buffer.
-    pub const MBOX_RESP: Window = Window { offset: 0x3000, len: 0x1000 };
+    pub const MBOX_RESP: Window = Window {
+        offset: 0x3000,
+        len: 0x1000,
+    };
     /// RO: event ring, [`super::EVENT_RING_ENTRIES`] entries of [`crate::events::Event`].
-    pub const EVENT_RING: Window = Window { offset: 0x4000, len: 0x800 };
+    pub const EVENT_RING: Window = Window {
+        offset: 0x4000,
+        len: 0x800,
+    };
     /// RO: firmware log ring (defmt frames, rzCOBS encoded, zero-delimited).
-    pub const LOG_RING: Window = Window { offset: 0x5000, len: 0x2000 };
+    pub const LOG_RING: Window = Window {
+        offset: 0x5000,
+        len: 0x2000,
+    };
     /// RO to the host: VF banks, [`super::VF_BANK_SIZE`] bytes each, VF n at `offset + n*0x80`.
-    pub const VF_BANKS: Window = Window { offset: 0x8000, len: 0x2000 };
+    pub const VF_BANKS: Window = Window {
+        offset: 0x8000,
+        len: 0x2000,
+    };
     /// RW by hardware: one [`super::VfHwStatus`] word per VF.
-    pub const VF_HW_STATUS: Window = Window { offset: 0xA000, len: 0x100 };
+    pub const VF_HW_STATUS: Window = Window {
+        offset: 0xA000,
+        len: 0x100,
+    };
     /// RO to the host: translation pool, one [`super::TtEntry`] per device granule.
-    pub const TT_POOL: Window = Window { offset: 0x1_0000, len: 0x8000 };
+    pub const TT_POOL: Window = Window {
+        offset: 0x1_0000,
+        len: 0x8000,
+    };
     /// RO to the host: physical queue registers, [`super::QUEUE_REGS_SIZE`] bytes each.
-    pub const QUEUES: Window = Window { offset: 0x2_0000, len: 0x4000 };
+    pub const QUEUES: Window = Window {
+        offset: 0x2_0000,
+        len: 0x4000,
+    };
     /// PF MSI-X table (trapped).
-    pub const MSIX_TABLE: Window = Window { offset: 0x3_0000, len: 0x1000 };
+    pub const MSIX_TABLE: Window = Window {
+        offset: 0x3_0000,
+        len: 0x1000,
+    };
     /// PF MSI-X pending bit array (trapped).
-    pub const MSIX_PBA: Window = Window { offset: 0x3_8000, len: 0x1000 };
+    pub const MSIX_PBA: Window = Window {
+        offset: 0x3_8000,
+        len: 0x1000,
+    };
 
     /// Offset of VF `vf`'s bank.
     pub const fn vf_bank(vf: usize) -> usize {
@@ -334,11 +370,20 @@ pub mod vf {
     /// WO: write a VF-local vector number to raise it (interrupt self-test).
     pub const IRQ_TRIGGER: Reg = Reg(0x030);
     /// Queue register blocks: VF-local queue q at `QUEUES.offset + q * 0x40`.
-    pub const QUEUES: Window = Window { offset: 0x1000, len: 0x4000 };
+    pub const QUEUES: Window = Window {
+        offset: 0x1000,
+        len: 0x4000,
+    };
     /// MSI-X table (up to 2048 entries).
-    pub const MSIX_TABLE: Window = Window { offset: 0x8000, len: 0x8000 };
+    pub const MSIX_TABLE: Window = Window {
+        offset: 0x8000,
+        len: 0x8000,
+    };
     /// MSI-X pending bit array.
-    pub const MSIX_PBA: Window = Window { offset: 0x1_0000, len: 0x1000 };
+    pub const MSIX_PBA: Window = Window {
+        offset: 0x1_0000,
+        len: 0x1000,
+    };
 
     /// Offset of VF-local queue `q`'s block.
     pub const fn queue(q: usize) -> usize {
@@ -576,7 +621,10 @@ mod tests {
         }
         assert!(prev_end as u64 <= crate::pci::PF_BAR0_SIZE);
         // Sizes follow from the capacities.
-        assert_eq!(pf::VF_BANKS.len as usize, crate::pci::MAX_VFS * VF_BANK_SIZE);
+        assert_eq!(
+            pf::VF_BANKS.len as usize,
+            crate::pci::MAX_VFS * VF_BANK_SIZE
+        );
         assert_eq!(pf::VF_HW_STATUS.len as usize, crate::pci::MAX_VFS * 4);
         assert_eq!(pf::TT_POOL.len as usize, TT_POOL_ENTRIES * 4);
         assert_eq!(pf::QUEUES.len as usize, VF_MAX_QUEUES * QUEUE_REGS_SIZE);
@@ -658,9 +706,15 @@ mod tests {
             assert_eq!(reg.0, *off);
         }
         assert_eq!((vf::QUEUES.offset, vf::QUEUES.len), (0x1000, 0x4000));
-        assert_eq!((vf::MSIX_TABLE.offset, vf::MSIX_TABLE.len), (0x8000, 0x8000));
+        assert_eq!(
+            (vf::MSIX_TABLE.offset, vf::MSIX_TABLE.len),
+            (0x8000, 0x8000)
+        );
         assert_eq!((vf::MSIX_PBA.offset, vf::MSIX_PBA.len), (0x1_0000, 0x1000));
-        assert_eq!(vf::MSIX_TABLE.len as usize, crate::pci::VF_MAX_MSIX_VECTORS as usize * 16);
+        assert_eq!(
+            vf::MSIX_TABLE.len as usize,
+            crate::pci::VF_MAX_MSIX_VECTORS as usize * 16
+        );
         assert!(vf::MSIX_PBA.end() as u64 <= crate::pci::VF_BAR0_SIZE);
         assert_eq!(vf::queue(1), 0x1040);
     }

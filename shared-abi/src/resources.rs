@@ -102,7 +102,9 @@ pub const DEFAULT_WEIGHT: u16 = 100;
 pub const MAX_WEIGHT: u16 = 1000;
 
 /// What one VF asks for. 16 bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
 #[repr(C)]
 pub struct VfSpec {
     /// Compute engines (≥ 1).
@@ -134,7 +136,9 @@ impl VfSpec {
 }
 
 /// What a VF has: its bank as the firmware programmed it. 48 bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
 #[repr(C)]
 pub struct VfInfo {
     /// VF index.
@@ -174,7 +178,9 @@ pub struct VfInfo {
 }
 
 /// Identity and capabilities. 40 bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
 #[repr(C)]
 pub struct DeviceInfo {
     /// ABI major.
@@ -208,7 +214,9 @@ pub struct DeviceInfo {
 }
 
 /// Free resources. 24 bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
 #[repr(C)]
 pub struct FreeResources {
     /// Free engines (bit n = engine n).
@@ -232,7 +240,9 @@ pub struct FreeResources {
 }
 
 /// Counters of one VF. 40 bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
 #[repr(C)]
 pub struct VfStats {
     /// VF index.
@@ -256,7 +266,9 @@ pub struct VfStats {
 }
 
 /// Device-wide counters. 48 bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
 #[repr(C)]
 pub struct DeviceStats {
     /// Mailbox commands executed.
@@ -300,7 +312,12 @@ mod tests {
 
     #[test]
     fn state_and_fault_codes_round_trip() {
-        for s in [VfState::Free, VfState::Configured, VfState::Enabled, VfState::Resetting] {
+        for s in [
+            VfState::Free,
+            VfState::Configured,
+            VfState::Enabled,
+            VfState::Resetting,
+        ] {
             assert_eq!(VfState::from_wire(s as u32), Some(s));
         }
         assert_eq!(VfState::from_wire(4), None);

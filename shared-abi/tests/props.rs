@@ -7,7 +7,13 @@ use shared_abi::resources::VfSpec;
 use zerocopy::FromBytes;
 
 fn spec() -> impl Strategy<Value = VfSpec> {
-    (any::<u16>(), any::<u32>(), any::<u16>(), any::<u16>(), any::<u16>())
+    (
+        any::<u16>(),
+        any::<u32>(),
+        any::<u16>(),
+        any::<u16>(),
+        any::<u16>(),
+    )
         .prop_map(|(e, m, q, v, w)| VfSpec::new(e, m, q, v, w))
 }
 
@@ -17,8 +23,14 @@ fn target() -> impl Strategy<Value = Target> {
 
 /// Every request shape; specs live in the returned Vec so the Request can borrow them.
 fn request_parts() -> impl Strategy<Value = (u8, u16, u32, Vec<VfSpec>, Target, Vec<u8>)> {
-    (0u8..17, any::<u16>(), any::<u32>(), prop::collection::vec(spec(), 0..64), target(),
-        prop::collection::vec(any::<u8>(), 0..2048))
+    (
+        0u8..17,
+        any::<u16>(),
+        any::<u32>(),
+        prop::collection::vec(spec(), 0..64),
+        target(),
+        prop::collection::vec(any::<u8>(), 0..2048),
+    )
 }
 
 fn build<'a>(k: u8, a: u16, b: u32, specs: &'a [VfSpec], t: Target, data: &'a [u8]) -> Request<'a> {
@@ -26,10 +38,19 @@ fn build<'a>(k: u8, a: u16, b: u32, specs: &'a [VfSpec], t: Target, data: &'a [u
         0 => Request::GetDeviceInfo,
         1 => Request::GetResources,
         2 => Request::Heartbeat { nonce: b },
-        3 => Request::CreateVfs { count: specs.len() as u16, sizing: Sizing::Explicit(specs) },
+        3 => Request::CreateVfs {
+            count: specs.len() as u16,
+            sizing: Sizing::Explicit(specs),
+        },
         4 => match specs.first() {
-            Some(s) => Request::CreateVfs { count: a, sizing: Sizing::Uniform(s) },
-            None => Request::CreateVfs { count: a, sizing: Sizing::Equal },
+            Some(s) => Request::CreateVfs {
+                count: a,
+                sizing: Sizing::Uniform(s),
+            },
+            None => Request::CreateVfs {
+                count: a,
+                sizing: Sizing::Equal,
+            },
         },
         5 => Request::DestroyVf(t),
         6 => Request::QueryVf(a),
@@ -38,7 +59,10 @@ fn build<'a>(k: u8, a: u16, b: u32, specs: &'a [VfSpec], t: Target, data: &'a [u
             None => Request::ResetVf(a),
         },
         8 => Request::ResetVf(a),
-        9 => Request::SetQos { vf: a, weight: b as u16 },
+        9 => Request::SetQos {
+            vf: a,
+            weight: b as u16,
+        },
         10 => Request::GetStats(t),
         11 => Request::FwDownloadChunk { offset: b, data },
         12 => Request::FwDownloadCommit,

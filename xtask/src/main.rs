@@ -1,1 +1,143 @@
-fn main(){}
+//! `cargo xtask <task>`: build chores that need more than one cargo call.
+//!
+//! - `firmware`: build the freestanding firmware image for the simulated board and print its
+//!   section sizes.
+//! - `demo`: the main job on the simulated device: start `accel-sim`, create 4 VFs, show
+//!   them, use them, destroy them, stop the sim.
+#![forbid(unsafe_code)]
+
+use object::{Object, ObjectSection};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+const FW_TARGET: &str = "x86_64-unknown-none";
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+/// A stable id for the firmware sources: CRC32 of every file under firmware/ and shared-abi/.
+fn build_id(root: &Path) -> u32 {
+    let crc = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+    let mut d = crc.digest();
+    let mut files = Vec::new();
+    for dir in ["firmware/src", "shared-abi/src"] {
+        collect(&root.join(dir), &mut files);
+    }
+    files.sort();
+    for f in files {
+        d.update(f.to_string_lossy().as_bytes());
+        d.update(&std::fs::read(&f).unwrap_or_default());
+    }
+    d.finalize()
+}
+
+fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            collect(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+/// Builds the image; returns its path.
+pub fn build_firmware(root: &Path) -> Result<PathBuf, String> {
+    let id = build_id(root);
+    let status = cargo()
+        .current_dir(root)
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "firmware",
+            "--features",
+            "image",
+            "--bin",
+            "accel-fw",
+        ])
+        .args(["--target", FW_TARGET, "--profile", "fw"])
+        .env("DEFMT_LOG", "info")
+        .env("ACCEL_FW_BUILD_ID", format!("{id:08x}"))
+        .env(
+            "CARGO_TARGET_X86_64_UNKNOWN_NONE_RUSTFLAGS",
+            "-C relocation-model=static",
+        )
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !status.success() {
+        return Err(format!(
+            "firmware build failed; is the {FW_TARGET} target installed? (rustup target add {FW_TARGET})"
+        ));
+    }
+    Ok(root
+        .join("target")
+        .join(FW_TARGET)
+        .join("fw")
+        .join("accel-fw"))
+}
+
+fn sizes(elf: &Path) -> Result<(u64, u64, u64), String> {
+    let data = std::fs::read(elf).map_err(|e| format!("{}: {e}", elf.display()))?;
+    let file = object::File::parse(&*data).map_err(|e| format!("{}: {e}", elf.display()))?;
+    let (mut text, mut dat, mut bss) = (0, 0, 0);
+    for s in file.sections() {
+        let name = s.name().unwrap_or("");
+        match name {
+            ".text" => text += s.size(),
+            ".rodata" | ".data" | ".got" => dat += s.size(),
+            ".bss" => bss += s.size(),
+            _ => {}
+        }
+    }
+    Ok((text, dat, bss))
+}
+
+fn firmware() -> Result<(), String> {
+    let root = root();
+    let elf = build_firmware(&root)?;
+    let (text, data, bss) = sizes(&elf)?;
+    println!(
+        "firmware image: {}",
+        elf.strip_prefix(&root).unwrap_or(&elf).display()
+    );
+    println!("  build id  {:08x}", build_id(&root));
+    println!("  .text     {text:>8} bytes");
+    println!("  .data     {data:>8} bytes (.rodata + .data + .got)");
+    println!("  .bss      {bss:>8} bytes");
+    println!("  total     {:>8} bytes loaded", text + data + bss);
+    Ok(())
+}
+
+mod demo;
+
+fn main() -> ExitCode {
+    let task = std::env::args().nth(1).unwrap_or_default();
+    let r = match task.as_str() {
+        "firmware" => firmware(),
+        "demo" => demo::run(&root()),
+        _ => {
+            eprintln!("usage: cargo xtask <firmware|demo>");
+            return ExitCode::from(2);
+        }
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask {task}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! Board support for the simulated board: raw Linux system calls are its bus. The only
+//! `unsafe` of the image lives here.
+#![allow(unsafe_code)]
+
+use core::arch::asm;
+use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+use firmware::mmio::Mmio;
+use firmware::Clock;
+use shared_abi::mailbox::FaultCode;
+use shared_abi::regs::{pf, DevStatus};
+
+const SYS_WRITE: usize = 1;
+const SYS_MMAP: usize = 9;
+const SYS_NANOSLEEP: usize = 35;
+const SYS_EXIT_GROUP: usize = 231;
+const SYS_CLOCK_GETTIME: usize = 228;
+const REGS_FD: usize = 3;
+const LOG_FD: usize = 2;
+
+static REGS: AtomicPtr<u32> = AtomicPtr::new(core::ptr::null_mut());
+
+/// # Safety
+/// `nr` and the arguments must form a valid Linux x86_64 system call whose memory arguments
+/// point to memory valid for it.
+unsafe fn syscall6(nr: usize, a: [usize; 6]) -> isize {
+    let ret: isize;
+    // SAFETY: the caller upholds the system call's contract; rcx and r11 are clobbered by
+    // `syscall` and declared so.
+    unsafe {
+        asm!("syscall", inlateout("rax") nr as isize => ret, in("rdi") a[0], in("rsi") a[1],
+            in("rdx") a[2], in("r10") a[3], in("r8") a[4], in("r9") a[5],
+            lateout("rcx") _, lateout("r11") _, options(nostack));
+    }
+    ret
+}
+
+/// Maps the register file from fd 3.
+pub fn map_registers(len: usize) -> Option<Mmio> {
+    const PROT_RW: usize = 0x3;
+    const MAP_SHARED: usize = 0x1;
+    // SAFETY: mmap with a null hint only creates a new mapping; it touches no existing memory.
+    let p = unsafe { syscall6(SYS_MMAP, [0, len, PROT_RW, MAP_SHARED, REGS_FD, 0]) };
+    if p < 0 {
+        return None;
+    }
+    REGS.store(p as *mut u32, Ordering::Release);
+    // SAFETY: the kernel just mapped `len` bytes, page-aligned, for reading and writing, and
+    // nothing else in the image references them.
+    Some(unsafe { Mmio::new(p as *mut u32, len) })
+}
+
+/// Writes to the log sink; errors are ignored (logging must never stop the firmware).
+pub fn log_write(bytes: &[u8]) {
+    let mut rest = bytes;
+    for _ in 0..16 {
+        if rest.is_empty() {
+            break;
+        }
+        // SAFETY: the buffer is valid for reads of its length.
+        let n = unsafe {
+            syscall6(
+                SYS_WRITE,
+                [LOG_FD, rest.as_ptr() as usize, rest.len(), 0, 0, 0],
+            )
+        };
+        if n <= 0 {
+            break;
+        }
+        rest = &rest[(n as usize).min(rest.len())..];
+    }
+}
+
+/// Sleeps.
+pub fn nap_us(us: u64) {
+    let ts = [0u64, us * 1000];
+    // SAFETY: `ts` is a valid timespec for the duration of the call; no remainder pointer.
+    unsafe { syscall6(SYS_NANOSLEEP, [ts.as_ptr() as usize, 0, 0, 0, 0, 0]) };
+}
+
+/// Ends the image.
+pub fn exit(code: i32) -> ! {
+    loop {
+        // SAFETY: exit_group takes no pointers and does not return.
+        unsafe { syscall6(SYS_EXIT_GROUP, [code as usize, 0, 0, 0, 0, 0]) };
+    }
+}
+
+fn monotonic_ms() -> u64 {
+    let mut ts = [0u64; 2];
+    const CLOCK_MONOTONIC: usize = 1;
+    // SAFETY: `ts` is a writable timespec.
+    unsafe {
+        syscall6(
+            SYS_CLOCK_GETTIME,
+            [CLOCK_MONOTONIC, ts.as_mut_ptr() as usize, 0, 0, 0, 0],
+        )
+    };
+    ts[0] * 1000 + ts[1] / 1_000_000
+}
+
+static START_MS: AtomicU32 = AtomicU32::new(0);
+
+/// Milliseconds since the image started.
+#[derive(Debug)]
+pub struct Uptime;
+
+impl Clock for Uptime {
+    fn now_ms(&self) -> u64 {
+        let now = monotonic_ms();
+        let start = START_MS.load(Ordering::Relaxed) as u64;
+        if start == 0 {
+            START_MS.store(now as u32 | 1, Ordering::Relaxed);
+            return 0;
+        }
+        (now as u32).wrapping_sub(start as u32) as u64
+    }
+}
+
+/// Build id: set by `cargo xtask firmware` from the source hash.
+pub fn build_id() -> u32 {
+    match option_env!("ACCEL_FW_BUILD_ID") {
+        Some(s) => parse_hex(s),
+        None => 0,
+    }
+}
+
+fn parse_hex(s: &str) -> u32 {
+    s.bytes().take(8).fold(0u32, |acc, b| {
+        let d = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            b'A'..=b'F' => b - b'A' + 10,
+            _ => 0,
+        };
+        acc << 4 | d as u32
+    })
+}
+
+#[unsafe(no_mangle)]
+#[unsafe(naked)]
+extern "C" fn _start() -> ! {
+    // The kernel enters with rsp 16-byte aligned; a call pushes 8 more, as the ABI expects.
+    core::arch::naked_asm!("xor rbp, rbp", "call {main}", "ud2", main = sym super::accel_main);
+}
+
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
+    let p = REGS.load(Ordering::Acquire);
+    if !p.is_null() {
+        // SAFETY: `p` was mapped by `map_registers` for the register file's length, which
+        // covers these two registers.
+        let regs = unsafe { Mmio::new(p, pf::ID_PAGE.len as usize) };
+        use firmware::Regs;
+        regs.write32(pf::FAULT_CODE.offset(), FaultCode::Panic.wire());
+        regs.write32(
+            pf::DEV_STATUS.offset(),
+            (DevStatus::FAULT | DevStatus::HALTED).bits(),
+        );
+    }
+    defmt::error!("panic: firmware halted");
+    exit(101)
+}
+
+// defmt: frames go to the log sink, one encoder for the single-threaded image.
+static TAKEN: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+static mut ENCODER: defmt::Encoder = defmt::Encoder::new();
+
+#[defmt::global_logger]
+struct Logger;
+
+// SAFETY: acquire/release bracket every frame; the image is single-threaded and the `TAKEN`
+// flag refuses re-entry, so the encoder is never aliased.
+unsafe impl defmt::Logger for Logger {
+    fn acquire() {
+        if TAKEN.swap(true, Ordering::Acquire) {
+            return;
+        }
+        // SAFETY: only reached by the holder of `TAKEN`.
+        unsafe { (*core::ptr::addr_of_mut!(ENCODER)).start_frame(log_write) }
+    }
+    unsafe fn flush() {}
+    unsafe fn release() {
+        // SAFETY: called once after acquire by the holder of `TAKEN`.
+        unsafe { (*core::ptr::addr_of_mut!(ENCODER)).end_frame(log_write) };
+        TAKEN.store(false, Ordering::Release);
+    }
+    unsafe fn write(bytes: &[u8]) {
+        // SAFETY: called between acquire and release by the holder of `TAKEN`.
+        unsafe { (*core::ptr::addr_of_mut!(ENCODER)).write(bytes, log_write) }
+    }
+}
+
+defmt::timestamp!("{=u64:ms}", Uptime.now_ms());
