@@ -1,8 +1,8 @@
 //! Every management command, including every error status, through mailbox bytes.
-mod harness;
+mod common;
 
+use common::Dev;
 use firmware::Regs;
-use harness::Dev;
 use shared_abi::mailbox::{self, HeaderFlags, Opcode, Status, MAX_MESSAGE};
 use shared_abi::messages::{split_list, view, CountResp, HeartbeatResp, Request, Sizing, Target};
 use shared_abi::regs::{pf, queue, vf_bank, DevStatus, SriovCtrl, TtEntry, VfHwStatus};

@@ -2,9 +2,9 @@
 //! lengths and mutations of valid requests. The firmware must answer every one without
 //! panicking, and a refused message must change no register. (`fuzz/` holds the libFuzzer
 //! target for long runs.)
-mod harness;
+mod common;
 
-use harness::Dev;
+use common::Dev;
 use proptest::prelude::*;
 use shared_abi::mailbox::Status;
 use shared_abi::messages::{Request, Sizing, Target};

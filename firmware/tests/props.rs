@@ -1,10 +1,10 @@
 //! Property tests of the allocator and the VF books, driven through the mailbox: random
 //! create/destroy/resize/reset/QoS/SR-IOV/FLR sequences never double-allocate, never leak,
 //! always leave the banks equal to the books, and a refused command changes nothing.
-mod harness;
+mod common;
 
+use common::Dev;
 use firmware::{Board, Regs};
-use harness::Dev;
 use proptest::prelude::*;
 use shared_abi::mailbox::Status;
 use shared_abi::messages::{Request, Sizing, Target};

@@ -1,12 +1,12 @@
 //! PCI identity and the fixed PCI/SR-IOV parameters of the accelerator.
 //!
-//! Vendor ID 0x1DE5 is not registered to us: silicon would carry the company's PCI-SIG ID. Until
-//! then we use an ID from the experimental range used by emulators so that no host driver for a
-//! real product binds our functions. The device IDs pair PF 0xA0C0 with VF 0xA0C1, following the
-//! common practice (mlx5, ixgbe) of VF ID = PF ID + 1.
+//! Vendor ID 0x1FAC is a placeholder until silicon carries the company's PCI-SIG assigned ID:
+//! it is unassigned in the PCI ID database Debian ships (pciutils' pci.ids), so no host driver
+//! for a real product binds our functions and `lspci` names no one else's company. The device
+//! IDs pair PF 0xA0C0 with VF 0xA0C1, the common practice (mlx5, ixgbe) of VF ID = PF ID + 1.
 
 /// PCI vendor ID of both the PF and its VFs.
-pub const VENDOR_ID: u16 = 0x1DE5;
+pub const VENDOR_ID: u16 = 0x1FAC;
 /// PCI device ID of the physical function.
 pub const PF_DEVICE_ID: u16 = 0xA0C0;
 /// PCI device ID of every virtual function (the SR-IOV capability's VF Device ID).

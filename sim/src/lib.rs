@@ -1,1 +1,19 @@
+//! # accel-sim: the accelerator in software
+//!
+//! A PCIe device model of the accelerator: PF and VF configuration spaces (PCIe, power
+//! management, MSI-X, SR-IOV), BARs backed by the register file, MSI-X delivered as eventfds,
+//! device memory, the virtualization unit that enforces what the firmware programmed, and a
+//! vfio-user server so VMMs (QEMU 10.1+ `vfio-user-pci`, cloud-hypervisor, SPDK) can attach the
+//! PF and each VF out of process. The firmware runs linked in, on its own thread.
+#![deny(unsafe_code)]
 
+pub mod config_space;
+pub mod device;
+pub mod devmem;
+pub mod fwhost;
+pub mod msix;
+pub mod pci;
+pub mod sys;
+pub mod vfio_user;
+
+pub use device::{Device, Func};

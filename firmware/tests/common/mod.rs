@@ -1,6 +1,6 @@
 //! Test harness: a firmware on a RAM register file, driven through mailbox bytes exactly as a
 //! host would.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::new_without_default)]
 
 use firmware::hal::NoClock;
 use firmware::ram::RamRegs;
@@ -9,6 +9,7 @@ use shared_abi::mailbox::{self, HeaderFlags, Opcode, Status, MAX_MESSAGE};
 use shared_abi::messages::Request;
 use shared_abi::regs::{pf, MboxState};
 
+#[derive(Debug)]
 pub struct Dev {
     pub regs: &'static RamRegs,
     pub fw: Firmware<&'static RamRegs, NoClock>,
@@ -16,6 +17,7 @@ pub struct Dev {
     doorbell: u32,
 }
 
+#[derive(Debug)]
 pub struct Resp {
     pub status: Status,
     pub flags: HeaderFlags,
@@ -105,9 +107,7 @@ impl Dev {
         ] {
             v[off / 4] = 0;
         }
-        for w in pf::MBOX_REQ.start() / 4..pf::MBOX_RESP.end() as usize / 4 {
-            v[w] = 0;
-        }
+        v[pf::MBOX_REQ.start() / 4..pf::MBOX_RESP.end() as usize / 4].fill(0);
         v
     }
 

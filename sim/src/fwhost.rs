@@ -1,0 +1,83 @@
+//! Runs the firmware, linked in, on its own thread against the device's register file. The
+//! firmware's view of the registers goes through [`FwPort`], where hardware side effects of
+//! its writes (scrubber, interrupt raise) happen, exactly as a bus would deliver them.
+
+use crate::device::Device;
+use firmware::{Clock, Firmware, Regs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// The firmware's port onto the register file.
+#[derive(Debug, Clone)]
+pub struct FwPort(pub Arc<Device>);
+
+impl Regs for FwPort {
+    fn read32(&self, off: usize) -> u32 {
+        self.0.bar0().read32(off)
+    }
+    fn write32(&self, off: usize, val: u32) {
+        if !self.0.firmware_side_effect(off, val) {
+            self.0.bar0().write32(off, val);
+        }
+    }
+    fn read_bytes(&self, off: usize, buf: &mut [u8]) {
+        self.0.bar0().read(off, buf);
+    }
+    fn write_bytes(&self, off: usize, data: &[u8]) {
+        self.0.bar0().write(off, data);
+    }
+}
+
+/// Milliseconds since the firmware (re)started.
+#[derive(Debug, Clone, Copy)]
+pub struct SimClock(Instant);
+
+impl Clock for SimClock {
+    fn now_ms(&self) -> u64 {
+        self.0.elapsed().as_millis() as u64
+    }
+}
+
+/// Idle polls before the firmware thread naps.
+const IDLE_POLLS: u32 = 2000;
+
+/// Starts the firmware thread. It boots, polls until `stop`, and reboots on device reset.
+pub fn spawn(
+    dev: Arc<Device>,
+    stop: Arc<AtomicBool>,
+    build_id: u32,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("firmware".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Acquire) {
+                dev.take_fw_reset();
+                let port = FwPort(dev.clone());
+                let Ok(mut fw) =
+                    Firmware::new(port, SimClock(Instant::now()), dev.board(), build_id)
+                else {
+                    return;
+                };
+                fw.boot();
+                let mut idle = 0u32;
+                loop {
+                    if stop.load(Ordering::Acquire) {
+                        return;
+                    }
+                    if dev.take_fw_reset() {
+                        break;
+                    }
+                    if fw.poll() {
+                        idle = 0;
+                    } else {
+                        idle = idle.saturating_add(1);
+                        if idle > IDLE_POLLS {
+                            std::thread::sleep(Duration::from_micros(100));
+                        }
+                    }
+                }
+            }
+        })
+}

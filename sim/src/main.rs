@@ -1,0 +1,102 @@
+//! `accel-sim`: run the accelerator model and serve it over vfio-user.
+#![forbid(unsafe_code)]
+
+use clap::Parser;
+use shared_abi::board::Board;
+use sim::config_space::lspci_dump;
+use sim::device::{Device, Func};
+use sim::pci::{layout, sriov};
+use sim::vfio_user::server::Server;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// A PCIe accelerator with SR-IOV, served over vfio-user.
+///
+/// The PF is served on --socket; each enabled VF gets its own socket beside it
+/// (accel0.sock → accel0-vf0.sock, ...). Runs until SIGINT or SIGTERM, then removes its sockets.
+///
+/// Examples:
+///   accel-sim --socket /run/accel/accel0.sock
+///   accel-sim --socket ./accel0.sock --total-vfs 16
+///   accel-sim --dump-config pf.txt && lspci -F pf.txt -vvv
+#[derive(Parser, Debug)]
+#[command(version, verbatim_doc_comment)]
+struct Args {
+    /// UNIX socket path for the PF.
+    #[arg(long, required_unless_present = "dump_config")]
+    socket: Option<PathBuf>,
+    /// TotalVFs advertised in the SR-IOV capability (1..=64).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=64))]
+    total_vfs: u16,
+    /// Write the PF config space (SR-IOV enabled with 4 VFs) in `lspci -xxxx` format and exit.
+    #[arg(long, value_name = "FILE")]
+    dump_config: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("accel-sim: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let dev = Device::new(Board::DEFAULT, args.total_vfs)
+        .map_err(|e| format!("cannot create the device: {e}"))?;
+    if let Some(file) = args.dump_config {
+        return dump_config(&dev, &file);
+    }
+    let Some(socket) = args.socket else {
+        return Err("--socket is required".into());
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())
+            .map_err(|e| format!("cannot handle signals: {e}"))?;
+    }
+    let fw = sim::fwhost::spawn(dev.clone(), stop.clone(), 0)
+        .map_err(|e| format!("cannot start the firmware: {e}"))?;
+    eprintln!(
+        "accel-sim: serving PF on {} (TotalVFs {})",
+        socket.display(),
+        args.total_vfs
+    );
+    let served = Server::run(dev, &socket, stop.clone());
+    stop.store(true, Ordering::Release);
+    let _ = fw.join();
+    served.map_err(|e| e.to_string())?;
+    eprintln!("accel-sim: stopped");
+    Ok(())
+}
+
+fn dump_config(dev: &Device, file: &std::path::Path) -> Result<(), String> {
+    let s = layout::SRIOV;
+    let w = |off: usize, v: u16| {
+        dev.config_write(Func::Pf, off as u64, &v.to_le_bytes())
+            .map_err(|e| e.to_string())
+    };
+    w(s + sriov::NUM_VFS, 4)?;
+    w(s + sriov::CTRL, sriov::CTRL_VF_ENABLE | sriov::CTRL_VF_MSE)?;
+    // A BAR address as firmware would assign, so lspci shows placed BARs.
+    dev.config_write(Func::Pf, 0x10, &0xfe00_0004u32.to_le_bytes())
+        .map_err(|e| e.to_string())?;
+    dev.config_write(
+        Func::Pf,
+        (s + sriov::VF_BAR0) as u64,
+        &0xfd00_0004u32.to_le_bytes(),
+    )
+    .map_err(|e| e.to_string())?;
+    let bytes = dev.pf_config_bytes();
+    let text = lspci_dump(
+        "00:00.0",
+        "Processing accelerators: Device 1fac:a0c0 (rev 01)",
+        &bytes[..],
+    );
+    std::fs::write(file, text).map_err(|e| format!("cannot write {}: {e}", file.display()))
+}

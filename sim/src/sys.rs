@@ -1,0 +1,151 @@
+//! The device model's `unsafe`: shared memory (memfd + mmap) with atomic 32-bit access, and
+//! mapping of DMA regions a client hands over. Everything else is safe code on top.
+#![allow(unsafe_code)]
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+
+/// A shared mapping of a file: the register file (memfd we create) or client DMA memory.
+#[derive(Debug)]
+pub struct SharedMem {
+    fd: Option<OwnedFd>,
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: all access to the mapping goes through atomics; the pointer is never handed out.
+unsafe impl Send for SharedMem {}
+// SAFETY: as above: concurrent atomic access from several threads is sound.
+unsafe impl Sync for SharedMem {}
+
+impl SharedMem {
+    /// A new zeroed memfd of `len` bytes, mapped shared.
+    pub fn create(name: &str, len: usize) -> std::io::Result<Self> {
+        let fd = nix::sys::memfd::memfd_create(
+            &std::ffi::CString::new(name).unwrap_or_default(),
+            nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC,
+        )?;
+        nix::unistd::ftruncate(&fd, len as i64)?;
+        let mut m = Self::map(fd.as_fd(), 0, len, true)?;
+        m.fd = Some(fd);
+        Ok(m)
+    }
+
+    /// Maps `len` bytes of `fd` from `offset`, shared.
+    pub fn map(fd: BorrowedFd<'_>, offset: u64, len: usize, write: bool) -> std::io::Result<Self> {
+        use nix::sys::mman::{mmap, MapFlags, ProtFlags};
+        let nz = std::num::NonZeroUsize::new(len).ok_or(std::io::ErrorKind::InvalidInput)?;
+        let prot = if write {
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE
+        } else {
+            ProtFlags::PROT_READ
+        };
+        let off = i64::try_from(offset).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+        // SAFETY: a fresh mapping (no address hint) aliases no Rust object; it is unmapped only
+        // in Drop, and all accesses are bounds-checked atomics.
+        let p = unsafe { mmap(None, nz, prot, MapFlags::MAP_SHARED, fd, off)? };
+        Ok(SharedMem {
+            fd: None,
+            ptr: p.cast(),
+            len,
+        })
+    }
+
+    /// Bytes mapped.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    /// Whether empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// The backing memfd, for handing to a client or a firmware process.
+    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.fd.as_ref().map(|f| f.as_fd())
+    }
+
+    fn word(&self, off: usize) -> Option<&AtomicU32> {
+        if !off.is_multiple_of(4) || off.checked_add(4)? > self.len {
+            return None;
+        }
+        // SAFETY: in bounds and aligned (the mapping is page-aligned); AtomicU32 has the layout
+        // of u32 and atomic access is sound for memory shared with other processes.
+        Some(unsafe { &*(self.ptr.as_ptr().add(off) as *const AtomicU32) })
+    }
+
+    fn byte(&self, off: usize) -> Option<&AtomicU8> {
+        if off >= self.len {
+            return None;
+        }
+        // SAFETY: in bounds; AtomicU8 has the layout of u8.
+        Some(unsafe { &*(self.ptr.as_ptr().add(off) as *const AtomicU8) })
+    }
+
+    /// Reads a 32-bit word (all ones outside).
+    pub fn read32(&self, off: usize) -> u32 {
+        self.word(off)
+            .map_or(u32::MAX, |w| w.load(Ordering::Acquire))
+    }
+    /// Writes a 32-bit word (dropped outside).
+    pub fn write32(&self, off: usize, v: u32) {
+        if let Some(w) = self.word(off) {
+            w.store(v, Ordering::Release);
+        }
+    }
+    /// Compare-and-swap on a word.
+    pub fn cas32(&self, off: usize, old: u32, new: u32) -> bool {
+        self.word(off).is_some_and(|w| {
+            w.compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        })
+    }
+    /// Copies bytes out; false if out of bounds.
+    pub fn read(&self, off: usize, buf: &mut [u8]) -> bool {
+        if off.checked_add(buf.len()).is_none_or(|e| e > self.len) {
+            return false;
+        }
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = self
+                .byte(off + i)
+                .map_or(0xFF, |a| a.load(Ordering::Acquire));
+        }
+        true
+    }
+    /// Copies bytes in; false if out of bounds.
+    pub fn write(&self, off: usize, data: &[u8]) -> bool {
+        if off.checked_add(data.len()).is_none_or(|e| e > self.len) {
+            return false;
+        }
+        for (i, b) in data.iter().enumerate() {
+            if let Some(a) = self.byte(off + i) {
+                a.store(*b, Ordering::Release);
+            }
+        }
+        true
+    }
+}
+
+impl Drop for SharedMem {
+    fn drop(&mut self) {
+        // SAFETY: ptr/len came from a successful mmap and nothing borrows the mapping beyond
+        // `&self` methods, which cannot outlive `self`.
+        let _ = unsafe { nix::sys::mman::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// Writes 1 to an eventfd (interrupt delivery). Errors (a closed or full fd) are ignored: an
+/// interrupt nobody listens to is lost, as on hardware.
+pub fn signal_eventfd(fd: BorrowedFd<'_>) {
+    let _ = nix::unistd::write(fd, &1u64.to_ne_bytes());
+}
+
+/// Takes ownership of descriptors received with SCM_RIGHTS.
+pub fn own_fds(raw: &[std::os::fd::RawFd]) -> Vec<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    raw.iter()
+        // SAFETY: the kernel just installed these descriptors in our table for us alone
+        // (SCM_RIGHTS); nothing else owns them.
+        .map(|&fd| unsafe { OwnedFd::from_raw_fd(fd) })
+        .collect()
+}

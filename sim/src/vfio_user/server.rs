@@ -1,0 +1,790 @@
+//! The vfio-user server: one UNIX socket for the PF, one per enabled VF beside it. Every
+//! connection is served on its own thread; a malformed message gets an error reply (or, if
+//! the framing itself is lost, that connection is closed) and never disturbs other clients.
+
+use super::proto::{self, cmd, flags, Header, HEADER_SIZE};
+use crate::device::{region, AccessError, Device, Func};
+use crate::sys::{own_fds, SharedMem};
+use nix::errno::Errno;
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+use std::io::{IoSlice, IoSliceMut, Read};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use zerocopy::{FromBytes, IntoBytes};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Another server answers on the socket.
+    #[error("{0} is in use by another running server (stop it, or pick another --socket path)")]
+    InUse(PathBuf),
+    /// The socket could not be created.
+    #[error("cannot create socket {path}: {source} (is the directory there and writable?)")]
+    Bind {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A thread could not be started.
+    #[error("cannot start a thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+/// Path of VF `v`'s socket beside the PF socket: `accel0.sock` → `accel0-vf3.sock`.
+pub fn vf_socket_path(pf: &Path, v: u16) -> PathBuf {
+    let name = pf
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = name.strip_suffix(".sock").unwrap_or(&name);
+    pf.with_file_name(format!("{stem}-vf{v}.sock"))
+}
+
+/// Binds a listening socket, replacing a stale socket file but never a live server.
+pub fn bind(path: &Path) -> Result<UnixListener, ServeError> {
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(ServeError::InUse(path.to_path_buf()));
+        }
+        let is_socket = std::fs::symlink_metadata(path)
+            .map(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+            .unwrap_or(false);
+        if !is_socket {
+            return Err(ServeError::Bind {
+                path: path.to_path_buf(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "a file that is not a socket is there",
+                ),
+            });
+        }
+        let _ = std::fs::remove_file(path);
+    }
+    let l = UnixListener::bind(path).map_err(|source| ServeError::Bind {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    l.set_nonblocking(true).map_err(|source| ServeError::Bind {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(l)
+}
+
+struct Listener {
+    alive: Arc<AtomicBool>,
+    path: PathBuf,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Listener {
+    fn stop(mut self) {
+        self.alive.store(false, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The running server.
+#[derive(Debug)]
+pub struct Server;
+
+impl Server {
+    /// Serves `dev` on `pf_path` (and VF sockets as SR-IOV enables them) until `stop`.
+    /// Returns after removing every socket it created.
+    pub fn run(dev: Arc<Device>, pf_path: &Path, stop: Arc<AtomicBool>) -> Result<(), ServeError> {
+        let conn_ids = Arc::new(AtomicU64::new(1));
+        let pf = spawn_listener(
+            dev.clone(),
+            Func::Pf,
+            pf_path.to_path_buf(),
+            conn_ids.clone(),
+        )?;
+        let (tx, rx) = mpsc::channel();
+        dev.on_sriov_change(tx);
+        let mut vfs: HashMap<u16, Listener> = HashMap::new();
+        let mut result = Ok(());
+        while !stop.load(Ordering::Acquire) {
+            match rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(n) => {
+                    for (_, l) in vfs.drain() {
+                        l.stop();
+                    }
+                    for v in 0..n {
+                        let path = vf_socket_path(pf_path, v);
+                        match spawn_listener(dev.clone(), Func::Vf(v), path, conn_ids.clone()) {
+                            Ok(l) => {
+                                vfs.insert(v, l);
+                            }
+                            Err(e) => {
+                                result = Err(e);
+                                stop.store(true, Ordering::Release);
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        for (_, l) in vfs.drain() {
+            l.stop();
+        }
+        pf.stop();
+        result
+    }
+}
+
+fn spawn_listener(
+    dev: Arc<Device>,
+    func: Func,
+    path: PathBuf,
+    ids: Arc<AtomicU64>,
+) -> Result<Listener, ServeError> {
+    let listener = bind(&path)?;
+    let alive = Arc::new(AtomicBool::new(true));
+    let a = alive.clone();
+    let name = match func {
+        Func::Pf => "vfio-user-pf".to_string(),
+        Func::Vf(v) => format!("vfio-user-vf{v}"),
+    };
+    let thread = std::thread::Builder::new()
+        .name(name)
+        .spawn(move || accept_loop(listener, dev, func, a, ids))
+        .map_err(ServeError::Thread)?;
+    Ok(Listener {
+        alive,
+        path,
+        thread: Some(thread),
+    })
+}
+
+fn accept_loop(
+    l: UnixListener,
+    dev: Arc<Device>,
+    func: Func,
+    alive: Arc<AtomicBool>,
+    ids: Arc<AtomicU64>,
+) {
+    let mut conns: Vec<JoinHandle<()>> = Vec::new();
+    while alive.load(Ordering::Acquire) {
+        match l.accept() {
+            Ok((stream, _)) => {
+                let id = ids.fetch_add(1, Ordering::Relaxed);
+                let (d, a) = (dev.clone(), alive.clone());
+                if let Ok(t) = std::thread::Builder::new()
+                    .name(format!("vfio-user-conn{id}"))
+                    .spawn(move || Conn::new(d, func, id, stream, a).serve())
+                {
+                    conns.push(t);
+                }
+                conns.retain(|t| !t.is_finished());
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+    for t in conns {
+        let _ = t.join();
+    }
+}
+
+struct Dma {
+    addr: u64,
+    size: u64,
+    _mem: Option<SharedMem>,
+}
+
+/// Why a connection ended or a message could not be read.
+#[derive(Debug)]
+enum ConnError {
+    Closed,
+    Framing,
+    Io,
+}
+
+struct Conn {
+    dev: Arc<Device>,
+    func: Func,
+    id: u64,
+    stream: UnixStream,
+    alive: Arc<AtomicBool>,
+    negotiated: bool,
+    dma: Vec<Dma>,
+    irqs_installed: bool,
+}
+
+type Reply = Result<(Vec<u8>, Vec<RawFd>), Errno>;
+type Incoming = (Header, Vec<u8>, Vec<OwnedFd>);
+
+fn access_errno(e: AccessError) -> Errno {
+    match e {
+        AccessError::NoFunction => Errno::ENODEV,
+        AccessError::NoRegion | AccessError::OutOfRange | AccessError::BadSize => Errno::EINVAL,
+    }
+}
+
+fn view<T: FromBytes + zerocopy::KnownLayout + zerocopy::Immutable + Copy>(
+    p: &[u8],
+) -> Result<(T, &[u8]), Errno> {
+    T::read_from_prefix(p).map_err(|_| Errno::EINVAL)
+}
+
+impl Conn {
+    fn new(
+        dev: Arc<Device>,
+        func: Func,
+        id: u64,
+        stream: UnixStream,
+        alive: Arc<AtomicBool>,
+    ) -> Self {
+        let _ = stream.set_nonblocking(false);
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
+        Conn {
+            dev,
+            func,
+            id,
+            stream,
+            alive,
+            negotiated: false,
+            dma: Vec::new(),
+            irqs_installed: false,
+        }
+    }
+
+    fn serve(mut self) {
+        loop {
+            if !self.alive.load(Ordering::Acquire) {
+                break;
+            }
+            let (h, body, fds) = match self.recv() {
+                Ok(Some(m)) => m,
+                Ok(None) => continue,
+                Err(ConnError::Framing) => {
+                    // The stream is no longer aligned on message boundaries: say so and hang up.
+                    let _ = self.send(
+                        &Header {
+                            flags: flags::TYPE_REPLY | flags::ERROR,
+                            error: Errno::EINVAL as u32,
+                            size: 16,
+                            ..Header::default()
+                        },
+                        &[],
+                        &[],
+                    );
+                    break;
+                }
+                Err(_) => break,
+            };
+            if h.flags & flags::TYPE_MASK != flags::TYPE_COMMAND {
+                if h.flags & flags::NO_REPLY == 0 {
+                    let _ = self.reply(&h, Err(Errno::EINVAL));
+                }
+                continue;
+            }
+            let close_after = h.command == cmd::VERSION && !self.negotiated;
+            let r = self.dispatch(&h, &body, fds);
+            let failed = r.is_err();
+            if h.flags & flags::NO_REPLY == 0 && self.reply(&h, r).is_err() {
+                break;
+            }
+            if close_after && failed {
+                break;
+            }
+        }
+        self.dev.client_gone(self.id);
+        if self.irqs_installed {
+            self.dev.clear_msix(self.func);
+        }
+    }
+
+    /// Reads one message. `Ok(None)`: nothing arrived within the poll interval.
+    fn recv(&mut self) -> Result<Option<Incoming>, ConnError> {
+        let mut hdr = [0u8; HEADER_SIZE];
+        let mut got = 0;
+        let mut fds = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while got < HEADER_SIZE {
+            let mut cmsg = nix::cmsg_space!([RawFd; proto::MAX_MSG_FDS]);
+            let mut iov = [IoSliceMut::new(&mut hdr[got..])];
+            match recvmsg::<()>(
+                self.stream.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
+                Ok(m) => {
+                    if let Ok(cm) = m.cmsgs() {
+                        for c in cm {
+                            if let ControlMessageOwned::ScmRights(raw) = c {
+                                fds.extend(own_fds(&raw));
+                            }
+                        }
+                    }
+                    if m.bytes == 0 {
+                        return Err(ConnError::Closed);
+                    }
+                    got += m.bytes;
+                }
+                Err(Errno::EAGAIN | Errno::EINTR) => {
+                    if got == 0 {
+                        return Ok(None);
+                    }
+                    if Instant::now() > deadline || !self.alive.load(Ordering::Acquire) {
+                        return Err(ConnError::Framing);
+                    }
+                }
+                Err(_) => return Err(ConnError::Io),
+            }
+        }
+        let (h, _) = Header::read_from_prefix(&hdr).map_err(|_| ConnError::Framing)?;
+        let size = h.size as usize;
+        if !(HEADER_SIZE..=proto::MAX_MESSAGE).contains(&size) {
+            return Err(ConnError::Framing);
+        }
+        let mut body = vec![0u8; size - HEADER_SIZE];
+        let mut have = 0;
+        while have < body.len() {
+            match self.stream.read(&mut body[have..]) {
+                Ok(0) => return Err(ConnError::Closed),
+                Ok(n) => have += n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                            | std::io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    if Instant::now() > deadline || !self.alive.load(Ordering::Acquire) {
+                        return Err(ConnError::Framing);
+                    }
+                }
+                Err(_) => return Err(ConnError::Io),
+            }
+        }
+        Ok(Some((h, body, fds)))
+    }
+
+    fn send(&self, h: &Header, payload: &[u8], fds: &[RawFd]) -> std::io::Result<()> {
+        let iov = [IoSlice::new(h.as_bytes()), IoSlice::new(payload)];
+        let total = HEADER_SIZE + payload.len();
+        let rights = [ControlMessage::ScmRights(fds)];
+        let cmsgs: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &rights };
+        let mut sent = sendmsg::<()>(
+            self.stream.as_raw_fd(),
+            &iov,
+            cmsgs,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )?;
+        // A short send: finish without descriptors.
+        let all: Vec<u8> = [h.as_bytes(), payload].concat();
+        while sent < total {
+            let n = nix::sys::socket::send(
+                self.stream.as_raw_fd(),
+                &all[sent..],
+                MsgFlags::MSG_NOSIGNAL,
+            )?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            sent += n;
+        }
+        Ok(())
+    }
+
+    fn reply(&self, req: &Header, r: Reply) -> std::io::Result<()> {
+        match r {
+            Ok((payload, fds)) => {
+                let h = Header {
+                    msg_id: req.msg_id,
+                    command: req.command,
+                    size: (HEADER_SIZE + payload.len()) as u32,
+                    flags: flags::TYPE_REPLY,
+                    error: 0,
+                };
+                self.send(&h, &payload, &fds)
+            }
+            Err(e) => {
+                let h = Header {
+                    msg_id: req.msg_id,
+                    command: req.command,
+                    size: HEADER_SIZE as u32,
+                    flags: flags::TYPE_REPLY | flags::ERROR,
+                    error: e as u32,
+                };
+                self.send(&h, &[], &[])
+            }
+        }
+    }
+
+    fn dispatch(&mut self, h: &Header, p: &[u8], fds: Vec<OwnedFd>) -> Reply {
+        if h.command != cmd::VERSION && !self.negotiated {
+            return Err(Errno::EINVAL);
+        }
+        // Only these commands carry descriptors; any others are dropped (closed) here.
+        if !fds.is_empty() && !matches!(h.command, cmd::DMA_MAP | cmd::DEVICE_SET_IRQS) {
+            return Err(Errno::EINVAL);
+        }
+        match h.command {
+            cmd::VERSION => self.version(p),
+            cmd::DMA_MAP => self.dma_map(p, fds),
+            cmd::DMA_UNMAP => self.dma_unmap(p),
+            cmd::DEVICE_GET_INFO => {
+                let info = proto::DeviceInfo {
+                    argsz: 16,
+                    flags: proto::DEVICE_FLAGS_RESET | proto::DEVICE_FLAGS_PCI,
+                    num_regions: region::COUNT,
+                    num_irqs: proto::NUM_IRQS,
+                };
+                Ok((info.as_bytes().to_vec(), vec![]))
+            }
+            cmd::DEVICE_GET_REGION_INFO => self.region_info(p),
+            cmd::DEVICE_GET_IRQ_INFO => self.irq_info(p),
+            cmd::DEVICE_SET_IRQS => self.set_irqs(p, fds),
+            cmd::REGION_READ => self.region_read(p),
+            cmd::REGION_WRITE => self.region_write(p),
+            cmd::REGION_WRITE_MULTI => self.write_multi(p),
+            cmd::DEVICE_RESET => {
+                if !p.is_empty() {
+                    return Err(Errno::EINVAL);
+                }
+                match self.func {
+                    Func::Pf => self.dev.reset_pf(),
+                    Func::Vf(v) => {
+                        if !self.dev.flr_vf(v) {
+                            return Err(Errno::EIO);
+                        }
+                    }
+                }
+                Ok((vec![], vec![]))
+            }
+            cmd::DEVICE_GET_REGION_IO_FDS
+            | cmd::DEVICE_FEATURE
+            | cmd::MIG_DATA_READ
+            | cmd::MIG_DATA_WRITE => Err(Errno::ENOTSUP),
+            _ => Err(Errno::ENOSYS),
+        }
+    }
+
+    fn version(&mut self, p: &[u8]) -> Reply {
+        if self.negotiated {
+            return Err(Errno::EINVAL);
+        }
+        let (v, rest) = view::<proto::Version>(p)?;
+        if v.major != proto::MAJOR {
+            return Err(Errno::ENOTSUP);
+        }
+        let proposed: Map<String, Value> = match rest.split(|&b| b == 0).next() {
+            Some(json) if !json.is_empty() => {
+                let val: Value = serde_json::from_slice(json).map_err(|_| Errno::EINVAL)?;
+                match val.get("capabilities") {
+                    Some(Value::Object(m)) => m.clone(),
+                    Some(_) => return Err(Errno::EINVAL),
+                    None => Map::new(),
+                }
+            }
+            _ => Map::new(),
+        };
+        // Reply with the subset of proposed capabilities that we support, with our values.
+        let mut caps = Map::new();
+        for (k, ours) in [
+            ("max_msg_fds", json!(proto::MAX_MSG_FDS)),
+            ("max_data_xfer_size", json!(proto::MAX_DATA_XFER)),
+            ("max_dma_maps", json!(proto::MAX_DMA_MAPS)),
+            ("pgsizes", json!(4096)),
+            ("write_multiple", json!(true)),
+        ] {
+            if proposed.contains_key(k) {
+                caps.insert(k.to_string(), ours);
+            }
+        }
+        let mut out = proto::Version {
+            major: proto::MAJOR,
+            minor: v.minor.min(proto::MINOR),
+        }
+        .as_bytes()
+        .to_vec();
+        out.extend_from_slice(json!({ "capabilities": caps }).to_string().as_bytes());
+        out.push(0);
+        self.negotiated = true;
+        Ok((out, vec![]))
+    }
+
+    fn dma_map(&mut self, p: &[u8], mut fds: Vec<OwnedFd>) -> Reply {
+        let (m, _) = view::<proto::DmaMap>(p)?;
+        if (m.argsz as usize) < std::mem::size_of::<proto::DmaMap>()
+            || m.flags & !(proto::DMA_FLAG_READ | proto::DMA_FLAG_WRITE) != 0
+            || m.size == 0
+            || m.addr.checked_add(m.size).is_none()
+            || fds.len() > 1
+        {
+            return Err(Errno::EINVAL);
+        }
+        if self
+            .dma
+            .iter()
+            .any(|d| m.addr < d.addr + d.size && d.addr < m.addr + m.size)
+        {
+            return Err(Errno::EEXIST);
+        }
+        if self.dma.len() >= proto::MAX_DMA_MAPS {
+            return Err(Errno::ENOSPC);
+        }
+        let mem = match fds.pop() {
+            Some(fd) => {
+                let len = usize::try_from(m.size).map_err(|_| Errno::EINVAL)?;
+                Some(
+                    SharedMem::map(
+                        fd.as_fd(),
+                        m.offset,
+                        len,
+                        m.flags & proto::DMA_FLAG_WRITE != 0,
+                    )
+                    .map_err(|_| Errno::EINVAL)?,
+                )
+            }
+            None => None,
+        };
+        self.dma.push(Dma {
+            addr: m.addr,
+            size: m.size,
+            _mem: mem,
+        });
+        Ok((vec![], vec![]))
+    }
+
+    fn dma_unmap(&mut self, p: &[u8]) -> Reply {
+        let (u, _) = view::<proto::DmaUnmap>(p)?;
+        if u.flags != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let i = self
+            .dma
+            .iter()
+            .position(|d| d.addr == u.addr && d.size == u.size)
+            .ok_or(Errno::EINVAL)?;
+        self.dma.remove(i);
+        Ok((u.as_bytes().to_vec(), vec![]))
+    }
+
+    fn region_info(&self, p: &[u8]) -> Reply {
+        let (req, _) = view::<proto::RegionInfo>(p)?;
+        if req.index >= region::COUNT {
+            return Err(Errno::EINVAL);
+        }
+        let size = self.dev.region_size(self.func, req.index).unwrap_or(0);
+        let mut info = proto::RegionInfo {
+            argsz: 32,
+            flags: 0,
+            index: req.index,
+            cap_offset: 0,
+            size,
+            offset: 0,
+        };
+        if size == 0 {
+            return Ok((info.as_bytes().to_vec(), vec![]));
+        }
+        info.flags = proto::REGION_READ | proto::REGION_WRITE;
+        let mut caps = Vec::new();
+        let mut fds = Vec::new();
+        if self.func == Func::Pf && req.index == region::BAR0 {
+            // The mailbox pages are plain memory the firmware polls: map them. Everything
+            // else in BAR0 is trapped so the device can enforce its access rules.
+            if let Some(fd) = self.dev.bar0().fd() {
+                info.flags |= proto::REGION_MMAP | proto::REGION_CAPS;
+                info.cap_offset = 32;
+                let area = shared_abi::regs::pf::MBOX_CTRL_PAGE.offset as u64;
+                let end = shared_abi::regs::pf::MBOX_RESP.end() as u64;
+                caps.extend_from_slice(
+                    proto::CapHeader {
+                        id: proto::CAP_SPARSE_MMAP,
+                        version: 1,
+                        next: 0,
+                    }
+                    .as_bytes(),
+                );
+                caps.extend_from_slice(
+                    proto::SparseMmap {
+                        nr_areas: 1,
+                        reserved: 0,
+                    }
+                    .as_bytes(),
+                );
+                caps.extend_from_slice(
+                    proto::SparseArea {
+                        offset: area,
+                        size: end - area,
+                    }
+                    .as_bytes(),
+                );
+                fds.push(fd.as_raw_fd());
+            }
+        }
+        info.argsz = 32 + caps.len() as u32;
+        let mut out = info.as_bytes().to_vec();
+        if req.argsz >= info.argsz {
+            out.extend_from_slice(&caps);
+        }
+        Ok((out, fds))
+    }
+
+    fn irq_info(&self, p: &[u8]) -> Reply {
+        let (req, _) = view::<proto::IrqInfo>(p)?;
+        let (flags, count) = match req.index {
+            proto::IRQ_MSIX => (
+                proto::IRQ_INFO_EVENTFD | proto::IRQ_INFO_MASKABLE | proto::IRQ_INFO_NORESIZE,
+                self.dev.msix_count(self.func).map_err(access_errno)?,
+            ),
+            proto::IRQ_INTX | proto::IRQ_MSI | proto::IRQ_ERR | proto::IRQ_REQ => {
+                (proto::IRQ_INFO_EVENTFD, 0)
+            }
+            _ => return Err(Errno::EINVAL),
+        };
+        Ok((
+            proto::IrqInfo {
+                argsz: 16,
+                flags,
+                index: req.index,
+                count,
+            }
+            .as_bytes()
+            .to_vec(),
+            vec![],
+        ))
+    }
+
+    fn set_irqs(&mut self, p: &[u8], fds: Vec<OwnedFd>) -> Reply {
+        let (s, data) = view::<proto::IrqSet>(p)?;
+        let data_kind =
+            s.flags & (proto::IRQ_DATA_NONE | proto::IRQ_DATA_BOOL | proto::IRQ_DATA_EVENTFD);
+        let action = s.flags
+            & (proto::IRQ_ACTION_MASK | proto::IRQ_ACTION_UNMASK | proto::IRQ_ACTION_TRIGGER);
+        if data_kind.count_ones() != 1 || action.count_ones() != 1 || s.flags & !0x3F != 0 {
+            return Err(Errno::EINVAL);
+        }
+        if s.index != proto::IRQ_MSIX {
+            // No INTx/MSI/ERR/REQ: only "disable all" is meaningful.
+            return if data_kind == proto::IRQ_DATA_NONE && s.count == 0 {
+                Ok((vec![], vec![]))
+            } else {
+                Err(Errno::EINVAL)
+            };
+        }
+        let e = |r: Result<(), AccessError>| r.map_err(access_errno);
+        match (data_kind, action) {
+            (proto::IRQ_DATA_EVENTFD, proto::IRQ_ACTION_TRIGGER) => {
+                if !fds.is_empty() && fds.len() != s.count as usize {
+                    return Err(Errno::EINVAL);
+                }
+                e(self.dev.set_msix_eventfds(self.func, s.start, s.count, fds))?;
+                self.irqs_installed = true;
+            }
+            (proto::IRQ_DATA_NONE, proto::IRQ_ACTION_TRIGGER) if s.count == 0 => {
+                self.dev.clear_msix(self.func)
+            }
+            (proto::IRQ_DATA_NONE, proto::IRQ_ACTION_TRIGGER) => {
+                e(self.dev.fire_msix(self.func, s.start, s.count))?
+            }
+            (proto::IRQ_DATA_BOOL, proto::IRQ_ACTION_TRIGGER) => {
+                let flags = data.get(..s.count as usize).ok_or(Errno::EINVAL)?;
+                for (i, &b) in flags.iter().enumerate() {
+                    if b != 0 {
+                        e(self.dev.fire_msix(self.func, s.start + i as u32, 1))?;
+                    }
+                }
+            }
+            (proto::IRQ_DATA_NONE, a) => {
+                e(self
+                    .dev
+                    .mask_msix(self.func, s.start, s.count, a == proto::IRQ_ACTION_MASK))?
+            }
+            (proto::IRQ_DATA_BOOL, a) => {
+                let flags = data.get(..s.count as usize).ok_or(Errno::EINVAL)?;
+                for (i, &b) in flags.iter().enumerate() {
+                    if b != 0 {
+                        e(self.dev.mask_msix(
+                            self.func,
+                            s.start + i as u32,
+                            1,
+                            a == proto::IRQ_ACTION_MASK,
+                        ))?;
+                    }
+                }
+            }
+            _ => return Err(Errno::EINVAL),
+        }
+        Ok((vec![], vec![]))
+    }
+
+    fn read_region(&self, idx: u32, offset: u64, buf: &mut [u8]) -> Result<(), Errno> {
+        let r = if idx == region::CONFIG {
+            self.dev.config_read(self.func, offset, buf)
+        } else {
+            self.dev.bar_read(self.func, idx, offset, buf)
+        };
+        r.map_err(access_errno)
+    }
+
+    fn write_region(&self, idx: u32, offset: u64, data: &[u8]) -> Result<(), Errno> {
+        let r = if idx == region::CONFIG {
+            self.dev.config_write(self.func, offset, data)
+        } else {
+            self.dev.bar_write(self.func, idx, offset, data, self.id)
+        };
+        r.map_err(access_errno)
+    }
+
+    fn region_read(&self, p: &[u8]) -> Reply {
+        let (a, rest) = view::<proto::RegionAccess>(p)?;
+        if !rest.is_empty() || a.count as usize > proto::MAX_DATA_XFER || a.count == 0 {
+            return Err(Errno::EINVAL);
+        }
+        let mut out = a.as_bytes().to_vec();
+        let mut buf = vec![0u8; a.count as usize];
+        self.read_region(a.region, a.offset, &mut buf)?;
+        out.extend_from_slice(&buf);
+        Ok((out, vec![]))
+    }
+
+    fn region_write(&self, p: &[u8]) -> Reply {
+        let (a, data) = view::<proto::RegionAccess>(p)?;
+        if data.len() != a.count as usize || a.count as usize > proto::MAX_DATA_XFER || a.count == 0
+        {
+            return Err(Errno::EINVAL);
+        }
+        self.write_region(a.region, a.offset, data)?;
+        Ok((a.as_bytes().to_vec(), vec![]))
+    }
+
+    fn write_multi(&self, p: &[u8]) -> Reply {
+        let (n, rest) = view::<u64>(p)?;
+        let entries =
+            <[proto::WriteMultiEntry]>::ref_from_bytes(rest).map_err(|_| Errno::EINVAL)?;
+        if entries.len() as u64 != n {
+            return Err(Errno::EINVAL);
+        }
+        for e in entries {
+            if e.count == 0 || e.count > 8 {
+                return Err(Errno::EINVAL);
+            }
+            self.write_region(e.region, e.offset, &e.data[..e.count as usize])?;
+        }
+        Ok((n.as_bytes().to_vec(), vec![]))
+    }
+}
