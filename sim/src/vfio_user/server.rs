@@ -88,11 +88,12 @@ struct Listener {
 
 impl Listener {
     fn stop(mut self) {
+        // The function is gone the moment it is disabled: unlink first, then wind down.
+        let _ = std::fs::remove_file(&self.path);
         self.alive.store(false, Ordering::Release);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        let _ = std::fs::remove_file(&self.path);
     }
 }
 

@@ -1,0 +1,261 @@
+//! The driver proper: management operations on one PF, SR-IOV kept in step with the VFs the
+//! firmware holds, and how to hand each VF to a VM.
+
+use crate::error::{Error, Result};
+use crate::kernel::{KernelVfio, Sysfs};
+use crate::mailbox::{Mailbox, DEFAULT_TIMEOUT};
+use crate::transport::{DeviceAddr, Transport, VfEndpoint};
+use crate::vfio_user::VfioUser;
+use shared_abi::messages::{split_list, view, CountResp, HeartbeatResp, Request, Sizing, Target};
+use shared_abi::resources::{DeviceInfo, DeviceStats, FreeResources, VfInfo, VfSpec, VfStats};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How CREATE_VFS should size VFs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CreateSpec {
+    /// Split what is free equally.
+    Equal,
+    /// Every VF gets this.
+    Uniform(VfSpec),
+}
+
+/// What a user needs to give VF `vf` to a VM.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct VfHandoff {
+    /// VF index.
+    pub vf: u16,
+    /// Where it is.
+    pub endpoint: VfEndpoint,
+    /// QEMU command-line fragment.
+    pub qemu: String,
+    /// cloud-hypervisor fragment.
+    pub cloud_hypervisor: String,
+}
+
+/// One PF.
+pub struct Accel {
+    t: Arc<dyn Transport>,
+    mbox: Mailbox,
+}
+
+impl std::fmt::Debug for Accel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Accel")
+            .field("device", &self.t.describe())
+            .finish()
+    }
+}
+
+impl Accel {
+    /// Opens a device by address: a PCI address through the kernel's VFIO, a path over
+    /// vfio-user (mapping the mailbox when the server offers it).
+    pub fn open(addr: &DeviceAddr) -> Result<Self> {
+        let t: Arc<dyn Transport> = match addr {
+            DeviceAddr::Pci(a) => Arc::new(KernelVfio::open(a, Sysfs::default())?),
+            DeviceAddr::Socket(p) => Arc::new(VfioUser::connect(p, true)?),
+        };
+        Self::with_transport(t, DEFAULT_TIMEOUT)
+    }
+
+    /// Drives a device through an already-open transport.
+    pub fn with_transport(t: Arc<dyn Transport>, timeout: Duration) -> Result<Self> {
+        let magic = t.read32(shared_abi::regs::pf::MAGIC.offset())?;
+        if magic != shared_abi::regs::PF_MAGIC {
+            return Err(Error::NotOurDevice(format!(
+                "{} is not an accelvirt PF (BAR0 magic {magic:#010x})",
+                t.describe()
+            )));
+        }
+        let abi = t.read32(shared_abi::regs::pf::ABI_VERSION.offset())?;
+        if (abi >> 16) as u16 != shared_abi::ABI_MAJOR {
+            return Err(Error::NotOurDevice(format!(
+                "firmware speaks ABI {}.{}, this accelctl speaks {}.{}: update one of them",
+                abi >> 16,
+                abi & 0xFFFF,
+                shared_abi::ABI_MAJOR,
+                shared_abi::ABI_MINOR
+            )));
+        }
+        let mbox = Mailbox::new(t.clone(), timeout);
+        Ok(Accel { t, mbox })
+    }
+
+    /// The transport.
+    pub fn transport(&self) -> &Arc<dyn Transport> {
+        &self.t
+    }
+
+    /// The mailbox.
+    pub fn mailbox(&self) -> &Mailbox {
+        &self.mbox
+    }
+
+    /// Identity, versions and board.
+    pub async fn device_info(&self) -> Result<DeviceInfo> {
+        let p = self.mbox.call(&Request::GetDeviceInfo).await?;
+        view::<DeviceInfo>(&p)
+            .copied()
+            .map_err(|_| Error::BadResponse("device info size"))
+    }
+
+    /// Free resources.
+    pub async fn free_resources(&self) -> Result<FreeResources> {
+        let p = self.mbox.call(&Request::GetResources).await?;
+        view::<FreeResources>(&p)
+            .copied()
+            .map_err(|_| Error::BadResponse("resources size"))
+    }
+
+    /// Liveness round trip.
+    pub async fn heartbeat(&self, nonce: u32) -> Result<HeartbeatResp> {
+        let p = self.mbox.call(&Request::Heartbeat { nonce }).await?;
+        let r = *view::<HeartbeatResp>(&p).map_err(|_| Error::BadResponse("heartbeat size"))?;
+        if r.nonce.get() != nonce {
+            return Err(Error::BadResponse("heartbeat nonce mismatch"));
+        }
+        Ok(r)
+    }
+
+    /// Device and per-VF counters.
+    pub async fn stats(&self) -> Result<(DeviceStats, Vec<VfStats>)> {
+        let p = self.mbox.call(&Request::GetStats(Target::All)).await?;
+        let (d, v) =
+            split_list::<DeviceStats, VfStats>(&p).map_err(|_| Error::BadResponse("stats size"))?;
+        Ok((*d, v.to_vec()))
+    }
+
+    /// Every VF that holds resources.
+    pub async fn vfs(&self) -> Result<Vec<VfInfo>> {
+        let (_, stats) = self.stats().await?;
+        let mut out = Vec::with_capacity(stats.len());
+        for s in stats {
+            out.push(self.vf(s.vf.get()).await?);
+        }
+        Ok(out)
+    }
+
+    /// One VF.
+    pub async fn vf(&self, vf: u16) -> Result<VfInfo> {
+        let p = self.mbox.call(&Request::QueryVf(vf)).await?;
+        view::<VfInfo>(&p)
+            .copied()
+            .map_err(|_| Error::BadResponse("vf info size"))
+    }
+
+    /// Creates `count` VFs and makes them visible: SR-IOV is enabled to cover them. All or
+    /// nothing: if they cannot be made visible, they are destroyed again.
+    pub async fn create_vfs(&self, count: u16, spec: CreateSpec) -> Result<Vec<VfInfo>> {
+        let sizing = match &spec {
+            CreateSpec::Equal => Sizing::Equal,
+            CreateSpec::Uniform(s) => Sizing::Uniform(s),
+        };
+        let p = self
+            .mbox
+            .call(&Request::CreateVfs { count, sizing })
+            .await?;
+        let (_, list) = split_list::<CountResp, VfInfo>(&p)
+            .map_err(|_| Error::BadResponse("create response size"))?;
+        let made = list.to_vec();
+        let need = made.iter().map(|v| v.vf.get() + 1).max().unwrap_or(0);
+        let enabled = self.t.num_vfs()?;
+        let visible = if need <= enabled {
+            Ok(())
+        } else if enabled == 0 {
+            self.t.set_num_vfs(need)
+        } else {
+            Err(Error::Invalid(format!(
+                "SR-IOV is enabled with {enabled} VFs and the new VFs need {need}; changing NumVFs would pull \
+                 the running VFs from their VMs. Destroy all VFs first (accelctl destroy-vf --all)"
+            )))
+        };
+        if let Err(e) = visible {
+            for v in &made {
+                let _ = self
+                    .mbox
+                    .call(&Request::DestroyVf(Target::One(v.vf.get())))
+                    .await;
+            }
+            return Err(e);
+        }
+        Ok(made)
+    }
+
+    /// Binds VFs to vfio-pci (kernel transport).
+    pub fn bind_vfio(&self, vf: u16) -> Result<()> {
+        self.t.bind_vf(vf)
+    }
+
+    /// Destroys one VF; SR-IOV is disabled when none is left.
+    pub async fn destroy_vf(&self, vf: u16) -> Result<()> {
+        self.mbox.call(&Request::DestroyVf(Target::One(vf))).await?;
+        if self.stats().await?.1.is_empty() && self.t.num_vfs()? != 0 {
+            self.t.set_num_vfs(0)?;
+        }
+        Ok(())
+    }
+
+    /// Destroys every VF and disables SR-IOV. Returns how many were destroyed.
+    pub async fn destroy_all(&self) -> Result<u16> {
+        // VFs leave their VMs first (SR-IOV off), then their resources are scrubbed and freed.
+        if self.t.num_vfs()? != 0 {
+            self.t.set_num_vfs(0)?;
+        }
+        let p = self.mbox.call(&Request::DestroyVf(Target::All)).await?;
+        Ok(view::<CountResp>(&p)
+            .map_err(|_| Error::BadResponse("destroy response size"))?
+            .count
+            .get())
+    }
+
+    /// Resizes a live VF in place.
+    pub async fn resize(&self, vf: u16, spec: VfSpec) -> Result<VfInfo> {
+        let p = self
+            .mbox
+            .call(&Request::ConfigureVf { vf, spec: &spec })
+            .await?;
+        view::<VfInfo>(&p)
+            .copied()
+            .map_err(|_| Error::BadResponse("vf info size"))
+    }
+
+    /// Function level reset of one VF.
+    pub async fn reset(&self, vf: u16) -> Result<VfInfo> {
+        let p = self.mbox.call(&Request::ResetVf(vf)).await?;
+        view::<VfInfo>(&p)
+            .copied()
+            .map_err(|_| Error::BadResponse("vf info size"))
+    }
+
+    /// Sets a VF's scheduler weight.
+    pub async fn set_qos(&self, vf: u16, weight: u16) -> Result<VfInfo> {
+        let p = self.mbox.call(&Request::SetQos { vf, weight }).await?;
+        view::<VfInfo>(&p)
+            .copied()
+            .map_err(|_| Error::BadResponse("vf info size"))
+    }
+
+    /// How to give VF `vf` to a VM.
+    pub fn handoff(&self, vf: u16) -> Result<VfHandoff> {
+        let endpoint = self.t.vf_endpoint(vf)?;
+        let (qemu, ch) = match &endpoint {
+            VfEndpoint::Pci { address, .. } => (
+                format!("-device vfio-pci,host={address}"),
+                format!("--device path=/sys/bus/pci/devices/{address}/"),
+            ),
+            VfEndpoint::Socket { path } => (
+                format!(
+                    "-device '{{\"driver\":\"vfio-user-pci\",\"socket\":{{\"type\":\"unix\",\"path\":\"{}\"}}}}'",
+                    path.display()
+                ),
+                format!("--user-device socket={}", path.display()),
+            ),
+        };
+        Ok(VfHandoff {
+            vf,
+            endpoint,
+            qemu,
+            cloud_hypervisor: ch,
+        })
+    }
+}

@@ -1,0 +1,403 @@
+//! `accelctl`: create, list, show, resize, reset and destroy the accelerator's VFs.
+#![forbid(unsafe_code)]
+
+mod output;
+
+use clap::{Args, Parser, Subcommand};
+use host_driver::error::{Error, Result};
+use host_driver::{Accel, CreateSpec, DeviceAddr};
+use output::Out;
+use shared_abi::resources::{VfInfo, VfSpec};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+const AFTER_HELP: &str = "\
+Examples:
+  accel-sim --socket /tmp/accelvirt/accel0.sock &        # a simulated device
+  accelctl list
+  accelctl -d /tmp/accelvirt/accel0.sock info
+  accelctl -d /tmp/accelvirt/accel0.sock create-vf --count 4
+  accelctl -d 0000:3b:00.0 create-vf --count 2 --engines 2 --memory 4G --queues 32 --bind vfio-pci
+  accelctl -d /tmp/accelvirt/accel0.sock vf list --json
+  accelctl -d /tmp/accelvirt/accel0.sock vf resize 1 --memory 8G
+  accelctl -d /tmp/accelvirt/accel0.sock destroy-vf --all
+
+The device (-d, or ACCEL_DEVICE) is a PCI address, driven through the kernel's VFIO, or the
+path of a vfio-user socket (accel-sim).
+
+Exit codes:
+  0  success
+  1  the firmware refused the command (the message names the reason)
+  2  invalid arguments
+  3  no such device, not ours, or not usable (driver binding, permissions)
+  4  timeout: the firmware did not answer, or another process holds the mailbox
+  5  the connection to the device failed or it broke the protocol";
+
+/// Manage the accelerator's SR-IOV virtual functions.
+#[derive(Parser, Debug)]
+#[command(version, about, after_help = AFTER_HELP)]
+struct Cli {
+    /// Device: PCI address (0000:3b:00.0) or vfio-user socket path.
+    #[arg(short, long, env = "ACCEL_DEVICE", global = true)]
+    device: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Milliseconds the firmware has to answer one command.
+    #[arg(long, default_value_t = 5000, global = true)]
+    timeout_ms: u64,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// List our devices: PCI functions with our IDs and device-model sockets.
+    List {
+        /// Directory with device-model sockets [default: $ACCEL_RUNTIME_DIR, else $XDG_RUNTIME_DIR/accelvirt, else /tmp/accelvirt].
+        #[arg(long)]
+        runtime_dir: Option<PathBuf>,
+    },
+    /// Capabilities, firmware version, board and free resources.
+    Info,
+    /// Create VFs (and enable SR-IOV to show them).
+    CreateVf(CreateArgs),
+    /// Work with existing VFs.
+    #[command(subcommand)]
+    Vf(VfCmd),
+    /// Destroy one VF, or all of them (SR-IOV is disabled when none is left).
+    DestroyVf {
+        /// VF index.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<u16>,
+        /// Destroy every VF.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Device and per-VF counters.
+    Stats,
+}
+
+#[derive(Args, Debug)]
+struct CreateArgs {
+    /// How many VFs.
+    #[arg(long)]
+    count: u16,
+    /// Sizing: equal (split what is free) or small, medium, large presets.
+    #[arg(long, conflicts_with_all = ["engines", "memory", "queues", "vectors"])]
+    profile: Option<String>,
+    #[command(flatten)]
+    res: ResArgs,
+    /// Bind the new VFs to this driver (kernel VFIO only; vfio-pci is the one supported).
+    #[arg(long, value_name = "DRIVER")]
+    bind: Option<String>,
+}
+
+#[derive(Args, Debug, Default)]
+struct ResArgs {
+    /// Compute engines per VF.
+    #[arg(long)]
+    engines: Option<u16>,
+    /// Device memory per VF (e.g. 512M, 4G; a multiple of the 2 MiB granule).
+    #[arg(long)]
+    memory: Option<String>,
+    /// Queue pairs per VF.
+    #[arg(long)]
+    queues: Option<u16>,
+    /// MSI-X vectors per VF.
+    #[arg(long)]
+    vectors: Option<u16>,
+    /// Scheduler weight (1..=1000).
+    #[arg(long)]
+    weight: Option<u16>,
+}
+
+#[derive(Subcommand, Debug)]
+enum VfCmd {
+    /// Every VF with its resources.
+    List,
+    /// One VF, and how to hand it to a VM.
+    Show { id: u16 },
+    /// Resize a live VF in place (unspecified resources keep their size).
+    Resize {
+        id: u16,
+        #[command(flatten)]
+        res: ResArgs,
+    },
+    /// Function level reset: clears the VF's queues and memory, nothing else.
+    Reset { id: u16 },
+    /// Set the VF's scheduler weight.
+    Qos {
+        id: u16,
+        #[arg(long)]
+        weight: u16,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let out = Out { json: cli.json };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("accelctl: cannot start: {e}");
+            return ExitCode::from(5);
+        }
+    };
+    match rt.block_on(run(cli, &out)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("accelctl: error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn runtime_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("ACCEL_RUNTIME_DIR") {
+        return d.into();
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) => PathBuf::from(d).join("accelvirt"),
+        None => PathBuf::from("/tmp/accelvirt"),
+    }
+}
+
+fn open(cli_dev: &Option<String>, timeout: Duration) -> Result<Accel> {
+    let Some(d) = cli_dev else {
+        return Err(Error::Invalid(
+            "no device given: use -d DEV or ACCEL_DEVICE (see `accelctl list`)".into(),
+        ));
+    };
+    let addr = DeviceAddr::parse(d)?;
+    let a = Accel::open(&addr)?;
+    Accel::with_transport(a.transport().clone(), timeout)
+}
+
+/// "4G" → bytes.
+fn parse_size(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| Error::Invalid(format!("'{s}' is not a size (try 512M or 4G)")))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => {
+            return Err(Error::Invalid(format!(
+                "'{s}': unknown unit (use K, M, G or T)"
+            )))
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| Error::Invalid(format!("'{s}' is too large")))
+}
+
+fn granules(bytes: u64, shift: u8) -> Result<u32> {
+    let g = 1u64 << shift;
+    if bytes == 0 || bytes % g != 0 {
+        return Err(Error::Invalid(format!(
+            "memory must be a positive multiple of the {} MiB granule",
+            g >> 20
+        )));
+    }
+    u32::try_from(bytes / g).map_err(|_| Error::Invalid("memory size too large".into()))
+}
+
+fn spec_from(res: &ResArgs, base: Option<&VfInfo>, shift: u8) -> Result<VfSpec> {
+    let need = |what: &str| {
+        Error::Invalid(format!(
+            "--{what} is required with explicit sizing (or use --profile)"
+        ))
+    };
+    let engines = match (res.engines, base) {
+        (Some(e), _) => e,
+        (None, Some(b)) => b.engine_mask.get().count_ones() as u16,
+        (None, None) => return Err(need("engines")),
+    };
+    let mem = match (&res.memory, base) {
+        (Some(m), _) => granules(parse_size(m)?, shift)?,
+        (None, Some(b)) => b.mem_granules.get(),
+        (None, None) => return Err(need("memory")),
+    };
+    let queues = match (res.queues, base) {
+        (Some(q), _) => q,
+        (None, Some(b)) => b.queue_count.get(),
+        (None, None) => return Err(need("queues")),
+    };
+    let vectors = res
+        .vectors
+        .or(base.map(|b| b.vector_count.get()))
+        .unwrap_or(queues.max(1));
+    let weight = res.weight.unwrap_or(0);
+    Ok(VfSpec::new(engines, mem, queues, vectors, weight))
+}
+
+fn preset(name: &str, shift: u8) -> Result<Option<VfSpec>> {
+    let gib = |n: u64| granules(n << 30, shift);
+    Ok(match name {
+        "equal" => None,
+        "small" => Some(VfSpec::new(1, gib(1)?, 8, 16, 0)),
+        "medium" => Some(VfSpec::new(2, gib(2)?, 16, 64, 0)),
+        "large" => Some(VfSpec::new(4, gib(4)?, 64, 512, 0)),
+        _ => {
+            return Err(Error::Invalid(format!(
+                "unknown profile '{name}' (equal, small, medium, large)"
+            )))
+        }
+    })
+}
+
+async fn run(cli: Cli, out: &Out) -> Result<()> {
+    let timeout = Duration::from_millis(cli.timeout_ms);
+    match cli.cmd {
+        Cmd::List { runtime_dir: dir } => {
+            let dir = dir.unwrap_or_else(runtime_dir);
+            out.list(&output::discover(&dir).await);
+            Ok(())
+        }
+        Cmd::Info => {
+            let a = open(&cli.device, timeout)?;
+            let info = a.device_info().await?;
+            let free = a.free_resources().await?;
+            out.info(&a.transport().describe(), &info, &free);
+            Ok(())
+        }
+        Cmd::CreateVf(c) => {
+            let a = open(&cli.device, timeout)?;
+            if let Some(d) = &c.bind {
+                if d != "vfio-pci" {
+                    return Err(Error::Invalid(format!(
+                        "--bind {d}: only vfio-pci is supported"
+                    )));
+                }
+            }
+            let shift = a.device_info().await?.granule_shift;
+            let spec = match (
+                &c.profile,
+                c.res.engines.is_some() || c.res.memory.is_some() || c.res.queues.is_some(),
+            ) {
+                (Some(p), _) => preset(p, shift)?,
+                (None, true) => Some(spec_from(&c.res, None, shift)?),
+                (None, false) => None,
+            };
+            let spec = match spec {
+                None => CreateSpec::Equal,
+                Some(mut s) => {
+                    if let Some(w) = c.res.weight {
+                        s.weight.set(w);
+                    }
+                    CreateSpec::Uniform(s)
+                }
+            };
+            let made = a.create_vfs(c.count, spec).await?;
+            let mut handoffs = Vec::new();
+            for v in &made {
+                if c.bind.is_some() {
+                    a.bind_vfio(v.vf.get())?;
+                }
+                handoffs.push(a.handoff(v.vf.get())?);
+            }
+            out.created(&made, &handoffs, shift);
+            Ok(())
+        }
+        Cmd::Vf(v) => {
+            let a = open(&cli.device, timeout)?;
+            let shift = a.device_info().await?.granule_shift;
+            match v {
+                VfCmd::List => out.vfs(&a.vfs().await?, shift),
+                VfCmd::Show { id } => {
+                    let info = a.vf(id).await?;
+                    let h = a.handoff(id)?;
+                    out.vf_show(&info, &h, shift);
+                }
+                VfCmd::Resize { id, res } => {
+                    let cur = a.vf(id).await?;
+                    let spec = spec_from(&res, Some(&cur), shift)?;
+                    out.vfs(&[a.resize(id, spec).await?], shift);
+                }
+                VfCmd::Reset { id } => out.vfs(&[a.reset(id).await?], shift),
+                VfCmd::Qos { id, weight } => out.vfs(&[a.set_qos(id, weight).await?], shift),
+            }
+            Ok(())
+        }
+        Cmd::DestroyVf { id, all } => {
+            let a = open(&cli.device, timeout)?;
+            let n = if all {
+                a.destroy_all().await?
+            } else {
+                let id = id.ok_or_else(|| Error::Invalid("give a VF index or --all".into()))?;
+                a.destroy_vf(id).await?;
+                1
+            };
+            out.destroyed(n);
+            Ok(())
+        }
+        Cmd::Stats => {
+            let a = open(&cli.device, timeout)?;
+            let (d, v) = a.stats().await?;
+            out.stats(&d, &v);
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4G").unwrap(), 4 << 30);
+        assert_eq!(parse_size("512MiB").unwrap(), 512 << 20);
+        assert!(parse_size("4X").is_err());
+        assert!(parse_size("G").is_err());
+        assert_eq!(granules(4 << 30, 21).unwrap(), 2048);
+        assert!(granules(3 << 20, 21).is_err());
+        assert!(granules(0, 21).is_err());
+    }
+
+    #[test]
+    fn cli_parses() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let c = Cli::try_parse_from([
+            "accelctl",
+            "-d",
+            "x.sock",
+            "create-vf",
+            "--count",
+            "4",
+            "--engines",
+            "2",
+            "--memory",
+            "1G",
+            "--queues",
+            "8",
+        ])
+        .unwrap();
+        assert!(matches!(c.cmd, Cmd::CreateVf(_)));
+        assert!(Cli::try_parse_from(["accelctl", "destroy-vf"]).is_err());
+        assert!(Cli::try_parse_from(["accelctl", "destroy-vf", "1", "--all"]).is_err());
+        assert!(Cli::try_parse_from([
+            "accelctl",
+            "create-vf",
+            "--count",
+            "2",
+            "--profile",
+            "equal",
+            "--engines",
+            "1"
+        ])
+        .is_err());
+    }
+}

@@ -1,0 +1,413 @@
+//! Tables for people, JSON for programs: the same fields in both. JSON field names are stable
+//! and documented in the README.
+
+use host_driver::transport::VfEndpoint;
+use host_driver::vfio_user::{scan_sockets, VfioUser};
+use host_driver::{Accel, VfHandoff};
+use serde::Serialize;
+use serde_json::json;
+use shared_abi::regs::DevCaps;
+use shared_abi::resources::{
+    DeviceInfo, DeviceStats, FreeResources, VfFault, VfInfo, VfState, VfStats,
+};
+use std::path::Path;
+use std::sync::Arc;
+
+pub struct Out {
+    pub json: bool,
+}
+
+fn print_json(v: &impl Serialize) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+fn table(head: &[&str], rows: &[Vec<String>]) {
+    let mut w: Vec<usize> = head.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.len());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let s: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = w[i]))
+            .collect();
+        println!("{}", s.join("  ").trim_end());
+    };
+    line(head.iter().map(|s| s.to_string()).collect());
+    for r in rows {
+        line(r.clone());
+    }
+}
+
+fn version(v: u32) -> String {
+    format!("{}.{}.{}", v >> 24, (v >> 16) & 0xFF, v & 0xFFFF)
+}
+
+fn human(bytes: u64) -> String {
+    if bytes >= 1 << 30 && bytes % (1 << 30) == 0 {
+        format!("{}G", bytes >> 30)
+    } else {
+        format!("{}M", bytes >> 20)
+    }
+}
+
+fn engines(mask: u32) -> String {
+    let v: Vec<u32> = (0..32).filter(|b| mask & (1 << b) != 0).collect();
+    match (v.first(), v.last()) {
+        (Some(a), Some(b)) if (b - a + 1) as usize == v.len() && a != b => format!("{a}-{b}"),
+        _ => v
+            .iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+    }
+}
+
+fn state(s: u8) -> &'static str {
+    VfState::from_wire(s as u32).map_or("unknown", |s| s.name())
+}
+
+fn vf_json(v: &VfInfo, shift: u8) -> serde_json::Value {
+    json!({
+        "vf": v.vf.get(),
+        "state": state(v.state),
+        "engines": v.engine_mask.get().count_ones(),
+        "engine_mask": v.engine_mask.get(),
+        "memory_bytes": (v.mem_granules.get() as u64) << shift,
+        "memory_base_granule": v.mem_base.get(),
+        "queues": v.queue_count.get(),
+        "queue_base": v.queue_base.get(),
+        "vectors": v.vector_count.get(),
+        "vector_base": v.vector_base.get(),
+        "weight": v.weight.get(),
+        "faults": v.fault_count.get(),
+        "last_fault": VfFault::from_wire(v.fault_code.get()).map_or("unknown", |f| f.name()),
+        "flr_count": v.flr_count.get(),
+    })
+}
+
+fn vf_row(v: &VfInfo, shift: u8) -> Vec<String> {
+    vec![
+        v.vf.get().to_string(),
+        state(v.state).into(),
+        format!(
+            "{} ({})",
+            v.engine_mask.get().count_ones(),
+            engines(v.engine_mask.get())
+        ),
+        human((v.mem_granules.get() as u64) << shift),
+        format!("{} @{}", v.queue_count.get(), v.queue_base.get()),
+        format!("{} @{}", v.vector_count.get(), v.vector_base.get()),
+        v.weight.get().to_string(),
+        v.fault_count.get().to_string(),
+        v.flr_count.get().to_string(),
+    ]
+}
+
+const VF_HEAD: [&str; 9] = [
+    "VF", "STATE", "ENGINES", "MEMORY", "QUEUES", "VECTORS", "WEIGHT", "FAULTS", "FLRS",
+];
+
+#[derive(Serialize)]
+pub struct Found {
+    pub device: String,
+    pub transport: &'static str,
+    pub firmware: Option<String>,
+    pub vfs_enabled: Option<u16>,
+    pub status: String,
+}
+
+pub async fn discover(dir: &Path) -> Vec<Found> {
+    let mut v = Vec::new();
+    for a in host_driver::kernel::Sysfs::default().find_pfs() {
+        let (fw, n, status) = match Accel::open(&host_driver::DeviceAddr::Pci(a.clone())) {
+            Ok(acc) => match acc.device_info().await {
+                Ok(i) => (
+                    Some(version(i.fw_version.get())),
+                    Some(i.num_vfs_enabled.get()),
+                    "ok".to_string(),
+                ),
+                Err(e) => (None, None, e.to_string()),
+            },
+            Err(e) => (None, None, e.to_string()),
+        };
+        v.push(Found {
+            device: a,
+            transport: "vfio",
+            firmware: fw,
+            vfs_enabled: n,
+            status,
+        });
+    }
+    for p in scan_sockets(dir) {
+        let r = VfioUser::connect(&p, true)
+            .and_then(|t| Accel::with_transport(Arc::new(t), std::time::Duration::from_secs(2)));
+        let (fw, n, status) = match r {
+            Ok(acc) => match acc.device_info().await {
+                Ok(i) => (
+                    Some(version(i.fw_version.get())),
+                    Some(i.num_vfs_enabled.get()),
+                    "ok".to_string(),
+                ),
+                Err(e) => (None, None, e.to_string()),
+            },
+            Err(e) => (None, None, format!("not answering ({e})")),
+        };
+        v.push(Found {
+            device: p.display().to_string(),
+            transport: "vfio-user",
+            firmware: fw,
+            vfs_enabled: n,
+            status,
+        });
+    }
+    v
+}
+
+impl Out {
+    pub fn list(&self, found: &[Found]) {
+        if self.json {
+            return print_json(&json!({ "devices": found }));
+        }
+        if found.is_empty() {
+            println!("no accelvirt devices found (no PCI functions with our IDs, no sockets in the runtime directory)");
+            return;
+        }
+        let rows: Vec<Vec<String>> = found
+            .iter()
+            .map(|f| {
+                vec![
+                    f.device.clone(),
+                    f.transport.into(),
+                    f.firmware.clone().unwrap_or("-".into()),
+                    f.vfs_enabled.map_or("-".into(), |n| n.to_string()),
+                    f.status.clone(),
+                ]
+            })
+            .collect();
+        table(&["DEVICE", "TRANSPORT", "FIRMWARE", "VFS", "STATUS"], &rows);
+    }
+
+    pub fn info(&self, dev: &str, i: &DeviceInfo, f: &FreeResources) {
+        let caps = DevCaps::from_bits_truncate(i.caps.get());
+        let cap_names: Vec<String> = caps
+            .iter_names()
+            .map(|(n, _)| n.to_ascii_lowercase())
+            .collect();
+        let shift = i.granule_shift;
+        let j = json!({
+            "device": dev,
+            "abi": format!("{}.{}", i.abi_major.get(), i.abi_minor.get()),
+            "firmware": version(i.fw_version.get()),
+            "build_id": format!("{:08x}", i.build_id.get()),
+            "capabilities": cap_names,
+            "uptime_ms": i.uptime_ms.get(),
+            "total_vfs": i.total_vfs.get(),
+            "vfs_in_use": i.vfs_in_use.get(),
+            "vfs_enabled": i.num_vfs_enabled.get(),
+            "board": {
+                "engines": i.engines,
+                "memory_bytes": (i.mem_granules.get() as u64) << shift,
+                "granule_bytes": 1u64 << shift,
+                "queues": i.queues.get(),
+                "vectors": i.vectors.get(),
+            },
+            "free": {
+                "engines": f.engine_mask.get().count_ones(),
+                "engine_mask": f.engine_mask.get(),
+                "memory_bytes": (f.mem_granules.get() as u64) << shift,
+                "largest_memory_bytes": (f.largest_mem_run.get() as u64) << shift,
+                "queues": f.queues.get(),
+                "vectors": f.vectors.get(),
+                "vf_slots": f.free_vf_slots.get(),
+            },
+        });
+        if self.json {
+            return print_json(&j);
+        }
+        println!("device      {dev}");
+        println!(
+            "firmware    {} (build {:08x}), ABI {}.{}",
+            version(i.fw_version.get()),
+            i.build_id.get(),
+            i.abi_major.get(),
+            i.abi_minor.get()
+        );
+        println!("caps        {}", cap_names.join(" "));
+        println!(
+            "VFs         {} in use, {} enabled, TotalVFs {}",
+            i.vfs_in_use.get(),
+            i.num_vfs_enabled.get(),
+            i.total_vfs.get()
+        );
+        println!();
+        table(
+            &["RESOURCE", "TOTAL", "FREE", "LARGEST FREE RUN"],
+            &[
+                vec![
+                    "engines".into(),
+                    i.engines.to_string(),
+                    f.engine_mask.get().count_ones().to_string(),
+                    "-".into(),
+                ],
+                vec![
+                    "memory".into(),
+                    human((i.mem_granules.get() as u64) << shift),
+                    human((f.mem_granules.get() as u64) << shift),
+                    human((f.largest_mem_run.get() as u64) << shift),
+                ],
+                vec![
+                    "queues".into(),
+                    i.queues.get().to_string(),
+                    f.queues.get().to_string(),
+                    f.largest_queue_run.get().to_string(),
+                ],
+                vec![
+                    "vectors".into(),
+                    i.vectors.get().to_string(),
+                    f.vectors.get().to_string(),
+                    f.largest_vector_run.get().to_string(),
+                ],
+            ],
+        );
+    }
+
+    pub fn vfs(&self, vfs: &[VfInfo], shift: u8) {
+        if self.json {
+            let list: Vec<_> = vfs.iter().map(|v| vf_json(v, shift)).collect();
+            return print_json(&json!({ "vfs": list }));
+        }
+        if vfs.is_empty() {
+            println!("no VFs (create some with: accelctl -d DEV create-vf --count 4)");
+            return;
+        }
+        table(
+            &VF_HEAD,
+            &vfs.iter().map(|v| vf_row(v, shift)).collect::<Vec<_>>(),
+        );
+    }
+
+    pub fn vf_show(&self, v: &VfInfo, h: &VfHandoff, shift: u8) {
+        if self.json {
+            let mut j = vf_json(v, shift);
+            j["handoff"] = serde_json::to_value(h).unwrap_or_default();
+            return print_json(&j);
+        }
+        table(&VF_HEAD, &[vf_row(v, shift)]);
+        println!();
+        print_handoff(h);
+    }
+
+    pub fn created(&self, vfs: &[VfInfo], hs: &[VfHandoff], shift: u8) {
+        if self.json {
+            let list: Vec<_> = vfs
+                .iter()
+                .zip(hs)
+                .map(|(v, h)| {
+                    let mut j = vf_json(v, shift);
+                    j["handoff"] = serde_json::to_value(h).unwrap_or_default();
+                    j
+                })
+                .collect();
+            return print_json(&json!({ "created": list }));
+        }
+        println!(
+            "created {} VF{}",
+            vfs.len(),
+            if vfs.len() == 1 { "" } else { "s" }
+        );
+        table(
+            &VF_HEAD,
+            &vfs.iter().map(|v| vf_row(v, shift)).collect::<Vec<_>>(),
+        );
+        println!();
+        println!("hand a VF to a VM:");
+        for h in hs {
+            print_handoff(h);
+        }
+    }
+
+    pub fn destroyed(&self, n: u16) {
+        if self.json {
+            return print_json(&json!({ "destroyed": n }));
+        }
+        println!("destroyed {n} VF{}", if n == 1 { "" } else { "s" });
+    }
+
+    pub fn stats(&self, d: &DeviceStats, vfs: &[VfStats]) {
+        if self.json {
+            let list: Vec<_> = vfs
+                .iter()
+                .map(|s| json!({"vf": s.vf.get(), "state": state(s.state), "jobs": s.jobs.get(), "bytes": s.bytes.get(),
+                    "engine_us": s.engine_us.get(), "faults": s.faults.get(), "flr_count": s.flr_count.get()}))
+                .collect();
+            return print_json(&json!({
+                "mailbox_commands": d.mbox_commands.get(), "mailbox_errors": d.mbox_errors.get(),
+                "mailbox_replays": d.mbox_replays.get(), "vfs_created": d.vfs_created.get(),
+                "vfs_destroyed": d.vfs_destroyed.get(), "flrs": d.flrs.get(), "uptime_ms": d.uptime_ms.get(),
+                "vfs": list,
+            }));
+        }
+        println!(
+            "mailbox: {} commands, {} errors, {} replays; VFs created {}, destroyed {}; FLRs {}; uptime {} ms",
+            d.mbox_commands.get(), d.mbox_errors.get(), d.mbox_replays.get(), d.vfs_created.get(),
+            d.vfs_destroyed.get(), d.flrs.get(), d.uptime_ms.get()
+        );
+        if !vfs.is_empty() {
+            println!();
+            let rows: Vec<Vec<String>> = vfs
+                .iter()
+                .map(|s| {
+                    vec![
+                        s.vf.get().to_string(),
+                        state(s.state).into(),
+                        s.jobs.get().to_string(),
+                        s.bytes.get().to_string(),
+                        s.engine_us.get().to_string(),
+                        s.faults.get().to_string(),
+                        s.flr_count.get().to_string(),
+                    ]
+                })
+                .collect();
+            table(
+                &[
+                    "VF",
+                    "STATE",
+                    "JOBS",
+                    "BYTES",
+                    "ENGINE_US",
+                    "FAULTS",
+                    "FLRS",
+                ],
+                &rows,
+            );
+        }
+    }
+}
+
+fn print_handoff(h: &VfHandoff) {
+    match &h.endpoint {
+        VfEndpoint::Pci {
+            address,
+            iommu_group,
+            driver,
+        } => {
+            println!(
+                "  VF {}: {address} (IOMMU group {}, driver {})",
+                h.vf,
+                iommu_group.map_or("none".into(), |g| g.to_string()),
+                driver.clone().unwrap_or("none".into())
+            );
+            println!("    qemu:             {}", h.qemu);
+            println!("    cloud-hypervisor: {}", h.cloud_hypervisor);
+        }
+        VfEndpoint::Socket { path } => {
+            println!("  VF {}: {}", h.vf, path.display());
+            println!("    qemu 10.1+:       {}", h.qemu);
+            println!("    cloud-hypervisor: {}", h.cloud_hypervisor);
+        }
+    }
+}

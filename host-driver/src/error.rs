@@ -1,0 +1,117 @@
+//! Typed errors. Each says what happened and, where there is one, what to do.
+
+use shared_abi::mailbox::Status;
+use std::path::PathBuf;
+
+/// Result alias.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything the driver can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The device address is neither a PCI address nor a socket path.
+    #[error("'{0}' is not a device: give a PCI address (0000:01:00.0) or a vfio-user socket path")]
+    BadAddress(String),
+    /// Nothing answers at a socket path.
+    #[error("cannot connect to {path}: {source} (is accel-sim running? start it with: accel-sim --socket {path})", path = path.display())]
+    Connect {
+        /// Socket.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The transport failed (socket closed, device gone).
+    #[error("device connection lost: {0}")]
+    Io(#[source] std::io::Error),
+    /// The device model answered a vfio-user request with an error.
+    #[error("the device refused {what}: {errno}")]
+    Remote {
+        /// What was asked.
+        what: &'static str,
+        /// errno from the server.
+        errno: nix::errno::Errno,
+    },
+    /// The vfio-user peer broke the protocol.
+    #[error("vfio-user protocol error: {0}")]
+    Protocol(String),
+    /// The device is not ours or not ready.
+    #[error("{0}")]
+    NotOurDevice(String),
+    /// The firmware did not answer in time.
+    #[error("firmware did not answer {what} within {ms} ms (check `accelctl -d DEV info`; the device may need a reset)")]
+    Timeout {
+        /// Command.
+        what: &'static str,
+        /// Timeout.
+        ms: u64,
+    },
+    /// Another host process holds the mailbox.
+    #[error(
+        "the device's mailbox is held by another process (token {0:#x}); retry when it is done"
+    )]
+    MailboxBusy(u32),
+    /// The firmware refused a command.
+    #[error("{op}: {}{}", status.describe(), hint(*status))]
+    Firmware {
+        /// Command.
+        op: &'static str,
+        /// Status.
+        status: Status,
+    },
+    /// The firmware's response was malformed.
+    #[error("malformed firmware response: {0}")]
+    BadResponse(&'static str),
+    /// Kernel sysfs / VFIO.
+    #[error("{what}: {source}")]
+    Kernel {
+        /// What was attempted.
+        what: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A request the user made does not make sense.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn hint(s: Status) -> &'static str {
+    match s {
+        Status::OutOfResources => {
+            " (see free resources with `accelctl -d DEV info`; destroy VFs or ask for less)"
+        }
+        Status::Fragmented => {
+            " (free memory exists but not in one piece; destroy and recreate VFs to compact)"
+        }
+        Status::InvalidVf => " (list VFs with `accelctl -d DEV vf list`)",
+        Status::TooManyVfs => {
+            " (the device supports at most TotalVFs VFs; see `accelctl -d DEV info`)"
+        }
+        Status::UnsupportedVersion => {
+            " (host and firmware ABI differ: update accelctl or the firmware)"
+        }
+        _ => "",
+    }
+}
+
+impl Error {
+    /// Process exit code for accelctl (documented in its --help).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::BadAddress(_) | Error::Invalid(_) => 2,
+            Error::Connect { .. } | Error::NotOurDevice(_) | Error::Kernel { .. } => 3,
+            Error::Timeout { .. } | Error::MailboxBusy(_) => 4,
+            Error::Io(_) | Error::Remote { .. } | Error::Protocol(_) | Error::BadResponse(_) => 5,
+            Error::Firmware { .. } => 1,
+        }
+    }
+
+    /// The firmware status, if this is a firmware refusal.
+    pub fn status(&self) -> Option<Status> {
+        match self {
+            Error::Firmware { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}

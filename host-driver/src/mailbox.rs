@@ -1,0 +1,199 @@
+//! The mailbox client: async, one command at a time per device (the device's hardware
+//! semaphore serializes processes), sequence numbers, a timeout with a clear error, and
+//! retries that re-ring the same message so the firmware's replay cache answers them: a
+//! command is never executed twice.
+
+use crate::error::{Error, Result};
+use crate::transport::Transport;
+use shared_abi::mailbox::{self, Opcode, Status, MAX_MESSAGE};
+use shared_abi::messages::Request;
+use shared_abi::regs::{pf, DevStatus, MboxState};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Default time the firmware has to answer one command (all retries together).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Doorbell rings per command (the first plus retries of the same message).
+const ATTEMPTS: u32 = 3;
+
+/// Mailbox client of one device.
+pub struct Mailbox {
+    t: Arc<dyn Transport>,
+    seq: AtomicU32,
+    token: u32,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Mailbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mailbox")
+            .field("device", &self.t.describe())
+            .finish()
+    }
+}
+
+fn random_u32() -> u32 {
+    let mut b = [0u8; 4];
+    let _ = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
+    u32::from_ne_bytes(b) ^ std::process::id().rotate_left(16)
+}
+
+/// Releases the hardware semaphore on every exit path.
+struct LockGuard<'a>(&'a dyn Transport);
+impl Drop for LockGuard<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.write32(pf::MBOX_LOCK.offset(), 0);
+    }
+}
+
+impl Mailbox {
+    /// A client over `t`.
+    pub fn new(t: Arc<dyn Transport>, timeout: Duration) -> Self {
+        // Random start so two processes never pair the same sequence number with the replay cache.
+        Mailbox {
+            t,
+            seq: AtomicU32::new(random_u32()),
+            token: random_u32() | 1,
+            timeout,
+        }
+    }
+
+    /// Sends a request; returns the response payload on `Ok`, the firmware's status as an error
+    /// otherwise.
+    pub async fn call(&self, req: &Request<'_>) -> Result<Vec<u8>> {
+        let (status, payload) = self.call_status(req).await?;
+        if status != Status::Ok {
+            return Err(Error::Firmware {
+                op: op_name(req.opcode()),
+                status,
+            });
+        }
+        Ok(payload)
+    }
+
+    /// Sends a request; returns status and payload.
+    pub async fn call_status(&self, req: &Request<'_>) -> Result<(Status, Vec<u8>)> {
+        let mut payload = vec![0u8; MAX_MESSAGE];
+        let n = req
+            .write_payload(&mut payload)
+            .map_err(|_| Error::Invalid("request too large for the mailbox".into()))?;
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let mut msg = vec![0u8; MAX_MESSAGE];
+        let len = mailbox::encode_request(&mut msg, req.opcode(), seq, &payload[..n])
+            .map_err(|_| Error::Invalid("request too large for the mailbox".into()))?;
+        msg.truncate(len);
+        let what = op_name(req.opcode());
+        let t = &*self.t;
+        let start = Instant::now();
+        self.acquire(start).await?;
+        let _guard = LockGuard(t);
+        let st = DevStatus::from_bits_retain(t.read32(pf::DEV_STATUS.offset())?);
+        if st.contains(DevStatus::HALTED) || st.contains(DevStatus::FAULT) {
+            let code = t.read32(pf::FAULT_CODE.offset())?;
+            return Err(Error::NotOurDevice(format!(
+                "the firmware has faulted (fault code {code}); reset the device"
+            )));
+        }
+        if !st.contains(DevStatus::READY) {
+            return Err(Error::NotOurDevice("the firmware is not ready".into()));
+        }
+        t.write_bytes(pf::MBOX_REQ.start(), &msg)?;
+        t.write32(pf::MBOX_REQ_LEN.offset(), len as u32)?;
+        let per_attempt = self.timeout / ATTEMPTS;
+        let mut doorbell = t.read32(pf::MBOX_DOORBELL.offset())?;
+        for _ in 0..ATTEMPTS {
+            doorbell = doorbell.wrapping_add(1);
+            t.write32(pf::MBOX_DOORBELL.offset(), doorbell)?;
+            if let Some(resp) = self.wait(doorbell, per_attempt).await? {
+                let m = mailbox::decode(&resp)
+                    .map_err(|_| Error::BadResponse("response failed validation"))?;
+                if m.seq != seq || m.opcode != req.opcode().wire() {
+                    return Err(Error::BadResponse("response answers another request"));
+                }
+                return Ok((m.status, m.payload.to_vec()));
+            }
+        }
+        Err(Error::Timeout {
+            what,
+            ms: self.timeout.as_millis() as u64,
+        })
+    }
+
+    async fn acquire(&self, start: Instant) -> Result<()> {
+        let t = &*self.t;
+        let mut delay = Duration::from_micros(50);
+        loop {
+            t.write32(pf::MBOX_LOCK.offset(), self.token)?;
+            let owner = t.read32(pf::MBOX_LOCK.offset())?;
+            if owner == self.token {
+                return Ok(());
+            }
+            if start.elapsed() > self.timeout {
+                return Err(Error::MailboxBusy(owner));
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_millis(5));
+        }
+    }
+
+    /// Polls for the answer to `doorbell`. `None` on timeout.
+    async fn wait(&self, doorbell: u32, limit: Duration) -> Result<Option<Vec<u8>>> {
+        let t = &*self.t;
+        let start = Instant::now();
+        let mut polls = 0u32;
+        loop {
+            let state = t.read32(pf::MBOX_STATE.offset())?;
+            if MboxState::from_u32(state) == Some(MboxState::Done)
+                && t.read32(pf::MBOX_DONE_DOORBELL.offset())? == doorbell
+            {
+                let n = t.read32(pf::MBOX_RESP_LEN.offset())? as usize;
+                if n > MAX_MESSAGE {
+                    return Err(Error::BadResponse("response length out of range"));
+                }
+                let mut buf = vec![0u8; n];
+                t.read_bytes(pf::MBOX_RESP.start(), &mut buf)?;
+                return Ok(Some(buf));
+            }
+            if start.elapsed() > limit {
+                return Ok(None);
+            }
+            polls += 1;
+            // Spin briefly (a mapped mailbox answers in microseconds), then back off; every so
+            // often touch a trapped register so a dead device model fails fast, not at timeout.
+            if polls > 200 {
+                if polls % 64 == 0 {
+                    t.read32(pf::HEARTBEAT.offset())?;
+                }
+                let us = (polls as u64 - 200).min(1000).max(20);
+                tokio::time::sleep(Duration::from_micros(us)).await;
+            } else {
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+}
+
+/// Human name of an opcode, for errors.
+pub fn op_name(op: Opcode) -> &'static str {
+    match op {
+        Opcode::GetDeviceInfo => "get-device-info",
+        Opcode::GetResources => "get-resources",
+        Opcode::Heartbeat => "heartbeat",
+        Opcode::CreateVfs => "create-vfs",
+        Opcode::DestroyVf => "destroy-vf",
+        Opcode::QueryVf => "query-vf",
+        Opcode::ConfigureVf => "configure-vf",
+        Opcode::ResetVf => "reset-vf",
+        Opcode::SetQos => "set-qos",
+        Opcode::GetStats => "get-stats",
+        Opcode::FwDownloadBegin => "fw-download-begin",
+        Opcode::FwDownloadChunk => "fw-download-chunk",
+        Opcode::FwDownloadCommit => "fw-download-commit",
+        Opcode::FwActivate => "fw-activate",
+        Opcode::FwQuerySlots => "fw-query-slots",
+        Opcode::GetLog => "get-log",
+        Opcode::AckEvents => "ack-events",
+    }
+}

@@ -1,0 +1,175 @@
+//! How the driver reaches a PF: one trait, two transports (kernel VFIO, vfio-user).
+
+use crate::error::{Error, Result};
+use std::path::PathBuf;
+
+/// Where a device is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeviceAddr {
+    /// A PCI function, `DDDD:BB:DD.F`, driven through the kernel's VFIO.
+    Pci(String),
+    /// A vfio-user socket (e.g. `accel-sim`).
+    Socket(PathBuf),
+}
+
+impl DeviceAddr {
+    /// Parses a PCI address (with or without the domain) or a socket path.
+    pub fn parse(s: &str) -> Result<Self> {
+        if let Some(addr) = parse_pci(s) {
+            return Ok(DeviceAddr::Pci(addr));
+        }
+        if s.contains('/') || s.ends_with(".sock") || std::path::Path::new(s).exists() {
+            return Ok(DeviceAddr::Socket(PathBuf::from(s)));
+        }
+        Err(Error::BadAddress(s.to_string()))
+    }
+}
+
+/// Normalizes `BB:DD.F` or `DDDD:BB:DD.F` to `DDDD:BB:DD.F`.
+pub fn parse_pci(s: &str) -> Option<String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let (dom, bus, devfn) = match parts.as_slice() {
+        [b, df] => ("0000", *b, *df),
+        [d, b, df] => (*d, *b, *df),
+        _ => return None,
+    };
+    let (dev, func) = devfn.split_once('.')?;
+    let hex = |x: &str, n: usize| {
+        x.len() <= n && !x.is_empty() && x.chars().all(|c| c.is_ascii_hexdigit())
+    };
+    if !(hex(dom, 4)
+        && hex(bus, 2)
+        && hex(dev, 2)
+        && func.len() == 1
+        && func.chars().all(|c| ('0'..='7').contains(&c)))
+    {
+        return None;
+    }
+    let d = u32::from_str_radix(dev, 16).ok()?;
+    if d > 0x1f {
+        return None;
+    }
+    Some(format!(
+        "{:04x}:{:02x}:{:02x}.{}",
+        u32::from_str_radix(dom, 16).ok()?,
+        u32::from_str_radix(bus, 16).ok()?,
+        d,
+        func
+    ))
+}
+
+/// How a VM gets a VF.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum VfEndpoint {
+    /// A PCI function bound (or to be bound) to vfio-pci.
+    Pci {
+        /// PCI address.
+        address: String,
+        /// IOMMU group.
+        iommu_group: Option<u32>,
+        /// Bound driver.
+        driver: Option<String>,
+    },
+    /// A vfio-user socket.
+    Socket {
+        /// Path.
+        path: PathBuf,
+    },
+}
+
+/// Access to one PF: its BAR0 register file, its config space and SR-IOV.
+pub trait Transport: Send + Sync {
+    /// Reads a BAR0 dword.
+    fn read32(&self, off: usize) -> Result<u32>;
+    /// Writes a BAR0 dword.
+    fn write32(&self, off: usize, v: u32) -> Result<()>;
+    /// Reads BAR0 bytes.
+    fn read_bytes(&self, off: usize, buf: &mut [u8]) -> Result<()>;
+    /// Writes BAR0 bytes.
+    fn write_bytes(&self, off: usize, data: &[u8]) -> Result<()>;
+    /// Reads config space.
+    fn config_read(&self, off: u64, buf: &mut [u8]) -> Result<()>;
+    /// Writes config space.
+    fn config_write(&self, off: u64, data: &[u8]) -> Result<()>;
+    /// Enabled VFs (NumVFs while VF Enable is set).
+    fn num_vfs(&self) -> Result<u16>;
+    /// Enables `n` VFs (0 disables SR-IOV).
+    fn set_num_vfs(&self, n: u16) -> Result<()>;
+    /// Where VF `v` can be picked up by a VMM.
+    fn vf_endpoint(&self, v: u16) -> Result<VfEndpoint>;
+    /// Binds VF `v` to vfio-pci so a VMM can take it (kernel transport; a vfio-user VF is
+    /// already a VMM-ready endpoint).
+    fn bind_vf(&self, v: u16) -> Result<()> {
+        let _ = v;
+        Ok(())
+    }
+    /// Human-readable name.
+    fn describe(&self) -> String;
+}
+
+/// Finds a PCIe extended capability (as the kernel's `pci_find_ext_capability` does).
+pub fn find_ext_cap(t: &dyn Transport, id: u16) -> Result<Option<u64>> {
+    let mut pos = 0x100u64;
+    for _ in 0..(4096 - 256) / 8 {
+        let mut h = [0u8; 4];
+        t.config_read(pos, &mut h)?;
+        let h = u32::from_le_bytes(h);
+        if h == 0 || h == u32::MAX {
+            return Ok(None);
+        }
+        if (h & 0xFFFF) as u16 == id {
+            return Ok(Some(pos));
+        }
+        let next = (h >> 20) as u64 & 0xFFC;
+        if next < 0x100 {
+            return Ok(None);
+        }
+        pos = next;
+    }
+    Ok(None)
+}
+
+/// SR-IOV capability register offsets (PCIe base spec, as read by drivers/pci/iov.c).
+pub mod sriov {
+    /// Extended capability ID.
+    pub const ID: u16 = 0x0010;
+    /// Control.
+    pub const CTRL: u64 = 0x08;
+    /// TotalVFs.
+    pub const TOTAL_VF: u64 = 0x0E;
+    /// NumVFs.
+    pub const NUM_VF: u64 = 0x10;
+    /// VF Enable.
+    pub const CTRL_VFE: u16 = 1 << 0;
+    /// VF Memory Space Enable.
+    pub const CTRL_MSE: u16 = 1 << 3;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        assert_eq!(
+            DeviceAddr::parse("01:00.0").unwrap(),
+            DeviceAddr::Pci("0000:01:00.0".into())
+        );
+        assert_eq!(
+            DeviceAddr::parse("0000:3b:1f.7").unwrap(),
+            DeviceAddr::Pci("0000:3b:1f.7".into())
+        );
+        assert_eq!(
+            DeviceAddr::parse("/run/accel/a.sock").unwrap(),
+            DeviceAddr::Socket("/run/accel/a.sock".into())
+        );
+        assert_eq!(
+            DeviceAddr::parse("accel0.sock").unwrap(),
+            DeviceAddr::Socket("accel0.sock".into())
+        );
+        assert!(DeviceAddr::parse("01:20.0").is_err());
+        assert!(DeviceAddr::parse("01:00.8").is_err());
+        assert!(DeviceAddr::parse("nonsense").is_err());
+    }
+}

@@ -1,0 +1,483 @@
+//! vfio-user client transport: talks to a device model over its UNIX socket. BAR0 windows
+//! the server offers for mmap are mapped and accessed directly; everything else goes through
+//! REGION_READ/WRITE messages.
+
+use crate::error::{Error, Result};
+use crate::sys::{own_fds, BarMap};
+use crate::transport::{find_ext_cap, sriov, Transport, VfEndpoint};
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+use std::io::{IoSlice, IoSliceMut, Read};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// vfio-user command numbers used by the client.
+mod cmd {
+    pub const VERSION: u16 = 1;
+    pub const DEVICE_GET_INFO: u16 = 4;
+    pub const DEVICE_GET_REGION_INFO: u16 = 5;
+    pub const DEVICE_GET_IRQ_INFO: u16 = 7;
+    pub const DEVICE_SET_IRQS: u16 = 8;
+    pub const REGION_READ: u16 = 9;
+    pub const REGION_WRITE: u16 = 10;
+    pub const DEVICE_RESET: u16 = 13;
+}
+const REPLY: u32 = 1;
+const ERROR: u32 = 1 << 5;
+const REGION_MMAP: u32 = 4;
+const REGION_CAPS: u32 = 8;
+const CONFIG_REGION: u32 = 7;
+const BAR0: u32 = 0;
+/// How long one request may take before the device is declared unresponsive.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A vfio-user device.
+#[derive(Debug)]
+pub struct VfioUser {
+    path: PathBuf,
+    stream: Mutex<(UnixStream, u16)>,
+    /// (offset within BAR0, mapping)
+    bar0_map: Option<(usize, BarMap)>,
+    bar0_size: u64,
+}
+
+fn hdr(id: u16, command: u16, size: usize) -> [u8; 16] {
+    let mut h = [0u8; 16];
+    h[0..2].copy_from_slice(&id.to_ne_bytes());
+    h[2..4].copy_from_slice(&command.to_ne_bytes());
+    h[4..8].copy_from_slice(&(size as u32).to_ne_bytes());
+    h
+}
+
+fn u32_at(b: &[u8], o: usize) -> u32 {
+    b.get(o..o + 4)
+        .map_or(0, |s| u32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
+}
+fn u64_at(b: &[u8], o: usize) -> u64 {
+    b.get(o..o + 8).map_or(0, |s| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(s);
+        u64::from_ne_bytes(a)
+    })
+}
+
+/// Region info as returned by the server.
+#[derive(Debug)]
+pub struct RegionInfo {
+    /// Flags (READ/WRITE/MMAP/CAPS).
+    pub flags: u32,
+    /// Size.
+    pub size: u64,
+    /// mmap offset.
+    pub offset: u64,
+    /// Sparse mmap areas (offset, size).
+    pub sparse: Vec<(u64, u64)>,
+    /// Descriptor to map, if offered.
+    pub fd: Option<OwnedFd>,
+}
+
+impl VfioUser {
+    /// Connects and negotiates; maps BAR0 where the server allows it (`mmap = true`).
+    pub fn connect(path: &Path, mmap: bool) -> Result<Self> {
+        let stream = UnixStream::connect(path).map_err(|source| Error::Connect {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .map_err(Error::Io)?;
+        let mut dev = VfioUser {
+            path: path.to_path_buf(),
+            stream: Mutex::new((stream, 0)),
+            bar0_map: None,
+            bar0_size: 0,
+        };
+        let mut v = Vec::new();
+        v.extend_from_slice(&0u16.to_ne_bytes());
+        v.extend_from_slice(&1u16.to_ne_bytes());
+        v.extend_from_slice(br#"{"capabilities":{"max_msg_fds":16,"max_data_xfer_size":1048576}}"#);
+        v.push(0);
+        let (reply, _) = dev.call(cmd::VERSION, &v, &[], "version negotiation")?;
+        if reply.len() < 4 || u16::from_ne_bytes([reply[0], reply[1]]) != 0 {
+            return Err(Error::Protocol(
+                "server speaks another major version".into(),
+            ));
+        }
+        let (info, _) = dev.call(
+            cmd::DEVICE_GET_INFO,
+            &[16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            &[],
+            "device info",
+        )?;
+        if info.len() < 16 || u32_at(&info, 4) & 2 == 0 {
+            return Err(Error::NotOurDevice(format!(
+                "{} is not a PCI device",
+                path.display()
+            )));
+        }
+        let r = dev.region_info(BAR0)?;
+        dev.bar0_size = r.size;
+        if mmap && r.flags & REGION_MMAP != 0 {
+            if let (Some(fd), Some(&(off, len))) = (r.fd.as_ref(), r.sparse.first()) {
+                let map =
+                    BarMap::map(fd.as_fd(), r.offset + off, len as usize).map_err(Error::Io)?;
+                dev.bar0_map = Some((off as usize, map));
+            }
+        }
+        Ok(dev)
+    }
+
+    /// The socket.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether BAR0's mailbox pages are mapped.
+    pub fn is_mapped(&self) -> bool {
+        self.bar0_map.is_some()
+    }
+
+    /// Sends one command and waits for its reply.
+    pub fn call(
+        &self,
+        command: u16,
+        payload: &[u8],
+        fds: &[RawFd],
+        what: &'static str,
+    ) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
+        let mut g = self.stream.lock().unwrap_or_else(|e| e.into_inner());
+        let (stream, next) = &mut *g;
+        *next = next.wrapping_add(1);
+        let id = *next;
+        let h = hdr(id, command, 16 + payload.len());
+        let iov = [IoSlice::new(&h), IoSlice::new(payload)];
+        let rights = [ControlMessage::ScmRights(fds)];
+        let cm: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &rights };
+        let sent = sendmsg::<()>(stream.as_raw_fd(), &iov, cm, MsgFlags::MSG_NOSIGNAL, None)
+            .map_err(|e| Error::Io(e.into()))?;
+        if sent != 16 + payload.len() {
+            return Err(Error::Protocol("short send".into()));
+        }
+        let deadline = Instant::now() + IO_TIMEOUT;
+        let mut rh = [0u8; 16];
+        let mut got = 0;
+        let mut rfds = Vec::new();
+        while got < 16 {
+            let mut cmsg = nix::cmsg_space!([RawFd; 16]);
+            let mut iov = [IoSliceMut::new(&mut rh[got..])];
+            match recvmsg::<()>(
+                stream.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
+                Ok(m) => {
+                    if let Ok(c) = m.cmsgs() {
+                        for c in c {
+                            if let ControlMessageOwned::ScmRights(r) = c {
+                                rfds.extend(own_fds(&r));
+                            }
+                        }
+                    }
+                    if m.bytes == 0 {
+                        return Err(Error::Io(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "the device closed the connection",
+                        )));
+                    }
+                    got += m.bytes;
+                }
+                Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR)
+                    if Instant::now() < deadline => {}
+                Err(nix::errno::Errno::EAGAIN) => {
+                    return Err(Error::Io(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no answer to {what} within {}s", IO_TIMEOUT.as_secs()),
+                    )))
+                }
+                Err(e) => return Err(Error::Io(e.into())),
+            }
+        }
+        let size = u32_at(&rh, 4) as usize;
+        let flags = u32_at(&rh, 8);
+        if size < 16
+            || size > (1 << 21)
+            || u16::from_ne_bytes([rh[0], rh[1]]) != id
+            || flags & 0xF != REPLY
+        {
+            return Err(Error::Protocol(format!("unexpected reply to {what}")));
+        }
+        let mut body = vec![0u8; size - 16];
+        let mut have = 0;
+        while have < body.len() {
+            match stream.read(&mut body[have..]) {
+                Ok(0) => return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into())),
+                Ok(n) => have += n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) && Instant::now() < deadline => {}
+                Err(e) => return Err(Error::Io(e)),
+            }
+        }
+        if flags & ERROR != 0 {
+            return Err(Error::Remote {
+                what,
+                errno: nix::errno::Errno::from_raw(u32_at(&rh, 12) as i32),
+            });
+        }
+        Ok((body, rfds))
+    }
+
+    /// DEVICE_GET_REGION_INFO, with capabilities.
+    pub fn region_info(&self, index: u32) -> Result<RegionInfo> {
+        let mut req = [0u8; 32];
+        req[0..4].copy_from_slice(&256u32.to_ne_bytes());
+        req[8..12].copy_from_slice(&index.to_ne_bytes());
+        let (r, mut fds) = self.call(cmd::DEVICE_GET_REGION_INFO, &req, &[], "region info")?;
+        if r.len() < 32 {
+            return Err(Error::Protocol("short region info".into()));
+        }
+        let flags = u32_at(&r, 4);
+        let mut sparse = Vec::new();
+        if flags & REGION_CAPS != 0 {
+            let mut at = u32_at(&r, 12) as usize;
+            for _ in 0..16 {
+                if at < 32 || at + 8 > r.len() {
+                    break;
+                }
+                let id = u16::from_ne_bytes([r[at], r[at + 1]]);
+                let next = u32_at(&r, at + 4) as usize;
+                if id == 1 {
+                    let n = u32_at(&r, at + 8) as usize;
+                    for i in 0..n.min(16) {
+                        let o = at + 16 + i * 16;
+                        if o + 16 <= r.len() {
+                            sparse.push((u64_at(&r, o), u64_at(&r, o + 8)));
+                        }
+                    }
+                }
+                if next == 0 || next <= at {
+                    break;
+                }
+                at = next;
+            }
+        }
+        Ok(RegionInfo {
+            flags,
+            size: u64_at(&r, 16),
+            offset: u64_at(&r, 24),
+            sparse,
+            fd: fds.pop(),
+        })
+    }
+
+    /// REGION_READ.
+    pub fn region_read(&self, index: u32, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let mut req = [0u8; 16];
+        req[0..8].copy_from_slice(&offset.to_ne_bytes());
+        req[8..12].copy_from_slice(&index.to_ne_bytes());
+        req[12..16].copy_from_slice(&(buf.len() as u32).to_ne_bytes());
+        let (r, _) = self.call(cmd::REGION_READ, &req, &[], "region read")?;
+        let data = r
+            .get(16..16 + buf.len())
+            .ok_or_else(|| Error::Protocol("short region read".into()))?;
+        buf.copy_from_slice(data);
+        Ok(())
+    }
+
+    /// REGION_WRITE.
+    pub fn region_write(&self, index: u32, offset: u64, data: &[u8]) -> Result<()> {
+        let mut req = Vec::with_capacity(16 + data.len());
+        req.extend_from_slice(&offset.to_ne_bytes());
+        req.extend_from_slice(&index.to_ne_bytes());
+        req.extend_from_slice(&(data.len() as u32).to_ne_bytes());
+        req.extend_from_slice(data);
+        self.call(cmd::REGION_WRITE, &req, &[], "region write")?;
+        Ok(())
+    }
+
+    /// MSI-X vectors (IRQ index 2).
+    pub fn msix_count(&self) -> Result<u32> {
+        let mut req = [0u8; 16];
+        req[0..4].copy_from_slice(&16u32.to_ne_bytes());
+        req[8..12].copy_from_slice(&2u32.to_ne_bytes());
+        let (r, _) = self.call(cmd::DEVICE_GET_IRQ_INFO, &req, &[], "irq info")?;
+        Ok(u32_at(&r, 12))
+    }
+
+    /// Registers eventfds for MSI-X vectors `[start, start + fds.len())`.
+    pub fn set_msix_eventfds(&self, start: u32, fds: &[std::os::fd::BorrowedFd<'_>]) -> Result<()> {
+        let mut req = [0u8; 20];
+        req[0..4].copy_from_slice(&20u32.to_ne_bytes());
+        req[4..8].copy_from_slice(&(4u32 | 32).to_ne_bytes());
+        req[8..12].copy_from_slice(&2u32.to_ne_bytes());
+        req[12..16].copy_from_slice(&start.to_ne_bytes());
+        req[16..20].copy_from_slice(&(fds.len() as u32).to_ne_bytes());
+        let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+        self.call(cmd::DEVICE_SET_IRQS, &req, &raw, "set irqs")?;
+        Ok(())
+    }
+
+    /// DEVICE_RESET.
+    pub fn reset(&self) -> Result<()> {
+        self.call(cmd::DEVICE_RESET, &[], &[], "device reset")?;
+        Ok(())
+    }
+
+    fn num_vfs_raw(&self, cap: u64) -> Result<u16> {
+        let mut b = [0u8; 2];
+        self.config_read(cap + sriov::NUM_VF, &mut b)?;
+        Ok(u16::from_le_bytes(b))
+    }
+
+    fn mapped(&self, off: usize, len: usize) -> Option<(&BarMap, usize)> {
+        let (base, m) = self.bar0_map.as_ref()?;
+        (off >= *base && off + len <= base + m.len()).then(|| (m, off - base))
+    }
+}
+
+impl Transport for VfioUser {
+    fn read32(&self, off: usize) -> Result<u32> {
+        if let Some((m, o)) = self.mapped(off, 4) {
+            return m.read32(o).ok_or(Error::BadResponse("unaligned register"));
+        }
+        let mut b = [0u8; 4];
+        self.region_read(BAR0, off as u64, &mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+    fn write32(&self, off: usize, v: u32) -> Result<()> {
+        if let Some((m, o)) = self.mapped(off, 4) {
+            m.write32(o, v);
+            return Ok(());
+        }
+        self.region_write(BAR0, off as u64, &v.to_le_bytes())
+    }
+    fn read_bytes(&self, off: usize, buf: &mut [u8]) -> Result<()> {
+        if let Some((m, o)) = self.mapped(off, buf.len()) {
+            m.read(o, buf);
+            return Ok(());
+        }
+        self.region_read(BAR0, off as u64, buf)
+    }
+    fn write_bytes(&self, off: usize, data: &[u8]) -> Result<()> {
+        if let Some((m, o)) = self.mapped(off, data.len()) {
+            m.write(o, data);
+            return Ok(());
+        }
+        self.region_write(BAR0, off as u64, data)
+    }
+    fn config_read(&self, off: u64, buf: &mut [u8]) -> Result<()> {
+        self.region_read(CONFIG_REGION, off, buf)
+    }
+    fn config_write(&self, off: u64, data: &[u8]) -> Result<()> {
+        self.region_write(CONFIG_REGION, off, data)
+    }
+    fn num_vfs(&self) -> Result<u16> {
+        let Some(cap) = find_ext_cap(self, sriov::ID)? else {
+            return Ok(0);
+        };
+        let mut b = [0u8; 2];
+        self.config_read(cap + sriov::CTRL, &mut b)?;
+        if u16::from_le_bytes(b) & sriov::CTRL_VFE == 0 {
+            return Ok(0);
+        }
+        self.config_read(cap + sriov::NUM_VF, &mut b)?;
+        Ok(u16::from_le_bytes(b))
+    }
+    fn set_num_vfs(&self, n: u16) -> Result<()> {
+        let cap = find_ext_cap(self, sriov::ID)?
+            .ok_or_else(|| Error::NotOurDevice("no SR-IOV capability".into()))?;
+        let mut b = [0u8; 2];
+        self.config_read(cap + sriov::CTRL, &mut b)?;
+        let ctrl = u16::from_le_bytes(b);
+        // NumVFs may only change with VF Enable clear (PCIe SR-IOV 9.3.3.7).
+        if ctrl & sriov::CTRL_VFE != 0 {
+            self.config_write(
+                cap + sriov::CTRL,
+                &(ctrl & !(sriov::CTRL_VFE | sriov::CTRL_MSE)).to_le_bytes(),
+            )?;
+        }
+        let before = self.num_vfs_raw(cap)?;
+        self.config_write(cap + sriov::NUM_VF, &n.to_le_bytes())?;
+        if n == 0 {
+            // Wait (bounded) until the device model has withdrawn the VF sockets.
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < deadline
+                && (0..before.max(1)).any(|v| vf_socket_path(&self.path, v).exists())
+            {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        if n > 0 {
+            self.config_write(
+                cap + sriov::CTRL,
+                &(ctrl | sriov::CTRL_VFE | sriov::CTRL_MSE).to_le_bytes(),
+            )?;
+            if self.num_vfs()? != n {
+                return Err(Error::Invalid(format!(
+                    "the device refused to enable {n} VFs"
+                )));
+            }
+            // The device model publishes a socket per VF; wait (bounded) until they are there.
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < deadline
+                && !(0..n).all(|v| vf_socket_path(&self.path, v).exists())
+            {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        Ok(())
+    }
+    fn vf_endpoint(&self, v: u16) -> Result<VfEndpoint> {
+        let p = vf_socket_path(&self.path, v);
+        if !p.exists() {
+            return Err(Error::Invalid(format!(
+                "VF {v} is not enabled (no socket {})",
+                p.display()
+            )));
+        }
+        Ok(VfEndpoint::Socket {
+            path: std::fs::canonicalize(&p).unwrap_or(p),
+        })
+    }
+    fn describe(&self) -> String {
+        format!("vfio-user:{}", self.path.display())
+    }
+}
+
+/// Path of VF `v`'s socket beside the PF socket (the device model's convention).
+pub fn vf_socket_path(pf: &Path, v: u16) -> PathBuf {
+    let name = pf
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = name.strip_suffix(".sock").unwrap_or(&name);
+    pf.with_file_name(format!("{stem}-vf{v}.sock"))
+}
+
+/// Sockets in a directory that look like device-model PF sockets (not VF sockets).
+pub fn scan_sockets(dir: &Path) -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut v: Vec<PathBuf> = rd
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let is_sock = std::fs::symlink_metadata(p)
+                .map(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+                .unwrap_or(false);
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            is_sock && !name.contains("-vf")
+        })
+        .collect();
+    v.sort();
+    v
+}
