@@ -60,6 +60,14 @@ impl Accel {
 
     /// Drives a device through an already-open transport.
     pub fn with_transport(t: Arc<dyn Transport>, timeout: Duration) -> Result<Self> {
+        // A device just reset (or just started) shows its identity once its firmware is up.
+        let deadline = std::time::Instant::now() + timeout.min(Duration::from_secs(5));
+        let ready = shared_abi::regs::DevStatus::READY.bits();
+        while t.read32(shared_abi::regs::pf::DEV_STATUS.offset())? & ready == 0
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let magic = t.read32(shared_abi::regs::pf::MAGIC.offset())?;
         if magic != shared_abi::regs::PF_MAGIC {
             return Err(Error::NotOurDevice(format!(

@@ -38,6 +38,8 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct VfioUser {
     path: PathBuf,
     stream: Mutex<(UnixStream, u16)>,
+    /// Set after a timeout: a late reply may still be in the stream, so it cannot be reused.
+    broken: std::sync::atomic::AtomicBool,
     /// (offset within BAR0, mapping)
     bar0_map: Option<(usize, BarMap)>,
     bar0_size: u64,
@@ -91,6 +93,7 @@ impl VfioUser {
         let mut dev = VfioUser {
             path: path.to_path_buf(),
             stream: Mutex::new((stream, 0)),
+            broken: Default::default(),
             bar0_map: None,
             bar0_size: 0,
         };
@@ -147,6 +150,13 @@ impl VfioUser {
         fds: &[RawFd],
         what: &'static str,
     ) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
+        use std::sync::atomic::Ordering;
+        if self.broken.load(Ordering::Acquire) {
+            return Err(Error::Io(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "connection abandoned after an earlier timeout",
+            )));
+        }
         let mut g = self.stream.lock().unwrap_or_else(|e| e.into_inner());
         let (stream, next) = &mut *g;
         *next = next.wrapping_add(1);
@@ -192,10 +202,11 @@ impl VfioUser {
                 Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR)
                     if Instant::now() < deadline => {}
                 Err(nix::errno::Errno::EAGAIN) => {
+                    self.broken.store(true, Ordering::Release);
                     return Err(Error::Io(std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
                         format!("no answer to {what} within {}s", IO_TIMEOUT.as_secs()),
-                    )))
+                    )));
                 }
                 Err(e) => return Err(Error::Io(e.into())),
             }

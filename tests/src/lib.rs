@@ -1,1 +1,172 @@
+//! Helpers for the end-to-end tests: start `accel-sim` processes, run `accelctl`.
+#![forbid(unsafe_code)]
 
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The directory holding the workspace's built binaries (target/debug or target/release).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>
+    exe.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .expect("target dir")
+}
+
+/// Path of a workspace binary; fails the test with a clear message if it was not built.
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is not built: run `cargo build --workspace` (or `cargo test --workspace`)",
+        p.display()
+    );
+    p
+}
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// A running `accel-sim` in its own temporary directory.
+#[derive(Debug)]
+pub struct Sim {
+    child: Option<Child>,
+    /// The directory holding its sockets.
+    pub dir: tempfile::TempDir,
+    /// The PF socket.
+    pub sock: PathBuf,
+}
+
+impl Sim {
+    /// Starts a device model and waits until its PF socket answers.
+    pub fn start() -> Sim {
+        Self::start_with(&[])
+    }
+
+    /// Starts with extra arguments.
+    pub fn start_with(args: &[&str]) -> Sim {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sock = dir.path().join("accel0.sock");
+        let child = Command::new(bin("accel-sim"))
+            .arg("--socket")
+            .arg(&sock)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start accel-sim");
+        let t = Instant::now();
+        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "accel-sim did not come up"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Sim {
+            child: Some(child),
+            dir,
+            sock,
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(self.child.as_ref().map_or(0, |c| c.id() as i32))
+    }
+
+    /// Sends a signal.
+    pub fn signal(&self, s: nix::sys::signal::Signal) {
+        let _ = nix::sys::signal::kill(self.pid(), s);
+    }
+
+    /// Stops the process (SIGSTOP) and waits until it is really stopped.
+    pub fn freeze(&self) {
+        self.signal(nix::sys::signal::Signal::SIGSTOP);
+        let stat = format!("/proc/{}/stat", self.pid());
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(5) {
+            let s = std::fs::read_to_string(&stat).unwrap_or_default();
+            // Field 3, after the parenthesised command name.
+            if s.rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('T'))
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        panic!("accel-sim did not stop");
+    }
+
+    /// SIGTERM and wait; returns the exit status.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGCONT,
+        );
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let t = Instant::now();
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                return Some(st);
+            }
+            if t.elapsed() > Duration::from_secs(10) {
+                let _ = c.kill();
+                return c.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Runs accelctl against this device.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        accelctl(&self.sock, args)
+    }
+
+    /// Runs accelctl with `--json` and parses stdout; panics (with stderr) on failure.
+    pub fn ctl_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        let o = self.ctl(&a);
+        assert!(
+            o.status.success(),
+            "accelctl {args:?} failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        serde_json::from_slice(&o.stdout).expect("accelctl --json prints JSON")
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Runs accelctl with `-d sock`.
+pub fn accelctl(sock: &Path, args: &[&str]) -> Output {
+    Command::new(bin("accelctl"))
+        .arg("-d")
+        .arg(sock)
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run accelctl")
+}

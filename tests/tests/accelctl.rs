@@ -1,0 +1,328 @@
+//! accelctl against a real accel-sim process over a real socket: the VF lifecycle, refusals
+//! that change nothing, racing processes, and a device model that dies or hangs.
+use accelvirt_tests::{accelctl, Sim};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+fn vfs(sim: &Sim) -> Vec<Value> {
+    sim.ctl_json(&["vf", "list"])["vfs"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+fn create_list_show_resize_reset_destroy() {
+    let sim = Sim::start();
+    let created = sim.ctl_json(&["create-vf", "--count", "4"]);
+    let list = created["created"].as_array().unwrap();
+    assert_eq!(list.len(), 4);
+    for (i, v) in list.iter().enumerate() {
+        assert_eq!(v["vf"], i);
+        assert_eq!(v["engines"], 4);
+        assert_eq!(v["memory_bytes"], 4u64 << 30);
+        assert_eq!(v["queues"], 64);
+        assert_eq!(v["vectors"], 512);
+        let path = v["handoff"]["endpoint"]["path"].as_str().unwrap();
+        assert!(
+            std::path::Path::new(path).exists(),
+            "VF socket {path} exists"
+        );
+        assert!(v["handoff"]["qemu"]
+            .as_str()
+            .unwrap()
+            .contains("vfio-user-pci"));
+        assert!(v["handoff"]["cloud_hypervisor"]
+            .as_str()
+            .unwrap()
+            .starts_with("--user-device socket="));
+    }
+    // The table form shows the same VFs.
+    let o = sim.ctl(&["vf", "list"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.lines().next().unwrap().starts_with("VF  STATE"));
+    assert_eq!(text.lines().filter(|l| l.contains("enabled")).count(), 4);
+
+    let all = vfs(&sim);
+    assert!(all.iter().all(|v| v["state"] == "enabled"));
+    let show = sim.ctl_json(&["vf", "show", "2"]);
+    assert_eq!(show["vf"], 2);
+    assert_eq!(show["engine_mask"], 0x0F00);
+
+    // Resize VF 3 (the last one can shrink and grow back in place).
+    let r = sim.ctl_json(&["vf", "resize", "3", "--memory", "2G", "--engines", "2"]);
+    assert_eq!(r["vfs"][0]["memory_bytes"], 2u64 << 30);
+    assert_eq!(r["vfs"][0]["engines"], 2);
+    let info = sim.ctl_json(&["info"]);
+    assert_eq!(info["free"]["memory_bytes"], 2u64 << 30);
+    assert_eq!(info["free"]["engines"], 2);
+
+    // Reset VF 1: its FLR count moves, the others keep their state.
+    let before: Vec<Value> = vfs(&sim);
+    let r = sim.ctl_json(&["vf", "reset", "1"]);
+    assert_eq!(r["vfs"][0]["flr_count"], 1);
+    let after = vfs(&sim);
+    for (b, a) in before.iter().zip(&after) {
+        if a["vf"] != 1 {
+            assert_eq!(a, b, "VF {} unchanged by VF 1's reset", a["vf"]);
+        }
+    }
+
+    // Destroy one, then all; SR-IOV goes off with the last.
+    assert!(sim.ctl(&["destroy-vf", "0"]).status.success());
+    assert_eq!(vfs(&sim).len(), 3);
+    let d = sim.ctl_json(&["destroy-vf", "--all"]);
+    assert_eq!(d["destroyed"], 3);
+    assert!(vfs(&sim).is_empty());
+    let info = sim.ctl_json(&["info"]);
+    assert_eq!(info["vfs_enabled"], 0);
+    assert_eq!(info["free"]["memory_bytes"], 16u64 << 30);
+    assert!(!sim.dir.path().join("accel0-vf0.sock").exists());
+}
+
+#[test]
+fn refusals_are_clear_and_change_nothing() {
+    let sim = Sim::start();
+    sim.ctl_json(&[
+        "create-vf",
+        "--count",
+        "2",
+        "--engines",
+        "2",
+        "--memory",
+        "1G",
+        "--queues",
+        "8",
+    ]);
+    let info_before = sim.ctl_json(&["info"]);
+    let vfs_before = vfs(&sim);
+    let cases: &[(&[&str], i32, &str)] = &[
+        (&["create-vf", "--count", "65"], 1, "more VFs than TotalVFs"),
+        (
+            &[
+                "create-vf",
+                "--count",
+                "1",
+                "--engines",
+                "17",
+                "--memory",
+                "1G",
+                "--queues",
+                "1",
+            ],
+            1,
+            "not enough free resources",
+        ),
+        (
+            &[
+                "create-vf",
+                "--count",
+                "1",
+                "--engines",
+                "1",
+                "--memory",
+                "64G",
+                "--queues",
+                "1",
+            ],
+            1,
+            "not enough free resources",
+        ),
+        (
+            &[
+                "create-vf",
+                "--count",
+                "1",
+                "--engines",
+                "1",
+                "--memory",
+                "3M",
+                "--queues",
+                "1",
+            ],
+            2,
+            "granule",
+        ),
+        (&["vf", "show", "9"], 1, "no such VF"),
+        (&["vf", "resize", "0", "--memory", "15G"], 1, "fragmented"),
+        (&["vf", "qos", "0", "--weight", "0"], 1, "invalid argument"),
+        (&["destroy-vf", "7"], 1, "no such VF"),
+    ];
+    for (args, code, msg) in cases {
+        let o = sim.ctl(args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(*code), "{args:?}: {err}");
+        assert!(
+            err.contains(msg),
+            "{args:?}: '{err}' should mention '{msg}'"
+        );
+        assert!(o.stdout.is_empty(), "nothing on stdout for a failure");
+    }
+    assert_eq!(sim.ctl_json(&["info"])["free"], info_before["free"]);
+    assert_eq!(vfs(&sim), vfs_before);
+    // No device: a usage error naming what to do.
+    let o = accelctl(&sim.dir.path().join("nothing.sock"), &["info"]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is accel-sim running?"));
+}
+
+#[test]
+fn racing_creators_one_wins_one_clear_error() {
+    let sim = Sim::start();
+    let spawn = || {
+        std::process::Command::new(accelvirt_tests::bin("accelctl"))
+            .args(["-d"])
+            .arg(&sim.sock)
+            .args(["create-vf", "--count", "4", "--json"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let ok = [a.status.success(), b.status.success()];
+    assert_eq!(
+        ok.iter().filter(|x| **x).count(),
+        1,
+        "exactly one creator wins: {a:?} {b:?}"
+    );
+    let loser = if ok[0] { &b } else { &a };
+    assert_eq!(loser.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&loser.stderr).contains("not enough free resources"));
+    let list = vfs(&sim);
+    assert_eq!(list.len(), 4);
+    let mut mask = 0u64;
+    for v in &list {
+        let m = v["engine_mask"].as_u64().unwrap();
+        assert_eq!(mask & m, 0, "no engine given twice");
+        mask |= m;
+    }
+    assert_eq!(mask, 0xFFFF);
+}
+
+#[test]
+fn sim_killed_mid_command_is_a_clear_error_not_a_hang() {
+    let sim = Sim::start();
+    // Freeze the device so the command is in flight, then kill it.
+    sim.freeze();
+    let t = Instant::now();
+    let child = std::process::Command::new(accelvirt_tests::bin("accelctl"))
+        .arg("-d")
+        .arg(&sim.sock)
+        .args(["create-vf", "--count", "4"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    sim.signal(nix::sys::signal::Signal::SIGKILL);
+    let o = child.wait_with_output().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(8), "no hang");
+    assert_eq!(
+        o.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("connection lost"));
+}
+
+#[test]
+fn library_call_on_a_killed_device_fails_fast() {
+    let mut sim = Sim::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let acc = host_driver::Accel::open(&host_driver::DeviceAddr::Socket(sim.sock.clone())).unwrap();
+    rt.block_on(acc.heartbeat(1)).unwrap();
+    sim.signal(nix::sys::signal::Signal::SIGKILL);
+    let _ = sim.stop();
+    let t = Instant::now();
+    let e = rt.block_on(acc.heartbeat(2)).unwrap_err();
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert!(matches!(e, host_driver::Error::Io(_)), "{e}");
+}
+
+#[test]
+fn a_hung_device_times_out_with_a_clear_error() {
+    let sim = Sim::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let acc = host_driver::Accel::open(&host_driver::DeviceAddr::Socket(sim.sock.clone())).unwrap();
+    rt.block_on(acc.heartbeat(1)).unwrap();
+    let short =
+        host_driver::Accel::with_transport(acc.transport().clone(), Duration::from_millis(300))
+            .unwrap();
+    sim.freeze();
+    let t = Instant::now();
+    let e = rt.block_on(short.heartbeat(2)).unwrap_err();
+    sim.signal(nix::sys::signal::Signal::SIGCONT);
+    assert!(t.elapsed() < Duration::from_secs(8));
+    assert!(
+        matches!(
+            e,
+            host_driver::Error::Timeout { .. } | host_driver::Error::Io(_)
+        ),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("heartbeat") || e.to_string().contains("no answer"),
+        "{e}"
+    );
+}
+
+#[test]
+fn list_finds_the_sim_and_exits_cleanly_on_sigterm() {
+    let mut sim = Sim::start();
+    let o = std::process::Command::new(accelvirt_tests::bin("accelctl"))
+        .args(["list", "--json", "--runtime-dir"])
+        .arg(sim.dir.path())
+        .output()
+        .unwrap();
+    let j: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let devs = j["devices"].as_array().unwrap();
+    assert!(
+        devs.iter()
+            .any(|d| d["device"] == sim.sock.display().to_string() && d["status"] == "ok"),
+        "{j}"
+    );
+    sim.ctl_json(&["create-vf", "--count", "2"]);
+    assert!(sim.dir.path().join("accel0-vf1.sock").exists());
+    let st = sim.stop().unwrap();
+    assert!(st.success(), "accel-sim exits 0 on SIGTERM");
+    assert!(!sim.sock.exists(), "PF socket removed");
+    assert!(
+        !sim.dir.path().join("accel0-vf0.sock").exists(),
+        "VF sockets removed"
+    );
+}
+
+#[test]
+fn socket_in_use_or_unwritable_is_a_clear_error() {
+    let sim = Sim::start();
+    let o = std::process::Command::new(accelvirt_tests::bin("accel-sim"))
+        .arg("--socket")
+        .arg(&sim.sock)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("in use"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = std::process::Command::new(accelvirt_tests::bin("accel-sim"))
+        .args(["--socket", "/nonexistent-dir/x.sock"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot create socket"));
+}
