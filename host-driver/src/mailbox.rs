@@ -163,10 +163,10 @@ impl Mailbox {
             // Spin briefly (a mapped mailbox answers in microseconds), then back off; every so
             // often touch a trapped register so a dead device model fails fast, not at timeout.
             if polls > 200 {
-                if polls % 64 == 0 {
+                if polls.is_multiple_of(64) {
                     t.read32(pf::HEARTBEAT.offset())?;
                 }
-                let us = (polls as u64 - 200).min(1000).max(20);
+                let us = (polls as u64 - 200).clamp(20, 1000);
                 tokio::time::sleep(Duration::from_micros(us)).await;
             } else {
                 tokio::task::yield_now().await;

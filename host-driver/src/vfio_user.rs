@@ -213,8 +213,7 @@ impl VfioUser {
         }
         let size = u32_at(&rh, 4) as usize;
         let flags = u32_at(&rh, 8);
-        if size < 16
-            || size > (1 << 21)
+        if !(16..=(1 << 21)).contains(&size)
             || u16::from_ne_bytes([rh[0], rh[1]]) != id
             || flags & 0xF != REPLY
         {
