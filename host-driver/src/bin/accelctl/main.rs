@@ -204,7 +204,7 @@ fn parse_size(s: &str) -> Result<u64> {
 
 fn granules(bytes: u64, shift: u8) -> Result<u32> {
     let g = 1u64 << shift;
-    if bytes == 0 || bytes % g != 0 {
+    if bytes == 0 || !bytes.is_multiple_of(g) {
         return Err(Error::Invalid(format!(
             "memory must be a positive multiple of the {} MiB granule",
             g >> 20
