@@ -156,7 +156,8 @@ mod tests {
     /// A fake sysfs with one PF (2 VFs possible) bound to vfio-pci and one foreign device.
     fn tree() -> (tempfile::TempDir, Sysfs) {
         let t = tempfile::tempdir().unwrap();
-        let r = t.path();
+        let root = t.path().to_path_buf();
+        let r = root.as_path();
         let dev = |a: &str, v: &str, d: &str| {
             let p = r.join("bus/pci/devices").join(a);
             std::fs::create_dir_all(&p).unwrap();
