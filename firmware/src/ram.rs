@@ -32,6 +32,12 @@ impl RamRegs {
             scrubbed: Cell::new(0),
         }
     }
+    /// Zeroes every register and counter (a power cycle).
+    pub fn clear(&self) {
+        self.words.iter().for_each(|w| w.set(0));
+        self.irqs.set(0);
+        self.scrubbed.set(0);
+    }
     /// Interrupts raised so far.
     pub fn irqs(&self) -> u32 {
         self.irqs.get()
