@@ -10,7 +10,10 @@ struct SimGuard(Child, PathBuf);
 
 impl Drop for SimGuard {
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status();
         let t = Instant::now();
         while t.elapsed() < Duration::from_secs(5) {
             if let Ok(Some(_)) = self.0.try_wait() {
@@ -30,7 +33,12 @@ fn step(title: &str) {
 
 fn ctl(bin: &Path, sock: &Path, args: &[&str]) -> Result<(), String> {
     println!("$ accelctl -d {} {}", sock.display(), args.join(" "));
-    let st = Command::new(bin).arg("-d").arg(sock).args(args).status().map_err(|e| format!("accelctl: {e}"))?;
+    let st = Command::new(bin)
+        .arg("-d")
+        .arg(sock)
+        .args(args)
+        .status()
+        .map_err(|e| format!("accelctl: {e}"))?;
     if st.success() {
         Ok(())
     } else {
@@ -52,13 +60,23 @@ pub fn run(root: &Path) -> Result<(), String> {
     step("build accel-sim and accelctl");
     let st = super::cargo()
         .current_dir(root)
-        .args(["build", "--quiet", "-p", "sim", "-p", "host-driver", "--bins"])
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "sim",
+            "-p",
+            "host-driver",
+            "--bins",
+        ])
         .status()
         .map_err(|e| e.to_string())?;
     if !st.success() {
         return Err("build failed".into());
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
     let sim_bin = target.join("debug/accel-sim");
     let ctl_bin = target.join("debug/accelctl");
     let dir = runtime_dir();
@@ -67,7 +85,12 @@ pub fn run(root: &Path) -> Result<(), String> {
 
     step("start the simulated accelerator");
     println!("$ accel-sim --socket {} &", sock.display());
-    let child = Command::new(&sim_bin).arg("--socket").arg(&sock).stdin(Stdio::null()).spawn().map_err(|e| e.to_string())?;
+    let child = Command::new(&sim_bin)
+        .arg("--socket")
+        .arg(&sock)
+        .stdin(Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
     let _guard = SimGuard(child, sock.clone());
     let t = Instant::now();
     while std::os::unix::net::UnixStream::connect(&sock).is_err() {
@@ -77,7 +100,11 @@ pub fn run(root: &Path) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(10));
     }
     println!("$ accelctl list --runtime-dir {}", dir.display());
-    Command::new(&ctl_bin).args(["list", "--runtime-dir"]).arg(&dir).status().map_err(|e| e.to_string())?;
+    Command::new(&ctl_bin)
+        .args(["list", "--runtime-dir"])
+        .arg(&dir)
+        .status()
+        .map_err(|e| e.to_string())?;
     ctl(&ctl_bin, &sock, &["info"])?;
 
     step("carve the device into 4 VFs");
@@ -95,8 +122,12 @@ pub fn run(root: &Path) -> Result<(), String> {
         v.region_read(bar, off, &mut b).map_err(|e| e.to_string())?;
         Ok(u32::from_le_bytes(b))
     };
-    let wr = |bar: u32, off: u64, val: u32| v.region_write(bar, off, &val.to_le_bytes()).map_err(|e| e.to_string());
-    let mem = (rd(0, vf::MEM_SIZE_HI.0 as u64)? as u64) << 32 | rd(0, vf::MEM_SIZE_LO.0 as u64)? as u64;
+    let wr = |bar: u32, off: u64, val: u32| {
+        v.region_write(bar, off, &val.to_le_bytes())
+            .map_err(|e| e.to_string())
+    };
+    let mem =
+        (rd(0, vf::MEM_SIZE_HI.0 as u64)? as u64) << 32 | rd(0, vf::MEM_SIZE_LO.0 as u64)? as u64;
     println!(
         "VF BAR0: magic {:#010x}, VF index {}, {} queues, {} vectors, {} GiB device memory",
         rd(0, vf::MAGIC.0 as u64)?,
@@ -108,16 +139,35 @@ pub fn run(root: &Path) -> Result<(), String> {
     let q0 = vf::queue(0) as u64;
     wr(0, q0 + queue::SQ_BASE_LO.0 as u64, 0x1000_0000)?;
     wr(0, q0 + queue::SQ_SIZE.0 as u64, 256)?;
-    println!("programmed queue 0: SQ base {:#x}, {} entries", rd(0, q0 + queue::SQ_BASE_LO.0 as u64)?, rd(0, q0 + queue::SQ_SIZE.0 as u64)?);
+    println!(
+        "programmed queue 0: SQ base {:#x}, {} entries",
+        rd(0, q0 + queue::SQ_BASE_LO.0 as u64)?,
+        rd(0, q0 + queue::SQ_SIZE.0 as u64)?
+    );
     let pattern = b"accelvirt: VF-local address 0x1000, translated to device memory";
-    v.region_write(2, 0x1000, pattern).map_err(|e| e.to_string())?;
+    v.region_write(2, 0x1000, pattern)
+        .map_err(|e| e.to_string())?;
     let mut back = vec![0u8; pattern.len()];
-    v.region_read(2, 0x1000, &mut back).map_err(|e| e.to_string())?;
-    println!("device memory via BAR2: wrote and read back {} bytes: {}", back.len(), String::from_utf8_lossy(&back));
-    println!("now VF 3 reaches past its {} GiB window and touches a queue it does not own:", mem >> 30);
+    v.region_read(2, 0x1000, &mut back)
+        .map_err(|e| e.to_string())?;
+    println!(
+        "device memory via BAR2: wrote and read back {} bytes: {}",
+        back.len(),
+        String::from_utf8_lossy(&back)
+    );
+    println!(
+        "now VF 3 reaches past its {} GiB window and touches a queue it does not own:",
+        mem >> 30
+    );
     println!("  read at VF-local {:#x} -> {:#010x}", mem, rd(2, mem)?);
-    println!("  read of queue 100 -> {:#010x}", rd(0, vf::queue(100) as u64)?);
-    println!("  both refused by the virtualization unit; VF 3 fault count = {}", rd(0, vf::FAULT_COUNT.0 as u64)?);
+    println!(
+        "  read of queue 100 -> {:#010x}",
+        rd(0, vf::queue(100) as u64)?
+    );
+    println!(
+        "  both refused by the virtualization unit; VF 3 fault count = {}",
+        rd(0, vf::FAULT_COUNT.0 as u64)?
+    );
     drop(v);
     ctl(&ctl_bin, &sock, &["vf", "show", "3"])?;
 
