@@ -1,5 +1,6 @@
-//! The physical resource allocator: engines (any subset), device memory granules, queues and
-//! MSI-X vectors (each a contiguous run). Fixed-size bitmaps sized for the largest board the
+//! The physical resource allocator: engines (time-shared: each VF gets the least-loaded ones,
+//! so more VFs than engines share them under the QoS scheduler), device memory granules,
+//! queues and MSI-X vectors (each an exclusive contiguous run). Fixed-size bitmaps sized for the largest board the
 //! ABI describes; bits past the board's capacity are permanently taken. Every loop is bounded
 //! by the bitmap size.
 
@@ -157,7 +158,9 @@ pub struct Want {
 /// Free resources of the whole device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pool {
-    engines: u32,
+    /// VFs placed on each engine.
+    load: [u8; 32],
+    engine_count: u8,
     mem: GranuleMap,
     queues: QueueMap,
     vectors: VectorMap,
@@ -166,22 +169,60 @@ pub struct Pool {
 impl Pool {
     /// Everything on `board` free. The board must be valid.
     pub fn new(board: &Board) -> Self {
-        let engines = if board.engines >= 32 {
-            u32::MAX
-        } else {
-            (1u32 << board.engines) - 1
-        };
         Pool {
-            engines,
+            load: [0; 32],
+            engine_count: board.engines.min(32),
             mem: GranuleMap::new(board.mem_granules as usize),
             queues: QueueMap::new(board.queues as usize),
             vectors: VectorMap::new(board.vectors as usize),
         }
     }
 
-    /// Free engine mask.
+    /// Engines no VF runs on.
     pub fn free_engines(&self) -> u32 {
-        self.engines
+        (0..self.engine_count as usize)
+            .filter(|&e| self.load[e] == 0)
+            .fold(0, |m, e| m | 1 << e)
+    }
+
+    /// VFs placed on engine `e`.
+    pub fn engine_load(&self, e: usize) -> u8 {
+        self.load.get(e).copied().unwrap_or(0)
+    }
+
+    fn all_engines(&self) -> u32 {
+        if self.engine_count >= 32 {
+            u32::MAX
+        } else {
+            (1u32 << self.engine_count) - 1
+        }
+    }
+
+    /// The `n` least-loaded engines outside `exclude` (lowest index first on ties).
+    fn least_loaded(&self, n: u32, exclude: u32) -> u32 {
+        let mut out = 0u32;
+        for _ in 0..n.min(32) {
+            let pick = (0..self.engine_count as usize)
+                .filter(|&e| (exclude | out) & (1 << e) == 0)
+                .min_by_key(|&e| (self.load[e], e));
+            match pick {
+                Some(e) => out |= 1 << e,
+                None => break,
+            }
+        }
+        out
+    }
+
+    fn load_engines(&mut self, mask: u32, up: bool) {
+        for e in 0..32 {
+            if mask & (1 << e) != 0 {
+                self.load[e] = if up {
+                    self.load[e].saturating_add(1)
+                } else {
+                    self.load[e].saturating_sub(1)
+                };
+            }
+        }
     }
     /// Granule map.
     pub fn mem(&self) -> &GranuleMap {
@@ -202,14 +243,14 @@ impl Pool {
         if want.engines == 0 || want.granules == 0 || want.queues == 0 || want.vectors == 0 {
             return Err(Status::InvalidArgument);
         }
-        if self.engines.count_ones() < want.engines {
+        if want.engines > self.engine_count as u32 {
             return Err(Status::OutOfResources);
         }
         let mem = run(&self.mem, want.granules)?;
         let queues = run(&self.queues, want.queues)?;
         let vectors = run(&self.vectors, want.vectors)?;
-        let engines = lowest_bits(self.engines, want.engines);
-        self.engines &= !engines;
+        let engines = self.least_loaded(want.engines, 0);
+        self.load_engines(engines, true);
         self.mem.set_range(mem.base as usize, mem.len as usize);
         self.queues
             .set_range(queues.base as usize, queues.len as usize);
@@ -225,7 +266,7 @@ impl Pool {
 
     /// Takes exactly the units of `a`, or fails and changes nothing if any is not free.
     pub fn take(&mut self, a: &Allocation) -> Result<(), Status> {
-        let free = a.engines & !self.engines == 0
+        let free = a.engines & !self.all_engines() == 0
             && self.mem.range_free(a.mem.base as usize, a.mem.len as usize)
             && self
                 .queues
@@ -236,7 +277,7 @@ impl Pool {
         if !free {
             return Err(Status::InvalidState);
         }
-        self.engines &= !a.engines;
+        self.load_engines(a.engines, true);
         self.mem.set_range(a.mem.base as usize, a.mem.len as usize);
         self.queues
             .set_range(a.queues.base as usize, a.queues.len as usize);
@@ -247,7 +288,7 @@ impl Pool {
 
     /// Returns an allocation to the pool.
     pub fn release(&mut self, a: &Allocation) {
-        self.engines |= a.engines;
+        self.load_engines(a.engines, false);
         self.mem
             .clear_range(a.mem.base as usize, a.mem.len as usize);
         self.queues
@@ -265,7 +306,7 @@ impl Pool {
         }
         let mut trial = *self;
         trial.release(a);
-        if trial.engines.count_ones() < want.engines {
+        if want.engines > trial.engine_count as u32 {
             return Err(Status::OutOfResources);
         }
         let mem = grow_in_place(&trial.mem, a.mem, want.granules, Status::Fragmented)?;
@@ -278,9 +319,9 @@ impl Pool {
         )?;
         // Keep current engines first so work in flight stays where it is.
         let kept = lowest_bits(a.engines, want.engines.min(a.engines.count_ones()));
-        let extra = lowest_bits(trial.engines & !a.engines, want.engines - kept.count_ones());
+        let extra = trial.least_loaded(want.engines - kept.count_ones(), kept);
         let engines = kept | extra;
-        trial.engines &= !engines;
+        trial.load_engines(engines, true);
         trial.mem.set_range(mem.base as usize, mem.len as usize);
         trial
             .queues
@@ -444,6 +485,30 @@ mod tests {
             Err(Status::Fragmented)
         );
         assert_eq!(p, before);
+    }
+
+    #[test]
+    fn engines_are_shared_least_loaded_first() {
+        let mut p = Pool::new(&Board::DEFAULT);
+        let one = Want {
+            engines: 1,
+            granules: 1,
+            queues: 1,
+            vectors: 1,
+        };
+        let mut masks = [0u32; 20];
+        for m in masks.iter_mut() {
+            *m = p.allocate(one).unwrap().engines;
+        }
+        assert_eq!(
+            masks[..16].iter().fold(0, |a, m| a | m),
+            0xFFFF,
+            "idle engines first"
+        );
+        assert_eq!(masks[16], 1, "then the least loaded, lowest index");
+        assert_eq!(p.engine_load(0), 2);
+        assert_eq!(p.engine_load(15), 1);
+        assert_eq!(p.free_engines(), 0);
     }
 
     #[test]

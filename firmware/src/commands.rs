@@ -180,8 +180,10 @@ fn create_vfs<R: Regs, C: Clock>(
         Sizing::Equal => {
             let p = ctx.books.pool();
             let n = count as u32;
+            // Idle engines are split; when there are fewer than VFs, each VF gets one and
+            // they share (the scheduler weighs their time).
             let w = Want {
-                engines: p.free_engines().count_ones() / n,
+                engines: (p.free_engines().count_ones() / n).max(1),
                 granules: p.mem().free() as u32 / n,
                 queues: p.queues().free() as u32 / n,
                 vectors: p.vectors().free() as u32 / n,

@@ -181,8 +181,8 @@ fn create_errors_change_nothing() {
     let mut e = Dev::new();
     let before = e.snapshot();
     let specs = [
-        VfSpec::new(8, 1, 1, 1, 0),
-        VfSpec::new(8, 1, 1, 1, 0),
+        VfSpec::new(8, 4096, 1, 1, 0),
+        VfSpec::new(8, 4096, 1, 1, 0),
         VfSpec::new(1, 1, 1, 1, 0),
     ];
     let r = e.call(&Request::CreateVfs {

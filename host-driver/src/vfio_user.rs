@@ -469,6 +469,18 @@ pub fn vf_socket_path(pf: &Path, v: u16) -> PathBuf {
     pf.with_file_name(format!("{stem}-vf{v}.sock"))
 }
 
+/// Where device-model sockets live by default: `$ACCEL_RUNTIME_DIR`, else
+/// `$XDG_RUNTIME_DIR/accelvirt`, else `/tmp/accelvirt`.
+pub fn default_runtime_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("ACCEL_RUNTIME_DIR") {
+        return d.into();
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) => PathBuf::from(d).join("accelvirt"),
+        None => PathBuf::from("/tmp/accelvirt"),
+    }
+}
+
 /// Sockets in a directory that look like device-model PF sockets (not VF sockets).
 pub fn scan_sockets(dir: &Path) -> Vec<PathBuf> {
     let Ok(rd) = std::fs::read_dir(dir) else {

@@ -219,7 +219,8 @@ pub struct DeviceInfo {
 )]
 #[repr(C)]
 pub struct FreeResources {
-    /// Free engines (bit n = engine n).
+    /// Idle engines, no VF placed on them (bit n = engine n). Engines are time-shared, so a
+    /// busy engine can still be given to another VF.
     pub engine_mask: U32,
     /// Free granules.
     pub mem_granules: U32,

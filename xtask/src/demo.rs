@@ -46,16 +46,6 @@ fn ctl(bin: &Path, sock: &Path, args: &[&str]) -> Result<(), String> {
     }
 }
 
-fn runtime_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("ACCEL_RUNTIME_DIR") {
-        return d.into();
-    }
-    match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(d) => PathBuf::from(d).join("accelvirt"),
-        None => PathBuf::from("/tmp/accelvirt"),
-    }
-}
-
 pub fn run(root: &Path) -> Result<(), String> {
     step("build accel-sim and accelctl");
     let st = super::cargo()
@@ -79,7 +69,7 @@ pub fn run(root: &Path) -> Result<(), String> {
         .unwrap_or_else(|| root.join("target"));
     let sim_bin = target.join("debug/accel-sim");
     let ctl_bin = target.join("debug/accelctl");
-    let dir = runtime_dir();
+    let dir = host_driver::vfio_user::default_runtime_dir();
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let sock = dir.join("demo0.sock");
 

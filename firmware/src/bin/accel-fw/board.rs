@@ -70,9 +70,18 @@ pub fn log_write(bytes: &[u8]) {
     }
 }
 
-/// Sleeps.
-pub fn nap_us(us: u64) {
-    let ts = [0u64, us * 1000];
+/// The board's delay provider: the idle loop naps through `embedded_hal::delay::DelayNs`.
+#[derive(Debug)]
+pub struct Nap;
+
+impl embedded_hal::delay::DelayNs for Nap {
+    fn delay_ns(&mut self, ns: u32) {
+        nap_ns(ns as u64);
+    }
+}
+
+fn nap_ns(ns: u64) {
+    let ts = [ns / 1_000_000_000, ns % 1_000_000_000];
     // SAFETY: `ts` is a valid timespec for the duration of the call; no remainder pointer.
     unsafe { syscall6(SYS_NANOSLEEP, [ts.as_ptr() as usize, 0, 0, 0, 0, 0]) };
 }

@@ -11,6 +11,7 @@
 
 mod board;
 
+use embedded_hal::delay::DelayNs;
 use firmware::{Board, Firmware};
 use shared_abi::pci::PF_BAR0_SIZE;
 
@@ -31,6 +32,7 @@ extern "C" fn accel_main() -> ! {
         }
     };
     fw.boot();
+    let mut nap = board::Nap;
     let mut idle = 0u32;
     loop {
         if fw.poll() {
@@ -38,7 +40,7 @@ extern "C" fn accel_main() -> ! {
         } else {
             idle = idle.saturating_add(1);
             if idle > IDLE_POLLS {
-                board::nap_us(50);
+                nap.delay_us(50);
             }
         }
     }

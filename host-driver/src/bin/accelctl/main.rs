@@ -157,16 +157,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn runtime_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("ACCEL_RUNTIME_DIR") {
-        return d.into();
-    }
-    match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(d) => PathBuf::from(d).join("accelvirt"),
-        None => PathBuf::from("/tmp/accelvirt"),
-    }
-}
-
 fn open(cli_dev: &Option<String>, timeout: Duration) -> Result<Accel> {
     let Some(d) = cli_dev else {
         return Err(Error::Invalid(
@@ -261,7 +251,7 @@ async fn run(cli: Cli, out: &Out) -> Result<()> {
     let timeout = Duration::from_millis(cli.timeout_ms);
     match cli.cmd {
         Cmd::List { runtime_dir: dir } => {
-            let dir = dir.unwrap_or_else(runtime_dir);
+            let dir = dir.unwrap_or_else(host_driver::vfio_user::default_runtime_dir);
             out.list(&output::discover(&dir).await);
             Ok(())
         }
