@@ -419,7 +419,7 @@ impl Transport for VfioUser {
             while Instant::now() < deadline
                 && (0..before.max(1)).any(|v| vf_socket_path(&self.path, v).exists())
             {
-                std::thread::sleep(Duration::from_millis(2));
+                std::thread::sleep(Duration::from_micros(200));
             }
         }
         if n > 0 {
@@ -437,7 +437,7 @@ impl Transport for VfioUser {
             while Instant::now() < deadline
                 && !(0..n).all(|v| vf_socket_path(&self.path, v).exists())
             {
-                std::thread::sleep(Duration::from_millis(2));
+                std::thread::sleep(Duration::from_micros(200));
             }
         }
         Ok(())

@@ -87,14 +87,25 @@ struct Listener {
 }
 
 impl Listener {
-    fn stop(mut self) {
-        // The function is gone the moment it is disabled: unlink first, then wind down.
+    /// The function is gone the moment it is disabled: unlink, then tell the threads.
+    fn signal(&self) {
         let _ = std::fs::remove_file(&self.path);
         self.alive.store(false, Ordering::Release);
+    }
+
+    fn stop(mut self) {
+        self.signal();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
+}
+
+/// Stops many listeners at once: all are signalled before any is waited for.
+fn stop_all(ls: impl IntoIterator<Item = Listener>) {
+    let ls: Vec<Listener> = ls.into_iter().collect();
+    ls.iter().for_each(Listener::signal);
+    ls.into_iter().for_each(Listener::stop);
 }
 
 /// The running server.
@@ -119,9 +130,7 @@ impl Server {
         while !stop.load(Ordering::Acquire) {
             match rx.recv_timeout(Duration::from_millis(50)) {
                 Ok(n) => {
-                    for (_, l) in vfs.drain() {
-                        l.stop();
-                    }
+                    stop_all(vfs.drain().map(|(_, l)| l));
                     for v in 0..n {
                         let path = vf_socket_path(pf_path, v);
                         match spawn_listener(dev.clone(), Func::Vf(v), path, conn_ids.clone()) {
@@ -140,9 +149,7 @@ impl Server {
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
         }
-        for (_, l) in vfs.drain() {
-            l.stop();
-        }
+        stop_all(vfs.drain().map(|(_, l)| l));
         pf.stop();
         result
     }
@@ -194,7 +201,7 @@ fn accept_loop(
                 conns.retain(|t| !t.is_finished());
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(10));
+                std::thread::sleep(Duration::from_millis(1));
             }
             Err(_) => std::thread::sleep(Duration::from_millis(10)),
         }
