@@ -457,3 +457,56 @@ fn config_space_read_only_bits_and_bar_sizing_through_the_device() {
     assert_eq!(r.dev.num_vfs(), 0);
     assert_eq!(r.r32(pf::DEV_STATUS.offset()) & 1, 1);
 }
+
+#[test]
+fn nothing_a_vf_writes_reaches_the_pf_mailbox() {
+    let mut r = Rig::new();
+    assert_eq!(
+        r.mbox(&Request::CreateVfs {
+            count: 1,
+            sizing: Sizing::Equal
+        })
+        .0,
+        Status::Ok
+    );
+    r.enable(1);
+    // A well-formed DESTROY_VF(all) written by the VF at the PF's mailbox offsets in its own
+    // BAR0, with the doorbell rung at the PF's doorbell offset.
+    let mut payload = [0u8; MAX_MESSAGE];
+    let n = Request::DestroyVf(Target::All)
+        .write_payload(&mut payload)
+        .unwrap();
+    let mut msg = [0u8; MAX_MESSAGE];
+    let len = mailbox::encode_request(
+        &mut msg,
+        Request::DestroyVf(Target::All).opcode(),
+        9,
+        &payload[..n],
+    )
+    .unwrap();
+    let padded = len.div_ceil(4) * 4;
+    let db_before = r.r32(pf::MBOX_DOORBELL.offset());
+    r.dev
+        .bar_write(
+            Func::Vf(0),
+            region::BAR0,
+            pf::MBOX_REQ.offset as u64,
+            &msg[..padded],
+            9,
+        )
+        .unwrap();
+    r.vf_w32(0, region::BAR0, pf::MBOX_REQ_LEN.0 as u64, len as u32);
+    r.vf_w32(0, region::BAR0, pf::MBOX_DOORBELL.0 as u64, db_before + 1);
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(
+        r.r32(pf::MBOX_DOORBELL.offset()),
+        db_before,
+        "the PF doorbell never moved"
+    );
+    assert_eq!(
+        r.r32(vf_bank::STATE.at(pf::vf_bank(0))),
+        VfState::Enabled as u32,
+        "the VF still exists"
+    );
+    assert!(r.faults(0) > 0, "the attempt is recorded on the VF");
+}
