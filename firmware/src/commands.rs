@@ -37,6 +37,15 @@ pub struct Ctx<'a, R: Regs, C: Clock> {
     pub build_id: u32,
 }
 
+/// A hardware step failed: record the fault so the host can tell, answer INTERNAL.
+fn hw_failed<R: Regs, C: Clock>(
+    ctx: &mut Ctx<'_, R, C>,
+    code: shared_abi::mailbox::FaultCode,
+) -> Status {
+    crate::record_fault(ctx.regs, ctx.events, code);
+    Status::Internal
+}
+
 fn enc(e: shared_abi::EncodeError) -> Status {
     let _ = e;
     Status::Internal
@@ -252,7 +261,9 @@ fn destroy<R: Regs, C: Clock>(ctx: &mut Ctx<'_, R, C>, target: Target) -> Result
         );
         ctx.counters.vfs_destroyed += 1;
         n += 1;
-        r.map_err(|_| Status::Internal)?;
+        if let Err(code) = r {
+            return Err(hw_failed(ctx, code));
+        }
     }
     Ok(n)
 }
@@ -269,7 +280,7 @@ fn configure<R: Regs, C: Clock>(
     // Publish the new bank, then withdraw what it no longer holds.
     banks::program(ctx.regs, ctx.board, vf as usize, &slot);
     banks::withdraw(ctx.regs, vf as usize, &Run3::from(&old), &Run3::from(&new))
-        .map_err(|_| Status::Internal)
+        .map_err(|code| hw_failed(ctx, code))
 }
 
 /// Function level reset: the VF's queues are cleared and its memory scrubbed; no other VF is
@@ -289,7 +300,7 @@ pub fn reset_vf<R: Regs, C: Clock>(ctx: &mut Ctx<'_, R, C>, vf: u16) -> Result<(
     ctx.counters.flrs += 1;
     ctx.events
         .post(ctx.regs, EventKind::VfFlrDone, vf, 0, flrs as u64);
-    scrubbed.map_err(|_| Status::Internal)
+    scrubbed.map_err(|code| hw_failed(ctx, code))
 }
 
 fn device_info<R: Regs, C: Clock>(ctx: &Ctx<'_, R, C>) -> DeviceInfo {

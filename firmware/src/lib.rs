@@ -47,6 +47,21 @@ pub const CAPS: DevCaps = DevCaps::SRIOV
     .union(DevCaps::EVENTS)
     .union(DevCaps::TRANSLATION);
 
+/// Records a fault: `FAULT_CODE`, `DEV_STATUS.FAULT`, and a firmware-fault event.
+pub(crate) fn record_fault(r: &impl Regs, events: &mut events::EventRing, code: FaultCode) {
+    error!("fault {=u32}", code.wire());
+    r.write32(pf::FAULT_CODE.offset(), code.wire());
+    let st = r.read32(pf::DEV_STATUS.offset()) | DevStatus::FAULT.bits();
+    r.write32(pf::DEV_STATUS.offset(), st);
+    events.post(
+        r,
+        shared_abi::events::EventKind::FwFault,
+        shared_abi::events::DEVICE,
+        code.wire(),
+        0,
+    );
+}
+
 /// Counters kept by the firmware.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {

@@ -474,3 +474,59 @@ fn invalid_board_is_a_fault() {
         shared_abi::mailbox::FaultCode::BadBoard.wire()
     );
 }
+
+/// A scrubber that never finishes: the command that needed it fails with INTERNAL, the
+/// firmware records the fault, and the VF's resources are not handed out again unscrubbed.
+#[test]
+fn a_hung_scrubber_is_an_internal_error_and_a_fault() {
+    #[derive(Debug)]
+    struct HungScrubber(firmware::ram::RamRegs);
+    impl Regs for HungScrubber {
+        fn read32(&self, off: usize) -> u32 {
+            self.0.read32(off)
+        }
+        fn write32(&self, off: usize, val: u32) {
+            if off != pf::SCRUB_CTRL.offset() {
+                self.0.write32(off, val)
+            }
+        }
+    }
+    let regs: &'static HungScrubber =
+        Box::leak(Box::new(HungScrubber(firmware::ram::RamRegs::new())));
+    let mut fw =
+        firmware::Firmware::new(regs, firmware::hal::NoClock, firmware::Board::DEFAULT, 0).unwrap();
+    fw.boot();
+    let mut send = |req: &Request<'_>, seq: u32| {
+        let mut p = [0u8; MAX_MESSAGE];
+        let n = req.write_payload(&mut p).unwrap();
+        let mut m = [0u8; MAX_MESSAGE];
+        let len = mailbox::encode_request(&mut m, req.opcode(), seq, &p[..n]).unwrap();
+        regs.write_bytes(pf::MBOX_REQ.start(), &m[..len]);
+        regs.write32(pf::MBOX_REQ_LEN.offset(), len as u32);
+        regs.write32(pf::MBOX_DOORBELL.offset(), seq);
+        fw.poll();
+        let rl = regs.read32(pf::MBOX_RESP_LEN.offset()) as usize;
+        let mut b = vec![0u8; rl];
+        regs.read_bytes(pf::MBOX_RESP.start(), &mut b);
+        mailbox::decode(&b).unwrap().status
+    };
+    assert_eq!(
+        send(
+            &Request::CreateVfs {
+                count: 1,
+                sizing: Sizing::Equal
+            },
+            1
+        ),
+        Status::Ok
+    );
+    assert_eq!(send(&Request::ResetVf(0), 2), Status::Internal);
+    assert_ne!(
+        regs.read32(pf::DEV_STATUS.offset()) & DevStatus::FAULT.bits(),
+        0
+    );
+    assert_eq!(
+        regs.read32(pf::FAULT_CODE.offset()),
+        shared_abi::mailbox::FaultCode::ScrubTimeout.wire()
+    );
+}

@@ -127,6 +127,11 @@ pub mod vfio {
         nix::request_code_none!(VFIO_TYPE, VFIO_BASE + 1)
     );
     nix::ioctl_write_int_bad!(set_iommu, nix::request_code_none!(VFIO_TYPE, VFIO_BASE + 2));
+    nix::ioctl_write_ptr_bad!(
+        device_set_irqs_raw,
+        nix::request_code_none!(VFIO_TYPE, VFIO_BASE + 10),
+        u8
+    );
     nix::ioctl_readwrite_bad!(
         group_get_status,
         nix::request_code_none!(VFIO_TYPE, VFIO_BASE + 3),
@@ -163,6 +168,13 @@ pub mod vfio {
     pub fn device_feature(dev: BorrowedFd<'_>, arg: &mut [u8]) -> nix::Result<i32> {
         // SAFETY: `arg` is a writable buffer whose `argsz` field the caller set to its length.
         unsafe { device_feature_raw(dev.as_raw_fd(), arg.as_mut_ptr()) }
+    }
+
+    /// `VFIO_DEVICE_SET_IRQS` with a prepared `struct vfio_irq_set` (see
+    /// `kernel::vfio::irq_set_eventfds`).
+    pub fn device_set_irqs(dev: BorrowedFd<'_>, arg: &[u8]) -> nix::Result<i32> {
+        // SAFETY: the kernel reads `argsz` bytes (set by the caller to `arg.len()`).
+        unsafe { device_set_irqs_raw(dev.as_raw_fd(), arg.as_ptr()) }
     }
 
     /// `VFIO_DEVICE_GET_REGION_INFO` (fixed part only).

@@ -69,6 +69,21 @@ impl KernelVfio {
     }
 }
 
+impl KernelVfio {
+    /// Wires MSI-X vectors `[start, start + fds.len())` of the PF to eventfds.
+    pub fn set_msix_eventfds(&self, start: u32, fds: &[std::os::fd::BorrowedFd<'_>]) -> Result<()> {
+        use std::os::fd::AsRawFd;
+        let raw: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
+        let arg = vfio::irq_set_eventfds(start, &raw);
+        crate::sys::vfio::device_set_irqs(self.device.as_fd(), &arg)
+            .map(|_| ())
+            .map_err(|e| Error::Kernel {
+                what: "VFIO_DEVICE_SET_IRQS (MSI-X eventfds)".into(),
+                source: e.into(),
+            })
+    }
+}
+
 impl Transport for KernelVfio {
     fn read32(&self, off: usize) -> Result<u32> {
         self.bar0

@@ -73,6 +73,31 @@ pub fn vf_token_arg(uuid: &str) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// `VFIO_PCI_MSIX_IRQ_INDEX`.
+pub const MSIX_IRQ_INDEX: u32 = 2;
+/// `VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER`.
+pub const IRQ_SET_EVENTFD_TRIGGER: u32 = (1 << 2) | (1 << 5);
+
+/// The `VFIO_DEVICE_SET_IRQS` argument wiring MSI-X vectors `[start, start + fds.len())` to
+/// eventfds: `struct vfio_irq_set` (argsz, flags, index, start, count) then the fds as i32.
+pub fn irq_set_eventfds(start: u32, fds: &[i32]) -> Vec<u8> {
+    let argsz = 20 + 4 * fds.len();
+    let mut a = Vec::with_capacity(argsz);
+    for v in [
+        argsz as u32,
+        IRQ_SET_EVENTFD_TRIGGER,
+        MSIX_IRQ_INDEX,
+        start,
+        fds.len() as u32,
+    ] {
+        a.extend_from_slice(&v.to_ne_bytes());
+    }
+    for fd in fds {
+        a.extend_from_slice(&fd.to_ne_bytes());
+    }
+    a
+}
+
 /// A fresh random UUID (v4) for the VF token.
 pub fn new_vf_token() -> String {
     let mut b = [0u8; 16];
@@ -202,6 +227,23 @@ mod tests {
         assert_eq!(t.len(), 36);
         assert!(vf_token_arg(&t).is_ok());
         assert_eq!(&t[14..15], "4", "version 4 UUID");
+    }
+
+    #[test]
+    fn irq_set_argument_layout() {
+        let a = irq_set_eventfds(3, &[10, 11]);
+        let w = |i: usize| u32::from_ne_bytes(a[i * 4..i * 4 + 4].try_into().unwrap());
+        assert_eq!(a.len(), 28);
+        assert_eq!((w(0), w(1), w(2), w(3), w(4)), (28, 0x24, 2, 3, 2));
+        assert_eq!((w(5), w(6)), (10, 11));
+        assert_eq!(
+            std::mem::size_of::<vfio_bindings::bindings::vfio::vfio_irq_set>(),
+            20
+        );
+        assert_eq!(
+            nix::request_code_none!(raw::VFIO_TYPE, raw::VFIO_BASE + 10) as u32,
+            0x3B6E
+        );
     }
 
     #[test]
