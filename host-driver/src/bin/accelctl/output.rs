@@ -120,49 +120,42 @@ pub struct Found {
     pub status: String,
 }
 
+/// Opens and asks a device who it is; a failure becomes its status line.
+async fn probe(
+    device: String,
+    transport: &'static str,
+    opened: host_driver::Result<Accel>,
+) -> Found {
+    let (firmware, vfs_enabled, status) = match opened {
+        Ok(acc) => match acc.device_info().await {
+            Ok(i) => (
+                Some(version(i.fw_version.get())),
+                Some(i.num_vfs_enabled.get()),
+                "ok".to_string(),
+            ),
+            Err(e) => (None, None, e.to_string()),
+        },
+        Err(e) => (None, None, format!("not usable ({e})")),
+    };
+    Found {
+        device,
+        transport,
+        firmware,
+        vfs_enabled,
+        status,
+    }
+}
+
 pub async fn discover(dir: &Path) -> Vec<Found> {
     let mut v = Vec::new();
     for a in host_driver::kernel::Sysfs::default().find_pfs() {
-        let (fw, n, status) = match Accel::open(&host_driver::DeviceAddr::Pci(a.clone())) {
-            Ok(acc) => match acc.device_info().await {
-                Ok(i) => (
-                    Some(version(i.fw_version.get())),
-                    Some(i.num_vfs_enabled.get()),
-                    "ok".to_string(),
-                ),
-                Err(e) => (None, None, e.to_string()),
-            },
-            Err(e) => (None, None, e.to_string()),
-        };
-        v.push(Found {
-            device: a,
-            transport: "vfio",
-            firmware: fw,
-            vfs_enabled: n,
-            status,
-        });
+        let opened = Accel::open(&host_driver::DeviceAddr::Pci(a.clone()));
+        v.push(probe(a, "vfio", opened).await);
     }
     for p in scan_sockets(dir) {
-        let r = VfioUser::connect(&p, true)
+        let opened = VfioUser::connect(&p, true)
             .and_then(|t| Accel::with_transport(Arc::new(t), std::time::Duration::from_secs(2)));
-        let (fw, n, status) = match r {
-            Ok(acc) => match acc.device_info().await {
-                Ok(i) => (
-                    Some(version(i.fw_version.get())),
-                    Some(i.num_vfs_enabled.get()),
-                    "ok".to_string(),
-                ),
-                Err(e) => (None, None, e.to_string()),
-            },
-            Err(e) => (None, None, format!("not answering ({e})")),
-        };
-        v.push(Found {
-            device: p.display().to_string(),
-            transport: "vfio-user",
-            firmware: fw,
-            vfs_enabled: n,
-            status,
-        });
+        v.push(probe(p.display().to_string(), "vfio-user", opened).await);
     }
     v
 }
