@@ -62,6 +62,17 @@ fn run(args: Args) -> Result<(), String> {
     }
     let fw = sim::fwhost::spawn(dev.clone(), stop.clone(), 0)
         .map_err(|e| format!("cannot start the firmware: {e}"))?;
+    // Like silicon after reset, the device shows up only once its firmware is ready.
+    let t = std::time::Instant::now();
+    let ready = shared_abi::regs::DevStatus::READY.bits();
+    while dev.bar0().read32(shared_abi::regs::pf::DEV_STATUS.offset()) & ready == 0 {
+        if t.elapsed() > std::time::Duration::from_secs(5) {
+            stop.store(true, Ordering::Release);
+            let _ = fw.join();
+            return Err("the firmware did not become ready within 5 s".into());
+        }
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
     eprintln!(
         "accel-sim: serving PF on {} (TotalVFs {})",
         socket.display(),

@@ -202,6 +202,18 @@ fn malformed_messages_get_errors_and_other_clients_keep_working() {
             nix::libc::EINVAL,
         ),
         (msg(16, 16, &[8, 0, 0, 0, 1, 0, 1, 0]), nix::libc::ENOTSUP),
+        // MASK with a bool array whose start is at the top of the u32 range.
+        (
+            msg(
+                17,
+                8,
+                &[
+                    22, 0, 0, 0, 0x0A, 0, 0, 0, 2, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 2, 0, 0, 0, 1,
+                    1,
+                ],
+            ),
+            nix::libc::EINVAL,
+        ),
     ];
     for (m, want) in cases {
         let (id, flags, err, body) = raw(&mut s, &m);
@@ -316,5 +328,27 @@ fn vf_sockets_follow_sriov_and_attach_like_any_pci_device() {
     sim.ctl_json(&["destroy-vf", "--all"]);
     for v in 0..3 {
         assert!(!sim.dir.path().join(format!("accel0-vf{v}.sock")).exists());
+    }
+}
+
+#[test]
+fn the_device_appears_only_once_its_firmware_is_ready() {
+    // Several devices starting at once (so the firmware thread is slow to get a CPU): the
+    // first BAR0 read of the first client must already see a booted device.
+    let threads: Vec<_> = (0..6)
+        .map(|_| {
+            std::thread::spawn(|| {
+                for _ in 0..15 {
+                    let sim = Sim::start();
+                    let t = VfioUser::connect(&sim.sock, false).unwrap();
+                    assert_eq!(t.read32(0).unwrap(), shared_abi::regs::PF_MAGIC);
+                    let status = t.read32(shared_abi::regs::pf::DEV_STATUS.offset()).unwrap();
+                    assert_eq!(status & 1, 1, "READY");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
     }
 }
