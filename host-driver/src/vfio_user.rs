@@ -42,7 +42,6 @@ pub struct VfioUser {
     broken: std::sync::atomic::AtomicBool,
     /// (offset within BAR0, mapping)
     bar0_map: Option<(usize, BarMap)>,
-    bar0_size: u64,
 }
 
 fn hdr(id: u16, command: u16, size: usize) -> [u8; 16] {
@@ -95,7 +94,6 @@ impl VfioUser {
             stream: Mutex::new((stream, 0)),
             broken: Default::default(),
             bar0_map: None,
-            bar0_size: 0,
         };
         let mut v = Vec::new();
         v.extend_from_slice(&0u16.to_ne_bytes());
@@ -121,11 +119,17 @@ impl VfioUser {
             )));
         }
         let r = dev.region_info(BAR0)?;
-        dev.bar0_size = r.size;
         if mmap && r.flags & REGION_MMAP != 0 {
             if let (Some(fd), Some(&(off, len))) = (r.fd.as_ref(), r.sparse.first()) {
-                let map =
-                    BarMap::map(fd.as_fd(), r.offset + off, len as usize).map_err(Error::Io)?;
+                let map = BarMap::map(
+                    fd.as_fd(),
+                    r.offset.checked_add(off).ok_or_else(|| {
+                        Error::Protocol("sparse mmap area offset overflows".into())
+                    })?,
+                    usize::try_from(len)
+                        .map_err(|_| Error::Protocol("sparse mmap area too large".into()))?,
+                )
+                .map_err(Error::Io)?;
                 dev.bar0_map = Some((off as usize, map));
             }
         }

@@ -694,6 +694,8 @@ impl Conn {
                 Err(Errno::EINVAL)
             };
         }
+        // The whole range first: per-vector paths below then index within it.
+        s.start.checked_add(s.count).ok_or(Errno::EINVAL)?;
         let e = |r: Result<(), AccessError>| r.map_err(access_errno);
         match (data_kind, action) {
             (proto::IRQ_DATA_EVENTFD, proto::IRQ_ACTION_TRIGGER) => {
