@@ -5,7 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::transport::Transport;
-use shared_abi::mailbox::{self, Opcode, Status, MAX_MESSAGE};
+use shared_abi::mailbox::{self, HeaderFlags, Opcode, Status, HEADER_LEN, MAX_MESSAGE};
 use shared_abi::messages::Request;
 use shared_abi::regs::{pf, DevStatus, MboxState};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -75,14 +75,22 @@ impl Mailbox {
 
     /// Sends a request; returns status and payload.
     pub async fn call_status(&self, req: &Request<'_>) -> Result<(Status, Vec<u8>)> {
-        let mut payload = vec![0u8; MAX_MESSAGE];
-        let n = req
-            .write_payload(&mut payload)
-            .map_err(|_| Error::Invalid("request too large for the mailbox".into()))?;
+        // Build the payload in place behind the header: one buffer, no copy.
+        let too_large = || Error::Invalid("request too large for the mailbox".into());
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let mut msg = vec![0u8; MAX_MESSAGE];
-        let len = mailbox::encode_request(&mut msg, req.opcode(), seq, &payload[..n])
-            .map_err(|_| Error::Invalid("request too large for the mailbox".into()))?;
+        let n = req
+            .write_payload(&mut msg[HEADER_LEN..])
+            .map_err(|_| too_large())?;
+        let len = mailbox::seal(
+            &mut msg,
+            req.opcode().wire(),
+            HeaderFlags::empty(),
+            Status::Ok,
+            seq,
+            n,
+        )
+        .map_err(|_| too_large())?;
         msg.truncate(len);
         let what = op_name(req.opcode());
         let t = &*self.t;

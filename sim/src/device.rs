@@ -72,7 +72,6 @@ struct Inner {
 /// The device.
 pub struct Device {
     board: Board,
-    total_vfs: u16,
     bar0: SharedMem,
     inner: Mutex<Inner>,
     devmem: Mutex<DevMem>,
@@ -103,7 +102,6 @@ impl Device {
         let bar0 = SharedMem::create("accel-pf-bar0", shared_abi::pci::PF_BAR0_SIZE as usize)?;
         Ok(Arc::new(Device {
             board: Board { total_vfs, ..board },
-            total_vfs,
             bar0,
             inner: Mutex::new(Inner {
                 pf_cfg: pci::pf_config(total_vfs),
@@ -293,7 +291,7 @@ impl Device {
         let was = before & sriov::CTRL_VF_ENABLE != 0;
         let mut is = now & sriov::CTRL_VF_ENABLE != 0;
         let num = g.pf_cfg.r16(s + sriov::NUM_VFS);
-        if is && !was && (num == 0 || num > self.total_vfs) {
+        if is && !was && (num == 0 || num > self.board.total_vfs) {
             // Enabling with an invalid NumVFs enables nothing.
             g.pf_cfg
                 .set16(s + sriov::CTRL, now & !sriov::CTRL_VF_ENABLE);
@@ -364,7 +362,7 @@ impl Device {
             let mut g = lock(&self.inner);
             let had = !g.vfs.is_empty();
             g.vfs.clear();
-            g.pf_cfg = pci::pf_config(self.total_vfs);
+            g.pf_cfg = pci::pf_config(self.board.total_vfs);
             g.pf_msix.reset();
             g.lock_owner = 0;
             had
