@@ -82,11 +82,10 @@ pub fn build_firmware(root: &Path) -> Result<PathBuf, String> {
             "firmware build failed; is the {FW_TARGET} target installed? (rustup target add {FW_TARGET})"
         ));
     }
-    Ok(root
-        .join("target")
-        .join(FW_TARGET)
-        .join("fw")
-        .join("accel-fw"))
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    Ok(target.join(FW_TARGET).join("fw").join("accel-fw"))
 }
 
 fn sizes(elf: &Path) -> Result<(u64, u64, u64), String> {
