@@ -323,16 +323,20 @@ impl VfioUser {
         Ok(u32_at(&r, 12))
     }
 
-    /// Registers eventfds for MSI-X vectors `[start, start + fds.len())`.
+    /// Registers eventfds for MSI-X vectors `[start, start + fds.len())`, in messages of at
+    /// most 16 descriptors (the most either side of a vfio-user socket accepts).
     pub fn set_msix_eventfds(&self, start: u32, fds: &[std::os::fd::BorrowedFd<'_>]) -> Result<()> {
-        let mut req = [0u8; 20];
-        req[0..4].copy_from_slice(&20u32.to_ne_bytes());
-        req[4..8].copy_from_slice(&(4u32 | 32).to_ne_bytes());
-        req[8..12].copy_from_slice(&2u32.to_ne_bytes());
-        req[12..16].copy_from_slice(&start.to_ne_bytes());
-        req[16..20].copy_from_slice(&(fds.len() as u32).to_ne_bytes());
-        let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
-        self.call(cmd::DEVICE_SET_IRQS, &req, &raw, "set irqs")?;
+        for (i, chunk) in fds.chunks(16).enumerate() {
+            let first = start + (i * 16) as u32;
+            let mut req = [0u8; 20];
+            req[0..4].copy_from_slice(&20u32.to_ne_bytes());
+            req[4..8].copy_from_slice(&(4u32 | 32).to_ne_bytes());
+            req[8..12].copy_from_slice(&2u32.to_ne_bytes());
+            req[12..16].copy_from_slice(&first.to_ne_bytes());
+            req[16..20].copy_from_slice(&(chunk.len() as u32).to_ne_bytes());
+            let raw: Vec<RawFd> = chunk.iter().map(|f| f.as_raw_fd()).collect();
+            self.call(cmd::DEVICE_SET_IRQS, &req, &raw, "set irqs")?;
+        }
         Ok(())
     }
 

@@ -402,6 +402,18 @@ impl Device {
     ) -> Result<(), AccessError> {
         let size = self.region_size(f, idx).ok_or(AccessError::NoRegion)?;
         check_range(offset, buf.len(), size)?;
+        if idx == region::BAR0 && !(offset.is_multiple_of(4) && buf.len().is_multiple_of(4)) {
+            // Registers are dwords. A narrower or unaligned read returns the addressed byte
+            // lanes of the dwords it touches, as on silicon: never an error, which some VMMs
+            // cannot pass back to a vCPU. BAR0 sizes are dword multiples, so this stays inside.
+            let start = offset & !3;
+            let end = (offset + buf.len() as u64 + 3) & !3;
+            let mut words = vec![0u8; (end - start) as usize];
+            self.bar_read(f, idx, start, &mut words)?;
+            let at = (offset - start) as usize;
+            buf.copy_from_slice(&words[at..at + buf.len()]);
+            return Ok(());
+        }
         match (f, idx) {
             (Func::Pf, region::BAR0) => self.pf_bar0_read(offset as usize, buf),
             (Func::Vf(v), region::BAR0) => {
@@ -462,6 +474,11 @@ impl Device {
         // The request buffer takes any byte writes; registers take whole dwords.
         if pf::MBOX_REQ.contains(o as u64, data.len() as u64) {
             self.bar0.write(o, data);
+            return Ok(());
+        }
+        if !(o.is_multiple_of(4) && data.len().is_multiple_of(4)) {
+            // Registers take whole dwords; a narrower write is dropped and counted.
+            self.pf_refused_writes.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
         for_words(o, data.len(), |w, i| {
@@ -544,6 +561,12 @@ impl Device {
                 };
                 put(buf, i, val);
             }),
+            // Registers take whole dwords: a narrower or unaligned write is dropped and
+            // counted as a bad access on this VF.
+            Access::Write(_) if !(o.is_multiple_of(4) && len.is_multiple_of(4)) => {
+                faults.push(VfFault::BadAccess);
+                Ok(())
+            }
             Access::Write(data) => for_words(o, len, |w, i| {
                 let val = get(data, i);
                 if vf::QUEUES.contains(w as u64, 4) {

@@ -42,6 +42,17 @@ impl SharedMem {
             ProtFlags::PROT_READ
         };
         let off = i64::try_from(offset).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+        // A range past the end of the file would map, then fault (SIGBUS) on first touch.
+        let file_len = nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(&fd))?.st_size as u64;
+        if offset
+            .checked_add(len as u64)
+            .is_none_or(|end| end > file_len)
+        {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "range beyond the end of the file",
+            ));
+        }
         // SAFETY: a fresh mapping (no address hint) aliases no Rust object; it is unmapped only
         // in Drop, and all accesses are bounds-checked atomics.
         let p = unsafe { mmap(None, nz, prot, MapFlags::MAP_SHARED, fd, off)? };

@@ -43,8 +43,9 @@ pub const MINOR: u16 = 1;
 pub const MAX_DATA_XFER: usize = 1 << 20;
 /// Largest message accepted (a maximal transfer plus headers).
 pub const MAX_MESSAGE: usize = MAX_DATA_XFER + 4096;
-/// File descriptors accepted per message (the kernel's SCM_MAX_FD).
-pub const MAX_MSG_FDS: usize = 253;
+/// File descriptors either side may send in one message. QEMU refuses a peer that offers more
+/// than 16 (`VFIO_USER_MAX_MAX_FDS`), and no message of ours needs more than one.
+pub const MAX_MSG_FDS: usize = 16;
 /// DMA mappings per client.
 pub const MAX_DMA_MAPS: usize = 65535;
 
@@ -83,6 +84,11 @@ pub struct DmaMap {
 pub const DMA_FLAG_READ: u32 = 1;
 /// DMA_MAP writeable.
 pub const DMA_FLAG_WRITE: u32 = 2;
+
+/// DMA_UNMAP flag: report dirty pages (not supported: no migration).
+pub const DMA_UNMAP_FLAG_GET_DIRTY_BITMAP: u32 = 1;
+/// DMA_UNMAP flag: unmap every mapping (address and size must be 0).
+pub const DMA_UNMAP_FLAG_ALL: u32 = 2;
 
 /// DMA_UNMAP.
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]

@@ -234,10 +234,18 @@ struct Conn {
     negotiated: bool,
     dma: Vec<Dma>,
     irqs_installed: bool,
+    err_fd: Option<OwnedFd>,
+    req_fd: Option<OwnedFd>,
 }
 
 type Reply = Result<(Vec<u8>, Vec<RawFd>), Errno>;
 type Incoming = (Header, Vec<u8>, Vec<OwnedFd>);
+
+fn signal(fd: &Option<OwnedFd>) {
+    if let Some(fd) = fd {
+        crate::sys::signal_eventfd(fd.as_fd());
+    }
+}
 
 fn access_errno(e: AccessError) -> Errno {
     match e {
@@ -271,6 +279,8 @@ impl Conn {
             negotiated: false,
             dma: Vec::new(),
             irqs_installed: false,
+            err_fd: None,
+            req_fd: None,
         }
     }
 
@@ -313,6 +323,11 @@ impl Conn {
             if close_after && failed {
                 break;
             }
+        }
+        if !self.alive.load(Ordering::Acquire) {
+            // The function is going away (SR-IOV disabled, or the server stops): ask the VMM
+            // to release it, as vfio-pci does before a device is removed.
+            signal(&self.req_fd);
         }
         self.dev.client_gone(self.id);
         if self.irqs_installed {
@@ -577,17 +592,35 @@ impl Conn {
         Ok((vec![], vec![]))
     }
 
+    /// Kernel VFIO type1 semantics, which QEMU's vIOMMU path relies on: every mapping wholly
+    /// inside the range goes (none is fine: whole-IOVA-space unmaps are routine), a mapping
+    /// that straddles an end of the range refuses the whole request, and FLAG_ALL empties
+    /// the table.
     fn dma_unmap(&mut self, p: &[u8]) -> Reply {
         let (u, _) = view::<proto::DmaUnmap>(p)?;
-        if u.flags != 0 {
+        if u.flags & proto::DMA_UNMAP_FLAG_GET_DIRTY_BITMAP != 0 {
+            return Err(Errno::ENOTSUP);
+        }
+        if u.flags & !proto::DMA_UNMAP_FLAG_ALL != 0 {
             return Err(Errno::EINVAL);
         }
-        let i = self
-            .dma
-            .iter()
-            .position(|d| d.addr == u.addr && d.size == u.size)
-            .ok_or(Errno::EINVAL)?;
-        self.dma.remove(i);
+        if u.flags & proto::DMA_UNMAP_FLAG_ALL != 0 {
+            if u.addr != 0 || u.size != 0 {
+                return Err(Errno::EINVAL);
+            }
+            self.dma.clear();
+            return Ok((u.as_bytes().to_vec(), vec![]));
+        }
+        let end = u.addr.checked_add(u.size).ok_or(Errno::EINVAL)?;
+        if u.size == 0 {
+            return Err(Errno::EINVAL);
+        }
+        let overlaps = |d: &Dma| d.addr < end && u.addr < d.addr + d.size;
+        let inside = |d: &Dma| u.addr <= d.addr && d.addr + d.size <= end;
+        if self.dma.iter().any(|d| overlaps(d) && !inside(d)) {
+            return Err(Errno::EINVAL);
+        }
+        self.dma.retain(|d| !inside(d));
         Ok((u.as_bytes().to_vec(), vec![]))
     }
 
@@ -645,10 +678,15 @@ impl Conn {
             }
         }
         info.argsz = 32 + caps.len() as u32;
-        let mut out = info.as_bytes().to_vec();
-        if req.argsz >= info.argsz {
-            out.extend_from_slice(&caps);
+        if req.argsz < info.argsz {
+            // As kernel VFIO and libvfio-user answer a query too small for the capabilities:
+            // the size needed, no capability offset, and no descriptor the client did not
+            // make room for.
+            info.cap_offset = 0;
+            return Ok((info.as_bytes().to_vec(), vec![]));
         }
+        let mut out = info.as_bytes().to_vec();
+        out.extend_from_slice(&caps);
         Ok((out, fds))
     }
 
@@ -659,9 +697,10 @@ impl Conn {
                 proto::IRQ_INFO_EVENTFD | proto::IRQ_INFO_MASKABLE | proto::IRQ_INFO_NORESIZE,
                 self.dev.msix_count(self.func).map_err(access_errno)?,
             ),
-            proto::IRQ_INTX | proto::IRQ_MSI | proto::IRQ_ERR | proto::IRQ_REQ => {
-                (proto::IRQ_INFO_EVENTFD, 0)
-            }
+            // Like vfio-pci for a PCIe function: one error and one request notifier, which
+            // QEMU looks for (error recovery, and unplug when the function goes away).
+            proto::IRQ_ERR | proto::IRQ_REQ => (proto::IRQ_INFO_EVENTFD, 1),
+            proto::IRQ_INTX | proto::IRQ_MSI => (proto::IRQ_INFO_EVENTFD, 0),
             _ => return Err(Errno::EINVAL),
         };
         Ok((
@@ -686,13 +725,20 @@ impl Conn {
         if data_kind.count_ones() != 1 || action.count_ones() != 1 || s.flags & !0x3F != 0 {
             return Err(Errno::EINVAL);
         }
-        if s.index != proto::IRQ_MSIX {
-            // No INTx/MSI/ERR/REQ: only "disable all" is meaningful.
-            return if data_kind == proto::IRQ_DATA_NONE && s.count == 0 {
-                Ok((vec![], vec![]))
-            } else {
-                Err(Errno::EINVAL)
-            };
+        match s.index {
+            proto::IRQ_MSIX => {}
+            proto::IRQ_ERR | proto::IRQ_REQ => {
+                return self.set_notifier(&s, data_kind, action, data, fds)
+            }
+            // No INTx or MSI: only "disable all" is meaningful.
+            proto::IRQ_INTX | proto::IRQ_MSI => {
+                return if data_kind == proto::IRQ_DATA_NONE && s.count == 0 {
+                    Ok((vec![], vec![]))
+                } else {
+                    Err(Errno::EINVAL)
+                };
+            }
+            _ => return Err(Errno::EINVAL),
         }
         // The whole range first: per-vector paths below then index within it.
         s.start.checked_add(s.count).ok_or(Errno::EINVAL)?;
@@ -735,6 +781,37 @@ impl Conn {
                             a == proto::IRQ_ACTION_MASK,
                         ))?;
                     }
+                }
+            }
+            _ => return Err(Errno::EINVAL),
+        }
+        Ok((vec![], vec![]))
+    }
+
+    /// The one-vector ERR and REQ indexes: install or clear the eventfd, or trigger it.
+    fn set_notifier(
+        &mut self,
+        s: &proto::IrqSet,
+        data_kind: u32,
+        action: u32,
+        data: &[u8],
+        mut fds: Vec<OwnedFd>,
+    ) -> Reply {
+        if action != proto::IRQ_ACTION_TRIGGER || s.start != 0 || s.count > 1 {
+            return Err(Errno::EINVAL);
+        }
+        let slot = if s.index == proto::IRQ_ERR {
+            &mut self.err_fd
+        } else {
+            &mut self.req_fd
+        };
+        match data_kind {
+            proto::IRQ_DATA_EVENTFD if s.count == 1 && fds.len() <= 1 => *slot = fds.pop(),
+            proto::IRQ_DATA_NONE if s.count == 0 => *slot = None,
+            proto::IRQ_DATA_NONE if s.count == 1 => signal(slot),
+            proto::IRQ_DATA_BOOL if s.count == 1 => {
+                if *data.first().ok_or(Errno::EINVAL)? != 0 {
+                    signal(slot);
                 }
             }
             _ => return Err(Errno::EINVAL),
