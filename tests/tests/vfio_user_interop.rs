@@ -105,6 +105,17 @@ fn dma_unmap_follows_kernel_type1_rules() {
     map(&t, 1 << 20, 0x20_0000, 1 << 20, Some(mem.as_raw_fd())).unwrap();
     // A vIOMMU unmaps whole IOVA ranges that hold nothing: that is success.
     unmap(&t, 0, 0x1_0000_0000, 0x1_0000_0000).unwrap();
+    // Up to the very top of the IOVA space, as QEMU sends when the vIOMMU comes up.
+    unmap(&t, 0, 0xfef0_0000, 0u64.wrapping_sub(0xfef0_0000)).unwrap();
+    assert_eq!(
+        errno(unmap(
+            &t,
+            0,
+            0xfef0_0000,
+            0u64.wrapping_sub(0xfef0_0000) + 1
+        )),
+        Errno::EINVAL
+    );
     // A range that would split a mapping is refused, and nothing changes.
     assert_eq!(errno(unmap(&t, 0, 0x18_0000, 1 << 20)), Errno::EINVAL);
     assert_eq!(

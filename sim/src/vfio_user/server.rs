@@ -611,12 +611,15 @@ impl Conn {
             self.dma.clear();
             return Ok((u.as_bytes().to_vec(), vec![]));
         }
-        let end = u.addr.checked_add(u.size).ok_or(Errno::EINVAL)?;
+        // Inclusive ends, as the kernel computes them: a range may end at the top of the
+        // 64-bit IOVA space (QEMU unmaps [0xfef00000, 2^64) when the vIOMMU comes up).
         if u.size == 0 {
             return Err(Errno::EINVAL);
         }
-        let overlaps = |d: &Dma| d.addr < end && u.addr < d.addr + d.size;
-        let inside = |d: &Dma| u.addr <= d.addr && d.addr + d.size <= end;
+        let last = u.addr.checked_add(u.size - 1).ok_or(Errno::EINVAL)?;
+        let d_last = |d: &Dma| d.addr + (d.size - 1);
+        let overlaps = |d: &Dma| d.addr <= last && u.addr <= d_last(d);
+        let inside = |d: &Dma| u.addr <= d.addr && d_last(d) <= last;
         if self.dma.iter().any(|d| overlaps(d) && !inside(d)) {
             return Err(Errno::EINVAL);
         }
@@ -679,9 +682,11 @@ impl Conn {
         }
         info.argsz = 32 + caps.len() as u32;
         if req.argsz < info.argsz {
-            // As kernel VFIO and libvfio-user answer a query too small for the capabilities:
-            // the size needed, no capability offset, and no descriptor the client did not
-            // make room for.
+            // As libvfio-user answers a query too small for the capabilities: the size
+            // needed, and neither capabilities nor a descriptor the client did not make room
+            // for. Unlike kernel VFIO, the CAPS flag is cleared too: QEMU's vfio-user client
+            // refuses CAPS with a cap_offset outside the reply before it retries.
+            info.flags &= !proto::REGION_CAPS;
             info.cap_offset = 0;
             return Ok((info.as_bytes().to_vec(), vec![]));
         }
