@@ -4,6 +4,7 @@
 //!   section sizes.
 //! - `demo`: the main job on the simulated device: start `accel-sim`, create 4 VFs, show
 //!   them, use them, destroy them, stop the sim.
+//! - `vm`: boot a Linux guest under QEMU with vfio-user devices attached (see `vm.rs`).
 #![forbid(unsafe_code)]
 
 use object::{Object, ObjectSection};
@@ -121,14 +122,23 @@ fn firmware() -> Result<(), String> {
 }
 
 mod demo;
+mod vm;
 
 fn main() -> ExitCode {
     let task = std::env::args().nth(1).unwrap_or_default();
     let r = match task.as_str() {
         "firmware" => firmware(),
         "demo" => demo::run(&root()),
+        "vm" => {
+            let args: Vec<String> = std::env::args().skip(2).collect();
+            match vm::run(&root(), &args) {
+                Ok(0) => Ok(()),
+                Ok(code) => return ExitCode::from(code.clamp(1, 255) as u8),
+                Err(e) => Err(e),
+            }
+        }
         _ => {
-            eprintln!("usage: cargo xtask <firmware|demo>");
+            eprintln!("usage: cargo xtask <firmware|demo|vm>");
             return ExitCode::from(2);
         }
     };
