@@ -158,6 +158,9 @@ impl Accel {
             CreateSpec::Equal => Sizing::Equal,
             CreateSpec::Uniform(s) => Sizing::Uniform(s),
         };
+        // Where SR-IOV cannot be seen (a PF inside a VM), say so before the firmware
+        // allocates anything.
+        self.t.num_vfs()?;
         let p = self
             .mbox
             .call(&Request::CreateVfs { count, sizing })

@@ -168,9 +168,15 @@ impl Mailbox {
                 return Ok(None);
             }
             polls += 1;
-            // Spin briefly (a mapped mailbox answers in microseconds), then back off; every so
-            // often touch a trapped register so a dead device model fails fast, not at timeout.
+            // Spin briefly (a mapped mailbox answers in microseconds), then sleep on the
+            // completion interrupt where there is one, else back off; every so often touch a
+            // trapped register so a dead device model fails fast, not at timeout.
             if polls > 200 {
+                if let Some(irq) = t.mailbox_irq() {
+                    let left = limit.saturating_sub(start.elapsed());
+                    wait_irq(irq, left.min(Duration::from_millis(10))).await?;
+                    continue;
+                }
                 if polls.is_multiple_of(64) {
                     t.read32(pf::HEARTBEAT.offset())?;
                 }
@@ -181,6 +187,18 @@ impl Mailbox {
             }
         }
     }
+}
+
+/// Waits until the eventfd is signalled or `limit` passes, then drains it. A signal left over
+/// from an earlier command only costs one more look at the mailbox state.
+async fn wait_irq(irq: std::os::fd::BorrowedFd<'_>, limit: Duration) -> Result<()> {
+    let afd = crate::sys::async_eventfd(irq).map_err(Error::Io)?;
+    if let Ok(Ok(mut ready)) = tokio::time::timeout(limit, afd.readable()).await {
+        let mut b = [0u8; 8];
+        let _ = nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(ready.get_inner()), &mut b);
+        ready.clear_ready();
+    }
+    Ok(())
 }
 
 /// Human name of an opcode, for errors.

@@ -237,3 +237,15 @@ pub fn pread(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> std::io::Result
 pub fn pwrite(fd: BorrowedFd<'_>, buf: &[u8], offset: u64) -> std::io::Result<usize> {
     Ok(nix::sys::uio::pwrite(fd, buf, offset as i64)?)
 }
+
+/// Registers an eventfd with the tokio reactor for readiness (the mailbox interrupt).
+pub fn async_eventfd(
+    fd: BorrowedFd<'_>,
+) -> std::io::Result<tokio::io::unix::AsyncFd<BorrowedFd<'_>>> {
+    // SAFETY: the BorrowedFd keeps the descriptor open, referring to the same file, for its
+    // whole lifetime, and the returned AsyncFd borrows it, so it cannot outlive it.
+    unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+            .map_err(std::io::Error::from)
+    }
+}

@@ -106,6 +106,11 @@ pub trait Transport: Send + Sync {
     }
     /// Human-readable name.
     fn describe(&self) -> String;
+    /// An eventfd the device signals when the mailbox completes (its MSI-X vector), if this
+    /// transport wired one up; the mailbox client then sleeps on it instead of polling.
+    fn mailbox_irq(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        None
+    }
 }
 
 /// Finds a PCIe extended capability (as the kernel's `pci_find_ext_capability` does).

@@ -848,9 +848,12 @@ fn wrote_bits(o: usize, data: &[u8], reg: usize, mask: u16) -> bool {
     })
 }
 
+/// (MSI-X may be sent, function mask). An MSI-X message is a memory write: a function that is
+/// not a bus master (Command bit 2) holds its vectors pending, as silicon must.
 fn msix_ctl(c: &ConfigSpace) -> (bool, bool) {
     let ctl = c.r16(layout::MSIX + 2);
-    (ctl & 0x8000 != 0, ctl & 0x4000 != 0)
+    let master = c.r16(0x04) & (1 << 2) != 0;
+    (ctl & 0x8000 != 0 && master, ctl & 0x4000 != 0)
 }
 
 fn check_range(offset: u64, len: usize, size: u64) -> Result<(), AccessError> {

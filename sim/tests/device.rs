@@ -409,8 +409,16 @@ fn interrupts_come_only_from_own_vectors() {
         .collect();
     let peek: Vec<std::os::fd::OwnedFd> = efds.iter().map(|f| f.try_clone().unwrap()).collect();
     r.dev.set_msix_eventfds(Func::Vf(0), 0, 4, efds).unwrap();
-    // MSI-X enable in the VF's capability.
+    // MSI-X enable in the VF's capability; a function that is not a bus master holds its
+    // vectors pending.
     r.cfgw16(Func::Vf(0), layout::MSIX + 2, 0x8000);
+    r.vf_w32(0, region::BAR0, vf::IRQ_TRIGGER.0 as u64, 3);
+    assert_eq!(
+        r.dev.irqs_delivered(Func::Vf(0)),
+        0,
+        "no MSI-X without Bus Master Enable"
+    );
+    r.cfgw16(Func::Vf(0), 0x04, 0x4);
     r.vf_w32(0, region::BAR0, vf::IRQ_TRIGGER.0 as u64, 3);
     let mut b = [0u8; 8];
     assert_eq!(

@@ -95,12 +95,23 @@ fn mailbox_completion_raises_the_pf_vector() {
     t.config_read(0x52, &mut ctl).unwrap();
     t.config_write(0x52, &(le16(&ctl) | 0x8000).to_le_bytes())
         .unwrap();
+    let t = std::sync::Arc::new(t);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let acc =
-        host_driver::Accel::with_transport(std::sync::Arc::new(t), Duration::from_secs(5)).unwrap();
+    let acc = host_driver::Accel::with_transport(t.clone(), Duration::from_secs(5)).unwrap();
+    // Not a bus master yet: an MSI-X message is a memory write, so nothing may be sent.
+    rt.block_on(acc.heartbeat(41)).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(
+        efd.read().is_err(),
+        "no interrupt without Bus Master Enable"
+    );
+    let mut cmd = [0u8; 2];
+    t.config_read(0x04, &mut cmd).unwrap();
+    t.config_write(0x04, &(le16(&cmd) | 0x4).to_le_bytes())
+        .unwrap();
     rt.block_on(acc.heartbeat(42)).unwrap();
     let mut n = 0u64;
     for _ in 0..500 {

@@ -15,6 +15,10 @@ use crate::transport::{Transport, VfEndpoint};
 use std::os::fd::{AsFd, OwnedFd};
 pub use sysfs::Sysfs;
 
+/// PCI command register and its Bus Master Enable bit.
+const PCI_COMMAND: u64 = 0x04;
+const PCI_COMMAND_MASTER: u16 = 1 << 2;
+
 /// A PF opened through the kernel's VFIO.
 #[derive(Debug)]
 pub struct KernelVfio {
@@ -26,6 +30,8 @@ pub struct KernelVfio {
     bar0: BarMap,
     config_offset: u64,
     vf_token: Option<String>,
+    /// The mailbox vector's eventfd (MSI-X enabled through vfio-pci), when it could be set up.
+    mailbox_irq: Option<nix::sys::eventfd::EventFd>,
 }
 
 impl KernelVfio {
@@ -56,7 +62,7 @@ impl KernelVfio {
                     source: e,
                 }
             })?;
-        Ok(KernelVfio {
+        let mut pf = KernelVfio {
             addr: addr.to_string(),
             sysfs,
             _container: opened.container,
@@ -65,7 +71,27 @@ impl KernelVfio {
             bar0,
             config_offset: cfg.offset,
             vf_token: None,
-        })
+            mailbox_irq: None,
+        };
+        // Completion interrupts are an optimisation: without them the client polls. An MSI-X
+        // message is a memory write, so the function must be a bus master to send one;
+        // vfio-pci leaves that to the user (as DPDK and SPDK do, we set it).
+        use nix::sys::eventfd::{EfdFlags, EventFd};
+        let mut cmd = [0u8; 2];
+        let master = pf.config_read(PCI_COMMAND, &mut cmd).is_ok() && {
+            let v = u16::from_le_bytes(cmd) | PCI_COMMAND_MASTER;
+            pf.config_write(PCI_COMMAND, &v.to_le_bytes()).is_ok()
+        };
+        if let (true, Ok(efd)) = (
+            master,
+            EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC),
+        ) {
+            let v = shared_abi::pci::PF_VECTOR_MAILBOX as u32;
+            if pf.set_msix_eventfds(v, &[efd.as_fd()]).is_ok() {
+                pf.mailbox_irq = Some(efd);
+            }
+        }
+        Ok(pf)
     }
 }
 
@@ -85,6 +111,10 @@ impl KernelVfio {
 }
 
 impl Transport for KernelVfio {
+    fn mailbox_irq(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.mailbox_irq.as_ref().map(|e| e.as_fd())
+    }
+
     fn read32(&self, off: usize) -> Result<u32> {
         self.bar0
             .read32(off)

@@ -91,8 +91,23 @@ impl Sysfs {
         }
     }
 
+    /// Fails clearly where the PF's SR-IOV capability is not visible: the kernel makes the
+    /// `sriov_*` files only for a function that shows one, and VMMs hide it from guests.
+    fn sriov_visible(&self, addr: &str) -> Result<()> {
+        if self.device_dir(addr).join("sriov_totalvfs").exists() {
+            return Ok(());
+        }
+        Err(Error::NotOurDevice(format!(
+            "{addr} shows no SR-IOV capability here, so no VFs can be enabled from this system. \
+             Inside a VM this is expected: VMMs (QEMU's vfio-pci among them) hide SR-IOV from \
+             guests. Create VFs on the host that owns the PF (accelctl create-vf there) and give \
+             this VM a VF instead"
+        )))
+    }
+
     /// TotalVFs.
     pub fn total_vfs(&self, addr: &str) -> Result<u16> {
+        self.sriov_visible(addr)?;
         self.read(&self.device_dir(addr).join("sriov_totalvfs"))?
             .parse()
             .map_err(|_| Error::NotOurDevice(format!("{addr}: unreadable sriov_totalvfs")))
@@ -100,6 +115,7 @@ impl Sysfs {
 
     /// Current NumVFs.
     pub fn num_vfs(&self, addr: &str) -> Result<u16> {
+        self.sriov_visible(addr)?;
         self.read(&self.device_dir(addr).join("sriov_numvfs"))?
             .parse()
             .map_err(|_| Error::NotOurDevice(format!("{addr}: unreadable sriov_numvfs")))
@@ -210,6 +226,25 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "4");
         s.set_num_vfs("0000:3b:00.0", 0).unwrap();
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "0");
+    }
+
+    #[test]
+    fn a_pf_without_visible_sriov_says_what_to_do() {
+        let (t, s) = tree();
+        let d = t.path().join("bus/pci/devices/0000:3b:00.0");
+        std::fs::remove_file(d.join("sriov_totalvfs")).unwrap();
+        std::fs::remove_file(d.join("sriov_numvfs")).unwrap();
+        for e in [
+            s.num_vfs("0000:3b:00.0").unwrap_err(),
+            s.set_num_vfs("0000:3b:00.0", 1).unwrap_err(),
+        ] {
+            assert!(matches!(e, Error::NotOurDevice(_)), "{e}");
+            let m = e.to_string();
+            assert!(
+                m.contains("no SR-IOV capability") && m.contains("on the host that owns the PF"),
+                "{m}"
+            );
+        }
     }
 
     #[test]

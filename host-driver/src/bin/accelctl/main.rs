@@ -22,9 +22,14 @@ Examples:
   accelctl -d /tmp/accelvirt/accel0.sock vf list --json
   accelctl -d /tmp/accelvirt/accel0.sock vf resize 1 --memory 8G
   accelctl -d /tmp/accelvirt/accel0.sock destroy-vf --all
+  accelctl -d 0000:3b:00.0 stats --watch 1
 
 The device (-d, or ACCEL_DEVICE) is a PCI address, driven through the kernel's VFIO, or the
 path of a vfio-user socket (accel-sim).
+
+Give VMs the VFs, never the PF: a VMM resets each device it is given when the VM starts, and a
+PF reset disables SR-IOV and destroys every VF. Inside a VM that was given a PF anyway,
+create-vf refuses: VMMs hide SR-IOV from guests.
 
 Exit codes:
   0  success
@@ -76,7 +81,14 @@ enum Cmd {
         all: bool,
     },
     /// Device and per-VF counters.
-    Stats,
+    Stats {
+        /// Print them again every SECONDS (like `nvidia-smi -l`), until interrupted.
+        #[arg(long, value_name = "SECONDS")]
+        watch: Option<f64>,
+        /// With --watch: stop after this many samples.
+        #[arg(long, requires = "watch", value_name = "N")]
+        count: Option<u32>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -332,11 +344,30 @@ async fn run(cli: Cli, out: &Out) -> Result<()> {
             out.destroyed(n);
             Ok(())
         }
-        Cmd::Stats => {
+        Cmd::Stats { watch, count } => {
+            let interval = match watch {
+                Some(s) if !(0.01..=86_400.0).contains(&s) => {
+                    return Err(Error::Invalid(format!(
+                        "--watch {s}: give an interval from 0.01 to 86400 seconds"
+                    )))
+                }
+                Some(s) => Some(Duration::from_secs_f64(s)),
+                None => None,
+            };
             let a = open(&cli.device, timeout)?;
-            let (d, v) = a.stats().await?;
-            out.stats(&d, &v);
-            Ok(())
+            let mut left = count.unwrap_or(u32::MAX);
+            loop {
+                let (d, v) = a.stats().await?;
+                out.stats(&d, &v);
+                left = left.saturating_sub(1);
+                match interval {
+                    Some(i) if left > 0 => {
+                        println!();
+                        tokio::time::sleep(i).await;
+                    }
+                    _ => return Ok(()),
+                }
+            }
         }
     }
 }

@@ -321,6 +321,7 @@ impl Out {
         for h in hs {
             print_handoff(h);
         }
+        println!("{PF_WARNING}");
     }
 
     pub fn destroyed(&self, n: u16) {
@@ -404,3 +405,9 @@ fn print_handoff(h: &VfHandoff) {
         }
     }
 }
+
+/// Printed with every handoff: the one mistake that takes down every tenant at once.
+pub const PF_WARNING: &str = "\
+give VMs the VFs, never the PF: a VMM resets each device it is given when the VM starts, and a
+PF reset disables SR-IOV and destroys every VF, as on silicon (QEMU 11.1 even aborts when a PF
+and one of its VFs are in the same VM)";
