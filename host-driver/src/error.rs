@@ -46,6 +46,12 @@ pub enum Error {
         /// Timeout.
         ms: u64,
     },
+    /// The device's firmware has faulted (DEV_STATUS.FAULT or HALTED) and answers nothing.
+    #[error("the device's firmware has faulted ({}, fault code {code}) and answers no commands; reset the device (a PF reset or FLR, or power cycle) and check its firmware", fault_name(*code))]
+    FirmwareFaulted {
+        /// `pf::FAULT_CODE`.
+        code: u32,
+    },
     /// Another host process holds the mailbox.
     #[error(
         "the device's mailbox is held by another process (token {0:#x}); retry when it is done"
@@ -104,6 +110,7 @@ impl Error {
             Error::Timeout { .. } | Error::MailboxBusy(_) => 4,
             Error::Io(_) | Error::Remote { .. } | Error::Protocol(_) | Error::BadResponse(_) => 5,
             Error::Firmware { .. } => 1,
+            Error::FirmwareFaulted { .. } => 6,
         }
     }
 
@@ -113,5 +120,18 @@ impl Error {
             Error::Firmware { status, .. } => Some(*status),
             _ => None,
         }
+    }
+}
+
+fn fault_name(code: u32) -> &'static str {
+    use shared_abi::mailbox::FaultCode;
+    match FaultCode::from_wire(code) {
+        Some(FaultCode::None) => "no fault code",
+        Some(FaultCode::Panic) => "firmware panic",
+        Some(FaultCode::BadBoard) => "invalid board description",
+        Some(FaultCode::Inconsistent) => "register banks disagree with the firmware's books",
+        Some(FaultCode::Watchdog) => "watchdog expired",
+        Some(FaultCode::ScrubTimeout) => "memory scrubber timed out",
+        None => "unknown fault",
     }
 }

@@ -100,9 +100,7 @@ impl Mailbox {
         let st = DevStatus::from_bits_retain(t.read32(pf::DEV_STATUS.offset())?);
         if st.contains(DevStatus::HALTED) || st.contains(DevStatus::FAULT) {
             let code = t.read32(pf::FAULT_CODE.offset())?;
-            return Err(Error::NotOurDevice(format!(
-                "the firmware has faulted (fault code {code}); reset the device"
-            )));
+            return Err(Error::FirmwareFaulted { code });
         }
         if !st.contains(DevStatus::READY) {
             return Err(Error::NotOurDevice("the firmware is not ready".into()));

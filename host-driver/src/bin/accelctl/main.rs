@@ -37,7 +37,8 @@ Exit codes:
   2  invalid arguments
   3  no such device, not ours, or not usable (driver binding, permissions)
   4  timeout: the firmware did not answer, or another process holds the mailbox
-  5  the connection to the device failed or it broke the protocol";
+  5  the connection to the device failed or it broke the protocol
+  6  the device's firmware has faulted: reset the device";
 
 /// Manage the accelerator's SR-IOV virtual functions.
 #[derive(Parser, Debug)]
