@@ -99,7 +99,14 @@ impl Device {
     /// A device with `board` resources and `total_vfs` advertised.
     pub fn new(board: Board, total_vfs: u16) -> std::io::Result<Arc<Self>> {
         let total_vfs = total_vfs.clamp(1, board.total_vfs);
-        let bar0 = SharedMem::create("accel-pf-bar0", shared_abi::pci::PF_BAR0_SIZE as usize)?;
+        // Clients may map only the mailbox pages; banks, translation and queue blocks stay
+        // private to the device and its firmware.
+        let window = pf::MBOX_CTRL_PAGE.offset as usize;
+        let bar0 = SharedMem::create_with_window(
+            "accel-pf-bar0",
+            shared_abi::pci::PF_BAR0_SIZE as usize,
+            (window, pf::MBOX_RESP.end() as usize - window),
+        )?;
         Ok(Arc::new(Device {
             board: Board { total_vfs, ..board },
             bar0,

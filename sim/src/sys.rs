@@ -32,6 +32,58 @@ impl SharedMem {
         Ok(m)
     }
 
+    /// A register file of `len` zeroed bytes of which only `window` (offset, length; page
+    /// aligned) can be handed to clients. The window lives in its own memfd, sized to end with
+    /// the window (so file offsets equal register offsets) and sealed against resizing; it is
+    /// mapped over that part of a private memfd, which holds everything else and never leaves
+    /// this process. [`SharedMem::fd`] is the window's fd.
+    pub fn create_with_window(
+        name: &str,
+        len: usize,
+        window: (usize, usize),
+    ) -> std::io::Result<Self> {
+        use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+        use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
+        use nix::sys::mman::{mmap, MapFlags, ProtFlags};
+        let (off, wlen) = window;
+        let page = 4096;
+        let end = off.checked_add(wlen).filter(|&e| e <= len);
+        if end.is_none() || off % page != 0 || wlen % page != 0 || wlen == 0 {
+            return Err(std::io::ErrorKind::InvalidInput.into());
+        }
+        let mut m = Self::create(name, len)?;
+        m.fd = None; // the private memfd stays mapped, and nowhere else
+        let cname = std::ffi::CString::new(format!("{name}-window")).unwrap_or_default();
+        let wfd = memfd_create(
+            &cname,
+            MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING,
+        )?;
+        nix::unistd::ftruncate(&wfd, (off + wlen) as i64)?;
+        let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL;
+        fcntl(
+            std::os::fd::AsRawFd::as_raw_fd(&wfd),
+            FcntlArg::F_ADD_SEALS(seals),
+        )?;
+        let at = std::num::NonZeroUsize::new(m.ptr.as_ptr() as usize + off)
+            .ok_or(std::io::ErrorKind::InvalidInput)?;
+        let nz = std::num::NonZeroUsize::new(wlen).ok_or(std::io::ErrorKind::InvalidInput)?;
+        // SAFETY: `at..at + wlen` lies inside the mapping `m` owns (checked above), which no
+        // reference points into yet; MAP_FIXED replaces those pages with the window's, and
+        // `m`'s Drop unmaps the whole range, window included.
+        unsafe {
+            mmap(
+                Some(at),
+                nz,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED | MapFlags::MAP_FIXED,
+                wfd.as_fd(),
+                off as i64,
+            )?
+        };
+        m.fd = Some(wfd);
+        Ok(m)
+    }
+
     /// Maps `len` bytes of `fd` from `offset`, shared.
     pub fn map(fd: BorrowedFd<'_>, offset: u64, len: usize, write: bool) -> std::io::Result<Self> {
         use nix::sys::mman::{mmap, MapFlags, ProtFlags};
@@ -71,7 +123,8 @@ impl SharedMem {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
-    /// The backing memfd, for handing to a client or a firmware process.
+    /// The memfd a client may map: the whole file for [`SharedMem::create`], the sealed window
+    /// for [`SharedMem::create_with_window`].
     pub fn fd(&self) -> Option<BorrowedFd<'_>> {
         self.fd.as_ref().map(|f| f.as_fd())
     }
