@@ -75,10 +75,12 @@ pub fn withdraw(r: &impl Regs, vf: usize, old: &Run3, new: &Run3) -> Result<(), 
             r.write32(pf::tt_entry(g as usize), TtEntry::INVALID.0);
         }
     }
+    // Ownership goes before the registers are cleared: once OWNER is 0 the hardware refuses
+    // the VF's accesses, so nothing it writes can land after the clear.
     for q in old.queues.base..old.queues.end() {
         if !contains(&new.queues, q) {
-            clear_queue(r, q as usize);
             r.write32(queue::OWNER.at(pf::queue(q as usize)), 0);
+            clear_queue(r, q as usize);
         }
     }
     // Scrub the released tail (or all of it): the next owner must never see old data.
@@ -206,4 +208,50 @@ pub fn unowned_clear(r: &impl Regs, board: &Board, books: &crate::vf::Books) -> 
         && (0..board.queues as usize)
             .filter(|&q| !pool.queues().is_used(q))
             .all(|q| r.read32(queue::OWNER.at(pf::queue(q))) == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use crate::ram::RamRegs;
+    use core::cell::RefCell;
+    use std::vec::Vec;
+
+    /// Records the offsets written, in order.
+    struct Recorder(RamRegs, RefCell<Vec<usize>>);
+    impl Regs for Recorder {
+        fn read32(&self, off: usize) -> u32 {
+            self.0.read32(off)
+        }
+        fn write32(&self, off: usize, val: u32) {
+            self.1.borrow_mut().push(off);
+            self.0.write32(off, val);
+        }
+    }
+
+    #[test]
+    fn a_released_queue_loses_its_owner_before_its_registers_are_cleared() {
+        let r = Recorder(RamRegs::new(), RefCell::new(Vec::new()));
+        let old = Run3 {
+            mem: Run::default(),
+            queues: Run { base: 4, len: 2 },
+        };
+        let new = Run3 {
+            mem: Run::default(),
+            queues: Run { base: 4, len: 1 },
+        };
+        withdraw(&r, 0, &old, &new).unwrap();
+        let w = r.1.borrow();
+        let owner = w.iter().position(|&o| o == queue::OWNER.at(pf::queue(5)));
+        let first_clear = w.iter().position(|&o| {
+            o >= pf::queue(5) && o < pf::queue(6) && o != queue::OWNER.at(pf::queue(5))
+        });
+        assert!(owner.is_some() && first_clear.is_some(), "{w:x?}");
+        assert!(owner < first_clear, "OWNER first: {w:x?}");
+        assert!(
+            !w.iter().any(|&o| o >= pf::queue(4) && o < pf::queue(5)),
+            "the kept queue is not touched"
+        );
+    }
 }

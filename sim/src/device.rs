@@ -76,6 +76,12 @@ pub struct Device {
     inner: Mutex<Inner>,
     devmem: Mutex<DevMem>,
     fw_reset: AtomicBool,
+    /// The virtualization unit's lock. A VF access holds it from its ownership check to its
+    /// last write, and every firmware write to the state that check reads (banks, translation
+    /// entries, queue blocks) takes it, so revoking ownership and a VF's access are ordered:
+    /// an access that passed its check lands before the firmware clears what it touched.
+    /// Order: `vu` before `inner` and before `devmem`.
+    vu: Mutex<()>,
     sriov_notify: Mutex<Option<Sender<u16>>>,
     /// Host writes to read-only PF registers, dropped.
     pub pf_refused_writes: AtomicU64,
@@ -118,6 +124,7 @@ impl Device {
             }),
             devmem: Mutex::new(DevMem::new(board.mem_granules, board.granule_shift)),
             fw_reset: AtomicBool::new(false),
+            vu: Mutex::new(()),
             sriov_notify: Mutex::new(None),
             pf_refused_writes: AtomicU64::new(0),
         }))
@@ -528,6 +535,7 @@ impl Device {
     }
 
     fn vf_bar0_access(&self, v: u16, o: usize, acc: Access<'_>) -> Result<(), AccessError> {
+        let _vu = lock(&self.vu);
         let mut g = lock(&self.inner);
         self.sync_vf(&mut g, v)?;
         let state = self.vf_state(v);
@@ -547,7 +555,7 @@ impl Device {
                     if !enabled {
                         faults.push(VfFault::NotEnabled);
                         u32::MAX
-                    } else if q >= qcount {
+                    } else if q >= qcount || !self.owns_queue(v, qbase + q) {
                         faults.push(VfFault::QueueNotOwned);
                         u32::MAX
                     } else if r == queue::OWNER.offset() {
@@ -581,7 +589,7 @@ impl Device {
                     let r = (w - vf::QUEUES.start()) % regs::QUEUE_REGS_SIZE;
                     if !enabled {
                         faults.push(VfFault::NotEnabled);
-                    } else if q >= qcount {
+                    } else if q >= qcount || !self.owns_queue(v, qbase + q) {
                         faults.push(VfFault::QueueNotOwned);
                     } else if !queue::VF_WRITABLE.iter().any(|reg| reg.offset() == r) {
                         faults.push(VfFault::ReadOnly);
@@ -651,6 +659,7 @@ impl Device {
 
     /// VF BAR2: VF-local addresses are translated through the VF's table to device memory.
     fn vf_mem_access(&self, v: u16, offset: u64, mut acc: Access<'_>) -> Result<(), AccessError> {
+        let _vu = lock(&self.vu);
         {
             let g = lock(&self.inner);
             if g.vfs.get(v as usize).is_none() {
@@ -819,6 +828,26 @@ impl Device {
             return true;
         }
         false
+    }
+
+    /// Whether physical queue `q` is VF `v`'s: its OWNER register, which the firmware sets
+    /// last when it grants a queue and clears first when it takes one back, is the authority.
+    fn owns_queue(&self, v: u16, q: usize) -> bool {
+        q < self.board.queues as usize
+            && self.bar0.read32(queue::OWNER.at(pf::queue(q))) == v as u32 + 1
+    }
+
+    /// A firmware write to the register file, as the bus delivers it: hardware side effects
+    /// first; writes to what the virtualization unit enforces are ordered with VF accesses.
+    pub fn firmware_write32(&self, off: usize, val: u32) {
+        if self.firmware_side_effect(off, val) {
+            return;
+        }
+        let enforced = [pf::VF_BANKS, pf::TT_POOL, pf::QUEUES]
+            .iter()
+            .any(|w| w.contains(off as u64, 4));
+        let _vu = enforced.then(|| lock(&self.vu));
+        self.bar0.write32(off, val);
     }
 
     /// Granules of device memory holding data (for tests).

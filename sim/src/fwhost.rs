@@ -18,9 +18,7 @@ impl Regs for FwPort {
         self.0.bar0().read32(off)
     }
     fn write32(&self, off: usize, val: u32) {
-        if !self.0.firmware_side_effect(off, val) {
-            self.0.bar0().write32(off, val);
-        }
+        self.0.firmware_write32(off, val);
     }
     fn read_bytes(&self, off: usize, buf: &mut [u8]) {
         self.0.bar0().read(off, buf);

@@ -518,3 +518,38 @@ fn nothing_a_vf_writes_reaches_the_pf_mailbox() {
     );
     assert!(r.faults(0) > 0, "the attempt is recorded on the VF");
 }
+
+/// The firmware takes a queue back by clearing its OWNER first, before the bank changes and
+/// before the registers are cleared. From that first write on, the VF's accesses to the queue
+/// are refused: its write cannot land in a queue the next owner gets.
+#[test]
+fn a_queue_is_refused_from_the_moment_its_ownership_is_revoked() {
+    let mut r = Rig::new();
+    let spec = VfSpec::new(1, 4, 2, 4, 0);
+    let made = r.mbox(&Request::CreateVfs {
+        count: 1,
+        sizing: Sizing::Uniform(&spec),
+    });
+    assert_eq!(made.0, Status::Ok);
+    r.enable(1);
+    let q1 = vf::queue(1) as u64 + queue::SQ_SIZE.0 as u64;
+    r.vf_w32(0, region::BAR0, q1, 64);
+    assert_eq!(r.r32(queue::SQ_SIZE.at(pf::queue(1))), 64);
+    // The first step of a withdrawal, as the firmware's bus writes it; the bank still lists
+    // the queue.
+    let fw = sim::fwhost::FwPort(r.dev.clone());
+    firmware::Regs::write32(&fw, queue::OWNER.at(pf::queue(1)), 0);
+    assert_eq!(r.r32(vf_bank::QUEUE_COUNT.at(pf::vf_bank(0))), 2);
+    r.vf_w32(0, region::BAR0, q1, 128);
+    assert_eq!(r.r32(queue::SQ_SIZE.at(pf::queue(1))), 64, "not written");
+    assert_eq!(r.vf_r32(0, region::BAR0, q1), u32::MAX, "nor readable");
+    assert_eq!(r.faults(0), 2);
+    assert_eq!(
+        r.r32(vf_bank::FAULT_CODE.at(pf::vf_bank(0))),
+        VfFault::QueueNotOwned as u32
+    );
+    // Its other queue is untouched.
+    let q0 = vf::queue(0) as u64 + queue::SQ_SIZE.0 as u64;
+    r.vf_w32(0, region::BAR0, q0, 32);
+    assert_eq!(r.r32(queue::SQ_SIZE.at(pf::queue(0))), 32);
+}
