@@ -161,6 +161,7 @@ impl Accel {
         // Where SR-IOV cannot be seen (a PF inside a VM), say so before the firmware
         // allocates anything.
         self.t.num_vfs()?;
+        let _held = self.management_lock().await?;
         let p = self
             .mbox
             .call(&Request::CreateVfs { count, sizing })
@@ -175,7 +176,7 @@ impl Accel {
         } else if enabled == 0 {
             self.t.set_num_vfs(need)
         } else {
-            Err(Error::Invalid(format!(
+            Err(Error::Conflict(format!(
                 "SR-IOV is enabled with {enabled} VFs and the new VFs need {need}; changing NumVFs would pull \
                  the running VFs from their VMs. Destroy all VFs first (accelctl destroy-vf --all)"
             )))
@@ -192,6 +193,43 @@ impl Accel {
         Ok(made)
     }
 
+    /// Takes the device's management lock (see [`Transport::lock_path`]), waiting up to the
+    /// command timeout for another process to finish; released when the file is dropped.
+    async fn management_lock(&self) -> Result<std::fs::File> {
+        let p = self.t.lock_path();
+        if let Some(dir) = p.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .map_err(|e| {
+                Error::Io(std::io::Error::new(
+                    e.kind(),
+                    format!("{}: {e}", p.display()),
+                ))
+            })?;
+        let deadline = std::time::Instant::now() + self.mbox.timeout();
+        loop {
+            match f.try_lock() {
+                Ok(()) => return Ok(f),
+                Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(Error::Conflict(format!(
+                        "another process is creating or destroying VFs on {} (lock {}); retry when it is done",
+                        self.t.describe(),
+                        p.display()
+                    )))
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(Error::Io(e)),
+            }
+        }
+    }
+
     /// Binds VFs to vfio-pci (kernel transport).
     pub fn bind_vfio(&self, vf: u16) -> Result<()> {
         self.t.bind_vf(vf)
@@ -199,6 +237,7 @@ impl Accel {
 
     /// Destroys one VF; SR-IOV is disabled when none is left.
     pub async fn destroy_vf(&self, vf: u16) -> Result<()> {
+        let _held = self.management_lock().await?;
         self.mbox.call(&Request::DestroyVf(Target::One(vf))).await?;
         if self.stats().await?.1.is_empty() && self.t.num_vfs()? != 0 {
             self.t.set_num_vfs(0)?;
@@ -208,6 +247,7 @@ impl Accel {
 
     /// Destroys every VF and disables SR-IOV. Returns how many were destroyed.
     pub async fn destroy_all(&self) -> Result<u16> {
+        let _held = self.management_lock().await?;
         // VFs leave their VMs first (SR-IOV off), then their resources are scrubbed and freed.
         if self.t.num_vfs()? != 0 {
             self.t.set_num_vfs(0)?;

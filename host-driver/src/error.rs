@@ -52,6 +52,9 @@ pub enum Error {
         /// `pf::FAULT_CODE`.
         code: u32,
     },
+    /// Another process is changing the device, or did change it in a way that conflicts.
+    #[error("{0}")]
+    Conflict(String),
     /// Another host process holds the mailbox.
     #[error(
         "the device's mailbox is held by another process (token {0:#x}); retry when it is done"
@@ -107,7 +110,7 @@ impl Error {
         match self {
             Error::BadAddress(_) | Error::Invalid(_) => 2,
             Error::Connect { .. } | Error::NotOurDevice(_) | Error::Kernel { .. } => 3,
-            Error::Timeout { .. } | Error::MailboxBusy(_) => 4,
+            Error::Timeout { .. } | Error::MailboxBusy(_) | Error::Conflict(_) => 4,
             Error::Io(_) | Error::Remote { .. } | Error::Protocol(_) | Error::BadResponse(_) => 5,
             Error::Firmware { .. } => 1,
             Error::FirmwareFaulted { .. } => 6,

@@ -60,6 +60,11 @@ impl Mailbox {
         }
     }
 
+    /// How long the firmware has for one command.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Sends a request; returns the response payload on `Ok`, the firmware's status as an error
     /// otherwise.
     pub async fn call(&self, req: &Request<'_>) -> Result<Vec<u8>> {

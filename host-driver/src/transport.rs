@@ -106,6 +106,9 @@ pub trait Transport: Send + Sync {
     }
     /// Human-readable name.
     fn describe(&self) -> String;
+    /// A file whose advisory lock every management process holds while it changes which VFs
+    /// exist (firmware command plus SR-IOV change), so the two steps are one to others.
+    fn lock_path(&self) -> std::path::PathBuf;
     /// An eventfd the device signals when the mailbox completes (its MSI-X vector), if this
     /// transport wired one up; the mailbox client then sleeps on it instead of polling.
     fn mailbox_irq(&self) -> Option<std::os::fd::BorrowedFd<'_>> {

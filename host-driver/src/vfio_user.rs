@@ -465,6 +465,11 @@ impl Transport for VfioUser {
     fn describe(&self) -> String {
         format!("vfio-user:{}", self.path.display())
     }
+    fn lock_path(&self) -> PathBuf {
+        let mut p = self.path.clone().into_os_string();
+        p.push(".lock");
+        PathBuf::from(p)
+    }
 }
 
 /// Path of VF `v`'s socket beside the PF socket (the device model's convention).

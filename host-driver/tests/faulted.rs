@@ -45,6 +45,9 @@ impl Transport for Halted {
     fn describe(&self) -> String {
         "halted test device".into()
     }
+    fn lock_path(&self) -> std::path::PathBuf {
+        std::env::temp_dir().join("accelvirt-halted-test.lock")
+    }
 }
 
 #[test]

@@ -166,39 +166,87 @@ fn refusals_are_clear_and_change_nothing() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("is accel-sim running?"));
 }
 
+/// Two creators whose VFs would both fit: the firmware step and the SR-IOV step are one
+/// critical section, so one wins and the other is told it conflicts (exit 4), its VFs rolled
+/// back, and NumVFs always covers exactly the VFs that exist.
 #[test]
-fn racing_creators_one_wins_one_clear_error() {
-    let sim = Sim::start();
-    let spawn = || {
-        std::process::Command::new(accelvirt_tests::bin("accelctl"))
-            .args(["-d"])
-            .arg(&sim.sock)
-            .args(["create-vf", "--count", "4", "--json"])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
-    let (a, b) = (spawn(), spawn());
-    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
-    let ok = [a.status.success(), b.status.success()];
-    assert_eq!(
-        ok.iter().filter(|x| **x).count(),
-        1,
-        "exactly one creator wins: {a:?} {b:?}"
-    );
-    let loser = if ok[0] { &b } else { &a };
-    assert_eq!(loser.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&loser.stderr).contains("not enough free resources"));
-    let list = vfs(&sim);
-    assert_eq!(list.len(), 4);
-    let mut mask = 0u64;
-    for v in &list {
-        let m = v["engine_mask"].as_u64().unwrap();
-        assert_eq!(mask & m, 0, "no engine given twice");
-        mask |= m;
+fn racing_creators_one_wins_one_clear_conflict() {
+    for round in 0..8 {
+        let sim = Sim::start();
+        let spawn = || {
+            std::process::Command::new(accelvirt_tests::bin("accelctl"))
+                .args(["-d"])
+                .arg(&sim.sock)
+                .args([
+                    "create-vf",
+                    "--count",
+                    "2",
+                    "--engines",
+                    "2",
+                    "--memory",
+                    "1G",
+                ])
+                .args(["--queues", "8", "--json"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let (a, b) = (spawn(), spawn());
+        let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+        let ok = [a.status.success(), b.status.success()];
+        assert_eq!(
+            ok.iter().filter(|x| **x).count(),
+            1,
+            "round {round}: exactly one creator wins: {a:?} {b:?}"
+        );
+        let loser = if ok[0] { &b } else { &a };
+        assert_eq!(loser.status.code(), Some(4), "round {round}: {loser:?}");
+        assert!(
+            String::from_utf8_lossy(&loser.stderr).contains("SR-IOV is enabled with 2 VFs"),
+            "round {round}: {loser:?}"
+        );
+        let list = vfs(&sim);
+        assert_eq!(
+            list.len(),
+            2,
+            "round {round}: the loser's VFs were rolled back"
+        );
+        let info = sim.ctl_json(&["info"]);
+        assert_eq!(
+            info["vfs_enabled"], 2,
+            "round {round}: NumVFs covers the VFs"
+        );
+        let mut mask = 0u64;
+        for v in &list {
+            let m = v["engine_mask"].as_u64().unwrap();
+            assert_eq!(mask & m, 0, "no engine given twice");
+            mask |= m;
+        }
     }
-    assert_eq!(mask, 0xFFFF);
+}
+
+/// While another process holds the management lock, a create waits at most its timeout,
+/// then says who is in the way (exit 4) and changes nothing.
+#[test]
+fn a_held_management_lock_is_a_clear_busy_error() {
+    let sim = Sim::start();
+    let mut lock = sim.sock.clone().into_os_string();
+    lock.push(".lock");
+    let f = std::fs::File::create(&lock).unwrap();
+    f.lock().unwrap();
+    let t = Instant::now();
+    let o = sim.ctl(&["--timeout-ms", "300", "create-vf", "--count", "1"]);
+    assert_eq!(o.status.code(), Some(4), "{o:?}");
+    assert!(t.elapsed() < Duration::from_secs(3));
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("another process is creating or destroying VFs"),
+        "{o:?}"
+    );
+    drop(f);
+    assert_eq!(vfs(&sim).len(), 0, "nothing was created");
+    sim.ctl_json(&["create-vf", "--count", "1"]);
 }
 
 #[test]

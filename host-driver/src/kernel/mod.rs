@@ -186,4 +186,7 @@ impl Transport for KernelVfio {
     fn describe(&self) -> String {
         format!("vfio:{}", self.addr)
     }
+    fn lock_path(&self) -> std::path::PathBuf {
+        std::path::Path::new("/run/accelvirt").join(format!("{}.lock", self.addr))
+    }
 }

@@ -36,7 +36,8 @@ Exit codes:
   1  the firmware refused the command (the message names the reason)
   2  invalid arguments
   3  no such device, not ours, or not usable (driver binding, permissions)
-  4  timeout: the firmware did not answer, or another process holds the mailbox
+  4  busy: the firmware did not answer in time, another process holds the mailbox or is
+     creating or destroying VFs, or existing VFs conflict with the request
   5  the connection to the device failed or it broke the protocol
   6  the device's firmware has faulted: reset the device";
 
