@@ -48,27 +48,9 @@ fn ctl(bin: &Path, sock: &Path, args: &[&str]) -> Result<(), String> {
 
 pub fn run(root: &Path) -> Result<(), String> {
     step("build accel-sim and accelctl");
-    let st = super::cargo()
-        .current_dir(root)
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "sim",
-            "-p",
-            "host-driver",
-            "--bins",
-        ])
-        .status()
-        .map_err(|e| e.to_string())?;
-    if !st.success() {
-        return Err("build failed".into());
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let sim_bin = target.join("debug/accel-sim");
-    let ctl_bin = target.join("debug/accelctl");
+    let bins = super::build_debug(root, &["-p", "sim", "-p", "host-driver", "--bins"])?;
+    let sim_bin = bins.join("accel-sim");
+    let ctl_bin = bins.join("accelctl");
     let dir = host_driver::vfio_user::default_runtime_dir();
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let sock = dir.join("demo0.sock");

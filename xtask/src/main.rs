@@ -24,6 +24,27 @@ pub(crate) fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
+/// Where cargo puts builds: `$CARGO_TARGET_DIR`, else target/ in the workspace.
+pub(crate) fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+}
+
+/// `cargo build --quiet` with `args` (debug profile); returns target/debug.
+pub(crate) fn build_debug(root: &Path, args: &[&str]) -> Result<PathBuf, String> {
+    let st = cargo()
+        .current_dir(root)
+        .args(["build", "--quiet"])
+        .args(args)
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !st.success() {
+        return Err("build failed".into());
+    }
+    Ok(target_dir(root).join("debug"))
+}
+
 /// A stable id for the firmware sources: CRC32 of every file under firmware/ and shared-abi/.
 fn build_id(root: &Path) -> u32 {
     let crc = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
@@ -83,10 +104,7 @@ pub fn build_firmware(root: &Path) -> Result<PathBuf, String> {
             "firmware build failed; is the {FW_TARGET} target installed? (rustup target add {FW_TARGET})"
         ));
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    Ok(target.join(FW_TARGET).join("fw").join("accel-fw"))
+    Ok(target_dir(root).join(FW_TARGET).join("fw").join("accel-fw"))
 }
 
 fn sizes(elf: &Path) -> Result<(u64, u64, u64), String> {

@@ -2,7 +2,7 @@
 //! run a script in it. The first run fetches QEMU, a Debian kernel, busybox and pciutils from
 //! Debian's package registry into the VM cache (`$ACCELVIRT_VM_CACHE`, else target/vm-cache).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use vm_harness::{vfio_user_device, Assets, Guest};
 
 const USAGE: &str = "\
@@ -62,22 +62,12 @@ pub fn run(root: &Path, args: &[String]) -> Result<i32, String> {
     if fetch_only {
         return Ok(0);
     }
-    let st = super::cargo()
-        .current_dir(root)
-        .args(["build", "--quiet", "-p", "host-driver", "--bin", "accelctl"])
-        .status()
-        .map_err(|e| e.to_string())?;
-    if !st.success() {
-        return Err("build failed".into());
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let mut guest = Guest::new(&script).file("bin/accelctl", &target.join("debug/accelctl"));
+    let bins = super::build_debug(root, &["-p", "host-driver", "--bin", "accelctl"])?;
+    let mut guest = Guest::new(&script).file("bin/accelctl", &bins.join("accelctl"));
     for d in devices {
         guest = guest.device(d);
     }
-    let work = target.join("vm-run");
+    let work = super::target_dir(root).join("vm-run");
     let out = guest.boot(&assets, &work).map_err(|e| e.to_string())?;
     print!("{}", out.serial);
     eprint!("{}", out.qemu_stderr);
