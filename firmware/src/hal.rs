@@ -10,6 +10,20 @@ pub trait Regs {
     /// Writes the register at `off`.
     fn write32(&self, off: usize, val: u32);
 
+    /// Writes a handoff word (`shared_abi::ordering`): everything written before it is
+    /// visible to a reader that observes it.
+    fn publish32(&self, off: usize, val: u32) {
+        shared_abi::ordering::publish();
+        self.write32(off, val);
+    }
+
+    /// Reads a handoff word (`shared_abi::ordering`): nothing after it is read before it.
+    fn observe32(&self, off: usize) -> u32 {
+        let v = self.read32(off);
+        shared_abi::ordering::observe();
+        v
+    }
+
     /// Copies `buf.len()` bytes starting at `off` (4-byte aligned) out of the register file.
     fn read_bytes(&self, off: usize, buf: &mut [u8]) {
         for (i, chunk) in buf.chunks_mut(4).enumerate() {
@@ -35,6 +49,12 @@ impl<T: Regs + ?Sized> Regs for &T {
     }
     fn write32(&self, off: usize, val: u32) {
         (**self).write32(off, val)
+    }
+    fn publish32(&self, off: usize, val: u32) {
+        (**self).publish32(off, val)
+    }
+    fn observe32(&self, off: usize) -> u32 {
+        (**self).observe32(off)
     }
     fn read_bytes(&self, off: usize, buf: &mut [u8]) {
         (**self).read_bytes(off, buf)

@@ -140,7 +140,8 @@ impl<R: Regs, C: Clock> Firmware<R, C> {
         self.mbox.boot(r);
         self.events.boot(r);
         self.sriov = SriovCtrl::from_bits_retain(r.read32(pf::SRIOV_CTRL.offset()));
-        r.write32(pf::DEV_STATUS.offset(), DevStatus::READY.bits());
+        // READY hands the whole register file over to the host (shared_abi::ordering).
+        r.publish32(pf::DEV_STATUS.offset(), DevStatus::READY.bits());
         self.events.post(
             r,
             shared_abi::events::EventKind::FwReady,

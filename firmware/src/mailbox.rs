@@ -52,17 +52,18 @@ impl Mailbox {
 
     /// Takes the current doorbell as already seen and goes idle.
     pub fn boot(&mut self, r: &impl Regs) {
-        self.last_doorbell = r.read32(pf::MBOX_DOORBELL.offset());
+        self.last_doorbell = r.observe32(pf::MBOX_DOORBELL.offset());
         self.replay = None;
         r.write32(pf::MBOX_RESP_LEN.offset(), 0);
-        r.write32(pf::MBOX_DONE_DOORBELL.offset(), self.last_doorbell);
-        r.write32(pf::MBOX_STATE.offset(), MboxState::Idle as u32);
+        r.publish32(pf::MBOX_DONE_DOORBELL.offset(), self.last_doorbell);
+        r.publish32(pf::MBOX_STATE.offset(), MboxState::Idle as u32);
     }
 }
 
 /// Handles one pending command, if the doorbell moved. Returns whether it did.
 pub fn poll<R: Regs, C: Clock>(fw: &mut Firmware<R, C>) -> bool {
-    let doorbell = fw.regs.read32(pf::MBOX_DOORBELL.offset());
+    // The doorbell hands the request over: observed before REQ_LEN and the bytes are read.
+    let doorbell = fw.regs.observe32(pf::MBOX_DOORBELL.offset());
     if doorbell == fw.mbox.last_doorbell {
         return false;
     }
@@ -82,8 +83,9 @@ pub fn poll<R: Regs, C: Clock>(fw: &mut Firmware<R, C>) -> bool {
     let r = &fw.regs;
     r.write_bytes(pf::MBOX_RESP.start(), bytes);
     r.write32(pf::MBOX_RESP_LEN.offset(), len as u32);
-    r.write32(pf::MBOX_DONE_DOORBELL.offset(), doorbell);
-    r.write32(pf::MBOX_STATE.offset(), MboxState::Done as u32);
+    // The response is handed over by DONE_DOORBELL, then STATE (shared_abi::ordering).
+    r.publish32(pf::MBOX_DONE_DOORBELL.offset(), doorbell);
+    r.publish32(pf::MBOX_STATE.offset(), MboxState::Done as u32);
     let st = r.read32(pf::DEV_STATUS.offset());
     r.write32(pf::DEV_STATUS.offset(), st & !DevStatus::BUSY.bits());
     r.write32(pf::IRQ_RAISE.offset(), PF_VECTOR_MAILBOX as u32);

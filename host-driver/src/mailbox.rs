@@ -116,7 +116,8 @@ impl Mailbox {
         let mut doorbell = t.read32(pf::MBOX_DOORBELL.offset())?;
         for _ in 0..ATTEMPTS {
             doorbell = doorbell.wrapping_add(1);
-            t.write32(pf::MBOX_DOORBELL.offset(), doorbell)?;
+            // The doorbell hands the request (bytes, REQ_LEN) over (shared_abi::ordering).
+            t.publish32(pf::MBOX_DOORBELL.offset(), doorbell)?;
             if let Some(resp) = self.wait(doorbell, per_attempt).await? {
                 let m = mailbox::decode(&resp)
                     .map_err(|_| Error::BadResponse("response failed validation"))?;
@@ -155,7 +156,9 @@ impl Mailbox {
         let start = Instant::now();
         let mut polls = 0u32;
         loop {
-            let state = t.read32(pf::MBOX_STATE.offset())?;
+            // STATE hands the response over: observed before DONE_DOORBELL, RESP_LEN and the
+            // bytes are read.
+            let state = t.observe32(pf::MBOX_STATE.offset())?;
             if MboxState::from_u32(state) == Some(MboxState::Done)
                 && t.read32(pf::MBOX_DONE_DOORBELL.offset())? == doorbell
             {

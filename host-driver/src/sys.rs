@@ -1,10 +1,10 @@
 //! The host driver's `unsafe`: mapping a BAR (an fd offered by vfio-user or the kernel) and
-//! volatile access to it, and the raw VFIO ioctls.
+//! volatile access to it, and the raw VFIO ioctls. Accesses here are plain and unordered; the
+//! barriers at handoff words are `Transport::publish32`/`observe32` (`shared_abi::ordering`).
 #![allow(unsafe_code)]
 
 use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
-use std::sync::atomic::{fence, Ordering};
 
 /// A mapped window of a BAR.
 #[derive(Debug)]
@@ -54,7 +54,6 @@ impl BarMap {
         }
         // SAFETY: aligned and in bounds of the live mapping.
         let v = unsafe { std::ptr::read_volatile(self.ptr.as_ptr().add(off) as *const u32) };
-        fence(Ordering::Acquire);
         Some(v)
     }
 
@@ -63,7 +62,6 @@ impl BarMap {
         if !off.is_multiple_of(4) || off.checked_add(4).is_none_or(|e| e > self.len) {
             return false;
         }
-        fence(Ordering::Release);
         // SAFETY: aligned and in bounds of the live mapping.
         unsafe { std::ptr::write_volatile(self.ptr.as_ptr().add(off) as *mut u32, v) };
         true
@@ -78,7 +76,6 @@ impl BarMap {
             // SAFETY: in bounds as checked above.
             *b = unsafe { std::ptr::read_volatile(self.ptr.as_ptr().add(off + i)) };
         }
-        fence(Ordering::Acquire);
         true
     }
 
@@ -91,7 +88,6 @@ impl BarMap {
             // SAFETY: in bounds as checked above.
             unsafe { std::ptr::write_volatile(self.ptr.as_ptr().add(off + i), *b) };
         }
-        fence(Ordering::Release);
         true
     }
 }

@@ -84,6 +84,18 @@ pub trait Transport: Send + Sync {
     fn read32(&self, off: usize) -> Result<u32>;
     /// Writes a BAR0 dword.
     fn write32(&self, off: usize, v: u32) -> Result<()>;
+    /// Writes a handoff word (`shared_abi::ordering`): everything written before it is
+    /// visible to the device when it observes it.
+    fn publish32(&self, off: usize, v: u32) -> Result<()> {
+        shared_abi::ordering::publish();
+        self.write32(off, v)
+    }
+    /// Reads a handoff word (`shared_abi::ordering`): nothing after it is read before it.
+    fn observe32(&self, off: usize) -> Result<u32> {
+        let v = self.read32(off)?;
+        shared_abi::ordering::observe();
+        Ok(v)
+    }
     /// Reads BAR0 bytes.
     fn read_bytes(&self, off: usize, buf: &mut [u8]) -> Result<()>;
     /// Writes BAR0 bytes.

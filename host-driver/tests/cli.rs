@@ -19,7 +19,8 @@ fn help_shows_examples_and_exit_codes() {
         "create-vf --count 4",
         "destroy-vf --all",
         "Exit codes:",
-        "4  timeout",
+        "4  busy",
+        "6  the device's firmware has faulted",
         "vfio-user socket",
     ] {
         assert!(h.contains(s), "help lacks '{s}'");

@@ -17,6 +17,7 @@ pub mod board;
 pub mod events;
 pub mod mailbox;
 pub mod messages;
+pub mod ordering;
 pub mod pci;
 pub mod regs;
 pub mod resources;

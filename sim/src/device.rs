@@ -481,6 +481,8 @@ impl Device {
             return Ok(());
         }
         self.bar0.read(o, buf);
+        // A trapped read completes like a PCIe read: later accesses come after it.
+        shared_abi::ordering::observe();
         Ok(())
     }
 
@@ -504,7 +506,9 @@ impl Device {
                 let (en, fm) = msix_ctl(&g.pf_cfg);
                 g.pf_msix.table_write(w - pf::MSIX_TABLE.start(), v, en, fm);
             } else if pf::host_writable(w as u64) {
-                self.bar0.write32(w, v);
+                // Trapped writes arrive in order, like posted PCIe writes: each one publishes
+                // what came before it (the request bytes before the doorbell).
+                self.bar0.publish32(w, v);
             } else {
                 self.pf_refused_writes.fetch_add(1, Ordering::Relaxed);
             }

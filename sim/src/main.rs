@@ -65,7 +65,12 @@ fn run(args: Args) -> Result<(), String> {
     // Like silicon after reset, the device shows up only once its firmware is ready.
     let t = std::time::Instant::now();
     let ready = shared_abi::regs::DevStatus::READY.bits();
-    while dev.bar0().read32(shared_abi::regs::pf::DEV_STATUS.offset()) & ready == 0 {
+    while dev
+        .bar0()
+        .observe32(shared_abi::regs::pf::DEV_STATUS.offset())
+        & ready
+        == 0
+    {
         if t.elapsed() > std::time::Duration::from_secs(5) {
             stop.store(true, Ordering::Release);
             let _ = fw.join();

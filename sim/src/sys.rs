@@ -1,5 +1,7 @@
 //! The device model's `unsafe`: shared memory (memfd + mmap) with atomic 32-bit access, and
-//! mapping of DMA regions a client hands over. Everything else is safe code on top.
+//! mapping of DMA regions a client hands over. Everything else is safe code on top. Plain
+//! accesses are relaxed single-copy atomics (never torn); ordering comes only from
+//! `publish32`/`observe32` at handoff words (`shared_abi::ordering`), as on the other sides.
 #![allow(unsafe_code)]
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -149,13 +151,24 @@ impl SharedMem {
     /// Reads a 32-bit word (all ones outside).
     pub fn read32(&self, off: usize) -> u32 {
         self.word(off)
-            .map_or(u32::MAX, |w| w.load(Ordering::Acquire))
+            .map_or(u32::MAX, |w| w.load(Ordering::Relaxed))
     }
     /// Writes a 32-bit word (dropped outside).
     pub fn write32(&self, off: usize, v: u32) {
         if let Some(w) = self.word(off) {
-            w.store(v, Ordering::Release);
+            w.store(v, Ordering::Relaxed);
         }
+    }
+    /// Writes a handoff word (`shared_abi::ordering`): earlier writes are visible first.
+    pub fn publish32(&self, off: usize, v: u32) {
+        shared_abi::ordering::publish();
+        self.write32(off, v);
+    }
+    /// Reads a handoff word (`shared_abi::ordering`): later reads happen after it.
+    pub fn observe32(&self, off: usize) -> u32 {
+        let v = self.read32(off);
+        shared_abi::ordering::observe();
+        v
     }
     /// Compare-and-swap on a word.
     pub fn cas32(&self, off: usize, old: u32, new: u32) -> bool {
@@ -172,7 +185,7 @@ impl SharedMem {
         for (i, b) in buf.iter_mut().enumerate() {
             *b = self
                 .byte(off + i)
-                .map_or(0xFF, |a| a.load(Ordering::Acquire));
+                .map_or(0xFF, |a| a.load(Ordering::Relaxed));
         }
         true
     }
@@ -183,7 +196,7 @@ impl SharedMem {
         }
         for (i, b) in data.iter().enumerate() {
             if let Some(a) = self.byte(off + i) {
-                a.store(*b, Ordering::Release);
+                a.store(*b, Ordering::Relaxed);
             }
         }
         true
