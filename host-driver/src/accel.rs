@@ -288,25 +288,60 @@ impl Accel {
 
     /// How to give VF `vf` to a VM.
     pub fn handoff(&self, vf: u16) -> Result<VfHandoff> {
-        let endpoint = self.t.vf_endpoint(vf)?;
-        let (qemu, ch) = match &endpoint {
-            VfEndpoint::Pci { address, .. } => (
-                format!("-device vfio-pci,host={address}"),
-                format!("--device path=/sys/bus/pci/devices/{address}/"),
+        Ok(handoff(vf, self.t.vf_endpoint(vf)?))
+    }
+}
+
+/// The VMM command-line pieces that attach `endpoint`.
+pub fn handoff(vf: u16, endpoint: VfEndpoint) -> VfHandoff {
+    let (qemu, ch) = match &endpoint {
+        VfEndpoint::Pci {
+            address, vf_token, ..
+        } => (
+            match vf_token {
+                Some(t) => format!("-device vfio-pci,host={address},vf-token={t}"),
+                None => format!("-device vfio-pci,host={address}"),
+            },
+            format!("--device path=/sys/bus/pci/devices/{address}/"),
+        ),
+        VfEndpoint::Socket { path } => (
+            format!(
+                "-device '{{\"driver\":\"vfio-user-pci\",\"socket\":{{\"type\":\"unix\",\"path\":\"{}\"}}}}'",
+                path.display()
             ),
-            VfEndpoint::Socket { path } => (
-                format!(
-                    "-device '{{\"driver\":\"vfio-user-pci\",\"socket\":{{\"type\":\"unix\",\"path\":\"{}\"}}}}'",
-                    path.display()
-                ),
-                format!("--user-device socket={}", path.display()),
-            ),
+            format!("--user-device socket={}", path.display()),
+        ),
+    };
+    VfHandoff {
+        vf,
+        endpoint,
+        qemu,
+        cloud_hypervisor: ch,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kernel_vfio_handoff_carries_the_vf_token() {
+        let ep = |t: Option<&str>| VfEndpoint::Pci {
+            address: "0000:3b:00.1".into(),
+            iommu_group: Some(12),
+            driver: Some("vfio-pci".into()),
+            vf_token: t.map(str::to_string),
         };
-        Ok(VfHandoff {
-            vf,
-            endpoint,
-            qemu,
-            cloud_hypervisor: ch,
-        })
+        let t = "2ab74924-c335-45f4-9b16-8569e5b08258";
+        assert_eq!(
+            handoff(0, ep(Some(t))).qemu,
+            format!("-device vfio-pci,host=0000:3b:00.1,vf-token={t}")
+        );
+        assert_eq!(
+            handoff(0, ep(None)).qemu,
+            "-device vfio-pci,host=0000:3b:00.1"
+        );
+        let j = serde_json::to_value(handoff(0, ep(Some(t)))).unwrap();
+        assert_eq!(j["endpoint"]["vf_token"], t);
     }
 }

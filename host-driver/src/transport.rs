@@ -70,6 +70,8 @@ pub enum VfEndpoint {
         iommu_group: Option<u32>,
         /// Bound driver.
         driver: Option<String>,
+        /// The VF token a VMM must present (the PF is bound to vfio-pci), if one is set.
+        vf_token: Option<String>,
     },
     /// A vfio-user socket.
     Socket {

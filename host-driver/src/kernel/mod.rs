@@ -7,6 +7,7 @@
 //! tree and [`vfio`]'s ioctl arguments in unit tests; opening a real device is not exercised.
 
 pub mod sysfs;
+pub mod token;
 pub mod vfio;
 
 use crate::error::{Error, Result};
@@ -29,7 +30,7 @@ pub struct KernelVfio {
     device: OwnedFd,
     bar0: BarMap,
     config_offset: u64,
-    vf_token: Option<String>,
+    tokens: token::TokenStore,
     /// The mailbox vector's eventfd (MSI-X enabled through vfio-pci), when it could be set up.
     mailbox_irq: Option<nix::sys::eventfd::EventFd>,
 }
@@ -70,7 +71,7 @@ impl KernelVfio {
             device: opened.device,
             bar0,
             config_offset: cfg.offset,
-            vf_token: None,
+            tokens: token::TokenStore::system(),
             mailbox_irq: None,
         };
         // Completion interrupts are an optimisation: without them the client polls. An MSI-X
@@ -159,8 +160,9 @@ impl Transport for KernelVfio {
     }
     fn set_num_vfs(&self, n: u16) -> Result<()> {
         if n > 0 {
-            // A vfio-pci PF must vouch for its VFs' users with a token before enabling them.
-            let token = self.vf_token.clone().unwrap_or_else(vfio::new_vf_token);
+            // A vfio-pci PF must vouch for its VFs' users with a token before enabling them;
+            // the same token every time, so VMMs that hold it keep working.
+            let token = self.tokens.load_or_create(&self.addr)?;
             let mut arg = vfio::vf_token_arg(&token)?;
             crate::sys::vfio::device_feature(self.device.as_fd(), &mut arg).map_err(|e| {
                 Error::Kernel {
@@ -176,6 +178,7 @@ impl Transport for KernelVfio {
         Ok(VfEndpoint::Pci {
             iommu_group: self.sysfs.iommu_group(&address)?,
             driver: self.sysfs.driver(&address),
+            vf_token: self.tokens.load(&self.addr),
             address,
         })
     }
@@ -187,6 +190,6 @@ impl Transport for KernelVfio {
         format!("vfio:{}", self.addr)
     }
     fn lock_path(&self) -> std::path::PathBuf {
-        std::path::Path::new("/run/accelvirt").join(format!("{}.lock", self.addr))
+        std::path::Path::new(token::RUN_DIR).join(format!("{}.lock", self.addr))
     }
 }

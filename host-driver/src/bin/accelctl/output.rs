@@ -378,6 +378,7 @@ fn print_handoff(h: &VfHandoff) {
             address,
             iommu_group,
             driver,
+            ..
         } => {
             println!(
                 "  VF {}: {address} (IOMMU group {}, driver {})",
