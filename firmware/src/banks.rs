@@ -7,7 +7,7 @@ use crate::hal::Regs;
 use crate::vf::Slot;
 use shared_abi::board::Board;
 use shared_abi::mailbox::FaultCode;
-use shared_abi::regs::{pf, queue, vf_bank, ScrubCtrl, TtEntry};
+use shared_abi::regs::{pf, queue, vf_bank, QueueAccess, ScrubCtrl, TtEntry};
 use shared_abi::resources::VfState;
 
 /// Polls of `SCRUB_CTRL` before the scrubber is declared hung.
@@ -133,11 +133,10 @@ pub fn clear(r: &impl Regs, vf: usize) {
 
 /// Zeroes a queue's driver-visible registers (used by FLR and on release).
 pub fn clear_queue(r: &impl Regs, q: usize) {
-    for reg in queue::VF_WRITABLE
-        .iter()
-        .chain([&queue::SQ_HEAD, &queue::CQ_TAIL, &queue::STATUS])
-    {
-        r.write32(reg.at(pf::queue(q)), 0);
+    for spec in queue::MAP {
+        if spec.access != QueueAccess::DeviceOnly {
+            r.write32(spec.reg.at(pf::queue(q)), 0);
+        }
     }
 }
 

@@ -595,7 +595,7 @@ impl Device {
                         faults.push(VfFault::NotEnabled);
                     } else if q >= qcount || !self.owns_queue(v, qbase + q) {
                         faults.push(VfFault::QueueNotOwned);
-                    } else if !queue::VF_WRITABLE.iter().any(|reg| reg.offset() == r) {
+                    } else if !queue::vf_writable(r as u64) {
                         faults.push(VfFault::ReadOnly);
                     } else {
                         self.bar0.write32(pf::queue(qbase + q) + r, val);
