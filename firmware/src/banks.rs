@@ -178,19 +178,24 @@ pub fn scrub(r: &impl Regs, run: Run) -> Result<(), FaultCode> {
 
 /// Whether VF `vf`'s bank, translation entries and queue ownership show exactly `slot`.
 pub fn matches(r: &impl Regs, vf: usize, slot: &Slot) -> bool {
-    let vals = expected(slot);
-    let bank_ok = if slot.state == VfState::Free {
-        vf_bank::PROGRAMMED
-            .iter()
-            .take(11)
-            .all(|reg| r.read32(bank(vf, *reg)) == 0)
-    } else {
-        vf_bank::PROGRAMMED
-            .iter()
-            .zip(vals)
-            .all(|(reg, v)| r.read32(bank(vf, *reg)) == v)
-    };
+    // Read back by register name, field by field, independently of `expected()`: a wrong
+    // mapping there would otherwise be written and then confirmed by the same mistake.
+    let reg = |x: shared_abi::regs::Reg| r.read32(bank(vf, x));
     let a = &slot.alloc;
+    let free = slot.state == VfState::Free;
+    let z = |v: u32| if free { 0 } else { v };
+    let bank_ok = reg(vf_bank::STATE) == slot.state as u32
+        && reg(vf_bank::ENGINE_MASK) == z(a.engines)
+        && reg(vf_bank::MEM_BASE) == z(a.mem.base)
+        && reg(vf_bank::MEM_GRANULES) == z(a.mem.len)
+        && reg(vf_bank::TT_BASE) == z(a.mem.base)
+        && reg(vf_bank::TT_LEN) == z(a.mem.len)
+        && reg(vf_bank::QUEUE_BASE) == z(a.queues.base)
+        && reg(vf_bank::QUEUE_COUNT) == z(a.queues.len)
+        && reg(vf_bank::VECTOR_BASE) == z(a.vectors.base)
+        && reg(vf_bank::VECTOR_COUNT) == z(a.vectors.len)
+        && reg(vf_bank::QOS_WEIGHT) == z(slot.weight as u32)
+        && (free || reg(vf_bank::GENERATION) == slot.generation);
     bank_ok
         && (a.mem.base..a.mem.end())
             .all(|g| r.read32(pf::tt_entry(g as usize)) == TtEntry::map(g).0)
@@ -226,6 +231,51 @@ mod tests {
         fn write32(&self, off: usize, val: u32) {
             self.1.borrow_mut().push(off);
             self.0.write32(off, val);
+        }
+    }
+
+    #[test]
+    fn program_writes_each_resource_to_the_register_the_abi_names() {
+        use crate::alloc::Allocation;
+        let r = RamRegs::new();
+        let slot = Slot {
+            state: VfState::Configured,
+            alloc: Allocation {
+                engines: 0xA,
+                mem: Run { base: 3, len: 5 },
+                queues: Run { base: 7, len: 2 },
+                vectors: Run { base: 11, len: 4 },
+            },
+            weight: 300,
+            generation: 9,
+        };
+        program(&r, &Board::DEFAULT, 2, &slot);
+        let reg = |x: shared_abi::regs::Reg| r.read32(bank(2, x));
+        assert_eq!(reg(vf_bank::STATE), VfState::Configured as u32);
+        assert_eq!(reg(vf_bank::ENGINE_MASK), 0xA);
+        assert_eq!((reg(vf_bank::MEM_BASE), reg(vf_bank::MEM_GRANULES)), (3, 5));
+        assert_eq!((reg(vf_bank::TT_BASE), reg(vf_bank::TT_LEN)), (3, 5));
+        assert_eq!(
+            (reg(vf_bank::QUEUE_BASE), reg(vf_bank::QUEUE_COUNT)),
+            (7, 2)
+        );
+        assert_eq!(
+            (reg(vf_bank::VECTOR_BASE), reg(vf_bank::VECTOR_COUNT)),
+            (11, 4)
+        );
+        assert_eq!(
+            (reg(vf_bank::QOS_WEIGHT), reg(vf_bank::GENERATION)),
+            (300, 9)
+        );
+        assert_eq!(r.read32(pf::tt_entry(7)), TtEntry::map(7).0);
+        assert_eq!(r.read32(queue::OWNER.at(pf::queue(8))), 3);
+        assert!(matches(&r, 2, &slot));
+        // The self-check sees a bank that disagrees, whichever register it is.
+        for x in [vf_bank::TT_BASE, vf_bank::VECTOR_COUNT, vf_bank::QOS_WEIGHT] {
+            let keep = reg(x);
+            r.write32(bank(2, x), keep + 1);
+            assert!(!matches(&r, 2, &slot), "{x:?}");
+            r.write32(bank(2, x), keep);
         }
     }
 

@@ -7,13 +7,14 @@ use std::path::{Path, PathBuf};
 #[derive(Clone, Debug)]
 pub struct Sysfs {
     root: PathBuf,
+    /// Every write, in order (a plain file keeps only the last, unlike sysfs attributes).
+    #[cfg(test)]
+    writes: std::sync::Arc<std::sync::Mutex<Vec<(PathBuf, String)>>>,
 }
 
 impl Default for Sysfs {
     fn default() -> Self {
-        Sysfs {
-            root: PathBuf::from("/sys"),
-        }
+        Self::at("/sys")
     }
 }
 
@@ -24,7 +25,11 @@ fn kerr(what: String) -> impl FnOnce(std::io::Error) -> Error {
 impl Sysfs {
     /// A tree rooted at `root` (normally `/sys`).
     pub fn at(root: impl Into<PathBuf>) -> Self {
-        Sysfs { root: root.into() }
+        Sysfs {
+            root: root.into(),
+            #[cfg(test)]
+            writes: Default::default(),
+        }
     }
 
     /// `bus/pci/devices/ADDR`.
@@ -39,6 +44,11 @@ impl Sysfs {
     }
 
     fn write(&self, p: &Path, v: &str) -> Result<()> {
+        #[cfg(test)]
+        self.writes
+            .lock()
+            .unwrap()
+            .push((p.to_path_buf(), v.to_string()));
         std::fs::write(p, v).map_err(kerr(format!("write '{v}' to {}", p.display())))
     }
 
@@ -214,18 +224,28 @@ mod tests {
     fn sriov_numvfs_goes_through_zero() {
         let (t, s) = tree();
         let p = t.path().join("bus/pci/devices/0000:3b:00.0/sriov_numvfs");
+        let written = |s: &Sysfs| -> Vec<String> {
+            let w = s.writes.lock().unwrap();
+            w.iter()
+                .filter(|(f, _)| *f == p)
+                .map(|(_, v)| v.clone())
+                .collect()
+        };
         s.set_num_vfs("0000:3b:00.0", 4).unwrap();
-        assert_eq!(std::fs::read_to_string(&p).unwrap(), "4");
+        assert_eq!(written(&s), ["4"], "0 → 4 directly");
         assert_eq!(s.num_vfs("0000:3b:00.0").unwrap(), 4);
-        // 4 → 8 must write 0 first; the fake file keeps only the last write, so check the
-        // error path instead: more than TotalVFs is refused without touching the file.
+        // The kernel refuses a nonzero → nonzero change: 4 → 8 must pass through 0.
+        s.set_num_vfs("0000:3b:00.0", 8).unwrap();
+        assert_eq!(written(&s), ["4", "0", "8"]);
+        // Unchanged: nothing written. More than TotalVFs: refused, nothing written.
+        s.set_num_vfs("0000:3b:00.0", 8).unwrap();
         assert!(matches!(
             s.set_num_vfs("0000:3b:00.0", 65),
             Err(Error::Invalid(_))
         ));
-        assert_eq!(std::fs::read_to_string(&p).unwrap(), "4");
+        assert_eq!(written(&s), ["4", "0", "8"]);
         s.set_num_vfs("0000:3b:00.0", 0).unwrap();
-        assert_eq!(std::fs::read_to_string(&p).unwrap(), "0");
+        assert_eq!(written(&s), ["4", "0", "8", "0"]);
     }
 
     #[test]
