@@ -87,9 +87,20 @@ pub fn execute<R: Regs, C: Clock>(
             })
             .map_err(enc)?;
         }
-        Request::QueryVf(vf) => {
+        Request::QueryVf(Target::One(vf)) => {
             ctx.books.live(vf)?;
             w.put(&vf_info(ctx, vf)).map_err(enc)?;
+        }
+        Request::QueryVf(Target::All) => {
+            let live = live_vfs(ctx.books);
+            w.put(&CountResp {
+                count: U16::new(live.len() as u16),
+                reserved: U16::new(0),
+            })
+            .map_err(enc)?;
+            for vf in live {
+                w.put(&vf_info(ctx, vf)).map_err(enc)?;
+            }
         }
         Request::ConfigureVf { vf, spec } => {
             configure(ctx, vf, spec)?;

@@ -246,10 +246,19 @@ fn query_configure_qos_stats() {
         count: 2,
         sizing: Sizing::Uniform(&spec),
     });
-    let p = d.ok(&Request::QueryVf(1));
+    let p = d.ok(&Request::QueryVf(Target::One(1)));
     let v = *view::<VfInfo>(&p).unwrap();
     assert_eq!(v.mem_base.get(), 10);
-    assert_eq!(d.call(&Request::QueryVf(5)).status, Status::InvalidVf);
+    assert_eq!(
+        d.call(&Request::QueryVf(Target::One(5))).status,
+        Status::InvalidVf
+    );
+    // Every live VF in one answer, each as QUERY_VF of it alone says.
+    let all = d.ok(&Request::QueryVf(Target::All));
+    let (n, list) = split_list::<CountResp, VfInfo>(&all).unwrap();
+    assert_eq!(n.count.get(), 2);
+    assert_eq!(list[1], v);
+    assert_eq!(list[0].vf.get(), 0);
     // VF 0 cannot grow in place (VF 1 follows it) but VF 1 can.
     let bigger = VfSpec::new(3, 20, 8, 8, 0);
     let before = d.snapshot();

@@ -37,6 +37,7 @@ pub struct VfHandoff {
 pub struct Accel {
     t: Arc<dyn Transport>,
     mbox: Mailbox,
+    granule_shift: u8,
 }
 
 impl std::fmt::Debug for Accel {
@@ -85,8 +86,19 @@ impl Accel {
                 shared_abi::ABI_MINOR
             )));
         }
+        // A register, not a command: every VF subcommand needs it to print sizes.
+        let granule_shift = t.read32(shared_abi::regs::pf::BOARD_GRANULE_SHIFT.offset())? as u8;
         let mbox = Mailbox::new(t.clone(), timeout);
-        Ok(Accel { t, mbox })
+        Ok(Accel {
+            t,
+            mbox,
+            granule_shift,
+        })
+    }
+
+    /// log2 of the device memory granule (the board's BOARD_GRANULE_SHIFT register).
+    pub fn granule_shift(&self) -> u8 {
+        self.granule_shift
     }
 
     /// The transport.
@@ -133,19 +145,17 @@ impl Accel {
         Ok((*d, v.to_vec()))
     }
 
-    /// Every VF that holds resources.
+    /// Every VF that holds resources, in one command.
     pub async fn vfs(&self) -> Result<Vec<VfInfo>> {
-        let (_, stats) = self.stats().await?;
-        let mut out = Vec::with_capacity(stats.len());
-        for s in stats {
-            out.push(self.vf(s.vf.get()).await?);
-        }
-        Ok(out)
+        let p = self.mbox.call(&Request::QueryVf(Target::All)).await?;
+        let (_, list) =
+            split_list::<CountResp, VfInfo>(&p).map_err(|_| Error::BadResponse("vf list size"))?;
+        Ok(list.to_vec())
     }
 
     /// One VF.
     pub async fn vf(&self, vf: u16) -> Result<VfInfo> {
-        let p = self.mbox.call(&Request::QueryVf(vf)).await?;
+        let p = self.mbox.call(&Request::QueryVf(Target::One(vf))).await?;
         view::<VfInfo>(&p)
             .copied()
             .map_err(|_| Error::BadResponse("vf info size"))

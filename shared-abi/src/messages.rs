@@ -8,7 +8,7 @@
 //! | HEARTBEAT | [`HeartbeatReq`] | [`HeartbeatResp`] |
 //! | CREATE_VFS | [`CreateVfsReq`] + specs | [`CountResp`] + `VfInfo` × count |
 //! | DESTROY_VF | [`VfRef`] (flag ALL) | [`CountResp`] |
-//! | QUERY_VF | [`VfRef`] | [`VfInfo`] |
+//! | QUERY_VF | [`VfRef`] (flag ALL) | [`VfInfo`], or [`CountResp`] + `VfInfo` × n |
 //! | CONFIGURE_VF | [`ConfigureVfReq`] | [`VfInfo`] |
 //! | RESET_VF | [`VfRef`] | [`VfInfo`] |
 //! | SET_QOS | [`SetQosReq`] | [`VfInfo`] |
@@ -246,8 +246,8 @@ pub enum Request<'a> {
     },
     /// DESTROY_VF.
     DestroyVf(Target),
-    /// QUERY_VF.
-    QueryVf(u16),
+    /// QUERY_VF: one VF, or every VF that holds resources.
+    QueryVf(Target),
     /// CONFIGURE_VF.
     ConfigureVf {
         /// VF index.
@@ -387,7 +387,7 @@ impl<'a> Request<'a> {
                 Request::CreateVfs { count, sizing }
             }
             Opcode::DestroyVf => Request::DestroyVf(target(exact::<VfRef>(p)?)?),
-            Opcode::QueryVf => Request::QueryVf(one(exact::<VfRef>(p)?)?),
+            Opcode::QueryVf => Request::QueryVf(target(exact::<VfRef>(p)?)?),
             Opcode::ConfigureVf => {
                 let r = exact::<ConfigureVfReq>(p)?;
                 if r.reserved.get() != 0 || r.spec.reserved.get() != 0 {
@@ -480,8 +480,8 @@ impl<'a> Request<'a> {
                     Sizing::Explicit(s) => w.put(s)?,
                 }
             }
-            Request::DestroyVf(t) | Request::GetStats(t) => w.put(&tgt(t))?,
-            Request::QueryVf(vf) | Request::ResetVf(vf) => w.put(&vfref(vf, 0))?,
+            Request::DestroyVf(t) | Request::GetStats(t) | Request::QueryVf(t) => w.put(&tgt(t))?,
+            Request::ResetVf(vf) => w.put(&vfref(vf, 0))?,
             Request::ConfigureVf { vf, spec } => w.put(&ConfigureVfReq {
                 vf: U16::new(vf),
                 reserved: U16::new(0),

@@ -53,7 +53,7 @@ fn build<'a>(k: u8, a: u16, b: u32, specs: &'a [VfSpec], t: Target, data: &'a [u
             },
         },
         5 => Request::DestroyVf(t),
-        6 => Request::QueryVf(a),
+        6 => Request::QueryVf(Target::One(a)),
         7 => match specs.first() {
             Some(s) => Request::ConfigureVf { vf: a, spec: s },
             None => Request::ResetVf(a),

@@ -374,3 +374,17 @@ fn socket_in_use_or_unwritable_is_a_clear_error() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot create socket"));
 }
+
+/// `vf list` and the other VF subcommands cost one mailbox command, not one per VF plus a
+/// device query for the granule size.
+#[test]
+fn vf_list_is_one_mailbox_command() {
+    let sim = Sim::start();
+    sim.ctl_json(&["create-vf", "--count", "8"]);
+    let commands = || sim.ctl_json(&["stats"])["mailbox_commands"].as_u64().unwrap();
+    let before = commands();
+    assert_eq!(vfs(&sim).len(), 8);
+    sim.ctl_json(&["vf", "show", "3"]);
+    // The second stats counts itself, as the first did.
+    assert_eq!(commands() - before, 1 + 1 + 1);
+}

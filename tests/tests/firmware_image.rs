@@ -3,7 +3,7 @@
 //! with defmt's decoder and the image's ELF.
 use accelvirt_tests::root;
 use shared_abi::mailbox::{self, Status};
-use shared_abi::messages::{split_list, CountResp, Request, Sizing};
+use shared_abi::messages::{split_list, CountResp, Request, Sizing, Target};
 use shared_abi::regs::{pf, vf_bank, DevStatus, MboxState};
 use shared_abi::resources::VfInfo;
 use std::os::unix::fs::FileExt;
@@ -131,7 +131,10 @@ fn image_boots_serves_the_mailbox_and_logs_decodable_defmt() {
         2048,
         "the image programmed VF 3's bank"
     );
-    assert_eq!(call(&Request::QueryVf(9), 3).0, Status::InvalidVf);
+    assert_eq!(
+        call(&Request::QueryVf(Target::One(9)), 3).0,
+        Status::InvalidVf
+    );
 
     let _ = child.kill();
     let out = child.wait_with_output().unwrap();

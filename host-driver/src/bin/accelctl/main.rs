@@ -285,7 +285,7 @@ async fn run(cli: Cli, out: &Out) -> Result<()> {
                     )));
                 }
             }
-            let shift = a.device_info().await?.granule_shift;
+            let shift = a.granule_shift();
             let spec = match (
                 &c.profile,
                 c.res.engines.is_some() || c.res.memory.is_some() || c.res.queues.is_some(),
@@ -316,7 +316,7 @@ async fn run(cli: Cli, out: &Out) -> Result<()> {
         }
         Cmd::Vf(v) => {
             let a = open(&cli.device, timeout)?;
-            let shift = a.device_info().await?.granule_shift;
+            let shift = a.granule_shift();
             match v {
                 VfCmd::List => out.vfs(&a.vfs().await?, shift),
                 VfCmd::Show { id } => {
