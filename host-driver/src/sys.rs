@@ -3,7 +3,7 @@
 //! barriers at handoff words are `Transport::publish32`/`observe32` (`shared_abi::ordering`).
 #![allow(unsafe_code)]
 
-use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::BorrowedFd;
 use std::ptr::NonNull;
 
 /// A mapped window of a BAR.
@@ -97,14 +97,6 @@ impl Drop for BarMap {
         // SAFETY: unmapping our own mapping; no reference into it outlives `self`.
         let _ = unsafe { nix::sys::mman::munmap(self.ptr.cast(), self.len) };
     }
-}
-
-/// Takes ownership of descriptors received with SCM_RIGHTS.
-pub fn own_fds(raw: &[RawFd]) -> Vec<OwnedFd> {
-    raw.iter()
-        // SAFETY: freshly installed by the kernel for this process alone.
-        .map(|&fd| unsafe { OwnedFd::from_raw_fd(fd) })
-        .collect()
 }
 
 /// Raw VFIO ioctls (see linux/vfio.h). Argument structs come from `vfio-bindings`.

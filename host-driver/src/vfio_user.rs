@@ -3,31 +3,17 @@
 //! REGION_READ/WRITE messages.
 
 use crate::error::{Error, Result};
-use crate::sys::{own_fds, BarMap};
+use crate::sys::BarMap;
 use crate::transport::{find_ext_cap, sriov, Transport, VfEndpoint};
-use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
-use std::io::{IoSlice, IoSliceMut, Read};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// vfio-user command numbers used by the client.
-mod cmd {
-    pub const VERSION: u16 = 1;
-    pub const DEVICE_GET_INFO: u16 = 4;
-    pub const DEVICE_GET_REGION_INFO: u16 = 5;
-    pub const DEVICE_GET_IRQ_INFO: u16 = 7;
-    pub const DEVICE_SET_IRQS: u16 = 8;
-    pub const REGION_READ: u16 = 9;
-    pub const REGION_WRITE: u16 = 10;
-    pub const DEVICE_RESET: u16 = 13;
-}
-const REPLY: u32 = 1;
-const ERROR: u32 = 1 << 5;
-const REGION_MMAP: u32 = 4;
-const REGION_CAPS: u32 = 8;
+use vfio_user_wire::framing::{self, RecvError, Wait};
+use vfio_user_wire::proto::{cmd, flags, Header, REGION_CAPS, REGION_MMAP};
+
 const CONFIG_REGION: u32 = 7;
 const BAR0: u32 = 0;
 /// How long one request may take before the device is declared unresponsive.
@@ -44,12 +30,16 @@ pub struct VfioUser {
     bar0_map: Option<(usize, BarMap)>,
 }
 
-fn hdr(id: u16, command: u16, size: usize) -> [u8; 16] {
-    let mut h = [0u8; 16];
-    h[0..2].copy_from_slice(&id.to_ne_bytes());
-    h[2..4].copy_from_slice(&command.to_ne_bytes());
-    h[4..8].copy_from_slice(&(size as u32).to_ne_bytes());
-    h
+/// A client waits for its reply until a deadline.
+struct Deadline(Instant);
+
+impl Wait for Deadline {
+    fn idle(&mut self) -> bool {
+        false
+    }
+    fn more(&mut self) -> bool {
+        Instant::now() < self.0
+    }
 }
 
 fn u32_at(b: &[u8], o: usize) -> u32 {
@@ -165,82 +155,43 @@ impl VfioUser {
         let (stream, next) = &mut *g;
         *next = next.wrapping_add(1);
         let id = *next;
-        let h = hdr(id, command, 16 + payload.len());
-        let iov = [IoSlice::new(&h), IoSlice::new(payload)];
-        let rights = [ControlMessage::ScmRights(fds)];
-        let cm: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &rights };
-        let sent = sendmsg::<()>(stream.as_raw_fd(), &iov, cm, MsgFlags::MSG_NOSIGNAL, None)
-            .map_err(|e| Error::Io(e.into()))?;
-        if sent != 16 + payload.len() {
-            return Err(Error::Protocol("short send".into()));
-        }
-        let deadline = Instant::now() + IO_TIMEOUT;
-        let mut rh = [0u8; 16];
-        let mut got = 0;
-        let mut rfds = Vec::new();
-        while got < 16 {
-            let mut cmsg = nix::cmsg_space!([RawFd; 16]);
-            let mut iov = [IoSliceMut::new(&mut rh[got..])];
-            match recvmsg::<()>(
-                stream.as_raw_fd(),
-                &mut iov,
-                Some(&mut cmsg),
-                MsgFlags::MSG_CMSG_CLOEXEC,
-            ) {
-                Ok(m) => {
-                    if let Ok(c) = m.cmsgs() {
-                        for c in c {
-                            if let ControlMessageOwned::ScmRights(r) = c {
-                                rfds.extend(own_fds(&r));
-                            }
-                        }
-                    }
-                    if m.bytes == 0 {
-                        return Err(Error::Io(std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            "the device closed the connection",
-                        )));
-                    }
-                    got += m.bytes;
-                }
-                Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR)
-                    if Instant::now() < deadline => {}
-                Err(nix::errno::Errno::EAGAIN) => {
+        let h = Header {
+            msg_id: id,
+            command,
+            size: (16 + payload.len()) as u32,
+            flags: flags::TYPE_COMMAND,
+            error: 0,
+        };
+        framing::send(stream, &h, payload, fds).map_err(Error::Io)?;
+        let mut wait = Deadline(Instant::now() + IO_TIMEOUT);
+        let (rh, body, rfds) =
+            match framing::recv(stream, vfio_user_wire::proto::MAX_MESSAGE, &mut wait) {
+                Ok(Some(m)) => m,
+                Ok(None) | Err(RecvError::TimedOut) | Err(RecvError::Framing) if !wait.more() => {
                     self.broken.store(true, Ordering::Release);
                     return Err(Error::Io(std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
                         format!("no answer to {what} within {}s", IO_TIMEOUT.as_secs()),
                     )));
                 }
-                Err(e) => return Err(Error::Io(e.into())),
-            }
-        }
-        let size = u32_at(&rh, 4) as usize;
-        let flags = u32_at(&rh, 8);
-        if !(16..=(1 << 21)).contains(&size)
-            || u16::from_ne_bytes([rh[0], rh[1]]) != id
-            || flags & 0xF != REPLY
-        {
+                Ok(None) | Err(RecvError::TimedOut) | Err(RecvError::Framing) => {
+                    return Err(Error::Protocol(format!("unexpected reply to {what}")))
+                }
+                Err(RecvError::Closed) => {
+                    return Err(Error::Io(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the device closed the connection",
+                    )))
+                }
+                Err(RecvError::Io(e)) => return Err(Error::Io(e.into())),
+            };
+        if rh.msg_id != id || rh.flags & flags::TYPE_MASK != flags::TYPE_REPLY {
             return Err(Error::Protocol(format!("unexpected reply to {what}")));
         }
-        let mut body = vec![0u8; size - 16];
-        let mut have = 0;
-        while have < body.len() {
-            match stream.read(&mut body[have..]) {
-                Ok(0) => return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into())),
-                Ok(n) => have += n,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) && Instant::now() < deadline => {}
-                Err(e) => return Err(Error::Io(e)),
-            }
-        }
-        if flags & ERROR != 0 {
+        if rh.flags & flags::ERROR != 0 {
             return Err(Error::Remote {
                 what,
-                errno: nix::errno::Errno::from_raw(u32_at(&rh, 12) as i32),
+                errno: nix::errno::Errno::from_raw(rh.error as i32),
             });
         }
         Ok((body, rfds))
@@ -472,15 +423,7 @@ impl Transport for VfioUser {
     }
 }
 
-/// Path of VF `v`'s socket beside the PF socket (the device model's convention).
-pub fn vf_socket_path(pf: &Path, v: u16) -> PathBuf {
-    let name = pf
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let stem = name.strip_suffix(".sock").unwrap_or(&name);
-    pf.with_file_name(format!("{stem}-vf{v}.sock"))
-}
+pub use vfio_user_wire::vf_socket_path;
 
 /// Where device-model sockets live by default: `$ACCEL_RUNTIME_DIR`, else
 /// `$XDG_RUNTIME_DIR/accelvirt`, else `/tmp/accelvirt`.

@@ -216,13 +216,3 @@ impl Drop for SharedMem {
 pub fn signal_eventfd(fd: BorrowedFd<'_>) {
     let _ = nix::unistd::write(fd, &1u64.to_ne_bytes());
 }
-
-/// Takes ownership of descriptors received with SCM_RIGHTS.
-pub fn own_fds(raw: &[std::os::fd::RawFd]) -> Vec<OwnedFd> {
-    use std::os::fd::FromRawFd;
-    raw.iter()
-        // SAFETY: the kernel just installed these descriptors in our table for us alone
-        // (SCM_RIGHTS); nothing else owns them.
-        .map(|&fd| unsafe { OwnedFd::from_raw_fd(fd) })
-        .collect()
-}

@@ -381,7 +381,11 @@ fn socket_in_use_or_unwritable_is_a_clear_error() {
 fn vf_list_is_one_mailbox_command() {
     let sim = Sim::start();
     sim.ctl_json(&["create-vf", "--count", "8"]);
-    let commands = || sim.ctl_json(&["stats"])["mailbox_commands"].as_u64().unwrap();
+    let commands = || {
+        sim.ctl_json(&["stats"])["mailbox_commands"]
+            .as_u64()
+            .unwrap()
+    };
     let before = commands();
     assert_eq!(vfs(&sim).len(), 8);
     sim.ctl_json(&["vf", "show", "3"]);

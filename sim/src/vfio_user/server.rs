@@ -4,12 +4,10 @@
 
 use super::proto::{self, cmd, flags, Header, HEADER_SIZE};
 use crate::device::{region, AccessError, Device, Func};
-use crate::sys::{own_fds, SharedMem};
+use crate::sys::SharedMem;
 use nix::errno::Errno;
-use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
-use std::io::{IoSlice, IoSliceMut, Read};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -17,6 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use vfio_user_wire::framing::{self, RecvError, Wait};
 use zerocopy::{FromBytes, IntoBytes};
 
 /// Why the server could not start.
@@ -39,15 +38,7 @@ pub enum ServeError {
     Thread(#[source] std::io::Error),
 }
 
-/// Path of VF `v`'s socket beside the PF socket: `accel0.sock` → `accel0-vf3.sock`.
-pub fn vf_socket_path(pf: &Path, v: u16) -> PathBuf {
-    let name = pf
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let stem = name.strip_suffix(".sock").unwrap_or(&name);
-    pf.with_file_name(format!("{stem}-vf{v}.sock"))
-}
+pub use vfio_user_wire::vf_socket_path;
 
 /// Binds a listening socket, replacing a stale socket file but never a live server.
 pub fn bind(path: &Path) -> Result<UnixListener, ServeError> {
@@ -211,6 +202,22 @@ fn accept_loop(
     }
 }
 
+/// A connection's read timeout: idle between messages (the loop checks `alive`), and a
+/// message that started must finish within its deadline while the function exists.
+struct MidMessage<'a> {
+    deadline: Instant,
+    alive: &'a AtomicBool,
+}
+
+impl Wait for MidMessage<'_> {
+    fn idle(&mut self) -> bool {
+        true
+    }
+    fn more(&mut self) -> bool {
+        Instant::now() < self.deadline && self.alive.load(Ordering::Acquire)
+    }
+}
+
 struct Dma {
     addr: u64,
     size: u64,
@@ -337,98 +344,19 @@ impl Conn {
 
     /// Reads one message. `Ok(None)`: nothing arrived within the poll interval.
     fn recv(&mut self) -> Result<Option<Incoming>, ConnError> {
-        let mut hdr = [0u8; HEADER_SIZE];
-        let mut got = 0;
-        let mut fds = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while got < HEADER_SIZE {
-            let mut cmsg = nix::cmsg_space!([RawFd; proto::MAX_MSG_FDS]);
-            let mut iov = [IoSliceMut::new(&mut hdr[got..])];
-            match recvmsg::<()>(
-                self.stream.as_raw_fd(),
-                &mut iov,
-                Some(&mut cmsg),
-                MsgFlags::MSG_CMSG_CLOEXEC,
-            ) {
-                Ok(m) => {
-                    if let Ok(cm) = m.cmsgs() {
-                        for c in cm {
-                            if let ControlMessageOwned::ScmRights(raw) = c {
-                                fds.extend(own_fds(&raw));
-                            }
-                        }
-                    }
-                    if m.bytes == 0 {
-                        return Err(ConnError::Closed);
-                    }
-                    got += m.bytes;
-                }
-                Err(Errno::EAGAIN | Errno::EINTR) => {
-                    if got == 0 {
-                        return Ok(None);
-                    }
-                    if Instant::now() > deadline || !self.alive.load(Ordering::Acquire) {
-                        return Err(ConnError::Framing);
-                    }
-                }
-                Err(_) => return Err(ConnError::Io),
-            }
-        }
-        let (h, _) = Header::read_from_prefix(&hdr).map_err(|_| ConnError::Framing)?;
-        let size = h.size as usize;
-        if !(HEADER_SIZE..=proto::MAX_MESSAGE).contains(&size) {
-            return Err(ConnError::Framing);
-        }
-        let mut body = vec![0u8; size - HEADER_SIZE];
-        let mut have = 0;
-        while have < body.len() {
-            match self.stream.read(&mut body[have..]) {
-                Ok(0) => return Err(ConnError::Closed),
-                Ok(n) => have += n,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock
-                            | std::io::ErrorKind::TimedOut
-                            | std::io::ErrorKind::Interrupted
-                    ) =>
-                {
-                    if Instant::now() > deadline || !self.alive.load(Ordering::Acquire) {
-                        return Err(ConnError::Framing);
-                    }
-                }
-                Err(_) => return Err(ConnError::Io),
-            }
-        }
-        Ok(Some((h, body, fds)))
+        let mut wait = MidMessage {
+            deadline: Instant::now() + Duration::from_secs(10),
+            alive: &self.alive,
+        };
+        framing::recv(&self.stream, proto::MAX_MESSAGE, &mut wait).map_err(|e| match e {
+            RecvError::Closed => ConnError::Closed,
+            RecvError::Framing | RecvError::TimedOut => ConnError::Framing,
+            RecvError::Io(_) => ConnError::Io,
+        })
     }
 
     fn send(&self, h: &Header, payload: &[u8], fds: &[RawFd]) -> std::io::Result<()> {
-        let iov = [IoSlice::new(h.as_bytes()), IoSlice::new(payload)];
-        let total = HEADER_SIZE + payload.len();
-        let rights = [ControlMessage::ScmRights(fds)];
-        let cmsgs: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &rights };
-        let mut sent = sendmsg::<()>(
-            self.stream.as_raw_fd(),
-            &iov,
-            cmsgs,
-            MsgFlags::MSG_NOSIGNAL,
-            None,
-        )?;
-        // A short send: finish without descriptors.
-        let all: Vec<u8> = [h.as_bytes(), payload].concat();
-        while sent < total {
-            let n = nix::sys::socket::send(
-                self.stream.as_raw_fd(),
-                &all[sent..],
-                MsgFlags::MSG_NOSIGNAL,
-            )?;
-            if n == 0 {
-                return Err(std::io::ErrorKind::WriteZero.into());
-            }
-            sent += n;
-        }
-        Ok(())
+        framing::send(&self.stream, h, payload, fds)
     }
 
     fn reply(&self, req: &Header, r: Reply) -> std::io::Result<()> {
