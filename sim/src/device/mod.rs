@@ -1,0 +1,243 @@
+//! The accelerator: PF and VF functions, the PF register file shared with the firmware, device
+//! memory, and the virtualization unit that enforces what the firmware programmed into each
+//! VF's bank. A VF's access outside its queues, memory window or vectors is refused (reads
+//! return all ones, writes are dropped) and recorded as a fault on that VF alone.
+//!
+//! It never reaches into firmware state: everything it enforces it reads from the banks.
+//!
+//! - [`config`]: configuration spaces, SR-IOV enable and disable, FLR and PF reset.
+//! - [`bar`]: BAR accesses and the virtualization unit's checks.
+//! - [`interrupts`]: MSI-X state and delivery.
+//! - [`fwbus`]: what the firmware's own register writes set off.
+
+mod bar;
+mod config;
+mod fwbus;
+mod interrupts;
+
+use crate::config_space::{cmd, off, ConfigSpace, CONFIG_SIZE};
+use crate::devmem::DevMem;
+use crate::msix::Msix;
+use crate::pci::{self, layout, pcie, sriov};
+use crate::sys::SharedMem;
+use shared_abi::board::Board;
+use shared_abi::regs::{
+    self, pf, queue, vf, vf_bank, ScrubCtrl, SriovCtrl, TtEntry, VfHwStatus, VfStatus,
+};
+use shared_abi::resources::{VfFault, VfState};
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// A PCI function of the device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Func {
+    /// The physical function.
+    Pf,
+    /// Virtual function n (0-based).
+    Vf(u16),
+}
+
+/// Why an access could not be carried out at all (protocol-level errors; refused VF
+/// accesses are not errors, they complete and are recorded as faults).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AccessError {
+    /// The function does not exist (VF not enabled).
+    #[error("no such function")]
+    NoFunction,
+    /// Region index not implemented.
+    #[error("no such region")]
+    NoRegion,
+    /// Offset/length outside the region.
+    #[error("access outside the region")]
+    OutOfRange,
+    /// Width or alignment the register block does not support.
+    #[error("unsupported access size or alignment")]
+    BadSize,
+}
+
+/// VFIO PCI region indices.
+pub mod region {
+    pub const BAR0: u32 = 0;
+    pub const BAR2: u32 = 2;
+    pub const CONFIG: u32 = 7;
+    pub const COUNT: u32 = 9;
+}
+
+struct VfFn {
+    raw: ConfigSpace,
+    presented: ConfigSpace,
+    msix: Msix,
+}
+
+struct Inner {
+    pf_cfg: ConfigSpace,
+    pf_msix: Msix,
+    vfs: Vec<VfFn>,
+    lock_owner: u64,
+}
+
+/// The device.
+pub struct Device {
+    board: Board,
+    bar0: SharedMem,
+    inner: Mutex<Inner>,
+    devmem: Mutex<DevMem>,
+    fw_reset: AtomicBool,
+    /// The virtualization unit's lock. A VF access holds it from its ownership check to its
+    /// last write, and every firmware write to the state that check reads (banks, translation
+    /// entries, queue blocks) takes it, so revoking ownership and a VF's access are ordered:
+    /// an access that passed its check lands before the firmware clears what it touched.
+    /// Order: `vu` before `inner` and before `devmem`.
+    vu: Mutex<()>,
+    sriov_notify: Mutex<Option<Sender<u16>>>,
+    /// Host writes to read-only PF registers, dropped.
+    pub pf_refused_writes: AtomicU64,
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Device")
+            .field("board", &self.board)
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panicking thread cannot leave these structures half-updated in a way that matters
+    // more than stopping the whole model would.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Device {
+    /// A device with `board` resources and `total_vfs` advertised.
+    pub fn new(board: Board, total_vfs: u16) -> std::io::Result<Arc<Self>> {
+        let total_vfs = total_vfs.clamp(1, board.total_vfs);
+        // Clients may map only the mailbox pages; banks, translation and queue blocks stay
+        // private to the device and its firmware.
+        let window = pf::MBOX_CTRL_PAGE.offset as usize;
+        let bar0 = SharedMem::create_with_window(
+            "accel-pf-bar0",
+            shared_abi::pci::PF_BAR0_SIZE as usize,
+            (window, pf::MBOX_RESP.end() as usize - window),
+        )?;
+        Ok(Arc::new(Device {
+            board: Board { total_vfs, ..board },
+            bar0,
+            inner: Mutex::new(Inner {
+                pf_cfg: pci::pf_config(total_vfs),
+                pf_msix: Msix::new(shared_abi::pci::PF_MSIX_VECTORS),
+                vfs: Vec::new(),
+                lock_owner: 0,
+            }),
+            devmem: Mutex::new(DevMem::new(board.mem_granules, board.granule_shift)),
+            fw_reset: AtomicBool::new(false),
+            vu: Mutex::new(()),
+            sriov_notify: Mutex::new(None),
+            pf_refused_writes: AtomicU64::new(0),
+        }))
+    }
+
+    /// The board as the firmware sees it (TotalVFs as configured).
+    pub fn board(&self) -> Board {
+        self.board
+    }
+
+    /// The PF register file (shared with the firmware and mappable by clients).
+    pub fn bar0(&self) -> &SharedMem {
+        &self.bar0
+    }
+
+    /// Registers a channel told the new NumVFs on every SR-IOV enable/disable.
+    pub fn on_sriov_change(&self, tx: Sender<u16>) {
+        *lock(&self.sriov_notify) = Some(tx);
+    }
+
+    /// Enabled VFs.
+    pub fn num_vfs(&self) -> u16 {
+        lock(&self.inner).vfs.len() as u16
+    }
+
+    /// Whether the firmware asked to be restarted (device reset); clears the request.
+    pub fn take_fw_reset(&self) -> bool {
+        self.fw_reset.swap(false, Ordering::AcqRel)
+    }
+
+    /// Size of a region of a function.
+    pub fn region_size(&self, f: Func, idx: u32) -> Option<u64> {
+        match (f, idx) {
+            (_, region::CONFIG) => Some(CONFIG_SIZE as u64),
+            (Func::Pf, region::BAR0) => Some(shared_abi::pci::PF_BAR0_SIZE),
+            (Func::Vf(_), region::BAR0) => Some(shared_abi::pci::VF_BAR0_SIZE),
+            (Func::Vf(_), region::BAR2) => Some(shared_abi::pci::VF_BAR2_SIZE),
+            _ => None,
+        }
+    }
+
+    /// MSI-X vectors of a function.
+    pub fn msix_count(&self, f: Func) -> Result<u32, AccessError> {
+        let mut g = lock(&self.inner);
+        match f {
+            Func::Pf => Ok(g.pf_msix.len() as u32),
+            Func::Vf(v) => {
+                self.sync_vf(&mut g, v)?;
+                Ok(g.vfs[v as usize].msix.len() as u32)
+            }
+        }
+    }
+
+    fn bank(&self, v: u16, r: regs::Reg) -> u32 {
+        self.bar0.read32(r.at(pf::vf_bank(v as usize)))
+    }
+
+    fn vf_state(&self, v: u16) -> Option<VfState> {
+        VfState::from_wire(self.bank(v, vf_bank::STATE))
+    }
+
+    /// Records a refused VF access on that VF's bank (and nowhere else).
+    fn fault(&self, v: u16, code: VfFault) {
+        let base = pf::vf_bank(v as usize);
+        self.bar0.write32(vf_bank::FAULT_CODE.at(base), code as u32);
+        for _ in 0..64 {
+            let cur = self.bar0.read32(vf_bank::FAULT_COUNT.at(base));
+            if self
+                .bar0
+                .cas32(vf_bank::FAULT_COUNT.at(base), cur, cur.wrapping_add(1))
+            {
+                break;
+            }
+        }
+    }
+
+    /// Keeps a VF's MSI-X table size equal to the vectors the firmware assigned.
+    fn sync_vf(&self, g: &mut Inner, v: u16) -> Result<(), AccessError> {
+        let f = g.vfs.get_mut(v as usize).ok_or(AccessError::NoFunction)?;
+        let want = (self.bank(v, vf_bank::VECTOR_COUNT) as u16)
+            .clamp(1, shared_abi::pci::VF_MAX_MSIX_VECTORS);
+        if f.msix.len() != want as usize {
+            f.msix.resize(want);
+            pci::set_msix_size(&mut f.raw, want);
+            pci::set_msix_size(&mut f.presented, want);
+        }
+        Ok(())
+    }
+
+    /// Granules of device memory holding data (for tests).
+    pub fn resident_granules(&self) -> usize {
+        lock(&self.devmem).resident()
+    }
+
+    /// The PF's config space bytes.
+    pub fn pf_config_bytes(&self) -> Box<[u8; CONFIG_SIZE]> {
+        Box::new(*lock(&self.inner).pf_cfg.bytes())
+    }
+}
+
+fn check_range(offset: u64, len: usize, size: u64) -> Result<(), AccessError> {
+    match offset.checked_add(len as u64) {
+        Some(end) if end <= size && len > 0 => Ok(()),
+        _ => Err(AccessError::OutOfRange),
+    }
+}
