@@ -5,7 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::transport::Transport;
-use shared_abi::mailbox::{self, HeaderFlags, Opcode, Status, HEADER_LEN, MAX_MESSAGE};
+use shared_abi::mailbox::{self, HeaderFlags, Status, HEADER_LEN, MAX_MESSAGE};
 use shared_abi::messages::Request;
 use shared_abi::regs::{pf, DevStatus, MboxState};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -71,7 +71,7 @@ impl Mailbox {
         let (status, payload) = self.call_status(req).await?;
         if status != Status::Ok {
             return Err(Error::Firmware {
-                op: op_name(req.opcode()),
+                op: req.opcode().name(),
                 status,
             });
         }
@@ -97,7 +97,7 @@ impl Mailbox {
         )
         .map_err(|_| too_large())?;
         msg.truncate(len);
-        let what = op_name(req.opcode());
+        let what = req.opcode().name();
         let t = &*self.t;
         let start = Instant::now();
         self.acquire(start).await?;
@@ -205,27 +205,4 @@ async fn wait_irq(irq: std::os::fd::BorrowedFd<'_>, limit: Duration) -> Result<(
         ready.clear_ready();
     }
     Ok(())
-}
-
-/// Human name of an opcode, for errors.
-pub fn op_name(op: Opcode) -> &'static str {
-    match op {
-        Opcode::GetDeviceInfo => "get-device-info",
-        Opcode::GetResources => "get-resources",
-        Opcode::Heartbeat => "heartbeat",
-        Opcode::CreateVfs => "create-vfs",
-        Opcode::DestroyVf => "destroy-vf",
-        Opcode::QueryVf => "query-vf",
-        Opcode::ConfigureVf => "configure-vf",
-        Opcode::ResetVf => "reset-vf",
-        Opcode::SetQos => "set-qos",
-        Opcode::GetStats => "get-stats",
-        Opcode::FwDownloadBegin => "fw-download-begin",
-        Opcode::FwDownloadChunk => "fw-download-chunk",
-        Opcode::FwDownloadCommit => "fw-download-commit",
-        Opcode::FwActivate => "fw-activate",
-        Opcode::FwQuerySlots => "fw-query-slots",
-        Opcode::GetLog => "get-log",
-        Opcode::AckEvents => "ack-events",
-    }
 }

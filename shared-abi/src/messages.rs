@@ -1,24 +1,9 @@
 //! Request and response payloads of each opcode, and the typed [`Request`] that the firmware
 //! parses once at its edge.
 //!
-//! | opcode | request payload | response payload |
-//! |---|---|---|
-//! | GET_DEVICE_INFO | empty | [`DeviceInfo`] |
-//! | GET_RESOURCES | empty | [`FreeResources`] |
-//! | HEARTBEAT | [`HeartbeatReq`] | [`HeartbeatResp`] |
-//! | CREATE_VFS | [`CreateVfsReq`] + specs | [`CountResp`] + `VfInfo` × count |
-//! | DESTROY_VF | [`VfRef`] (flag ALL) | [`CountResp`] |
-//! | QUERY_VF | [`VfRef`] (flag ALL) | [`VfInfo`], or [`CountResp`] + `VfInfo` × n |
-//! | CONFIGURE_VF | [`ConfigureVfReq`] | [`VfInfo`] |
-//! | RESET_VF | [`VfRef`] | [`VfInfo`] |
-//! | SET_QOS | [`SetQosReq`] | [`VfInfo`] |
-//! | GET_STATS | [`VfRef`] (flag ALL) | [`VfStats`], or [`DeviceStats`] + `VfStats` × n |
-//! | FW_DOWNLOAD_BEGIN | [`FwBeginReq`] | empty |
-//! | FW_DOWNLOAD_CHUNK | [`FwChunkReq`] + data | empty |
-//! | FW_DOWNLOAD_COMMIT | empty | empty |
-//! | FW_ACTIVATE | [`FwActivateReq`] | empty |
-//! | FW_QUERY_SLOTS | empty | [`FwSlotInfo`] × 2 |
-//! | GET_LOG, ACK_EVENTS | [`IndexReq`] | reserved |
+//! Which payload each opcode carries is declared with the opcode
+//! ([`crate::mailbox::Opcode::payloads`]) and tabled in docs/abi.md; the parser below is the
+//! code form of that table, and an unknown or missing opcode cannot compile past its `match`.
 
 use crate::mailbox::{DecodeError, EncodeError, Opcode};
 pub use crate::resources::{DeviceInfo, DeviceStats, FreeResources, VfInfo, VfSpec, VfStats};

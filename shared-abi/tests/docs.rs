@@ -94,3 +94,30 @@ fn queue_block_table_matches_the_declarations() {
 fn vf_bar0_table_matches_the_declarations() {
     check("## VF BAR0", vf::MAP);
 }
+
+/// docs/abi.md's opcode table is the declarations in `shared_abi::mailbox`: value, name,
+/// request and response, row by row.
+#[test]
+fn opcode_table_matches_the_declarations() {
+    use shared_abi::mailbox::Opcode;
+    let d = docs();
+    let at = d.find("### Opcodes").expect("opcode table");
+    let documented: BTreeSet<(u16, String, String, String)> = d[at..]
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .filter_map(|l| {
+            let c: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
+            let v = u16::from_str_radix(c[0].strip_prefix("0x")?, 16).ok()?;
+            Some((v, c[1].into(), c[2].into(), c[3].into()))
+        })
+        .collect();
+    let declared: BTreeSet<(u16, String, String, String)> = Opcode::ALL
+        .iter()
+        .map(|o| {
+            let (req, resp) = o.payloads();
+            (o.wire(), o.name().into(), req.into(), resp.into())
+        })
+        .collect();
+    assert_eq!(documented, declared);
+}
