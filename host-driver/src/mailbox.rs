@@ -159,7 +159,7 @@ impl Mailbox {
             // STATE hands the response over: observed before DONE_DOORBELL, RESP_LEN and the
             // bytes are read.
             let state = t.observe32(pf::MBOX_STATE.offset())?;
-            if MboxState::from_u32(state) == Some(MboxState::Done)
+            if MboxState::from_wire(state & 0xFF) == Some(MboxState::Done)
                 && t.read32(pf::MBOX_DONE_DOORBELL.offset())? == doorbell
             {
                 let n = t.read32(pf::MBOX_RESP_LEN.offset())? as usize;

@@ -28,36 +28,21 @@ pub struct Event {
 /// VF field value for device-wide events.
 pub const DEVICE: u16 = 0xFFFF;
 
-/// Event kinds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u16)]
-pub enum EventKind {
-    /// Firmware became ready (code = firmware version).
-    FwReady = 1,
-    /// A VF completed a function level reset (data = its FLR count).
-    VfFlrDone = 2,
-    /// A VF access was refused (code = [`crate::resources::VfFault`]).
-    VfFault = 3,
-    /// A VF changed state (code = [`crate::resources::VfState`]).
-    VfStateChanged = 4,
-    /// The firmware faulted (code = [`crate::mailbox::FaultCode`]).
-    FwFault = 5,
-    /// Events were dropped because the ring was full (data = how many).
-    Overflow = 6,
-}
-
-impl EventKind {
-    /// Decodes a wire value.
-    pub const fn from_wire(v: u16) -> Option<Self> {
-        match v {
-            1 => Some(Self::FwReady),
-            2 => Some(Self::VfFlrDone),
-            3 => Some(Self::VfFault),
-            4 => Some(Self::VfStateChanged),
-            5 => Some(Self::FwFault),
-            6 => Some(Self::Overflow),
-            _ => None,
-        }
+wire_enum! {
+    /// Event kinds.
+    EventKind: u16 {
+        /// Firmware became ready (code = firmware version).
+        FwReady = 1,
+        /// A VF completed a function level reset (data = its FLR count).
+        VfFlrDone = 2,
+        /// A VF access was refused (code = [`crate::resources::VfFault`]).
+        VfFault = 3,
+        /// A VF changed state (code = [`crate::resources::VfState`]).
+        VfStateChanged = 4,
+        /// The firmware faulted (code = [`crate::mailbox::FaultCode`]).
+        FwFault = 5,
+        /// Events were dropped because the ring was full (data = how many).
+        Overflow = 6,
     }
 }
 

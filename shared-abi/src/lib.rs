@@ -13,6 +13,26 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+/// Declares a wire enum once: the `#[repr]` enum, its value list, and checked decoding.
+macro_rules! wire_enum {
+    ($(#[$m:meta])* $name:ident : $ty:ty { $($(#[$vm:meta])* $v:ident = $n:expr,)* }) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[repr($ty)]
+        pub enum $name { $($(#[$vm])* $v = $n,)* }
+        impl $name {
+            /// Every value, in wire order.
+            pub const ALL: &'static [$name] = &[$($name::$v,)*];
+            /// Decodes a wire value.
+            pub const fn from_wire(v: $ty) -> Option<Self> {
+                match v { $($n => Some($name::$v),)* _ => None }
+            }
+            /// The wire value.
+            pub const fn wire(self) -> $ty { self as $ty }
+        }
+    };
+}
+
 pub mod board;
 pub mod events;
 pub mod mailbox;

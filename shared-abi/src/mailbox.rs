@@ -64,25 +64,6 @@ bitflags::bitflags! {
     }
 }
 
-macro_rules! wire_enum {
-    ($(#[$m:meta])* $name:ident : $ty:ty { $($(#[$vm:meta])* $v:ident = $n:expr,)* }) => {
-        $(#[$m])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        #[repr($ty)]
-        pub enum $name { $($(#[$vm])* $v = $n,)* }
-        impl $name {
-            /// Every value, in wire order.
-            pub const ALL: &'static [$name] = &[$($name::$v,)*];
-            /// Decodes a wire value.
-            pub const fn from_wire(v: $ty) -> Option<Self> {
-                match v { $($n => Some($name::$v),)* _ => None }
-            }
-            /// The wire value.
-            pub const fn wire(self) -> $ty { self as $ty }
-        }
-    };
-}
-
 /// Declares the opcodes: the [`Opcode`] wire enum, and for each its docs name and payloads.
 macro_rules! opcodes {
     ($(#[$m:meta])* Opcode { $($(#[$vm:meta])* $v:ident = $n:expr, $name:literal, $req:literal, $resp:literal;)* }) => {

@@ -27,16 +27,16 @@ impl VfRef {
     pub const ALL: u16 = 1;
 }
 
-/// How CREATE_VFS sizes its VFs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Profile {
-    /// Split the free resources equally; no specs follow.
-    Equal = 0,
-    /// One spec follows and applies to every VF.
-    Uniform = 1,
-    /// `count` specs follow, one per VF.
-    Explicit = 2,
+wire_enum! {
+    /// How CREATE_VFS sizes its VFs.
+    Profile: u8 {
+        /// Split the free resources equally; no specs follow.
+        Equal = 0,
+        /// One spec follows and applies to every VF.
+        Uniform = 1,
+        /// `count` specs follow, one per VF.
+        Explicit = 2,
+    }
 }
 
 /// CREATE_VFS request head. 8 bytes; specs follow.
@@ -348,10 +348,10 @@ impl<'a> Request<'a> {
                     return Err(DecodeError::Reserved);
                 }
                 let count = head.count.get();
-                let sizing = match head.profile {
-                    0 => empty(rest).map(|_| Sizing::Equal)?,
-                    1 => Sizing::Uniform(exact::<VfSpec>(rest)?),
-                    2 => {
+                let sizing = match Profile::from_wire(head.profile) {
+                    Some(Profile::Equal) => empty(rest).map(|_| Sizing::Equal)?,
+                    Some(Profile::Uniform) => Sizing::Uniform(exact::<VfSpec>(rest)?),
+                    Some(Profile::Explicit) => {
                         let specs = <[VfSpec]>::ref_from_bytes(rest)
                             .map_err(|_| DecodeError::BadPayload)?;
                         if specs.len() != count as usize {
@@ -359,7 +359,7 @@ impl<'a> Request<'a> {
                         }
                         Sizing::Explicit(specs)
                     }
-                    _ => return Err(DecodeError::Reserved),
+                    None => return Err(DecodeError::Reserved),
                 };
                 let specs: &[VfSpec] = match sizing {
                     Sizing::Equal => &[],

@@ -684,27 +684,15 @@ impl TtEntry {
     }
 }
 
-/// Mailbox state machine as reported in `MBOX_STATE`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u32)]
-pub enum MboxState {
-    /// Nothing pending.
-    Idle = 0,
-    /// Firmware is working on the request.
-    Busy = 1,
-    /// A response is in the response buffer for `MBOX_DONE_DOORBELL`.
-    Done = 2,
-}
-
-impl MboxState {
-    /// Decodes the register; unknown values are `None`.
-    pub const fn from_u32(v: u32) -> Option<Self> {
-        match v & 0xFF {
-            0 => Some(Self::Idle),
-            1 => Some(Self::Busy),
-            2 => Some(Self::Done),
-            _ => None,
-        }
+wire_enum! {
+    /// Mailbox state machine as reported in `MBOX_STATE`.
+    MboxState: u32 {
+        /// Nothing pending.
+        Idle = 0,
+        /// Firmware is working on the request.
+        Busy = 1,
+        /// A response is in the response buffer for `MBOX_DONE_DOORBELL`.
+        Done = 2,
     }
 }
 
@@ -805,7 +793,7 @@ mod tests {
         let c = SriovCtrl::new(true, false, 4);
         assert_eq!(c.num_vfs(), 4);
         assert!(c.contains(SriovCtrl::VF_ENABLE));
-        assert_eq!(MboxState::from_u32(2), Some(MboxState::Done));
-        assert_eq!(MboxState::from_u32(7), None);
+        assert_eq!(MboxState::from_wire(2), Some(MboxState::Done));
+        assert_eq!(MboxState::from_wire(7), None);
     }
 }

@@ -4,31 +4,21 @@
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
-/// Lifecycle state of a VF slot, as stored in the bank's `STATE` register.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum VfState {
-    /// No resources; the slot is unused.
-    Free = 0,
-    /// Resources assigned; SR-IOV has not (yet) enabled this VF.
-    Configured = 1,
-    /// Resources assigned and the VF is visible (VF Enable set, index < NumVFs).
-    Enabled = 2,
-    /// A function level reset is in progress.
-    Resetting = 3,
+wire_enum! {
+    /// Lifecycle state of a VF slot, as stored in the bank's `STATE` register.
+    VfState: u32 {
+        /// No resources; the slot is unused.
+        Free = 0,
+        /// Resources assigned; SR-IOV has not (yet) enabled this VF.
+        Configured = 1,
+        /// Resources assigned and the VF is visible (VF Enable set, index < NumVFs).
+        Enabled = 2,
+        /// A function level reset is in progress.
+        Resetting = 3,
+    }
 }
 
 impl VfState {
-    /// Decodes the register value.
-    pub const fn from_wire(v: u32) -> Option<Self> {
-        match v {
-            0 => Some(Self::Free),
-            1 => Some(Self::Configured),
-            2 => Some(Self::Enabled),
-            3 => Some(Self::Resetting),
-            _ => None,
-        }
-    }
     /// Lower-case name, for tables and JSON.
     pub const fn name(self) -> &'static str {
         match self {
@@ -40,46 +30,31 @@ impl VfState {
     }
 }
 
-/// Why the virtualization unit refused a VF's access (bank `FAULT_CODE`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u32)]
-pub enum VfFault {
-    /// No fault.
-    None = 0,
-    /// Access to a queue the VF does not own.
-    QueueNotOwned = 1,
-    /// Device memory address outside the VF's window.
-    MemOutOfWindow = 2,
-    /// Translation table entry invalid.
-    TranslationMiss = 3,
-    /// MSI-X vector the VF does not own.
-    VectorNotOwned = 4,
-    /// Write to a read-only register.
-    ReadOnly = 5,
-    /// Access while the VF is not enabled.
-    NotEnabled = 6,
-    /// Unaligned or wrongly sized register access.
-    BadAccess = 7,
-    /// DMA outside the VF's mapped IOVA ranges.
-    DmaFault = 8,
+wire_enum! {
+    /// Why the virtualization unit refused a VF's access (bank `FAULT_CODE`).
+    VfFault: u32 {
+        /// No fault.
+        None = 0,
+        /// Access to a queue the VF does not own.
+        QueueNotOwned = 1,
+        /// Device memory address outside the VF's window.
+        MemOutOfWindow = 2,
+        /// Translation table entry invalid.
+        TranslationMiss = 3,
+        /// MSI-X vector the VF does not own.
+        VectorNotOwned = 4,
+        /// Write to a read-only register.
+        ReadOnly = 5,
+        /// Access while the VF is not enabled.
+        NotEnabled = 6,
+        /// Unaligned or wrongly sized register access.
+        BadAccess = 7,
+        /// DMA outside the VF's mapped IOVA ranges.
+        DmaFault = 8,
+    }
 }
 
 impl VfFault {
-    /// Decodes a register value.
-    pub const fn from_wire(v: u32) -> Option<Self> {
-        match v {
-            0 => Some(Self::None),
-            1 => Some(Self::QueueNotOwned),
-            2 => Some(Self::MemOutOfWindow),
-            3 => Some(Self::TranslationMiss),
-            4 => Some(Self::VectorNotOwned),
-            5 => Some(Self::ReadOnly),
-            6 => Some(Self::NotEnabled),
-            7 => Some(Self::BadAccess),
-            8 => Some(Self::DmaFault),
-            _ => None,
-        }
-    }
     /// Lower-case name.
     pub const fn name(self) -> &'static str {
         match self {
