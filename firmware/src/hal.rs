@@ -24,6 +24,17 @@ pub trait Regs {
         v
     }
 
+    /// Swaps `new` in if the register holds `old`; whether it did. Register files that other
+    /// agents write concurrently (the host's lock word) must make this atomic; the default
+    /// suits files only the firmware writes.
+    fn cas32(&self, off: usize, old: u32, new: u32) -> bool {
+        if self.read32(off) != old {
+            return false;
+        }
+        self.write32(off, new);
+        true
+    }
+
     /// Copies `buf.len()` bytes starting at `off` (4-byte aligned) out of the register file.
     fn read_bytes(&self, off: usize, buf: &mut [u8]) {
         for (i, chunk) in buf.chunks_mut(4).enumerate() {
@@ -55,6 +66,9 @@ impl<T: Regs + ?Sized> Regs for &T {
     }
     fn observe32(&self, off: usize) -> u32 {
         (**self).observe32(off)
+    }
+    fn cas32(&self, off: usize, old: u32, new: u32) -> bool {
+        (**self).cas32(off, old, new)
     }
     fn read_bytes(&self, off: usize, buf: &mut [u8]) {
         (**self).read_bytes(off, buf)

@@ -91,7 +91,13 @@ pub struct Firmware<R: Regs, C: Clock> {
     counters: Counters,
     heartbeat: u32,
     build_id: u32,
+    /// The holder of the mailbox lock as last seen, and since when (its lease).
+    lease: Option<(u32, u64)>,
+    leases_expired: u32,
 }
+
+/// How long a holder may keep the mailbox lock without sending a command.
+pub const LEASE_MS: u32 = 1000;
 
 impl<R: Regs, C: Clock> Firmware<R, C> {
     /// Builds the firmware for `board`. An invalid board is reported as a fault in the status
@@ -113,6 +119,8 @@ impl<R: Regs, C: Clock> Firmware<R, C> {
             counters: Counters::default(),
             heartbeat: 0,
             build_id,
+            lease: None,
+            leases_expired: 0,
         })
     }
 
@@ -136,6 +144,8 @@ impl<R: Regs, C: Clock> Firmware<R, C> {
         r.write32(pf::BOARD_QUEUES.offset(), self.board.queues as u32);
         r.write32(pf::BOARD_VECTORS.offset(), self.board.vectors as u32);
         r.write32(pf::BOARD_TOTAL_VFS.offset(), self.board.total_vfs as u32);
+        r.write32(pf::MBOX_LEASE_MS.offset(), LEASE_MS);
+        r.write32(pf::MBOX_LEASES_EXPIRED.offset(), self.leases_expired);
         banks::clear_all(r, &self.board);
         self.mbox.boot(r);
         self.events.boot(r);
@@ -162,6 +172,12 @@ impl<R: Regs, C: Clock> Firmware<R, C> {
         self.regs.write32(pf::HEARTBEAT.offset(), self.heartbeat);
         self.sync_sriov();
         self.handle_flrs();
+        self.check_lease();
+        if !mailbox::pending(self) {
+            return false;
+        }
+        // Copied only when a command is there: an idle poll does no work proportional to
+        // the device's state.
         let before = self.books;
         let handled = mailbox::poll(self);
         // Answer first, check later (and only when the books moved): a self-check failure
@@ -169,7 +185,35 @@ impl<R: Regs, C: Clock> Firmware<R, C> {
         if handled && self.books != before && self.check_consistency().is_err() {
             self.fault(FaultCode::Inconsistent);
         }
+        if handled {
+            // A command renews whoever holds the lock.
+            let token = self.regs.read32(pf::MBOX_LOCK.offset());
+            self.lease = (token != 0).then(|| (token, self.clock.now_ms()));
+        }
         handled
+    }
+
+    /// Takes the mailbox lock back from a holder that has sent nothing for [`LEASE_MS`]: a
+    /// process that died holding it, on a transport that cannot tell (kernel VFIO).
+    fn check_lease(&mut self) {
+        let token = self.regs.read32(pf::MBOX_LOCK.offset());
+        let now = self.clock.now_ms();
+        match self.lease {
+            _ if token == 0 => self.lease = None,
+            Some((held, since)) if held == token => {
+                // Strictly past: whole-millisecond clocks may have started up to 1 ms late.
+                if now.saturating_sub(since) > LEASE_MS as u64 {
+                    if self.regs.cas32(pf::MBOX_LOCK.offset(), token, 0) {
+                        self.leases_expired = self.leases_expired.wrapping_add(1);
+                        self.regs
+                            .write32(pf::MBOX_LEASES_EXPIRED.offset(), self.leases_expired);
+                        warn!("mailbox lease of {=u32:x} expired", token);
+                    }
+                    self.lease = None;
+                }
+            }
+            _ => self.lease = Some((token, now)),
+        }
     }
 
     /// Records a fault in the status registers and posts an event.

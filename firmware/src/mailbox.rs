@@ -60,6 +60,11 @@ impl Mailbox {
     }
 }
 
+/// Whether the doorbell moved since the last command (a cheap idle check).
+pub fn pending<R: Regs, C: Clock>(fw: &Firmware<R, C>) -> bool {
+    fw.regs.read32(pf::MBOX_DOORBELL.offset()) != fw.mbox.last_doorbell
+}
+
 /// Handles one pending command, if the doorbell moved. Returns whether it did.
 pub fn poll<R: Regs, C: Clock>(fw: &mut Firmware<R, C>) -> bool {
     // The doorbell hands the request over: observed before REQ_LEN and the bytes are read.
@@ -117,6 +122,12 @@ fn handle<R: Regs, C: Clock>(mbox: &mut Mailbox, ctx: &mut Ctx<'_, R, C>) -> Out
             ctx.counters.errors += 1;
             return error(mbox, opcode_raw, seq, Status::InvalidArgument);
         }
+        // Only the lock's holder may command: a request whose token does not hold the lock
+        // (a lease that expired) is answered and not executed, nor cached.
+        Ok(m) if m.lock == 0 || m.lock != ctx.regs.read32(pf::MBOX_LOCK.offset()) => {
+            ctx.counters.errors += 1;
+            return error(mbox, opcode_raw, seq, Status::LockNotHeld);
+        }
         Ok(m) => m,
         Err(e) => {
             ctx.counters.errors += 1;
@@ -153,6 +164,7 @@ fn handle<R: Regs, C: Clock>(mbox: &mut Mailbox, ctx: &mut Ctx<'_, R, C>) -> Out
         HeaderFlags::RESPONSE,
         status,
         seq,
+        0,
         payload_len,
     )
     .unwrap_or(0);
@@ -162,7 +174,16 @@ fn handle<R: Regs, C: Clock>(mbox: &mut Mailbox, ctx: &mut Ctx<'_, R, C>) -> Out
 fn error(mbox: &mut Mailbox, opcode: u16, seq: u32, status: Status) -> Out {
     // Not cached: a malformed request is not a command, so a retry is judged afresh.
     Out::Error(
-        mailbox::seal(&mut mbox.err, opcode, HeaderFlags::RESPONSE, status, seq, 0).unwrap_or(0),
+        mailbox::seal(
+            &mut mbox.err,
+            opcode,
+            HeaderFlags::RESPONSE,
+            status,
+            seq,
+            0,
+            0,
+        )
+        .unwrap_or(0),
     )
 }
 
@@ -180,6 +201,7 @@ fn replay(mbox: &mut Mailbox) -> usize {
         flags,
         status,
         h.seq.get(),
+        0,
         payload_len,
     )
     .unwrap_or(0)

@@ -40,4 +40,20 @@ impl Regs for Mmio {
             unsafe { r.write(val) }
         }
     }
+    fn cas32(&self, off: usize, old: u32, new: u32) -> bool {
+        if !off.is_multiple_of(4) || off.checked_add(4).is_none_or(|e| e > self.len) {
+            return false;
+        }
+        // SAFETY: aligned and inside the block `new`'s contract guarantees; the lock word is
+        // memory the host also swaps atomically (the mailbox page), and AtomicU32 has u32's
+        // layout.
+        let a = unsafe { &*(self.base.add(off / 4) as *const core::sync::atomic::AtomicU32) };
+        a.compare_exchange(
+            old,
+            new,
+            core::sync::atomic::Ordering::AcqRel,
+            core::sync::atomic::Ordering::Acquire,
+        )
+        .is_ok()
+    }
 }

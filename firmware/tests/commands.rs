@@ -1,7 +1,7 @@
 //! Every management command, including every error status, through mailbox bytes.
 mod common;
 
-use common::Dev;
+use common::{Dev, TOKEN};
 use firmware::Regs;
 use shared_abi::mailbox::{self, HeaderFlags, Opcode, Status, MAX_MESSAGE};
 use shared_abi::messages::{split_list, view, CountResp, HeartbeatResp, Request, Sizing, Target};
@@ -31,7 +31,14 @@ fn boot_publishes_identity_and_ready() {
         d.regs.read32(pf::MAGIC.offset()),
         shared_abi::regs::PF_MAGIC
     );
-    assert_eq!(d.regs.read32(pf::ABI_VERSION.offset()), 0x0001_0000);
+    assert_eq!(
+        d.regs.read32(pf::ABI_VERSION.offset()),
+        shared_abi::abi_version_word()
+    );
+    assert_eq!(
+        d.regs.read32(pf::MBOX_LEASE_MS.offset()),
+        firmware::LEASE_MS
+    );
     assert_eq!(d.regs.read32(pf::BOARD_ENGINES.offset()), 16);
     assert_eq!(d.regs.read32(pf::BOARD_TOTAL_VFS.offset()), 64);
     assert_eq!(
@@ -420,14 +427,22 @@ fn malformed_messages_get_specific_statuses_and_change_nothing() {
     let n = good.len() as u32;
     let unknown = {
         let mut m = vec![0u8; 64];
-        let len =
-            mailbox::encode(&mut m, 0x0999, HeaderFlags::empty(), Status::Ok, 1, &[]).unwrap();
+        let len = mailbox::encode(
+            &mut m,
+            0x0999,
+            HeaderFlags::empty(),
+            Status::Ok,
+            1,
+            TOKEN,
+            &[],
+        )
+        .unwrap();
         m.truncate(len);
         m
     };
     let short_payload = {
         let mut m = vec![0u8; 64];
-        let len = mailbox::encode_request(&mut m, Opcode::DestroyVf, 1, &[1, 0]).unwrap();
+        let len = mailbox::encode_request(&mut m, Opcode::DestroyVf, 1, TOKEN, &[1, 0]).unwrap();
         m.truncate(len);
         m
     };
@@ -505,11 +520,12 @@ fn a_hung_scrubber_is_an_internal_error_and_a_fault() {
     let mut fw =
         firmware::Firmware::new(regs, firmware::hal::NoClock, firmware::Board::DEFAULT, 0).unwrap();
     fw.boot();
+    regs.write32(pf::MBOX_LOCK.offset(), TOKEN);
     let mut send = |req: &Request<'_>, seq: u32| {
         let mut p = [0u8; MAX_MESSAGE];
         let n = req.write_payload(&mut p).unwrap();
         let mut m = [0u8; MAX_MESSAGE];
-        let len = mailbox::encode_request(&mut m, req.opcode(), seq, &p[..n]).unwrap();
+        let len = mailbox::encode_request(&mut m, req.opcode(), seq, TOKEN, &p[..n]).unwrap();
         regs.write_bytes(pf::MBOX_REQ.start(), &m[..len]);
         regs.write32(pf::MBOX_REQ_LEN.offset(), len as u32);
         regs.write32(pf::MBOX_DOORBELL.offset(), seq);
@@ -538,4 +554,78 @@ fn a_hung_scrubber_is_an_internal_error_and_a_fault() {
         regs.read32(pf::FAULT_CODE.offset()),
         shared_abi::mailbox::FaultCode::ScrubTimeout.wire()
     );
+}
+
+#[test]
+fn only_the_lock_holder_commands_and_nothing_changes_otherwise() {
+    let mut d = Dev::new();
+    for holder in [0, TOKEN ^ 1] {
+        d.regs.write32(pf::MBOX_LOCK.offset(), holder);
+        let before = d.snapshot();
+        let r = d.call(&Request::CreateVfs {
+            count: 1,
+            sizing: Sizing::Equal,
+        });
+        assert_eq!(r.status, Status::LockNotHeld, "lock held by {holder:#x}");
+        assert!(d.snapshot() == before, "nothing executed");
+    }
+    d.regs.write32(pf::MBOX_LOCK.offset(), TOKEN);
+    d.ok(&Request::CreateVfs {
+        count: 1,
+        sizing: Sizing::Equal,
+    });
+}
+
+/// A clock the test moves by hand.
+#[derive(Debug, Clone, Copy)]
+struct Manual(&'static std::cell::Cell<u64>);
+
+impl firmware::Clock for Manual {
+    fn now_ms(&self) -> u64 {
+        self.0.get()
+    }
+}
+
+#[test]
+fn a_silent_holder_loses_the_lock_after_its_lease() {
+    let now: &'static std::cell::Cell<u64> = Box::leak(Box::new(std::cell::Cell::new(0)));
+    let regs: &'static firmware::ram::RamRegs = Box::leak(Box::new(firmware::ram::RamRegs::new()));
+    let mut fw = firmware::Firmware::new(regs, Manual(now), firmware::Board::DEFAULT, 0).unwrap();
+    fw.boot();
+    let lease = regs.read32(pf::MBOX_LEASE_MS.offset()) as u64;
+    assert_eq!(lease, firmware::LEASE_MS as u64);
+    // A process takes the lock and dies.
+    regs.write32(pf::MBOX_LOCK.offset(), 0xDEAD);
+    fw.poll();
+    now.set(lease);
+    fw.poll();
+    assert_eq!(
+        regs.read32(pf::MBOX_LOCK.offset()),
+        0xDEAD,
+        "still within its lease"
+    );
+    now.set(lease + 1);
+    fw.poll();
+    assert_eq!(regs.read32(pf::MBOX_LOCK.offset()), 0, "taken back");
+    assert_eq!(regs.read32(pf::MBOX_LEASES_EXPIRED.offset()), 1);
+    // A live holder's commands renew its lease.
+    regs.write32(pf::MBOX_LOCK.offset(), TOKEN);
+    fw.poll();
+    let mut seq = 0;
+    for step in 1..=3u64 {
+        now.set(lease + step * (lease - 1));
+        seq += 1;
+        let mut m = [0u8; MAX_MESSAGE];
+        let len = mailbox::encode_request(&mut m, Opcode::Heartbeat, seq, TOKEN, &[0; 4]).unwrap();
+        regs.write_bytes(pf::MBOX_REQ.start(), &m[..len]);
+        regs.write32(pf::MBOX_REQ_LEN.offset(), len as u32);
+        regs.write32(pf::MBOX_DOORBELL.offset(), seq);
+        assert!(fw.poll());
+        assert_eq!(
+            regs.read32(pf::MBOX_LOCK.offset()),
+            TOKEN,
+            "renewed at step {step}"
+        );
+    }
+    assert_eq!(regs.read32(pf::MBOX_LEASES_EXPIRED.offset()), 1);
 }

@@ -8,6 +8,8 @@ use shared_abi::ordering::DEVICE_PUBLISHES;
 use shared_abi::regs::pf;
 use std::cell::RefCell;
 
+const TOKEN: u32 = 0x7E57_0002;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Op {
     Read(usize),
@@ -45,9 +47,11 @@ fn the_mailbox_handoffs_are_published_and_observed() {
     let mut fw = Firmware::new(regs, NoClock, Board::DEFAULT, 1).unwrap();
     fw.boot();
     let mut msg = [0u8; MAX_MESSAGE];
-    let len = mailbox::encode_request(&mut msg, Opcode::Heartbeat, 7, &7u32.to_le_bytes()).unwrap();
+    let len = mailbox::encode_request(&mut msg, Opcode::Heartbeat, 7, TOKEN, &7u32.to_le_bytes())
+        .unwrap();
     regs.0.write_bytes(pf::MBOX_REQ.start(), &msg[..len]);
     regs.0.write32(pf::MBOX_REQ_LEN.offset(), len as u32);
+    regs.0.write32(pf::MBOX_LOCK.offset(), TOKEN);
     regs.0.write32(pf::MBOX_DOORBELL.offset(), 1);
     regs.1.borrow_mut().clear();
     assert!(fw.poll());

@@ -45,7 +45,8 @@ fuzz_target!(|data: &[u8]| {
     let mut p = [0u8; 64];
     let n = Request::CreateVfs { count: 2, sizing: Sizing::Equal }.write_payload(&mut p).unwrap();
     let mut m = [0u8; 128];
-    let len = mailbox::encode_request(&mut m, shared_abi::Opcode::CreateVfs, 1, &p[..n]).unwrap();
+    regs.write32(pf::MBOX_LOCK.offset(), 1);
+    let len = mailbox::encode_request(&mut m, shared_abi::Opcode::CreateVfs, 1, 1, &p[..n]).unwrap();
     assert_eq!(ring(&mut fw, regs, &m[..len], len as u32), Status::Ok);
 
     let (len_reg, body) = match data.split_first_chunk::<4>() {
@@ -53,6 +54,11 @@ fuzz_target!(|data: &[u8]| {
         _ => (data.len().min(4096) as u32, data),
     };
     let body = &body[..body.len().min(4096)];
+    // The input holds the lock with whatever token its header names (so inputs reach past the
+    // lock check), except for one length in seven, which tests a holder mismatch.
+    let token = body.get(20..24).map_or(0, |t| u32::from_le_bytes([t[0], t[1], t[2], t[3]]));
+    let holder = if data.len() % 7 == 0 { token ^ 1 } else { token };
+    regs.write32(pf::MBOX_LOCK.offset(), holder);
     let before = snapshot(regs);
     let st = ring(&mut fw, regs, body, len_reg);
     if st != Status::Ok {

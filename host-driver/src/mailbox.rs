@@ -40,11 +40,11 @@ fn random_u32() -> u32 {
     u32::from_ne_bytes(b) ^ std::process::id().rotate_left(16)
 }
 
-/// Releases the hardware semaphore on every exit path.
-struct LockGuard<'a>(&'a dyn Transport);
+/// Releases the mailbox lock on every exit path (if it is still ours).
+struct LockGuard<'a>(&'a dyn Transport, u32);
 impl Drop for LockGuard<'_> {
     fn drop(&mut self) {
-        let _ = self.0.write32(pf::MBOX_LOCK.offset(), 0);
+        let _ = self.0.cas32(pf::MBOX_LOCK.offset(), self.1, 0);
     }
 }
 
@@ -52,10 +52,13 @@ impl Mailbox {
     /// A client over `t`.
     pub fn new(t: Arc<dyn Transport>, timeout: Duration) -> Self {
         // Random start so two processes never pair the same sequence number with the replay cache.
+        let token = random_u32() | 1;
+        // Best effort: where the device cannot hear it, the firmware's lease frees the lock.
+        let _ = t.register_lock_token(token);
         Mailbox {
             t,
             seq: AtomicU32::new(random_u32()),
-            token: random_u32() | 1,
+            token,
             timeout,
         }
     }
@@ -93,6 +96,7 @@ impl Mailbox {
             HeaderFlags::empty(),
             Status::Ok,
             seq,
+            self.token,
             n,
         )
         .map_err(|_| too_large())?;
@@ -101,15 +105,7 @@ impl Mailbox {
         let t = &*self.t;
         let start = Instant::now();
         self.acquire(start).await?;
-        let _guard = LockGuard(t);
-        let st = DevStatus::from_bits_retain(t.read32(pf::DEV_STATUS.offset())?);
-        if st.contains(DevStatus::HALTED) || st.contains(DevStatus::FAULT) {
-            let code = t.read32(pf::FAULT_CODE.offset())?;
-            return Err(Error::FirmwareFaulted { code });
-        }
-        if !st.contains(DevStatus::READY) {
-            return Err(Error::NotOurDevice("the firmware is not ready".into()));
-        }
+        let _guard = LockGuard(t, self.token);
         t.write_bytes(pf::MBOX_REQ.start(), &msg)?;
         t.write32(pf::MBOX_REQ_LEN.offset(), len as u32)?;
         let per_attempt = self.timeout / ATTEMPTS;
@@ -124,6 +120,12 @@ impl Mailbox {
                 if m.seq != seq || m.opcode != req.opcode().wire() {
                     return Err(Error::BadResponse("response answers another request"));
                 }
+                if m.status == Status::LockNotHeld {
+                    return Err(Error::Conflict(format!(
+                        "{what} was not executed: the mailbox lock was taken back (its lease \
+                         expired) before the request arrived; retry"
+                    )));
+                }
                 return Ok((m.status, m.payload.to_vec()));
             }
         }
@@ -137,13 +139,11 @@ impl Mailbox {
         let t = &*self.t;
         let mut delay = Duration::from_micros(50);
         loop {
-            t.write32(pf::MBOX_LOCK.offset(), self.token)?;
-            let owner = t.read32(pf::MBOX_LOCK.offset())?;
-            if owner == self.token {
+            if t.cas32(pf::MBOX_LOCK.offset(), 0, self.token)? {
                 return Ok(());
             }
             if start.elapsed() > self.timeout {
-                return Err(Error::MailboxBusy(owner));
+                return Err(Error::MailboxBusy(t.read32(pf::MBOX_LOCK.offset())?));
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_millis(5));
@@ -178,13 +178,22 @@ impl Mailbox {
             // completion interrupt where there is one, else back off; every so often touch a
             // trapped register so a dead device model fails fast, not at timeout.
             if polls > 200 {
+                // Not answered at once: is the firmware there at all? (A fault is reported
+                // now, not at the timeout; the fast path never pays for this read.)
+                if polls % 64 == 1 {
+                    let st = DevStatus::from_bits_retain(t.read32(pf::DEV_STATUS.offset())?);
+                    if st.intersects(DevStatus::HALTED | DevStatus::FAULT) {
+                        let code = t.read32(pf::FAULT_CODE.offset())?;
+                        return Err(Error::FirmwareFaulted { code });
+                    }
+                    if !st.contains(DevStatus::READY) {
+                        return Err(Error::NotOurDevice("the firmware is not ready".into()));
+                    }
+                }
                 if let Some(irq) = t.mailbox_irq() {
                     let left = limit.saturating_sub(start.elapsed());
                     wait_irq(irq, left.min(Duration::from_millis(10))).await?;
                     continue;
-                }
-                if polls.is_multiple_of(64) {
-                    t.read32(pf::HEARTBEAT.offset())?;
                 }
                 let us = (polls as u64 - 200).clamp(20, 1000);
                 tokio::time::sleep(Duration::from_micros(us)).await;

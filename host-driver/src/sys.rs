@@ -67,6 +67,26 @@ impl BarMap {
         true
     }
 
+    /// Compare-and-swap on a dword of the mapping (the mailbox lock word); `None` if out of
+    /// range.
+    pub fn cas32(&self, off: usize, old: u32, new: u32) -> Option<bool> {
+        if !off.is_multiple_of(4) || off.checked_add(4)? > self.len {
+            return None;
+        }
+        // SAFETY: aligned and in bounds of the live mapping; AtomicU32 has u32's layout, and
+        // the word is memory the device and other clients also access atomically.
+        let a = unsafe { &*(self.ptr.as_ptr().add(off) as *const std::sync::atomic::AtomicU32) };
+        Some(
+            a.compare_exchange(
+                old,
+                new,
+                std::sync::atomic::Ordering::AcqRel,
+                std::sync::atomic::Ordering::Acquire,
+            )
+            .is_ok(),
+        )
+    }
+
     /// Copies bytes out (dword-wise, so device registers see whole accesses).
     pub fn read(&self, off: usize, buf: &mut [u8]) -> bool {
         if off.checked_add(buf.len()).is_none_or(|e| e > self.len) {

@@ -98,6 +98,22 @@ pub trait Transport: Send + Sync {
         shared_abi::ordering::observe();
         Ok(v)
     }
+    /// Swaps `new` into the dword at `off` if it holds `old` (the mailbox lock); whether it
+    /// did. Where the word is mapped this is an atomic swap on it; the default, for a trapped
+    /// word, is a write the device applies as that swap (a token acquires only a free lock; 0
+    /// releases the writer's), read back to see who holds it.
+    fn cas32(&self, off: usize, old: u32, new: u32) -> Result<bool> {
+        let _ = old;
+        self.write32(off, new)?;
+        Ok(new == 0 || self.read32(off)? == new)
+    }
+    /// Tells the device which token this connection takes the mailbox lock with, so it can
+    /// release the lock at once if the connection dies holding it. Transports without
+    /// connections rely on the firmware's lease.
+    fn register_lock_token(&self, token: u32) -> Result<()> {
+        let _ = token;
+        Ok(())
+    }
     /// Reads BAR0 bytes.
     fn read_bytes(&self, off: usize, buf: &mut [u8]) -> Result<()>;
     /// Writes BAR0 bytes.

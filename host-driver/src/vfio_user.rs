@@ -325,6 +325,18 @@ impl Transport for VfioUser {
         }
         self.region_write(BAR0, off as u64, &v.to_le_bytes())
     }
+    fn cas32(&self, off: usize, old: u32, new: u32) -> Result<bool> {
+        if let Some((m, o)) = self.mapped(off, 4) {
+            return m
+                .cas32(o, old, new)
+                .ok_or(Error::BadResponse("unaligned register"));
+        }
+        self.write32(off, new)?;
+        Ok(new == 0 || self.read32(off)? == new)
+    }
+    fn register_lock_token(&self, token: u32) -> Result<()> {
+        self.write32(shared_abi::regs::pf::MBOX_OWNER.offset(), token)
+    }
     fn read_bytes(&self, off: usize, buf: &mut [u8]) -> Result<()> {
         if let Some((m, o)) = self.mapped(off, buf.len()) {
             m.read(o, buf);

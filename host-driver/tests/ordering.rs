@@ -46,6 +46,7 @@ impl Device {
             HeaderFlags::RESPONSE,
             Status::Ok,
             h.seq.get(),
+            0,
             4,
         )
         .unwrap();

@@ -45,7 +45,7 @@ pub mod resources;
 pub use mailbox::{DecodeError, EncodeError, Header, Opcode, Status};
 
 /// ABI major version: bumped on any incompatible change to registers or the mailbox format.
-pub const ABI_MAJOR: u16 = 1;
+pub const ABI_MAJOR: u16 = 2;
 /// ABI minor version: bumped when something is added compatibly (new opcode, new register).
 pub const ABI_MINOR: u16 = 0;
 

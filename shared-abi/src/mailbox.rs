@@ -47,8 +47,10 @@ pub struct Header {
     pub seq: U32,
     /// Payload bytes following the header.
     pub payload_len: U32,
+    /// In requests, the token holding `MBOX_LOCK`; 0 in responses.
+    pub lock: U32,
     /// Reserved, zero.
-    pub reserved: [U32; 2],
+    pub reserved: U32,
     /// CRC32 over the header (this field zero) and the payload.
     pub crc: U32,
 }
@@ -165,6 +167,9 @@ wire_enum! {
         FlashError = 16,
         /// Internal firmware error; the device may need a reset.
         Internal = 17,
+        /// The request's token does not hold the mailbox lock (its lease expired, or it never
+        /// took it); nothing was executed.
+        LockNotHeld = 18,
     }
 }
 
@@ -208,6 +213,7 @@ impl Status {
             Status::ImageRejected => "firmware image rejected",
             Status::FlashError => "flash write failed",
             Status::Internal => "internal firmware error",
+            Status::LockNotHeld => "the mailbox lock is not held by this request's token",
         }
     }
 }
@@ -273,6 +279,8 @@ pub struct Message<'a> {
     pub status: Status,
     /// Sequence number.
     pub seq: u32,
+    /// The lock token (requests).
+    pub lock: u32,
     /// Payload bytes.
     pub payload: &'a [u8],
 }
@@ -294,6 +302,7 @@ pub fn encode(
     flags: HeaderFlags,
     status: Status,
     seq: u32,
+    lock: u32,
     payload: &[u8],
 ) -> Result<usize, EncodeError> {
     let total = HEADER_LEN + payload.len();
@@ -301,7 +310,7 @@ pub fn encode(
         return Err(EncodeError::TooLong);
     }
     out[HEADER_LEN..total].copy_from_slice(payload);
-    seal(out, opcode, flags, status, seq, payload.len())
+    seal(out, opcode, flags, status, seq, lock, payload.len())
 }
 
 /// Writes the header in front of a payload already at `buf[HEADER_LEN..]`; returns the total
@@ -312,6 +321,7 @@ pub fn seal(
     flags: HeaderFlags,
     status: Status,
     seq: u32,
+    lock: u32,
     payload_len: usize,
 ) -> Result<usize, EncodeError> {
     let total = HEADER_LEN + payload_len;
@@ -326,7 +336,8 @@ pub fn seal(
         status: U16::new(status.wire()),
         seq: U32::new(seq),
         payload_len: U32::new(payload_len as u32),
-        reserved: [U32::new(0); 2],
+        lock: U32::new(lock),
+        reserved: U32::new(0),
         crc: U32::new(0),
     };
     h.crc = U32::new(checksum(&h, &buf[HEADER_LEN..total]));
@@ -334,11 +345,12 @@ pub fn seal(
     Ok(total)
 }
 
-/// Encodes a request.
+/// Encodes a request sent under the lock token `lock`.
 pub fn encode_request(
     out: &mut [u8],
     opcode: Opcode,
     seq: u32,
+    lock: u32,
     payload: &[u8],
 ) -> Result<usize, EncodeError> {
     encode(
@@ -347,6 +359,7 @@ pub fn encode_request(
         HeaderFlags::empty(),
         Status::Ok,
         seq,
+        lock,
         payload,
     )
 }
@@ -372,7 +385,7 @@ pub fn decode(buf: &[u8]) -> Result<Message<'_>, DecodeError> {
         return Err(DecodeError::UnsupportedVersion(h.version.get()));
     }
     let flags = HeaderFlags::from_bits(h.flags.get()).ok_or(DecodeError::Reserved)?;
-    if h.reserved.iter().any(|r| r.get() != 0) {
+    if h.reserved.get() != 0 {
         return Err(DecodeError::Reserved);
     }
     if h.payload_len.get() as usize != rest.len() {
@@ -395,6 +408,7 @@ pub fn decode(buf: &[u8]) -> Result<Message<'_>, DecodeError> {
         flags,
         status,
         seq: h.seq.get(),
+        lock: h.lock.get(),
         payload: rest,
     })
 }
@@ -421,7 +435,8 @@ mod tests {
         assert_eq!(core::mem::offset_of!(Header, status), 10);
         assert_eq!(core::mem::offset_of!(Header, seq), 12);
         assert_eq!(core::mem::offset_of!(Header, payload_len), 16);
-        assert_eq!(core::mem::offset_of!(Header, reserved), 20);
+        assert_eq!(core::mem::offset_of!(Header, lock), 20);
+        assert_eq!(core::mem::offset_of!(Header, reserved), 24);
         assert_eq!(core::mem::offset_of!(Header, crc), 28);
         assert_eq!(MAX_MESSAGE, crate::regs::pf::MBOX_REQ.len as usize);
         assert_eq!(MAX_MESSAGE, crate::regs::pf::MBOX_RESP.len as usize);
@@ -431,7 +446,7 @@ mod tests {
     fn known_vector() {
         // A HEARTBEAT request with seq 7 and a 4-byte payload, byte for byte (docs/abi.md).
         let mut buf = [0u8; 64];
-        let n = encode_request(&mut buf, Opcode::Heartbeat, 7, &[1, 2, 3, 4]).unwrap();
+        let n = encode_request(&mut buf, Opcode::Heartbeat, 7, 0, &[1, 2, 3, 4]).unwrap();
         assert_eq!(n, 36);
         assert_eq!(&buf[0..4], b"AVMB");
         assert_eq!(&buf[4..8], &[1, 0, 3, 0]);
@@ -448,7 +463,7 @@ mod tests {
     #[test]
     fn each_malformation_has_its_error() {
         let mut buf = [0u8; 64];
-        let n = encode_request(&mut buf, Opcode::GetDeviceInfo, 1, &[]).unwrap();
+        let n = encode_request(&mut buf, Opcode::GetDeviceInfo, 1, 0, &[]).unwrap();
         assert_eq!(decode(&buf[..n - 1]), Err(DecodeError::Truncated));
         let mut b = buf;
         b[0] ^= 1;
@@ -457,7 +472,7 @@ mod tests {
         b[4] = 2;
         assert_eq!(decode(&b[..n]), Err(DecodeError::UnsupportedVersion(2)));
         let mut b = buf;
-        b[20] = 1;
+        b[24] = 1;
         assert_eq!(decode(&b[..n]), Err(DecodeError::Reserved));
         let mut b = buf;
         b[16] = 1;
@@ -466,12 +481,12 @@ mod tests {
         let mut b = buf;
         b[13] ^= 0x80;
         assert_eq!(decode(&b[..n]), Err(DecodeError::BadCrc));
-        let n2 = encode(&mut b, 0x7777, HeaderFlags::empty(), Status::Ok, 1, &[]).unwrap();
+        let n2 = encode(&mut b, 0x7777, HeaderFlags::empty(), Status::Ok, 1, 0, &[]).unwrap();
         assert_eq!(decode(&b[..n2]), Err(DecodeError::UnknownOpcode(0x7777)));
         let big = [0u8; MAX_MESSAGE + 1];
         assert_eq!(decode(&big), Err(DecodeError::TooLong));
         assert_eq!(
-            encode_request(&mut [0u8; 8], Opcode::Heartbeat, 0, &[]),
+            encode_request(&mut [0u8; 8], Opcode::Heartbeat, 0, 0, &[]),
             Err(EncodeError::TooLong)
         );
     }

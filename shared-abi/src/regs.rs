@@ -258,10 +258,10 @@ pub mod pf {
         BOARD_TOTAL_VFS = 0x034, Ro;
         /// RO: firmware build id (low 32 bits of the image hash).
         FW_BUILD_ID = 0x038, Ro;
-        /// Hardware semaphore guarding the mailbox. Write a nonzero token: acquired if free. Read:
-        /// current owner token (0 = free). The owner writes 0 to release. Hardware (the device
-        /// model) releases it when the owning connection goes away.
-        MBOX_LOCK = 0x040, Semaphore;
+        /// The token this connection takes the mailbox lock with (written once per
+        /// connection). The device releases [`MBOX_LOCK`] at once when a connection that
+        /// registered the token holding it goes away; on other transports the lease does.
+        MBOX_OWNER = 0x040, Rw;
         /// RO (hardware): SR-IOV state mirrored from config space; [`super::SriovCtrl`].
         SRIOV_CTRL = 0x044, Hardware;
         /// RW by firmware: first granule the memory scrubber zeroes.
@@ -284,6 +284,17 @@ pub mod pf {
         MBOX_RESP_LEN = 0x100C, Ro;
         /// RO: the doorbell value the current response answers.
         MBOX_DONE_DOORBELL = 0x1010, Ro;
+        /// The mailbox lock, in the mapped page: a compare-and-swap word. Acquire by swapping
+        /// 0 for your nonzero token, release by swapping it back (a trapped write of a token
+        /// is applied as that swap). Every request carries the token; the firmware executes
+        /// only requests whose token holds the lock, and takes the lock back from a holder
+        /// that sends nothing for [`MBOX_LEASE_MS`].
+        MBOX_LOCK = 0x1020, Semaphore;
+        /// RO: the lease in milliseconds: how long a holder may keep the lock without a
+        /// command before the firmware frees it (a holder that died).
+        MBOX_LEASE_MS = 0x1024, Ro;
+        /// RO: leases the firmware has expired since boot.
+        MBOX_LEASES_EXPIRED = 0x1028, Ro;
         /// RO: event ring producer index (free-running, firmware writes).
         EVQ_PROD = 0x1040, Ro;
         /// RW: event ring consumer index (free-running, host writes).

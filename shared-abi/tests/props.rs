@@ -80,7 +80,7 @@ proptest! {
         let mut payload = [0u8; MAX_MESSAGE];
         let n = req.write_payload(&mut payload).unwrap();
         let mut msg = [0u8; MAX_MESSAGE];
-        let len = mailbox::encode_request(&mut msg, req.opcode(), seq, &payload[..n]).unwrap();
+        let len = mailbox::encode_request(&mut msg, req.opcode(), seq, 0, &payload[..n]).unwrap();
         let m = mailbox::decode(&msg[..len]).unwrap();
         prop_assert_eq!(m.seq, seq);
         prop_assert_eq!(m.op(), Some(req.opcode()));
@@ -109,7 +109,7 @@ proptest! {
     ) {
         let mut msg = [0u8; MAX_MESSAGE];
         let len = mailbox::encode(&mut msg, Opcode::Heartbeat.wire(), HeaderFlags::RESPONSE,
-            Status::Ok, seq, &payload).unwrap();
+            Status::Ok, seq, 0, &payload).unwrap();
         let i = bit.index(len * 8);
         msg[i / 8] ^= 1 << (i % 8);
         prop_assert!(mailbox::decode(&msg[..len]).is_err());
@@ -122,7 +122,7 @@ proptest! {
         extra in prop::collection::vec(any::<u8>(), 1..16),
     ) {
         let mut msg = [0u8; MAX_MESSAGE];
-        let len = mailbox::encode_request(&mut msg, Opcode::Heartbeat, 1, &payload).unwrap();
+        let len = mailbox::encode_request(&mut msg, Opcode::Heartbeat, 1, 0, &payload).unwrap();
         let short = len - cut.min(payload.len());
         prop_assert!(mailbox::decode(&msg[..short]).is_err());
         let mut long = msg[..len].to_vec();

@@ -20,6 +20,9 @@ impl Regs for FwPort {
     fn write32(&self, off: usize, val: u32) {
         self.0.firmware_write32(off, val);
     }
+    fn cas32(&self, off: usize, old: u32, new: u32) -> bool {
+        self.0.bar0().cas32(off, old, new)
+    }
     fn read_bytes(&self, off: usize, buf: &mut [u8]) {
         self.0.bar0().read(off, buf);
     }

@@ -11,6 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The token the test host holds the mailbox lock with.
+const TOKEN: u32 = 0x7E57_0004;
+
 struct Rig {
     dev: Arc<Device>,
     stop: Arc<AtomicBool>,
@@ -41,12 +44,17 @@ impl Rig {
             doorbell: 0,
         };
         r.wait(|| r.r32(pf::DEV_STATUS.offset()) & 1 == 1);
+        // The test host holds the mailbox lock (a trapped write, applied as the swap).
+        r.w32(pf::MBOX_LOCK.offset(), TOKEN);
         r
     }
     fn wait(&self, f: impl Fn() -> bool) {
+        self.wait_for(Duration::from_secs(5), f)
+    }
+    fn wait_for(&self, limit: Duration, f: impl Fn() -> bool) {
         let t = Instant::now();
         while !f() {
-            assert!(t.elapsed() < Duration::from_secs(5), "timed out");
+            assert!(t.elapsed() < limit, "timed out");
             std::thread::sleep(Duration::from_micros(100));
         }
     }
@@ -67,7 +75,8 @@ impl Rig {
         let n = req.write_payload(&mut payload).unwrap();
         let mut msg = [0u8; MAX_MESSAGE];
         self.seq += 1;
-        let len = mailbox::encode_request(&mut msg, req.opcode(), self.seq, &payload[..n]).unwrap();
+        let len = mailbox::encode_request(&mut msg, req.opcode(), self.seq, TOKEN, &payload[..n])
+            .unwrap();
         self.dev
             .bar_write(
                 Func::Pf,
@@ -163,6 +172,7 @@ fn host_cannot_write_read_only_registers() {
 #[test]
 fn mailbox_semaphore() {
     let r = Rig::new();
+    r.w32(pf::MBOX_LOCK.offset(), 0); // the rig's own hold
     r.dev
         .bar_write(
             Func::Pf,
@@ -203,6 +213,47 @@ fn mailbox_semaphore() {
         0,
         "released when the owner goes away"
     );
+    // A mapped client swaps the word itself; the token it registered for its connection
+    // lets the device release it all the same.
+    r.dev
+        .bar_write(
+            Func::Pf,
+            region::BAR0,
+            pf::MBOX_OWNER.offset() as u64,
+            &0x55u32.to_le_bytes(),
+            300,
+        )
+        .unwrap();
+    assert!(r.dev.bar0().cas32(pf::MBOX_LOCK.offset(), 0, 0x55));
+    r.dev.client_gone(200);
+    assert_eq!(r.r32(pf::MBOX_LOCK.offset()), 0x55, "not another's");
+    r.dev.client_gone(300);
+    assert_eq!(
+        r.r32(pf::MBOX_LOCK.offset()),
+        0,
+        "released with its connection"
+    );
+}
+
+/// A holder with no connection the device can watch (kernel VFIO) dies holding the lock: the
+/// firmware takes it back when its lease runs out, and the next client gets in.
+#[test]
+fn a_dead_holder_without_a_connection_loses_the_lock_after_its_lease() {
+    let mut r = Rig::new();
+    r.w32(pf::MBOX_LOCK.offset(), 0);
+    let lease = Duration::from_millis(r.r32(pf::MBOX_LEASE_MS.offset()) as u64);
+    assert!(lease >= Duration::from_millis(100), "{lease:?}");
+    let t = Instant::now();
+    assert!(r.dev.bar0().cas32(pf::MBOX_LOCK.offset(), 0, 0xDEAD));
+    r.wait_for(lease * 3, || r.r32(pf::MBOX_LOCK.offset()) == 0);
+    assert!(
+        t.elapsed() >= lease,
+        "not before the lease ran out: {:?}",
+        t.elapsed()
+    );
+    assert_eq!(r.r32(pf::MBOX_LEASES_EXPIRED.offset()), 1);
+    r.w32(pf::MBOX_LOCK.offset(), TOKEN);
+    assert_eq!(r.mbox(&Request::Heartbeat { nonce: 1 }).0, Status::Ok);
 }
 
 #[test]
@@ -489,6 +540,7 @@ fn nothing_a_vf_writes_reaches_the_pf_mailbox() {
         &mut msg,
         Request::DestroyVf(Target::All).opcode(),
         9,
+        TOKEN,
         &payload[..n],
     )
     .unwrap();

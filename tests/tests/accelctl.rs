@@ -392,3 +392,51 @@ fn vf_list_is_one_mailbox_command() {
     // The second stats counts itself, as the first did.
     assert_eq!(commands() - before, 1 + 1 + 1);
 }
+
+/// An accelctl killed while it holds the mailbox lock (waiting for a frozen device) does not
+/// lock anyone out: the device sees its connection go and frees the lock the token it
+/// registered holds, at once, without waiting for the firmware's lease.
+#[test]
+fn a_killed_lock_holder_is_released_with_its_connection() {
+    use host_driver::transport::Transport;
+    let sim = Sim::start();
+    let mut watch = std::process::Command::new(accelvirt_tests::bin("accelctl"))
+        .arg("-d")
+        .arg(&sim.sock)
+        .args(["stats", "--watch", "0.05"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // A second client, mapped, reads the lock word without the device's help.
+    let t = host_driver::vfio_user::VfioUser::connect(&sim.sock, true).unwrap();
+    assert!(t.is_mapped());
+    let lock = shared_abi::regs::pf::MBOX_LOCK.offset();
+    // Once it has printed a sample it is connected and mapped; freeze the device so its next
+    // command takes the lock and waits.
+    let mut out = watch.stdout.take().unwrap();
+    let mut first = [0u8; 1];
+    std::io::Read::read_exact(&mut out, &mut first).unwrap();
+    sim.signal(nix::sys::signal::Signal::SIGSTOP);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while t.read32(lock).unwrap() == 0 {
+        assert!(Instant::now() < deadline, "the watcher never took the lock");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    watch.kill().unwrap();
+    watch.wait().unwrap();
+    sim.signal(nix::sys::signal::Signal::SIGCONT);
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while t.read32(lock).unwrap() != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the dead holder's lock is still held"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let expired = t
+        .read32(shared_abi::regs::pf::MBOX_LEASES_EXPIRED.offset())
+        .unwrap();
+    assert_eq!(expired, 0, "freed with the connection, not by the lease");
+    sim.ctl_json(&["info"]);
+}

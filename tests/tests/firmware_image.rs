@@ -89,12 +89,16 @@ fn image_boots_serves_the_mailbox_and_logs_decodable_defmt() {
         "xtask stamps a build id"
     );
 
+    // The test holds the mailbox lock for all its commands (a plain write: nothing else
+    // contends for it here).
+    const TOKEN: u32 = 0x7E57_0003;
+    regs.w32(pf::MBOX_LOCK.offset(), TOKEN);
     let mut doorbell = regs.r32(pf::MBOX_DOORBELL.offset());
     let mut call = |req: &Request<'_>, seq: u32| {
         let mut p = [0u8; 4096];
         let n = req.write_payload(&mut p).unwrap();
         let mut m = [0u8; 4096];
-        let len = mailbox::encode_request(&mut m, req.opcode(), seq, &p[..n]).unwrap();
+        let len = mailbox::encode_request(&mut m, req.opcode(), seq, TOKEN, &p[..n]).unwrap();
         regs.0
             .write_all_at(&m[..len], pf::MBOX_REQ.offset as u64)
             .unwrap();

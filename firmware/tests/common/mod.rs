@@ -9,6 +9,9 @@ use shared_abi::mailbox::{self, HeaderFlags, Opcode, Status, MAX_MESSAGE};
 use shared_abi::messages::Request;
 use shared_abi::regs::{pf, MboxState};
 
+/// The token the test host holds the mailbox lock with.
+pub const TOKEN: u32 = 0x7E57_0001;
+
 #[derive(Debug)]
 pub struct Dev {
     pub regs: &'static RamRegs,
@@ -34,6 +37,8 @@ impl Dev {
         let regs: &'static RamRegs = Box::leak(Box::new(RamRegs::new()));
         let mut fw = Firmware::new(regs, NoClock, board, 0xB1D).unwrap();
         fw.boot();
+        // The host holds the mailbox lock for every command it sends.
+        regs.write32(pf::MBOX_LOCK.offset(), TOKEN);
         Dev {
             regs,
             fw,
@@ -75,7 +80,8 @@ impl Dev {
         let n = req.write_payload(&mut payload).unwrap();
         let mut msg = [0u8; MAX_MESSAGE];
         self.seq += 1;
-        let len = mailbox::encode_request(&mut msg, req.opcode(), self.seq, &payload[..n]).unwrap();
+        let len = mailbox::encode_request(&mut msg, req.opcode(), self.seq, TOKEN, &payload[..n])
+            .unwrap();
         msg[..len].to_vec()
     }
 

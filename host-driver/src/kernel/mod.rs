@@ -127,6 +127,11 @@ impl Transport for KernelVfio {
             .then_some(())
             .ok_or(Error::BadResponse("BAR0 access out of range"))
     }
+    fn cas32(&self, off: usize, old: u32, new: u32) -> Result<bool> {
+        self.bar0
+            .cas32(off, old, new)
+            .ok_or(Error::BadResponse("BAR0 access out of range"))
+    }
     fn read_bytes(&self, off: usize, buf: &mut [u8]) -> Result<()> {
         self.bar0
             .read(off, buf)

@@ -4,6 +4,9 @@
 use super::interrupts::msix_ctl;
 use super::*;
 
+/// Connections whose lock token the device remembers at once; more fall back to the lease.
+const MAX_REGISTERED_OWNERS: usize = 1024;
+
 impl Device {
     /// Reads a BAR region.
     pub fn bar_read(
@@ -100,6 +103,13 @@ impl Device {
             let v = get(data, i);
             if w == pf::MBOX_LOCK.offset() {
                 self.mbox_lock_write(v, conn);
+            } else if w == pf::MBOX_OWNER.offset() {
+                self.bar0.write32(w, v);
+                let mut g = lock(&self.inner);
+                if g.lock_tokens.len() < MAX_REGISTERED_OWNERS || g.lock_tokens.contains_key(&conn)
+                {
+                    g.lock_tokens.insert(conn, v);
+                }
             } else if pf::MSIX_TABLE.contains(w as u64, 4) {
                 let mut g = lock(&self.inner);
                 let (en, fm) = msix_ctl(&g.pf_cfg);
@@ -114,13 +124,15 @@ impl Device {
         })
     }
 
-    /// The mailbox semaphore: a nonzero write acquires if free; 0 from the owner releases.
+    /// A trapped write of the mailbox lock word, applied as the swap a mapped client does: a
+    /// token acquires it if free; 0 releases it if this connection took it.
     fn mbox_lock_write(&self, token: u32, conn: u64) {
         let mut g = lock(&self.inner);
         let off = pf::MBOX_LOCK.offset();
         if token == 0 {
             if g.lock_owner == conn {
-                self.bar0.write32(off, 0);
+                let held = self.bar0.read32(off);
+                self.bar0.cas32(off, held, 0);
                 g.lock_owner = 0;
             }
         } else if self.bar0.cas32(off, 0, token) {
@@ -128,12 +140,19 @@ impl Device {
         }
     }
 
-    /// A client connection went away: release what it held.
+    /// A client connection went away: release the mailbox lock if it held it, whether it
+    /// took it through a trapped write or by swapping the mapped word with the token it
+    /// registered in MBOX_OWNER.
     pub fn client_gone(&self, conn: u64) {
         let mut g = lock(&self.inner);
+        let off = pf::MBOX_LOCK.offset();
         if g.lock_owner == conn {
             g.lock_owner = 0;
-            self.bar0.write32(pf::MBOX_LOCK.offset(), 0);
+            let held = self.bar0.read32(off);
+            self.bar0.cas32(off, held, 0);
+        }
+        if let Some(token) = g.lock_tokens.remove(&conn) {
+            self.bar0.cas32(off, token, 0);
         }
     }
 

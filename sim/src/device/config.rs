@@ -166,6 +166,7 @@ impl Device {
             g.pf_cfg = pci::pf_config(self.board.total_vfs);
             g.pf_msix.reset();
             g.lock_owner = 0;
+            g.lock_tokens.clear();
             had
         };
         self.bar0.write32(pf::SRIOV_CTRL.offset(), 0);

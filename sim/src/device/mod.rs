@@ -77,6 +77,8 @@ struct Inner {
     pf_msix: Msix,
     vfs: Vec<VfFn>,
     lock_owner: u64,
+    /// Lock tokens registered per connection (MBOX_OWNER), released when it goes.
+    lock_tokens: std::collections::HashMap<u64, u32>,
 }
 
 /// The device.
@@ -131,6 +133,7 @@ impl Device {
                 pf_msix: Msix::new(shared_abi::pci::PF_MSIX_VECTORS),
                 vfs: Vec::new(),
                 lock_owner: 0,
+                lock_tokens: Default::default(),
             }),
             devmem: Mutex::new(DevMem::new(board.mem_granules, board.granule_shift)),
             fw_reset: AtomicBool::new(false),
