@@ -62,10 +62,106 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// The bare limit of the mapped path: two threads bouncing a counter through a shared
+/// memfd page, the responder spinning as the firmware does.
+struct PingPong {
+    mem: Arc<sim::sys::SharedMem>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    seq: u32,
+}
+
+impl PingPong {
+    fn start() -> PingPong {
+        let mem = Arc::new(sim::sys::SharedMem::create("pingpong", 4096).unwrap());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (m, s) = (mem.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut last = 0;
+            while !s.load(Ordering::Relaxed) {
+                let v = m.observe32(0);
+                if v != last {
+                    last = v;
+                    m.publish32(64, v);
+                }
+                std::hint::spin_loop();
+            }
+        });
+        PingPong {
+            mem,
+            stop,
+            thread: Some(thread),
+            seq: 0,
+        }
+    }
+    fn round_trip(&mut self) {
+        self.seq = self.seq.wrapping_add(1);
+        self.mem.publish32(0, self.seq);
+        while self.mem.observe32(64) != self.seq {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+impl Drop for PingPong {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The bare limit of the message path: one 16-byte UNIX-socket round trip to an echo thread.
+struct SocketEcho {
+    a: std::os::unix::net::UnixStream,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SocketEcho {
+    fn start() -> SocketEcho {
+        let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 16];
+            while std::io::Read::read_exact(&mut b, &mut buf).is_ok() {
+                if std::io::Write::write_all(&mut b, &buf).is_err() {
+                    break;
+                }
+            }
+        });
+        SocketEcho {
+            a,
+            thread: Some(thread),
+        }
+    }
+    fn round_trip(&mut self) {
+        let mut buf = [7u8; 16];
+        std::io::Write::write_all(&mut self.a, &buf).unwrap();
+        std::io::Read::read_exact(&mut self.a, &mut buf).unwrap();
+    }
+}
+
+impl Drop for SocketEcho {
+    fn drop(&mut self) {
+        let _ = self.a.shutdown(std::net::Shutdown::Both);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 fn round_trip(c: &mut Criterion) {
     let sim = Sim::start();
     let rt = rt();
     let mut g = c.benchmark_group("mailbox_round_trip");
+    {
+        let mut pp = PingPong::start();
+        g.bench_function("bare_shared_memory_ping_pong", |b| b.iter(|| pp.round_trip()));
+    }
+    {
+        let mut echo = SocketEcho::start();
+        g.bench_function("bare_socket_round_trip", |b| b.iter(|| echo.round_trip()));
+    }
     for (name, mmap) in [("mmap_bar", true), ("vfio_user_messages", false)] {
         let acc = open(&sim, mmap);
         g.bench_function(name, |b| b.iter(|| rt.block_on(acc.heartbeat(7)).unwrap()));
@@ -119,25 +215,49 @@ fn create_vf(c: &mut Criterion) {
     g.finish();
 }
 
-/// Median and p99 of single round trips (criterion reports means and medians of batches).
+/// Median and p99 of `n` single calls of `f`.
+fn percentiles(n: usize, mut f: impl FnMut()) -> (Duration, Duration) {
+    let mut v: Vec<Duration> = (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        })
+        .collect();
+    v.sort();
+    (v[n / 2], v[n * 99 / 100])
+}
+
+/// Medians and p99 of single round trips, each path as a ratio to its bare limit measured
+/// in the same run (criterion reports means and medians of batches).
 fn latency_report() {
     let sim = Sim::start();
     let rt = rt();
-    println!("\nmailbox round trip, 20000 single calls each:");
-    for (name, mmap) in [("mmap_bar", true), ("vfio_user_messages", false)] {
+    const N: usize = 20_000;
+    let (bare_mem, bare_mem99) = {
+        let mut pp = PingPong::start();
+        percentiles(N, || pp.round_trip())
+    };
+    let (bare_sock, bare_sock99) = {
+        let mut e = SocketEcho::start();
+        percentiles(N, || e.round_trip())
+    };
+    println!("\nround trips, {N} single calls each (median, p99, ratio of medians):");
+    println!("  bare shared-memory ping-pong  {bare_mem:>9.2?} {bare_mem99:>9.2?}");
+    println!("  bare UNIX-socket round trip   {bare_sock:>9.2?} {bare_sock99:>9.2?}");
+    for (name, mmap, bare) in [
+        ("HEARTBEAT, mapped mailbox", true, bare_mem),
+        ("HEARTBEAT, vfio-user messages", false, bare_sock),
+    ] {
         let acc = open(&sim, mmap);
-        let mut v: Vec<Duration> = (0..20_000)
-            .map(|i| {
-                let t = Instant::now();
-                rt.block_on(acc.heartbeat(i)).unwrap();
-                t.elapsed()
-            })
-            .collect();
-        v.sort();
+        let mut i = 0;
+        let (med, p99) = percentiles(N, || {
+            i += 1;
+            rt.block_on(acc.heartbeat(i)).unwrap();
+        });
         println!(
-            "  {name:<20} median {:>8.1?}  p99 {:>8.1?}",
-            v[v.len() / 2],
-            v[v.len() * 99 / 100]
+            "  {name:<29} {med:>9.2?} {p99:>9.2?}  {:.1}× bare",
+            med.as_secs_f64() / bare.as_secs_f64()
         );
     }
 }
