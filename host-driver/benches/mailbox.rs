@@ -156,7 +156,9 @@ fn round_trip(c: &mut Criterion) {
     let mut g = c.benchmark_group("mailbox_round_trip");
     {
         let mut pp = PingPong::start();
-        g.bench_function("bare_shared_memory_ping_pong", |b| b.iter(|| pp.round_trip()));
+        g.bench_function("bare_shared_memory_ping_pong", |b| {
+            b.iter(|| pp.round_trip())
+        });
     }
     {
         let mut echo = SocketEcho::start();

@@ -1,13 +1,14 @@
-//! The host keeps `shared_abi::ordering`: it writes the request and its length, then
-//! publishes the doorbell; it observes STATE before it reads DONE_DOORBELL, the length and
-//! the response.
+//! The mailbox client against a device in memory: it keeps `shared_abi::ordering` (the
+//! request and its length before the doorbell is published; STATE observed before anything
+//! of the response is read), and a faulted firmware fails at once with its own error and exit
+//! code (6), naming the fault.
 use host_driver::mailbox::Mailbox;
 use host_driver::transport::{Transport, VfEndpoint};
-use host_driver::{Error, Result};
-use shared_abi::mailbox::{self, HeaderFlags, Status, HEADER_LEN};
+use host_driver::{Accel, Error, Result};
+use shared_abi::mailbox::{self, FaultCode, HeaderFlags, Status, HEADER_LEN};
 use shared_abi::messages::Request;
 use shared_abi::ordering::HOST_PUBLISHES;
-use shared_abi::regs::{pf, MboxState};
+use shared_abi::regs::{pf, DevStatus, MboxState};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,13 +22,31 @@ enum Op {
     Observe(usize),
 }
 
-/// A register file that logs each access and answers a published doorbell at once, as a
-/// device would (response bytes, length, DONE_DOORBELL, STATE).
+/// A PF register file in memory that logs each access. A live one answers a published
+/// doorbell at once, as firmware would (response bytes, length, DONE_DOORBELL, STATE); a
+/// halted one answers nothing.
 #[derive(Debug, Default)]
 struct Device {
     regs: Mutex<Vec<u32>>,
     resp: Mutex<Vec<u8>>,
     log: Mutex<Vec<Op>>,
+    halted: bool,
+}
+
+impl Device {
+    fn new(halted: bool, set: &[(usize, u32)]) -> Arc<Device> {
+        let mut regs = vec![0u32; (shared_abi::pci::PF_BAR0_SIZE / 4) as usize];
+        regs[pf::MAGIC.offset() / 4] = shared_abi::regs::PF_MAGIC;
+        regs[pf::ABI_VERSION.offset() / 4] = shared_abi::abi_version_word();
+        for &(off, v) in set {
+            regs[off / 4] = v;
+        }
+        Arc::new(Device {
+            regs: Mutex::new(regs),
+            halted,
+            ..Default::default()
+        })
+    }
 }
 
 impl Device {
@@ -72,7 +91,7 @@ impl Transport for Device {
     fn publish32(&self, off: usize, v: u32) -> Result<()> {
         self.note(Op::Publish(off));
         self.regs.lock().unwrap()[off / 4] = v;
-        if off == pf::MBOX_DOORBELL.offset() {
+        if off == pf::MBOX_DOORBELL.offset() && !self.halted {
             self.answer(v);
         }
         Ok(())
@@ -109,21 +128,16 @@ impl Transport for Device {
         Err(Error::Invalid(format!("no VF {v}")))
     }
     fn describe(&self) -> String {
-        "logging test device".into()
+        "test device".into()
     }
     fn lock_path(&self) -> std::path::PathBuf {
-        std::env::temp_dir().join("accelvirt-ordering-test.lock")
+        std::env::temp_dir().join("accelvirt-host-driver-test.lock")
     }
 }
 
 #[test]
 fn the_mailbox_handoffs_are_published_and_observed() {
-    let dev = Arc::new(Device::default());
-    {
-        let mut r = dev.regs.lock().unwrap();
-        r.resize((shared_abi::pci::PF_BAR0_SIZE / 4) as usize, 0);
-        r[pf::DEV_STATUS.offset() / 4] = shared_abi::regs::DevStatus::READY.bits();
-    }
+    let dev = Device::new(false, &[(pf::DEV_STATUS.offset(), DevStatus::READY.bits())]);
     let m = Mailbox::new(dev.clone(), Duration::from_secs(2));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -160,4 +174,39 @@ fn the_mailbox_handoffs_are_published_and_observed() {
             "{later:?} read before STATE was observed: {log:x?}"
         );
     }
+}
+
+#[test]
+fn a_faulted_firmware_has_its_own_error_and_exit_code() {
+    // The firmware was up, then its watchdog expired: READY stays, FAULT and HALTED are set.
+    let t = Device::new(
+        true,
+        &[
+            (
+                pf::DEV_STATUS.offset(),
+                (DevStatus::READY | DevStatus::FAULT | DevStatus::HALTED).bits(),
+            ),
+            (pf::FAULT_CODE.offset(), FaultCode::Watchdog.wire()),
+        ],
+    );
+    let a = Accel::with_transport(t.clone(), Duration::from_secs(2)).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let e = rt.block_on(a.heartbeat(1)).unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "fails at once, not at the timeout"
+    );
+    assert!(matches!(e, Error::FirmwareFaulted { code: 4 }), "{e:?}");
+    assert_eq!(e.exit_code(), 6);
+    let m = e.to_string();
+    assert!(
+        m.contains("watchdog expired") && m.contains("reset the device"),
+        "{m}"
+    );
+    // Nothing was left held: the mailbox semaphore is free again.
+    assert_eq!(t.read32(pf::MBOX_LOCK.offset()).unwrap(), 0);
 }
