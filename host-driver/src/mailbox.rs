@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::transport::Transport;
 use shared_abi::mailbox::{self, HeaderFlags, Status, HEADER_LEN, MAX_MESSAGE};
 use shared_abi::messages::Request;
-use shared_abi::regs::{pf, DevStatus, MboxState};
+use shared_abi::regs::{pf, DevStatus};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -109,9 +109,10 @@ impl Mailbox {
         t.write_bytes(pf::MBOX_REQ.start(), &msg)?;
         t.write32(pf::MBOX_REQ_LEN.offset(), len as u32)?;
         let per_attempt = self.timeout / ATTEMPTS;
-        let mut doorbell = t.read32(pf::MBOX_DOORBELL.offset())?;
-        for _ in 0..ATTEMPTS {
-            doorbell = doorbell.wrapping_add(1);
+        // The firmware answers any change of the doorbell, so it need not be read first: a
+        // value made from this command's sequence number differs from the last one rung.
+        for attempt in 0..ATTEMPTS {
+            let doorbell = seq.wrapping_mul(ATTEMPTS + 1).wrapping_add(attempt + 1);
             // The doorbell hands the request (bytes, REQ_LEN) over (shared_abi::ordering).
             t.publish32(pf::MBOX_DOORBELL.offset(), doorbell)?;
             if let Some(resp) = self.wait(doorbell, per_attempt).await? {
@@ -156,12 +157,10 @@ impl Mailbox {
         let start = Instant::now();
         let mut polls = 0u32;
         loop {
-            // STATE hands the response over: observed before DONE_DOORBELL, RESP_LEN and the
-            // bytes are read.
-            let state = t.observe32(pf::MBOX_STATE.offset())?;
-            if MboxState::from_wire(state & 0xFF) == Some(MboxState::Done)
-                && t.read32(pf::MBOX_DONE_DOORBELL.offset())? == doorbell
-            {
+            // DONE_DOORBELL hands the response over: once it shows this command's doorbell,
+            // RESP_LEN and the bytes published before it are this command's. (STATE alone
+            // could still show the previous command's DONE.)
+            if t.observe32(pf::MBOX_DONE_DOORBELL.offset())? == doorbell {
                 let n = t.read32(pf::MBOX_RESP_LEN.offset())? as usize;
                 if n > MAX_MESSAGE {
                     return Err(Error::BadResponse("response length out of range"));

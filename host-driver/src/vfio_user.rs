@@ -254,7 +254,36 @@ impl VfioUser {
         Ok(())
     }
 
-    /// REGION_WRITE.
+    /// REGION_WRITE as a posted write: sent with NO_REPLY, not waited for, like a PCIe memory
+    /// write. Messages on one connection are handled in order, so the next read (which is
+    /// answered) comes after it; a write the device refuses is dropped, as on the bus.
+    pub fn region_post(&self, index: u32, offset: u64, data: &[u8]) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        if self.broken.load(Ordering::Acquire) {
+            return Err(Error::Io(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "connection abandoned after an earlier timeout",
+            )));
+        }
+        let mut req = Vec::with_capacity(16 + data.len());
+        req.extend_from_slice(&offset.to_ne_bytes());
+        req.extend_from_slice(&index.to_ne_bytes());
+        req.extend_from_slice(&(data.len() as u32).to_ne_bytes());
+        req.extend_from_slice(data);
+        let mut g = self.stream.lock().unwrap_or_else(|e| e.into_inner());
+        let (stream, next) = &mut *g;
+        *next = next.wrapping_add(1);
+        let h = Header {
+            msg_id: *next,
+            command: cmd::REGION_WRITE,
+            size: (16 + req.len()) as u32,
+            flags: flags::TYPE_COMMAND | flags::NO_REPLY,
+            error: 0,
+        };
+        framing::send(stream, &h, &req, &[]).map_err(Error::Io)
+    }
+
+    /// REGION_WRITE, waiting for the device's answer.
     pub fn region_write(&self, index: u32, offset: u64, data: &[u8]) -> Result<()> {
         let mut req = Vec::with_capacity(16 + data.len());
         req.extend_from_slice(&offset.to_ne_bytes());
@@ -323,7 +352,7 @@ impl Transport for VfioUser {
             m.write32(o, v);
             return Ok(());
         }
-        self.region_write(BAR0, off as u64, &v.to_le_bytes())
+        self.region_post(BAR0, off as u64, &v.to_le_bytes())
     }
     fn cas32(&self, off: usize, old: u32, new: u32) -> Result<bool> {
         if let Some((m, o)) = self.mapped(off, 4) {
@@ -349,7 +378,7 @@ impl Transport for VfioUser {
             m.write(o, data);
             return Ok(());
         }
-        self.region_write(BAR0, off as u64, data)
+        self.region_post(BAR0, off as u64, data)
     }
     fn config_read(&self, off: u64, buf: &mut [u8]) -> Result<()> {
         self.region_read(CONFIG_REGION, off, buf)

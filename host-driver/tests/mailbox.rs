@@ -1,5 +1,5 @@
 //! The mailbox client against a device in memory: it keeps `shared_abi::ordering` (the
-//! request and its length before the doorbell is published; STATE observed before anything
+//! request and its length before the doorbell is published; DONE_DOORBELL observed before anything
 //! of the response is read), and a faulted firmware fails at once with its own error and exit
 //! code (6), naming the fault.
 use host_driver::mailbox::Mailbox;
@@ -102,8 +102,15 @@ impl Transport for Device {
     }
     fn read_bytes(&self, off: usize, buf: &mut [u8]) -> Result<()> {
         self.note(Op::ReadBytes(off));
-        let r = self.resp.lock().unwrap();
-        buf.copy_from_slice(&r[..buf.len()]);
+        if off == pf::MBOX_RESP.start() {
+            let r = self.resp.lock().unwrap();
+            buf.copy_from_slice(&r[..buf.len()]);
+        } else {
+            let regs = self.regs.lock().unwrap();
+            for (i, b) in buf.iter_mut().enumerate() {
+                *b = regs[(off + i) / 4].to_le_bytes()[(off + i) % 4];
+            }
+        }
         Ok(())
     }
     fn write_bytes(&self, off: usize, data: &[u8]) -> Result<()> {
@@ -162,16 +169,16 @@ fn the_mailbox_handoffs_are_published_and_observed() {
             "{r:?} written plainly: {log:x?}"
         );
     }
-    let observed = at(Op::Observe(pf::MBOX_STATE.offset())).expect("STATE observed");
+    let observed =
+        at(Op::Observe(pf::MBOX_DONE_DOORBELL.offset())).expect("DONE_DOORBELL observed");
     for later in [
-        Op::Read(pf::MBOX_DONE_DOORBELL.offset()),
         Op::Read(pf::MBOX_RESP_LEN.offset()),
         Op::ReadBytes(pf::MBOX_RESP.start()),
     ] {
         let i = at(later).unwrap_or_else(|| panic!("{later:?}: {log:x?}"));
         assert!(
             observed < i,
-            "{later:?} read before STATE was observed: {log:x?}"
+            "{later:?} read before DONE_DOORBELL was observed: {log:x?}"
         );
     }
 }

@@ -36,6 +36,7 @@ pub fn observe() {
 /// Handoff words the host publishes, in order: the doorbell hands over the request.
 pub const HOST_PUBLISHES: &[Reg] = &[pf::MBOX_DOORBELL];
 
-/// Handoff words the device publishes, in order: the doorbell it answered, then the state
-/// that says the response is there. A reader observes `MBOX_STATE` first.
+/// Handoff words the device publishes, in order: the doorbell it answered, then the state.
+/// A reader observes `MBOX_DONE_DOORBELL` until it shows its own doorbell: `MBOX_STATE` may
+/// still show the previous command's DONE when the new doorbell has not been seen yet.
 pub const DEVICE_PUBLISHES: &[Reg] = &[pf::MBOX_DONE_DOORBELL, pf::MBOX_STATE];
