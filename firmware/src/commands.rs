@@ -51,6 +51,30 @@ fn enc(e: shared_abi::EncodeError) -> Status {
     Status::Internal
 }
 
+/// Whether a command may change the books. Queries never do; the match is exhaustive so a
+/// new opcode must choose.
+pub fn may_change_books(r: &Request<'_>) -> bool {
+    match r {
+        Request::GetDeviceInfo
+        | Request::GetResources
+        | Request::Heartbeat { .. }
+        | Request::QueryVf(_)
+        | Request::GetStats(_)
+        | Request::FwQuerySlots
+        | Request::GetLog { .. } => false,
+        Request::CreateVfs { .. }
+        | Request::DestroyVf(_)
+        | Request::ConfigureVf { .. }
+        | Request::ResetVf(_)
+        | Request::SetQos { .. }
+        | Request::FwDownloadBegin(_)
+        | Request::FwDownloadChunk { .. }
+        | Request::FwDownloadCommit
+        | Request::FwActivate { .. }
+        | Request::AckEvents { .. } => true,
+    }
+}
+
 /// Executes `req`, writing the response payload into `out`; returns its length.
 pub fn execute<R: Regs, C: Clock>(
     ctx: &mut Ctx<'_, R, C>,

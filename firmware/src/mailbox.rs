@@ -29,6 +29,8 @@ pub struct Mailbox {
     resp_len: usize,
     // Answers to malformed requests live apart so they never clobber the replay cache.
     err: [u8; HEADER_LEN],
+    /// Whether the last command changed the books (the caller then self-checks).
+    books_changed: bool,
 }
 
 impl Default for Mailbox {
@@ -47,7 +49,13 @@ impl Mailbox {
             resp: [0; MAX_MESSAGE],
             resp_len: 0,
             err: [0; HEADER_LEN],
+            books_changed: false,
         }
+    }
+
+    /// Whether the command just handled changed the books; clears the flag.
+    pub fn take_books_changed(&mut self) -> bool {
+        core::mem::take(&mut self.books_changed)
     }
 
     /// Takes the current doorbell as already seen and goes idle.
@@ -148,10 +156,14 @@ fn handle<R: Regs, C: Clock>(mbox: &mut Mailbox, ctx: &mut Ctx<'_, R, C>) -> Out
         Err(e) => (e.status(), 0),
         Ok(request) => {
             ctx.counters.commands += 1;
-            match commands::execute(ctx, &request, &mut mbox.resp[HEADER_LEN..]) {
+            // Only a command that may change the books pays for copying them.
+            let before = commands::may_change_books(&request).then_some(*ctx.books);
+            let r = match commands::execute(ctx, &request, &mut mbox.resp[HEADER_LEN..]) {
                 Ok(n) => (Status::Ok, n),
                 Err(s) => (s, 0),
-            }
+            };
+            mbox.books_changed = before.is_some_and(|b| b != *ctx.books);
+            r
         }
     };
     if status != Status::Ok {

@@ -86,12 +86,22 @@ impl Mailbox {
         // Build the payload in place behind the header: one buffer, no copy.
         let too_large = || Error::Invalid("request too large for the mailbox".into());
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-        let mut msg = vec![0u8; MAX_MESSAGE];
+        // Most requests are a few dozen bytes: build them on the stack, and only a large one
+        // (explicit specs for many VFs) in a full-size buffer.
+        let mut small = [0u8; 512];
+        let mut large = Vec::new();
+        let msg: &mut [u8] = match req.write_payload(&mut small[HEADER_LEN..]) {
+            Ok(_) => &mut small,
+            Err(_) => {
+                large.resize(MAX_MESSAGE, 0);
+                &mut large
+            }
+        };
         let n = req
             .write_payload(&mut msg[HEADER_LEN..])
             .map_err(|_| too_large())?;
         let len = mailbox::seal(
-            &mut msg,
+            msg,
             req.opcode().wire(),
             HeaderFlags::empty(),
             Status::Ok,
@@ -100,13 +110,13 @@ impl Mailbox {
             n,
         )
         .map_err(|_| too_large())?;
-        msg.truncate(len);
+        let msg = &msg[..len];
         let what = req.opcode().name();
         let t = &*self.t;
         let start = Instant::now();
         self.acquire(start).await?;
         let _guard = LockGuard(t, self.token);
-        t.write_bytes(pf::MBOX_REQ.start(), &msg)?;
+        t.write_bytes(pf::MBOX_REQ.start(), msg)?;
         t.write32(pf::MBOX_REQ_LEN.offset(), len as u32)?;
         let per_attempt = self.timeout / ATTEMPTS;
         // The firmware answers any change of the doorbell, so it need not be read first: a
