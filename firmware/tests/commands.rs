@@ -597,7 +597,11 @@ fn a_silent_holder_loses_the_lock_after_its_lease() {
     // A process takes the lock and dies.
     regs.write32(pf::MBOX_LOCK.offset(), 0xDEAD);
     // The firmware looks at the clock for a known holder every 256th poll.
-    let settle = |fw: &mut firmware::Firmware<_, _>| (0..256).for_each(|_| drop(fw.poll()));
+    let settle = |fw: &mut firmware::Firmware<_, _>| {
+        for _ in 0..256 {
+            fw.poll();
+        }
+    };
     settle(&mut fw);
     now.set(lease);
     settle(&mut fw);
