@@ -14,6 +14,10 @@ use std::time::{Duration, Instant};
 
 /// Default time the firmware has to answer one command (all retries together).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a client spins on the answer before it sleeps: longer than the firmware's idle
+/// nap (100 µs in the device model), so a command after a quiet spell costs the nap, not a
+/// timer tick.
+const SPIN: Duration = Duration::from_micros(300);
 /// Doorbell rings per command (the first plus retries of the same message).
 const ATTEMPTS: u32 = 3;
 
@@ -183,12 +187,12 @@ impl Mailbox {
                 return Ok(None);
             }
             polls += 1;
-            // Spin briefly (a mapped mailbox answers in microseconds), then sleep on the
-            // completion interrupt where there is one, else back off; every so often touch a
-            // trapped register so a dead device model fails fast, not at timeout.
-            if polls > 200 {
-                // Not answered at once: is the firmware there at all? (A fault is reported
-                // now, not at the timeout; the fast path never pays for this read.)
+            // Spin first: a busy firmware answers in microseconds, and an idle one wakes from
+            // its nap within SPIN; a sleep would cost a whole timer tick (1 ms). Past that,
+            // sleep on the completion interrupt where there is one, else back off, and check
+            // now and then that the firmware is there at all (a fault is reported now, not at
+            // the timeout; the fast path never pays for this read).
+            if start.elapsed() >= SPIN {
                 if polls % 64 == 1 {
                     let st = DevStatus::from_bits_retain(t.read32(pf::DEV_STATUS.offset())?);
                     if st.intersects(DevStatus::HALTED | DevStatus::FAULT) {
@@ -204,8 +208,7 @@ impl Mailbox {
                     wait_irq(irq, left.min(Duration::from_millis(10))).await?;
                     continue;
                 }
-                let us = (polls as u64 - 200).clamp(20, 1000);
-                tokio::time::sleep(Duration::from_micros(us)).await;
+                tokio::time::sleep(Duration::from_micros(200)).await;
             } else {
                 tokio::task::yield_now().await;
             }

@@ -41,8 +41,11 @@ impl Clock for SimClock {
     }
 }
 
-/// Idle polls before the firmware thread naps.
-const IDLE_POLLS: u32 = 2000;
+/// Idle polls before the firmware thread naps (a few hundred microseconds of spinning).
+pub const IDLE_POLLS: u32 = 2000;
+/// The nap between polls once idle: what a command after a quiet spell waits at most, and
+/// what keeps an idle device from burning a core.
+pub const NAP: Duration = Duration::from_micros(100);
 
 /// Starts the firmware thread. It boots, polls until `stop`, and reboots on device reset.
 pub fn spawn(
@@ -75,7 +78,7 @@ pub fn spawn(
                     } else {
                         idle = idle.saturating_add(1);
                         if idle > IDLE_POLLS {
-                            std::thread::sleep(Duration::from_micros(100));
+                            std::thread::sleep(NAP);
                         }
                     }
                 }
