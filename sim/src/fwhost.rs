@@ -46,6 +46,11 @@ pub const IDLE_POLLS: u32 = 2000;
 /// The nap between polls once idle: what a command after a quiet spell waits at most, and
 /// what keeps an idle device from burning a core.
 pub const NAP: Duration = Duration::from_micros(100);
+/// Naps before the firmware thread naps longer (50 ms of quiet).
+pub const NAPS_BEFORE_DEEP: u32 = 500;
+/// The nap once the device has been quiet for a while: a command after a long quiet spell
+/// waits up to this, and the idle device costs about 1 % of a core instead of 10 %.
+pub const DEEP_NAP: Duration = Duration::from_millis(1);
 
 /// Starts the firmware thread. It boots, polls until `stop`, and reboots on device reset.
 pub fn spawn(
@@ -77,7 +82,9 @@ pub fn spawn(
                         idle = 0;
                     } else {
                         idle = idle.saturating_add(1);
-                        if idle > IDLE_POLLS {
+                        if idle > IDLE_POLLS + NAPS_BEFORE_DEEP {
+                            std::thread::sleep(DEEP_NAP);
+                        } else if idle > IDLE_POLLS {
                             std::thread::sleep(NAP);
                         }
                     }

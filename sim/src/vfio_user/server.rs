@@ -7,6 +7,7 @@
 use super::conn::Conn;
 use crate::device::{Device, Func};
 use std::collections::HashMap;
+use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -188,7 +189,11 @@ fn accept_loop(
                 conns.retain(|t| !t.is_finished());
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(1));
+                // Sleep in the kernel until a client knocks (or 50 ms pass, to see whether
+                // the function is still there): no polling, no added connect latency.
+                use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+                let mut fds = [PollFd::new(l.as_fd(), PollFlags::POLLIN)];
+                let _ = poll(&mut fds, PollTimeout::from(50u16));
             }
             Err(_) => std::thread::sleep(Duration::from_millis(10)),
         }
