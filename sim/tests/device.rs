@@ -225,6 +225,18 @@ fn mailbox_semaphore() {
         )
         .unwrap();
     assert!(r.dev.bar0().cas32(pf::MBOX_LOCK.offset(), 0, 0x55));
+    // Another connection that claims the same token (it can read the lock word) and goes
+    // away does not release it.
+    r.dev
+        .bar_write(
+            Func::Pf,
+            region::BAR0,
+            pf::MBOX_OWNER.offset() as u64,
+            &0x55u32.to_le_bytes(),
+            400,
+        )
+        .unwrap();
+    r.dev.client_gone(400);
     r.dev.client_gone(200);
     assert_eq!(r.r32(pf::MBOX_LOCK.offset()), 0x55, "not another's");
     r.dev.client_gone(300);

@@ -106,8 +106,12 @@ impl Device {
             } else if w == pf::MBOX_OWNER.offset() {
                 self.bar0.write32(w, v);
                 let mut g = lock(&self.inner);
-                if g.lock_tokens.len() < MAX_REGISTERED_OWNERS || g.lock_tokens.contains_key(&conn)
-                {
+                // A token is one connection's: another cannot claim it (and so release the
+                // lock from under its holder by going away).
+                let taken = g.lock_tokens.iter().any(|(&c, &t)| t == v && c != conn);
+                let room = g.lock_tokens.len() < MAX_REGISTERED_OWNERS
+                    || g.lock_tokens.contains_key(&conn);
+                if v != 0 && !taken && room {
                     g.lock_tokens.insert(conn, v);
                 }
             } else if pf::MSIX_TABLE.contains(w as u64, 4) {
