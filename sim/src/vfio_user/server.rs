@@ -72,13 +72,22 @@ struct Listener {
     alive: Arc<AtomicBool>,
     path: PathBuf,
     thread: Option<JoinHandle<()>>,
+    /// The listening socket, to wake its accept loop out of `poll()` when stopping.
+    waker: Option<UnixListener>,
 }
 
 impl Listener {
-    /// The function is gone the moment it is disabled: unlink, then tell the threads.
+    /// The function is gone the moment it is disabled: unlink, then tell the threads (and
+    /// wake the accept loop: shutting a listening socket down ends its `poll()`).
     fn signal(&self) {
         let _ = std::fs::remove_file(&self.path);
         self.alive.store(false, Ordering::Release);
+        if let Some(w) = &self.waker {
+            let _ = nix::sys::socket::shutdown(
+                std::os::fd::AsRawFd::as_raw_fd(w),
+                nix::sys::socket::Shutdown::Both,
+            );
+        }
     }
 
     fn stop(mut self) {
@@ -150,6 +159,7 @@ fn spawn_listener(
     ids: Arc<AtomicU64>,
 ) -> Result<Listener, ServeError> {
     let listener = bind(&path)?;
+    let waker = listener.try_clone().ok();
     let alive = Arc::new(AtomicBool::new(true));
     let a = alive.clone();
     let name = match func {
@@ -164,6 +174,7 @@ fn spawn_listener(
         alive,
         path,
         thread: Some(thread),
+        waker,
     })
 }
 
@@ -195,6 +206,7 @@ fn accept_loop(
                 let mut fds = [PollFd::new(l.as_fd(), PollFlags::POLLIN)];
                 let _ = poll(&mut fds, PollTimeout::from(50u16));
             }
+            Err(_) if !alive.load(Ordering::Acquire) => break,
             Err(_) => std::thread::sleep(Duration::from_millis(10)),
         }
     }
