@@ -326,12 +326,6 @@ impl VfioUser {
         Ok(())
     }
 
-    fn num_vfs_raw(&self, cap: u64) -> Result<u16> {
-        let mut b = [0u8; 2];
-        self.config_read(cap + sriov::NUM_VF, &mut b)?;
-        Ok(u16::from_le_bytes(b))
-    }
-
     fn mapped(&self, off: usize, len: usize) -> Option<(&BarMap, usize)> {
         let (base, m) = self.bar0_map.as_ref()?;
         (off >= *base && off + len <= base + m.len()).then(|| (m, off - base))
@@ -411,17 +405,9 @@ impl Transport for VfioUser {
                 &(ctrl & !(sriov::CTRL_VFE | sriov::CTRL_MSE)).to_le_bytes(),
             )?;
         }
-        let before = self.num_vfs_raw(cap)?;
+        // The device model answers an SR-IOV write once the VF sockets match it: no waiting
+        // for them here.
         self.config_write(cap + sriov::NUM_VF, &n.to_le_bytes())?;
-        if n == 0 {
-            // Wait (bounded) until the device model has withdrawn the VF sockets.
-            let deadline = Instant::now() + Duration::from_secs(2);
-            while Instant::now() < deadline
-                && (0..before.max(1)).any(|v| vf_socket_path(&self.path, v).exists())
-            {
-                std::thread::sleep(Duration::from_micros(200));
-            }
-        }
         if n > 0 {
             self.config_write(
                 cap + sriov::CTRL,
@@ -432,12 +418,10 @@ impl Transport for VfioUser {
                     "the device refused to enable {n} VFs"
                 )));
             }
-            // The device model publishes a socket per VF; wait (bounded) until they are there.
-            let deadline = Instant::now() + Duration::from_secs(2);
-            while Instant::now() < deadline
-                && !(0..n).all(|v| vf_socket_path(&self.path, v).exists())
-            {
-                std::thread::sleep(Duration::from_micros(200));
+            if let Some(v) = (0..n).find(|&v| !vf_socket_path(&self.path, v).exists()) {
+                return Err(Error::Protocol(format!(
+                    "SR-IOV is enabled but VF {v}'s socket is not there"
+                )));
             }
         }
         Ok(())

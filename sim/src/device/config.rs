@@ -123,9 +123,15 @@ impl Device {
         Some(visible)
     }
 
+    /// Tells the server the VFs changed and waits (bounded) until it has made their endpoints
+    /// match, so the host sees the VF sockets when its write completes; no polling for them.
     fn notify(&self, n: u16) {
-        if let Some(tx) = lock(&self.sriov_notify).as_ref() {
-            let _ = tx.send(n);
+        let (ack, done) = std::sync::mpsc::channel();
+        let sent = lock(&self.sriov_notify)
+            .as_ref()
+            .is_some_and(|tx| tx.send((n, ack)).is_ok());
+        if sent {
+            let _ = done.recv_timeout(Duration::from_secs(2));
         }
     }
 

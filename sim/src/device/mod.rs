@@ -81,6 +81,9 @@ struct Inner {
     lock_tokens: std::collections::HashMap<u64, u32>,
 }
 
+/// An SR-IOV change for the server: the new NumVFs, and where to say the VF endpoints match.
+pub type SriovChange = (u16, Sender<()>);
+
 /// The device.
 pub struct Device {
     board: Board,
@@ -94,7 +97,7 @@ pub struct Device {
     /// an access that passed its check lands before the firmware clears what it touched.
     /// Order: `vu` before `inner` and before `devmem`.
     vu: Mutex<()>,
-    sriov_notify: Mutex<Option<Sender<u16>>>,
+    sriov_notify: Mutex<Option<Sender<SriovChange>>>,
     /// Host writes to read-only PF registers, dropped.
     pub pf_refused_writes: AtomicU64,
 }
@@ -153,8 +156,10 @@ impl Device {
         &self.bar0
     }
 
-    /// Registers a channel told the new NumVFs on every SR-IOV enable/disable.
-    pub fn on_sriov_change(&self, tx: Sender<u16>) {
+    /// Registers a channel told the new NumVFs on every SR-IOV enable/disable. The change
+    /// completes (the config write that made it returns) once the receiver acknowledges it:
+    /// the VF endpoints exist, or are gone, before the host's write is answered.
+    pub fn on_sriov_change(&self, tx: Sender<SriovChange>) {
         *lock(&self.sriov_notify) = Some(tx);
     }
 

@@ -126,7 +126,7 @@ impl Server {
         let mut result = Ok(());
         while !stop.load(Ordering::Acquire) {
             match rx.recv_timeout(Duration::from_millis(50)) {
-                Ok(n) => {
+                Ok((n, ack)) => {
                     stop_all(vfs.drain().map(|(_, l)| l));
                     for v in 0..n {
                         let path = vf_socket_path(pf_path, v);
@@ -141,6 +141,7 @@ impl Server {
                             }
                         }
                     }
+                    let _ = ack.send(());
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
