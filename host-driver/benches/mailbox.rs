@@ -300,6 +300,47 @@ fn latency_report() {
         "  HEARTBEAT, mapped mailbox         {idle:>9.2?} {idle99:>9.2?}  {:.1}× bare",
         idle.as_secs_f64() / bare_idle.as_secs_f64()
     );
+
+    // Whole processes: create and destroy as a user runs them, against the bare limit of two
+    // processes that connect, send one command and exit.
+    let ctl = |args: &[&str]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_accelctl"))
+            .arg("-d")
+            .arg(&sim.sock)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let pairs = |n: usize, a: &[&str], b: &[&str]| {
+        let mut v: Vec<Duration> = (0..n)
+            .map(|_| {
+                let t = Instant::now();
+                ctl(a);
+                ctl(b);
+                t.elapsed()
+            })
+            .collect();
+        v.sort();
+        v[n / 2]
+    };
+    let bare = pairs(30, &["stats"], &["stats"]);
+    let four = pairs(30, &["create-vf", "--count", "4"], &["destroy-vf", "--all"]);
+    let all = pairs(
+        15,
+        &["create-vf", "--count", "64"],
+        &["destroy-vf", "--all"],
+    );
+    println!("\nwhole processes, median of pairs:");
+    println!("  stats + stats (bare)              {bare:>9.2?}");
+    println!(
+        "  create-vf 4 + destroy-vf --all    {four:>9.2?}  {:.2}× bare",
+        four.as_secs_f64() / bare.as_secs_f64()
+    );
+    println!(
+        "  create-vf 64 + destroy-vf --all   {all:>9.2?}  {:.2}× the 4-VF pair",
+        all.as_secs_f64() / four.as_secs_f64()
+    );
 }
 
 criterion_group!(benches, round_trip, create_vf);
