@@ -65,6 +65,12 @@ impl Rig {
             .unwrap();
         u32::from_le_bytes(b)
     }
+    /// A PF register write as connection `conn` makes it.
+    fn w32_as(&self, conn: u64, off: usize, v: u32) {
+        self.dev
+            .bar_write(Func::Pf, region::BAR0, off as u64, &v.to_le_bytes(), conn)
+            .unwrap();
+    }
     fn w32(&self, off: usize, v: u32) {
         self.dev
             .bar_write(Func::Pf, region::BAR0, off as u64, &v.to_le_bytes(), 1)
@@ -173,39 +179,15 @@ fn host_cannot_write_read_only_registers() {
 fn mailbox_semaphore() {
     let r = Rig::new();
     r.w32(pf::MBOX_LOCK.offset(), 0); // the rig's own hold
-    r.dev
-        .bar_write(
-            Func::Pf,
-            region::BAR0,
-            pf::MBOX_LOCK.offset() as u64,
-            &7u32.to_le_bytes(),
-            100,
-        )
-        .unwrap();
+    r.w32_as(100, pf::MBOX_LOCK.offset(), 7);
     assert_eq!(r.r32(pf::MBOX_LOCK.offset()), 7);
-    r.dev
-        .bar_write(
-            Func::Pf,
-            region::BAR0,
-            pf::MBOX_LOCK.offset() as u64,
-            &9u32.to_le_bytes(),
-            200,
-        )
-        .unwrap();
+    r.w32_as(200, pf::MBOX_LOCK.offset(), 9);
     assert_eq!(
         r.r32(pf::MBOX_LOCK.offset()),
         7,
         "held by another requester"
     );
-    r.dev
-        .bar_write(
-            Func::Pf,
-            region::BAR0,
-            pf::MBOX_LOCK.offset() as u64,
-            &0u32.to_le_bytes(),
-            200,
-        )
-        .unwrap();
+    r.w32_as(200, pf::MBOX_LOCK.offset(), 0);
     assert_eq!(r.r32(pf::MBOX_LOCK.offset()), 7, "only the owner releases");
     r.dev.client_gone(100);
     assert_eq!(
@@ -215,27 +197,11 @@ fn mailbox_semaphore() {
     );
     // A mapped client swaps the word itself; the token it registered for its connection
     // lets the device release it all the same.
-    r.dev
-        .bar_write(
-            Func::Pf,
-            region::BAR0,
-            pf::MBOX_OWNER.offset() as u64,
-            &0x55u32.to_le_bytes(),
-            300,
-        )
-        .unwrap();
+    r.w32_as(300, pf::MBOX_OWNER.offset(), 0x55);
     assert!(r.dev.bar0().cas32(pf::MBOX_LOCK.offset(), 0, 0x55));
     // Another connection that claims the same token (it can read the lock word) and goes
     // away does not release it.
-    r.dev
-        .bar_write(
-            Func::Pf,
-            region::BAR0,
-            pf::MBOX_OWNER.offset() as u64,
-            &0x55u32.to_le_bytes(),
-            400,
-        )
-        .unwrap();
+    r.w32_as(400, pf::MBOX_OWNER.offset(), 0x55);
     r.dev.client_gone(400);
     r.dev.client_gone(200);
     assert_eq!(r.r32(pf::MBOX_LOCK.offset()), 0x55, "not another's");
