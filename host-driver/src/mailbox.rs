@@ -94,16 +94,16 @@ impl Mailbox {
         // (explicit specs for many VFs) in a full-size buffer.
         let mut small = [0u8; 512];
         let mut large = Vec::new();
-        let msg: &mut [u8] = match req.write_payload(&mut small[HEADER_LEN..]) {
-            Ok(_) => &mut small,
+        let (msg, n): (&mut [u8], usize) = match req.write_payload(&mut small[HEADER_LEN..]) {
+            Ok(n) => (&mut small, n),
             Err(_) => {
                 large.resize(MAX_MESSAGE, 0);
-                &mut large
+                let n = req
+                    .write_payload(&mut large[HEADER_LEN..])
+                    .map_err(|_| too_large())?;
+                (&mut large, n)
             }
         };
-        let n = req
-            .write_payload(&mut msg[HEADER_LEN..])
-            .map_err(|_| too_large())?;
         let len = mailbox::seal(
             msg,
             req.opcode().wire(),

@@ -104,8 +104,7 @@ pub trait Transport: Send + Sync {
     /// releases the writer's), read back to see who holds it.
     fn cas32(&self, off: usize, old: u32, new: u32) -> Result<bool> {
         let _ = old;
-        self.write32(off, new)?;
-        Ok(new == 0 || self.read32(off)? == new)
+        trapped_cas32(self, off, new)
     }
     /// Tells the device which token this connection takes the mailbox lock with, so it can
     /// release the lock at once if the connection dies holding it. Transports without
@@ -144,6 +143,13 @@ pub trait Transport: Send + Sync {
     fn mailbox_irq(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         None
     }
+}
+
+/// The swap a device applies to a trapped lock word: write `new` (a token acquires a free
+/// lock; 0 releases the writer's), then read back who holds it.
+pub fn trapped_cas32(t: &(impl Transport + ?Sized), off: usize, new: u32) -> Result<bool> {
+    t.write32(off, new)?;
+    Ok(new == 0 || t.read32(off)? == new)
 }
 
 /// Finds a PCIe extended capability (as the kernel's `pci_find_ext_capability` does).

@@ -30,6 +30,16 @@ pub struct VfioUser {
     bar0_map: Option<(usize, BarMap)>,
 }
 
+/// REGION_READ/REGION_WRITE head (offset, region, count) and the data.
+fn region_msg(index: u32, offset: u64, data: &[u8]) -> Vec<u8> {
+    let mut req = Vec::with_capacity(16 + data.len());
+    req.extend_from_slice(&offset.to_ne_bytes());
+    req.extend_from_slice(&index.to_ne_bytes());
+    req.extend_from_slice(&(data.len() as u32).to_ne_bytes());
+    req.extend_from_slice(data);
+    req
+}
+
 /// A client waits for its reply until a deadline.
 struct Deadline(Instant);
 
@@ -136,6 +146,35 @@ impl VfioUser {
         self.bar0_map.is_some()
     }
 
+    /// Sends one command; returns the connection, still locked for the reply, and the id.
+    /// A posted command (`no_reply`) is not answered.
+    fn send(
+        &self,
+        command: u16,
+        payload: &[u8],
+        fds: &[RawFd],
+        no_reply: bool,
+    ) -> Result<std::sync::MutexGuard<'_, (UnixStream, u16)>> {
+        if self.broken.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(Error::Io(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "connection abandoned after an earlier timeout",
+            )));
+        }
+        let mut g = self.stream.lock().unwrap_or_else(|e| e.into_inner());
+        let (stream, next) = &mut *g;
+        *next = next.wrapping_add(1);
+        let h = Header {
+            msg_id: *next,
+            command,
+            size: (16 + payload.len()) as u32,
+            flags: flags::TYPE_COMMAND | if no_reply { flags::NO_REPLY } else { 0 },
+            error: 0,
+        };
+        framing::send(stream, &h, payload, fds).map_err(Error::Io)?;
+        Ok(g)
+    }
+
     /// Sends one command and waits for its reply.
     pub fn call(
         &self,
@@ -145,24 +184,8 @@ impl VfioUser {
         what: &'static str,
     ) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
         use std::sync::atomic::Ordering;
-        if self.broken.load(Ordering::Acquire) {
-            return Err(Error::Io(std::io::Error::new(
-                std::io::ErrorKind::BrokenPipe,
-                "connection abandoned after an earlier timeout",
-            )));
-        }
-        let mut g = self.stream.lock().unwrap_or_else(|e| e.into_inner());
-        let (stream, next) = &mut *g;
-        *next = next.wrapping_add(1);
-        let id = *next;
-        let h = Header {
-            msg_id: id,
-            command,
-            size: (16 + payload.len()) as u32,
-            flags: flags::TYPE_COMMAND,
-            error: 0,
-        };
-        framing::send(stream, &h, payload, fds).map_err(Error::Io)?;
+        let g = self.send(command, payload, fds, false)?;
+        let (stream, id) = (&g.0, g.1);
         let mut wait = Deadline(Instant::now() + IO_TIMEOUT);
         let (rh, body, rfds) =
             match framing::recv(stream, vfio_user_wire::proto::MAX_MESSAGE, &mut wait) {
@@ -258,38 +281,18 @@ impl VfioUser {
     /// write. Messages on one connection are handled in order, so the next read (which is
     /// answered) comes after it; a write the device refuses is dropped, as on the bus.
     pub fn region_post(&self, index: u32, offset: u64, data: &[u8]) -> Result<()> {
-        use std::sync::atomic::Ordering;
-        if self.broken.load(Ordering::Acquire) {
-            return Err(Error::Io(std::io::Error::new(
-                std::io::ErrorKind::BrokenPipe,
-                "connection abandoned after an earlier timeout",
-            )));
-        }
-        let mut req = Vec::with_capacity(16 + data.len());
-        req.extend_from_slice(&offset.to_ne_bytes());
-        req.extend_from_slice(&index.to_ne_bytes());
-        req.extend_from_slice(&(data.len() as u32).to_ne_bytes());
-        req.extend_from_slice(data);
-        let mut g = self.stream.lock().unwrap_or_else(|e| e.into_inner());
-        let (stream, next) = &mut *g;
-        *next = next.wrapping_add(1);
-        let h = Header {
-            msg_id: *next,
-            command: cmd::REGION_WRITE,
-            size: (16 + req.len()) as u32,
-            flags: flags::TYPE_COMMAND | flags::NO_REPLY,
-            error: 0,
-        };
-        framing::send(stream, &h, &req, &[]).map_err(Error::Io)
+        drop(self.send(
+            cmd::REGION_WRITE,
+            &region_msg(index, offset, data),
+            &[],
+            true,
+        )?);
+        Ok(())
     }
 
     /// REGION_WRITE, waiting for the device's answer.
     pub fn region_write(&self, index: u32, offset: u64, data: &[u8]) -> Result<()> {
-        let mut req = Vec::with_capacity(16 + data.len());
-        req.extend_from_slice(&offset.to_ne_bytes());
-        req.extend_from_slice(&index.to_ne_bytes());
-        req.extend_from_slice(&(data.len() as u32).to_ne_bytes());
-        req.extend_from_slice(data);
+        let req = region_msg(index, offset, data);
         self.call(cmd::REGION_WRITE, &req, &[], "region write")?;
         Ok(())
     }
@@ -354,8 +357,7 @@ impl Transport for VfioUser {
                 .cas32(o, old, new)
                 .ok_or(Error::BadResponse("unaligned register"));
         }
-        self.write32(off, new)?;
-        Ok(new == 0 || self.read32(off)? == new)
+        crate::transport::trapped_cas32(self, off, new)
     }
     fn register_lock_token(&self, token: u32) -> Result<()> {
         self.write32(shared_abi::regs::pf::MBOX_OWNER.offset(), token)
