@@ -11,7 +11,10 @@ use crate::Counters;
 use shared_abi::board::Board;
 use shared_abi::events::EventKind;
 use shared_abi::mailbox::Status;
-use shared_abi::messages::{CountResp, HeartbeatResp, Request, Sizing, Target, Writer};
+use shared_abi::messages::{
+    ConfigureVf, CountResp, CreateVfs, Heartbeat, HeartbeatResp, Request, SetQos, Sizing, Target,
+    VfIndex, Writer,
+};
 use shared_abi::regs::{pf, vf_bank};
 use shared_abi::resources::{
     DeviceInfo, DeviceStats, FreeResources, VfInfo, VfSpec, VfState, VfStats,
@@ -51,30 +54,6 @@ fn enc(e: shared_abi::EncodeError) -> Status {
     Status::Internal
 }
 
-/// Whether a command may change the books. Queries never do; the match is exhaustive so a
-/// new opcode must choose.
-pub fn may_change_books(r: &Request<'_>) -> bool {
-    match r {
-        Request::GetDeviceInfo
-        | Request::GetResources
-        | Request::Heartbeat { .. }
-        | Request::QueryVf(_)
-        | Request::GetStats(_)
-        | Request::FwQuerySlots
-        | Request::GetLog { .. } => false,
-        Request::CreateVfs { .. }
-        | Request::DestroyVf(_)
-        | Request::ConfigureVf { .. }
-        | Request::ResetVf(_)
-        | Request::SetQos { .. }
-        | Request::FwDownloadBegin(_)
-        | Request::FwDownloadChunk { .. }
-        | Request::FwDownloadCommit
-        | Request::FwActivate { .. }
-        | Request::AckEvents { .. } => true,
-    }
-}
-
 /// Executes `req`, writing the response payload into `out`; returns its length.
 pub fn execute<R: Regs, C: Clock>(
     ctx: &mut Ctx<'_, R, C>,
@@ -83,16 +62,16 @@ pub fn execute<R: Regs, C: Clock>(
 ) -> Result<usize, Status> {
     let mut w = Writer::new(out);
     match *req {
-        Request::GetDeviceInfo => w.put(&device_info(ctx)).map_err(enc)?,
-        Request::GetResources => w.put(&free_resources(ctx.books)).map_err(enc)?,
-        Request::Heartbeat { nonce } => w
+        Request::GetDeviceInfo(()) => w.put(&device_info(ctx)).map_err(enc)?,
+        Request::GetResources(()) => w.put(&free_resources(ctx.books)).map_err(enc)?,
+        Request::Heartbeat(Heartbeat { nonce }) => w
             .put(&HeartbeatResp {
                 nonce: U32::new(nonce),
                 heartbeat: U32::new(ctx.regs.read32(pf::HEARTBEAT.offset())),
                 uptime_ms: U64::new(ctx.clock.now_ms()),
             })
             .map_err(enc)?,
-        Request::CreateVfs { count, sizing } => {
+        Request::CreateVfs(CreateVfs { count, sizing }) => {
             let made = create_vfs(ctx, count, sizing)?;
             w.put(&CountResp {
                 count: U16::new(made.len() as u16),
@@ -126,15 +105,15 @@ pub fn execute<R: Regs, C: Clock>(
                 w.put(&vf_info(ctx, vf)).map_err(enc)?;
             }
         }
-        Request::ConfigureVf { vf, spec } => {
+        Request::ConfigureVf(ConfigureVf { vf, spec }) => {
             configure(ctx, vf, spec)?;
             w.put(&vf_info(ctx, vf)).map_err(enc)?;
         }
-        Request::ResetVf(vf) => {
+        Request::ResetVf(VfIndex(vf)) => {
             reset_vf(ctx, vf)?;
             w.put(&vf_info(ctx, vf)).map_err(enc)?;
         }
-        Request::SetQos { vf, weight } => {
+        Request::SetQos(SetQos { vf, weight }) => {
             ctx.books.set_weight(vf, weight)?;
             let slot = *ctx.books.slot(vf as usize);
             ctx.regs.write32(
@@ -169,12 +148,12 @@ pub fn execute<R: Regs, C: Clock>(
         }
         // This board has no flash controller yet: the opcodes are reserved and refused.
         Request::FwDownloadBegin(_)
-        | Request::FwDownloadChunk { .. }
-        | Request::FwDownloadCommit
-        | Request::FwActivate { .. }
-        | Request::FwQuerySlots
-        | Request::GetLog { .. }
-        | Request::AckEvents { .. } => return Err(Status::NotSupported),
+        | Request::FwDownloadChunk(_)
+        | Request::FwDownloadCommit(())
+        | Request::FwActivate(_)
+        | Request::FwQuerySlots(())
+        | Request::GetLog(_)
+        | Request::AckEvents(_) => return Err(Status::NotSupported),
     }
     Ok(w.len())
 }

@@ -157,7 +157,7 @@ fn handle<R: Regs, C: Clock>(mbox: &mut Mailbox, ctx: &mut Ctx<'_, R, C>) -> Out
         Ok(request) => {
             ctx.counters.commands += 1;
             // Only a command that may change the books pays for copying them.
-            let before = commands::may_change_books(&request).then_some(*ctx.books);
+            let before = (!request.opcode().is_query()).then_some(*ctx.books);
             let r = match commands::execute(ctx, &request, &mut mbox.resp[HEADER_LEN..]) {
                 Ok(n) => (Status::Ok, n),
                 Err(s) => (s, 0),

@@ -4,17 +4,17 @@ mod common;
 use common::{Dev, TOKEN};
 use firmware::Regs;
 use shared_abi::mailbox::{self, HeaderFlags, Opcode, Status, MAX_MESSAGE};
-use shared_abi::messages::{split_list, view, CountResp, HeartbeatResp, Request, Sizing, Target};
+use shared_abi::messages::*;
 use shared_abi::regs::{pf, queue, vf_bank, DevStatus, SriovCtrl, TtEntry, VfHwStatus};
 use shared_abi::resources::{
     DeviceInfo, DeviceStats, FreeResources, VfInfo, VfSpec, VfState, VfStats,
 };
 
 fn create_equal(d: &mut Dev, count: u16) -> Vec<VfInfo> {
-    let p = d.ok(&Request::CreateVfs {
+    let p = d.ok(&Request::CreateVfs(CreateVfs {
         count,
         sizing: Sizing::Equal,
-    });
+    }));
     let (c, list) = split_list::<CountResp, VfInfo>(&p).unwrap();
     assert_eq!(c.count.get(), count);
     list.to_vec()
@@ -55,13 +55,13 @@ fn boot_publishes_identity_and_ready() {
 #[test]
 fn device_info_resources_heartbeat() {
     let mut d = Dev::new();
-    let p = d.ok(&Request::GetDeviceInfo);
+    let p = d.ok(&Request::GetDeviceInfo(()));
     let info = view::<DeviceInfo>(&p).unwrap();
     assert_eq!(info.engines, 16);
     assert_eq!(info.mem_granules.get(), 8192);
     assert_eq!(info.total_vfs.get(), 64);
     assert_eq!(info.build_id.get(), 0xB1D);
-    let p = d.ok(&Request::GetResources);
+    let p = d.ok(&Request::GetResources(()));
     let f = view::<FreeResources>(&p).unwrap();
     assert_eq!(f.engine_mask.get(), 0xFFFF);
     assert_eq!(f.mem_granules.get(), 8192);
@@ -69,7 +69,7 @@ fn device_info_resources_heartbeat() {
     assert_eq!(f.queues.get(), 256);
     assert_eq!(f.vectors.get(), 2048);
     assert_eq!(f.free_vf_slots.get(), 64);
-    let p = d.ok(&Request::Heartbeat { nonce: 0xDEAD });
+    let p = d.ok(&Request::Heartbeat(Heartbeat { nonce: 0xDEAD }));
     assert_eq!(view::<HeartbeatResp>(&p).unwrap().nonce.get(), 0xDEAD);
 }
 
@@ -100,10 +100,10 @@ fn create_four_equal_splits_the_default_board() {
     d.consistent();
     // Everything is used: a fifth VF cannot be made, and nothing changes.
     let before = d.snapshot();
-    let r = d.call(&Request::CreateVfs {
+    let r = d.call(&Request::CreateVfs(CreateVfs {
         count: 1,
         sizing: Sizing::Equal,
-    });
+    }));
     assert_eq!(r.status, Status::OutOfResources);
     assert_eq!(d.snapshot(), before);
 }
@@ -112,20 +112,20 @@ fn create_four_equal_splits_the_default_board() {
 fn create_uniform_and_explicit() {
     let mut d = Dev::new();
     let spec = VfSpec::new(2, 100, 8, 16, 300);
-    let p = d.ok(&Request::CreateVfs {
+    let p = d.ok(&Request::CreateVfs(CreateVfs {
         count: 3,
         sizing: Sizing::Uniform(&spec),
-    });
+    }));
     let (_, list) = split_list::<CountResp, VfInfo>(&p).unwrap();
     assert_eq!(list.len(), 3);
     assert!(list
         .iter()
         .all(|v| v.weight.get() == 300 && v.mem_granules.get() == 100));
     let specs = [VfSpec::new(1, 1, 1, 1, 0), VfSpec::new(5, 50, 2, 3, 1000)];
-    let p = d.ok(&Request::CreateVfs {
+    let p = d.ok(&Request::CreateVfs(CreateVfs {
         count: 2,
         sizing: Sizing::Explicit(&specs),
-    });
+    }));
     let (_, list) = split_list::<CountResp, VfInfo>(&p).unwrap();
     assert_eq!(list[0].vf.get(), 3, "lowest free slots");
     assert_eq!(list[0].weight.get(), shared_abi::resources::DEFAULT_WEIGHT);
@@ -143,38 +143,38 @@ fn create_errors_change_nothing() {
     let heavy = VfSpec::new(1, 1, 1, 1, 1001);
     let cases: Vec<(Request<'_>, Status)> = vec![
         (
-            Request::CreateVfs {
+            Request::CreateVfs(CreateVfs {
                 count: 0,
                 sizing: Sizing::Equal,
-            },
+            }),
             Status::InvalidArgument,
         ),
         (
-            Request::CreateVfs {
+            Request::CreateVfs(CreateVfs {
                 count: 65,
                 sizing: Sizing::Equal,
-            },
+            }),
             Status::TooManyVfs,
         ),
         (
-            Request::CreateVfs {
+            Request::CreateVfs(CreateVfs {
                 count: 1,
                 sizing: Sizing::Uniform(&too_big),
-            },
+            }),
             Status::OutOfResources,
         ),
         (
-            Request::CreateVfs {
+            Request::CreateVfs(CreateVfs {
                 count: 1,
                 sizing: Sizing::Uniform(&zero),
-            },
+            }),
             Status::InvalidArgument,
         ),
         (
-            Request::CreateVfs {
+            Request::CreateVfs(CreateVfs {
                 count: 1,
                 sizing: Sizing::Uniform(&heavy),
-            },
+            }),
             Status::InvalidArgument,
         ),
     ];
@@ -192,10 +192,10 @@ fn create_errors_change_nothing() {
         VfSpec::new(8, 4096, 1, 1, 0),
         VfSpec::new(1, 1, 1, 1, 0),
     ];
-    let r = e.call(&Request::CreateVfs {
+    let r = e.call(&Request::CreateVfs(CreateVfs {
         count: 3,
         sizing: Sizing::Explicit(&specs),
-    });
+    }));
     assert_eq!(r.status, Status::OutOfResources);
     assert_eq!(e.snapshot(), before);
     e.consistent();
@@ -209,10 +209,10 @@ fn fragmentation_is_a_clear_error() {
     d.ok(&Request::DestroyVf(Target::One(2)));
     let before = d.snapshot();
     let spec = VfSpec::new(1, 4096, 1, 1, 0);
-    let r = d.call(&Request::CreateVfs {
+    let r = d.call(&Request::CreateVfs(CreateVfs {
         count: 1,
         sizing: Sizing::Uniform(&spec),
-    });
+    }));
     assert_eq!(r.status, Status::Fragmented);
     assert_eq!(d.snapshot(), before);
 }
@@ -237,7 +237,7 @@ fn destroy_one_and_all() {
     d.consistent();
     let p = d.ok(&Request::DestroyVf(Target::All));
     assert_eq!(view::<CountResp>(&p).unwrap().count.get(), 3);
-    let f = d.ok(&Request::GetResources);
+    let f = d.ok(&Request::GetResources(()));
     assert_eq!(view::<FreeResources>(&f).unwrap().mem_granules.get(), 8192);
     d.consistent();
     // Destroy-all on an empty device is fine and does nothing.
@@ -249,10 +249,10 @@ fn destroy_one_and_all() {
 fn query_configure_qos_stats() {
     let mut d = Dev::new();
     let spec = VfSpec::new(2, 10, 4, 4, 0);
-    d.ok(&Request::CreateVfs {
+    d.ok(&Request::CreateVfs(CreateVfs {
         count: 2,
         sizing: Sizing::Uniform(&spec),
-    });
+    }));
     let p = d.ok(&Request::QueryVf(Target::One(1)));
     let v = *view::<VfInfo>(&p).unwrap();
     assert_eq!(v.mem_base.get(), 10);
@@ -270,18 +270,18 @@ fn query_configure_qos_stats() {
     let bigger = VfSpec::new(3, 20, 8, 8, 0);
     let before = d.snapshot();
     assert_eq!(
-        d.call(&Request::ConfigureVf {
+        d.call(&Request::ConfigureVf(ConfigureVf {
             vf: 0,
             spec: &bigger
-        })
+        }))
         .status,
         Status::Fragmented
     );
     assert_eq!(d.snapshot(), before);
-    let p = d.ok(&Request::ConfigureVf {
+    let p = d.ok(&Request::ConfigureVf(ConfigureVf {
         vf: 1,
         spec: &bigger,
-    });
+    }));
     let v = view::<VfInfo>(&p).unwrap();
     assert_eq!((v.mem_base.get(), v.mem_granules.get()), (10, 20));
     assert_eq!(v.engine_mask.get().count_ones(), 3);
@@ -290,23 +290,23 @@ fn query_configure_qos_stats() {
     // Shrinking releases (and scrubs) the tail.
     let scrubbed = d.regs.scrubbed();
     let smaller = VfSpec::new(1, 5, 2, 2, 0);
-    d.ok(&Request::ConfigureVf {
+    d.ok(&Request::ConfigureVf(ConfigureVf {
         vf: 1,
         spec: &smaller,
-    });
+    }));
     assert_eq!(d.regs.scrubbed() - scrubbed, 15);
     assert_eq!(d.regs.read32(pf::tt_entry(16)), TtEntry::INVALID.0);
     d.consistent();
     // QoS.
-    let p = d.ok(&Request::SetQos { vf: 0, weight: 800 });
+    let p = d.ok(&Request::SetQos(SetQos { vf: 0, weight: 800 }));
     assert_eq!(view::<VfInfo>(&p).unwrap().weight.get(), 800);
     assert_eq!(bank(&d, 0, vf_bank::QOS_WEIGHT), 800);
     assert_eq!(
-        d.call(&Request::SetQos { vf: 0, weight: 0 }).status,
+        d.call(&Request::SetQos(SetQos { vf: 0, weight: 0 })).status,
         Status::InvalidArgument
     );
     assert_eq!(
-        d.call(&Request::SetQos { vf: 9, weight: 5 }).status,
+        d.call(&Request::SetQos(SetQos { vf: 9, weight: 5 })).status,
         Status::InvalidVf
     );
     d.consistent();
@@ -333,7 +333,7 @@ fn reset_clears_only_that_vf() {
     d.regs.write32(queue::SQ_BASE_LO.at(q0), 0x1000);
     d.regs.write32(queue::SQ_BASE_LO.at(q1), 0x2000);
     let scrubbed = d.regs.scrubbed();
-    let p = d.ok(&Request::ResetVf(0));
+    let p = d.ok(&Request::ResetVf(VfIndex(0)));
     let v = view::<VfInfo>(&p).unwrap();
     assert_eq!(v.flr_count.get(), 1);
     assert_eq!(v.state, VfState::Configured as u8);
@@ -351,7 +351,10 @@ fn reset_clears_only_that_vf() {
         d.regs.scrubbed() - scrubbed,
         vfs[0].mem_granules.get() as u64
     );
-    assert_eq!(d.call(&Request::ResetVf(3)).status, Status::InvalidVf);
+    assert_eq!(
+        d.call(&Request::ResetVf(VfIndex(3))).status,
+        Status::InvalidVf
+    );
     d.consistent();
 }
 
@@ -383,10 +386,10 @@ fn flr_from_config_space_and_sriov_enable() {
 #[test]
 fn retry_is_answered_not_executed_twice() {
     let mut d = Dev::new();
-    let msg = d.encode(&Request::CreateVfs {
+    let msg = d.encode(&Request::CreateVfs(CreateVfs {
         count: 1,
         sizing: Sizing::Uniform(&VfSpec::new(1, 1, 1, 1, 0)),
-    });
+    }));
     let first = d.raw(&msg, msg.len() as u32);
     assert_eq!(first.status, Status::Ok);
     assert!(!first.flags.contains(HeaderFlags::REPLAYED));
@@ -394,7 +397,7 @@ fn retry_is_answered_not_executed_twice() {
     assert_eq!(again.status, Status::Ok);
     assert!(again.flags.contains(HeaderFlags::REPLAYED));
     assert_eq!(again.payload, first.payload);
-    let f = d.ok(&Request::GetResources);
+    let f = d.ok(&Request::GetResources(()));
     assert_eq!(
         view::<FreeResources>(&f).unwrap().free_vf_slots.get(),
         63,
@@ -474,10 +477,10 @@ fn malformed_messages_get_specific_statuses_and_change_nothing() {
 fn firmware_update_opcodes_are_refused_on_this_board() {
     let mut d = Dev::new();
     for req in [
-        Request::FwDownloadCommit,
-        Request::FwQuerySlots,
-        Request::FwActivate { slot: 0 },
-        Request::GetLog { from: 0 },
+        Request::FwDownloadCommit(()),
+        Request::FwQuerySlots(()),
+        Request::FwActivate(FwActivate { slot: 0 }),
+        Request::GetLog(RingIndex(0)),
     ] {
         assert_eq!(d.call(&req).status, Status::NotSupported);
     }
@@ -537,15 +540,15 @@ fn a_hung_scrubber_is_an_internal_error_and_a_fault() {
     };
     assert_eq!(
         send(
-            &Request::CreateVfs {
+            &Request::CreateVfs(CreateVfs {
                 count: 1,
                 sizing: Sizing::Equal
-            },
+            }),
             1
         ),
         Status::Ok
     );
-    assert_eq!(send(&Request::ResetVf(0), 2), Status::Internal);
+    assert_eq!(send(&Request::ResetVf(VfIndex(0)), 2), Status::Internal);
     assert_ne!(
         regs.read32(pf::DEV_STATUS.offset()) & DevStatus::FAULT.bits(),
         0
@@ -562,18 +565,18 @@ fn only_the_lock_holder_commands_and_nothing_changes_otherwise() {
     for holder in [0, TOKEN ^ 1] {
         d.regs.write32(pf::MBOX_LOCK.offset(), holder);
         let before = d.snapshot();
-        let r = d.call(&Request::CreateVfs {
+        let r = d.call(&Request::CreateVfs(CreateVfs {
             count: 1,
             sizing: Sizing::Equal,
-        });
+        }));
         assert_eq!(r.status, Status::LockNotHeld, "lock held by {holder:#x}");
         assert!(d.snapshot() == before, "nothing executed");
     }
     d.regs.write32(pf::MBOX_LOCK.offset(), TOKEN);
-    d.ok(&Request::CreateVfs {
+    d.ok(&Request::CreateVfs(CreateVfs {
         count: 1,
         sizing: Sizing::Equal,
-    });
+    }));
 }
 
 /// A clock the test moves by hand.
@@ -634,4 +637,49 @@ fn a_silent_holder_loses_the_lock_after_its_lease() {
         );
     }
     assert_eq!(regs.read32(pf::MBOX_LEASES_EXPIRED.offset()), 1);
+}
+
+/// The firmware skips its consistency check after a query (`Opcode::is_query`), so a query
+/// that changed anything would go unchecked: every opcode declared a query must leave the
+/// registers and the books exactly as they were, whatever it is asked.
+#[test]
+fn declared_queries_change_nothing() {
+    let mut d = Dev::new();
+    create_equal(&mut d, 4);
+    let requests = [
+        Request::GetDeviceInfo(()),
+        Request::GetResources(()),
+        Request::Heartbeat(Heartbeat { nonce: 1 }),
+        Request::QueryVf(Target::One(2)),
+        Request::QueryVf(Target::All),
+        Request::QueryVf(Target::One(60)),
+        Request::GetStats(Target::One(1)),
+        Request::GetStats(Target::All),
+        Request::FwQuerySlots(()),
+        Request::GetLog(RingIndex(0)),
+    ];
+    let mut covered = std::collections::BTreeSet::new();
+    for req in requests {
+        assert!(req.opcode().is_query(), "{:?}", req.opcode());
+        covered.insert(req.opcode().wire());
+        let (regs, books) = (d.snapshot(), *d.fw.books());
+        d.call(&req);
+        assert_eq!(
+            d.snapshot(),
+            regs,
+            "{} changed registers",
+            req.opcode().name()
+        );
+        assert!(
+            *d.fw.books() == books,
+            "{} changed the books",
+            req.opcode().name()
+        );
+    }
+    let declared: std::collections::BTreeSet<u16> = Opcode::ALL
+        .iter()
+        .filter(|o| o.is_query())
+        .map(|o| o.wire())
+        .collect();
+    assert_eq!(covered, declared, "every declared query is exercised");
 }

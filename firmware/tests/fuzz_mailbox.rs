@@ -7,28 +7,28 @@ mod common;
 use common::Dev;
 use proptest::prelude::*;
 use shared_abi::mailbox::Status;
-use shared_abi::messages::{Request, Sizing, Target};
+use shared_abi::messages::*;
 use shared_abi::resources::VfSpec;
 
 fn seed_messages(d: &mut Dev) -> Vec<Vec<u8>> {
     let spec = VfSpec::new(1, 4, 2, 2, 10);
     let specs = [spec; 3];
     vec![
-        d.encode(&Request::CreateVfs {
+        d.encode(&Request::CreateVfs(CreateVfs {
             count: 2,
             sizing: Sizing::Equal,
-        }),
-        d.encode(&Request::CreateVfs {
+        })),
+        d.encode(&Request::CreateVfs(CreateVfs {
             count: 3,
             sizing: Sizing::Explicit(&specs),
-        }),
-        d.encode(&Request::ConfigureVf { vf: 0, spec: &spec }),
+        })),
+        d.encode(&Request::ConfigureVf(ConfigureVf { vf: 0, spec: &spec })),
         d.encode(&Request::DestroyVf(Target::All)),
         d.encode(&Request::GetStats(Target::All)),
-        d.encode(&Request::FwDownloadChunk {
+        d.encode(&Request::FwDownloadChunk(FwChunk {
             offset: 0,
             data: &[1, 2, 3],
-        }),
+        })),
     ]
 }
 
@@ -37,7 +37,7 @@ proptest! {
     #[test]
     fn arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..4200), len in any::<u32>(), use_len in any::<bool>()) {
         let mut d = Dev::new();
-        d.ok(&Request::CreateVfs { count: 2, sizing: Sizing::Equal });
+        d.ok(&Request::CreateVfs(CreateVfs { count: 2, sizing: Sizing::Equal }));
         let before = d.snapshot();
         let n = bytes.len().min(4096);
         let r = d.raw(&bytes[..n], if use_len { len } else { n as u32 });
@@ -50,7 +50,7 @@ proptest! {
     #[test]
     fn mutated_requests(which in 0usize..6, flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6)) {
         let mut d = Dev::new();
-        d.ok(&Request::CreateVfs { count: 1, sizing: Sizing::Equal });
+        d.ok(&Request::CreateVfs(CreateVfs { count: 1, sizing: Sizing::Equal }));
         let mut msg = seed_messages(&mut d)[which].clone();
         for (i, b) in flips {
             let at = i.index(msg.len());

@@ -7,7 +7,7 @@ use common::Dev;
 use firmware::{Board, Regs};
 use proptest::prelude::*;
 use shared_abi::mailbox::Status;
-use shared_abi::messages::{Request, Sizing, Target};
+use shared_abi::messages::*;
 use shared_abi::regs::{pf, SriovCtrl, VfHwStatus};
 use shared_abi::resources::VfSpec;
 
@@ -64,19 +64,19 @@ proptest! {
         for op in ops {
             let before = d.snapshot();
             let status = match op {
-                Op::CreateEqual(n) => d.call(&Request::CreateVfs { count: n, sizing: Sizing::Equal }).status,
+                Op::CreateEqual(n) => d.call(&Request::CreateVfs(CreateVfs { count: n, sizing: Sizing::Equal })).status,
                 Op::CreateUniform(n, s) => {
                     let s = spec(s);
-                    d.call(&Request::CreateVfs { count: n, sizing: Sizing::Uniform(&s) }).status
+                    d.call(&Request::CreateVfs(CreateVfs { count: n, sizing: Sizing::Uniform(&s) })).status
                 }
                 Op::Destroy(v) => d.call(&Request::DestroyVf(Target::One(v))).status,
                 Op::DestroyAll => d.call(&Request::DestroyVf(Target::All)).status,
                 Op::Resize(v, s) => {
                     let s = spec(s);
-                    d.call(&Request::ConfigureVf { vf: v, spec: &s }).status
+                    d.call(&Request::ConfigureVf(ConfigureVf { vf: v, spec: &s })).status
                 }
-                Op::Reset(v) => d.call(&Request::ResetVf(v)).status,
-                Op::Qos(v, w) => d.call(&Request::SetQos { vf: v, weight: w }).status,
+                Op::Reset(v) => d.call(&Request::ResetVf(VfIndex(v))).status,
+                Op::Qos(v, w) => d.call(&Request::SetQos(SetQos { vf: v, weight: w })).status,
                 Op::Sriov(n) => {
                     d.regs.write32(pf::SRIOV_CTRL.offset(), SriovCtrl::new(n > 0, true, n).bits());
                     d.fw.poll();

@@ -8,7 +8,7 @@ use firmware::ram::RamRegs;
 use firmware::{Board, Firmware, Regs};
 use libfuzzer_sys::fuzz_target;
 use shared_abi::mailbox::{self, Status};
-use shared_abi::messages::{Request, Sizing};
+use shared_abi::messages::{CreateVfs, Request, Sizing};
 use shared_abi::regs::pf;
 
 fn snapshot(r: &RamRegs) -> Vec<u32> {
@@ -43,7 +43,7 @@ fuzz_target!(|data: &[u8]| {
     let mut fw = Firmware::new(regs, NoClock, Board::DEFAULT, 1).unwrap();
     fw.boot();
     let mut p = [0u8; 64];
-    let n = Request::CreateVfs { count: 2, sizing: Sizing::Equal }.write_payload(&mut p).unwrap();
+    let n = Request::CreateVfs(CreateVfs { count: 2, sizing: Sizing::Equal }).write_payload(&mut p).unwrap();
     let mut m = [0u8; 128];
     regs.write32(pf::MBOX_LOCK.offset(), 1);
     let len = mailbox::encode_request(&mut m, shared_abi::Opcode::CreateVfs, 1, 1, &p[..n]).unwrap();

@@ -6,7 +6,10 @@ use crate::kernel::{KernelVfio, Sysfs};
 use crate::mailbox::{Mailbox, DEFAULT_TIMEOUT};
 use crate::transport::{DeviceAddr, Transport, VfEndpoint};
 use crate::vfio_user::VfioUser;
-use shared_abi::messages::{split_list, view, CountResp, HeartbeatResp, Request, Sizing, Target};
+use shared_abi::messages::{
+    split_list, view, ConfigureVf, CountResp, CreateVfs, Heartbeat, HeartbeatResp, Request, SetQos,
+    Sizing, Target, VfIndex,
+};
 use shared_abi::resources::{DeviceInfo, DeviceStats, FreeResources, VfInfo, VfSpec, VfStats};
 use std::sync::Arc;
 use std::time::Duration;
@@ -113,7 +116,7 @@ impl Accel {
 
     /// Identity, versions and board.
     pub async fn device_info(&self) -> Result<DeviceInfo> {
-        let p = self.mbox.call(&Request::GetDeviceInfo).await?;
+        let p = self.mbox.call(&Request::GetDeviceInfo(())).await?;
         view::<DeviceInfo>(&p)
             .copied()
             .map_err(|_| Error::BadResponse("device info size"))
@@ -121,7 +124,7 @@ impl Accel {
 
     /// Free resources.
     pub async fn free_resources(&self) -> Result<FreeResources> {
-        let p = self.mbox.call(&Request::GetResources).await?;
+        let p = self.mbox.call(&Request::GetResources(())).await?;
         view::<FreeResources>(&p)
             .copied()
             .map_err(|_| Error::BadResponse("resources size"))
@@ -129,7 +132,10 @@ impl Accel {
 
     /// Liveness round trip.
     pub async fn heartbeat(&self, nonce: u32) -> Result<HeartbeatResp> {
-        let p = self.mbox.call(&Request::Heartbeat { nonce }).await?;
+        let p = self
+            .mbox
+            .call(&Request::Heartbeat(Heartbeat { nonce }))
+            .await?;
         let r = *view::<HeartbeatResp>(&p).map_err(|_| Error::BadResponse("heartbeat size"))?;
         if r.nonce.get() != nonce {
             return Err(Error::BadResponse("heartbeat nonce mismatch"));
@@ -174,7 +180,7 @@ impl Accel {
         let _held = self.management_lock().await?;
         let p = self
             .mbox
-            .call(&Request::CreateVfs { count, sizing })
+            .call(&Request::CreateVfs(CreateVfs { count, sizing }))
             .await?;
         let (_, list) = split_list::<CountResp, VfInfo>(&p)
             .map_err(|_| Error::BadResponse("create response size"))?;
@@ -273,7 +279,7 @@ impl Accel {
     pub async fn resize(&self, vf: u16, spec: VfSpec) -> Result<VfInfo> {
         let p = self
             .mbox
-            .call(&Request::ConfigureVf { vf, spec: &spec })
+            .call(&Request::ConfigureVf(ConfigureVf { vf, spec: &spec }))
             .await?;
         view::<VfInfo>(&p)
             .copied()
@@ -282,7 +288,7 @@ impl Accel {
 
     /// Function level reset of one VF.
     pub async fn reset(&self, vf: u16) -> Result<VfInfo> {
-        let p = self.mbox.call(&Request::ResetVf(vf)).await?;
+        let p = self.mbox.call(&Request::ResetVf(VfIndex(vf))).await?;
         view::<VfInfo>(&p)
             .copied()
             .map_err(|_| Error::BadResponse("vf info size"))
@@ -290,7 +296,10 @@ impl Accel {
 
     /// Sets a VF's scheduler weight.
     pub async fn set_qos(&self, vf: u16, weight: u16) -> Result<VfInfo> {
-        let p = self.mbox.call(&Request::SetQos { vf, weight }).await?;
+        let p = self
+            .mbox
+            .call(&Request::SetQos(SetQos { vf, weight }))
+            .await?;
         view::<VfInfo>(&p)
             .copied()
             .map_err(|_| Error::BadResponse("vf info size"))

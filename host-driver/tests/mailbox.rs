@@ -6,7 +6,7 @@ use host_driver::mailbox::Mailbox;
 use host_driver::transport::{Transport, VfEndpoint};
 use host_driver::{Accel, Error, Result};
 use shared_abi::mailbox::{self, FaultCode, HeaderFlags, Status, HEADER_LEN};
-use shared_abi::messages::Request;
+use shared_abi::messages::{Heartbeat, Request};
 use shared_abi::ordering::HOST_PUBLISHES;
 use shared_abi::regs::{pf, DevStatus, MboxState};
 use std::sync::{Arc, Mutex};
@@ -151,7 +151,7 @@ fn the_mailbox_handoffs_are_published_and_observed() {
         .build()
         .unwrap();
     let (st, payload) = rt
-        .block_on(m.call_status(&Request::Heartbeat { nonce: 7 }))
+        .block_on(m.call_status(&Request::Heartbeat(Heartbeat { nonce: 7 })))
         .unwrap();
     assert_eq!((st, payload), (Status::Ok, 7u32.to_le_bytes().to_vec()));
     let log = dev.log.lock().unwrap();

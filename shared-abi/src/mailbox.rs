@@ -66,67 +66,7 @@ bitflags::bitflags! {
     }
 }
 
-/// Declares the opcodes: the [`Opcode`] wire enum, and for each its docs name and payloads.
-macro_rules! opcodes {
-    ($(#[$m:meta])* Opcode { $($(#[$vm:meta])* $v:ident = $n:expr, $name:literal, $req:literal, $resp:literal;)* }) => {
-        wire_enum! {
-            $(#[$m])*
-            Opcode: u16 { $($(#[$vm])* $v = $n,)* }
-        }
-        impl Opcode {
-            /// Its name in docs/abi.md and in error messages (`CREATE_VFS`).
-            pub const fn name(self) -> &'static str {
-                match self { $(Opcode::$v => $name,)* }
-            }
-            /// Its request and response payloads, as docs/abi.md's opcode table states them.
-            pub const fn payloads(self) -> (&'static str, &'static str) {
-                match self { $(Opcode::$v => ($req, $resp),)* }
-            }
-        }
-    };
-}
-
-opcodes! {
-    /// Management command opcodes. Values are stable; gaps are never reused. Each is declared
-    /// once here with the name and payloads docs/abi.md's opcode table gives it (a test checks
-    /// the table against these declarations).
-    Opcode {
-        /// Identity, versions, board and capabilities.
-        GetDeviceInfo = 0x0001, "GET_DEVICE_INFO", "—", "DeviceInfo";
-        /// Free resources.
-        GetResources = 0x0002, "GET_RESOURCES", "—", "FreeResources";
-        /// Liveness check.
-        Heartbeat = 0x0003, "HEARTBEAT", "`nonce u32`", "`nonce u32, heartbeat u32, uptime_ms u64`";
-        /// Create VFs from a profile or explicit specs (all or nothing).
-        CreateVfs = 0x0010, "CREATE_VFS", "`count u16, profile u8 (0 EQUAL, 1 UNIFORM, 2 EXPLICIT), flags u8 = 0, reserved u32` + VfSpec (UNIFORM) or VfSpec × count (EXPLICIT)", "`count u16, reserved u16` + VfInfo × count";
-        /// Destroy one VF or all.
-        DestroyVf = 0x0011, "DESTROY_VF", "VfRef (flag ALL)", "`count u16, reserved u16`";
-        /// Report one VF's resources and state.
-        QueryVf = 0x0012, "QUERY_VF", "VfRef (flag ALL)", "VfInfo, or CountResp + VfInfo × n";
-        /// Resize a live VF.
-        ConfigureVf = 0x0013, "CONFIGURE_VF", "`vf u16, reserved u16, VfSpec` (weight 0 keeps)", "VfInfo";
-        /// Function level reset of one VF.
-        ResetVf = 0x0014, "RESET_VF", "VfRef", "VfInfo";
-        /// Change a VF's scheduler weight.
-        SetQos = 0x0015, "SET_QOS", "`vf u16, weight u16`", "VfInfo";
-        /// Counters of one VF or of the device.
-        GetStats = 0x0016, "GET_STATS", "VfRef (flag ALL)", "VfStats, or DeviceStats + VfStats × n";
-        /// Start a firmware download into a flash slot.
-        FwDownloadBegin = 0x0020, "FW_DOWNLOAD_BEGIN", "`total_len u32, image_crc u32, slot u8, flags u8 (bit 0 allow downgrade), reserved u16`", "—";
-        /// One chunk of a firmware image.
-        FwDownloadChunk = 0x0021, "FW_DOWNLOAD_CHUNK", "`offset u32, len u32` + data", "—";
-        /// Verify and commit the downloaded image.
-        FwDownloadCommit = 0x0022, "FW_DOWNLOAD_COMMIT", "—", "—";
-        /// Boot a committed slot at the next reset.
-        FwActivate = 0x0023, "FW_ACTIVATE", "`slot u8, reserved u8[3]`", "—";
-        /// Flash slot states and versions.
-        FwQuerySlots = 0x0024, "FW_QUERY_SLOTS", "—", "FwSlotInfo × 2 (`slot u8, flags u8, reserved u16, version u32, build_id u32, size u32`)";
-        /// Fetch firmware log frames (reserved).
-        GetLog = 0x0030, "GET_LOG", "`index u32`", "reserved";
-        /// Acknowledge events up to an index (reserved).
-        AckEvents = 0x0031, "ACK_EVENTS", "`index u32`", "reserved";
-    }
-}
+pub use crate::messages::Opcode;
 
 wire_enum! {
     /// Response status codes: every failure has its own.

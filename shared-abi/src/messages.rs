@@ -1,11 +1,11 @@
-//! Request and response payloads of each opcode, and the typed [`Request`] that the firmware
-//! parses once at its edge.
+//! The opcodes, their request and response payloads, and the typed [`Request`] that the
+//! firmware parses once at its edge.
 //!
-//! Which payload each opcode carries is declared with the opcode
-//! ([`crate::mailbox::Opcode::payloads`]) and tabled in docs/abi.md; the parser below is the
-//! code form of that table, and an unknown or missing opcode cannot compile past its `match`.
+//! Each opcode is declared once in `opcodes!` with its arguments type; the wire enum, the
+//! request enum and its parse/write dispatch are generated from that list, and docs/abi.md's
+//! opcode table is checked against it.
 
-use crate::mailbox::{DecodeError, EncodeError, Opcode};
+use crate::mailbox::{DecodeError, EncodeError};
 pub use crate::resources::{DeviceInfo, DeviceStats, FreeResources, VfInfo, VfSpec, VfStats};
 use zerocopy::little_endian::{U16, U32};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
@@ -189,6 +189,128 @@ pub struct IndexReq {
     pub index: U32,
 }
 
+/// Declares the opcodes once: each with its wire value, docs name, whether it changes device
+/// state, the type of its arguments and the payloads docs/abi.md's table gives it. Generates
+/// the [`Opcode`] wire enum, the typed [`Request`], and the dispatch that parses and writes a
+/// request's payload through its arguments' [`Args`] impl.
+macro_rules! opcodes {
+    ($(#[$m:meta])* Opcode {
+        $($(#[$vm:meta])* $v:ident = $n:expr, $name:literal, $kind:ident $args:ty,
+            $req:literal, $resp:literal;)*
+    }) => {
+        wire_enum! {
+            $(#[$m])*
+            Opcode: u16 { $($(#[$vm])* $v = $n,)* }
+        }
+        impl Opcode {
+            /// Its name in docs/abi.md and in error messages (`CREATE_VFS`).
+            pub const fn name(self) -> &'static str {
+                match self { $(Opcode::$v => $name,)* }
+            }
+            /// Its request and response payloads, as docs/abi.md's opcode table states them.
+            pub const fn payloads(self) -> (&'static str, &'static str) {
+                match self { $(Opcode::$v => ($req, $resp),)* }
+            }
+            /// Whether it only reads: a query never changes the books, banks or rings.
+            pub const fn is_query(self) -> bool {
+                match self { $(Opcode::$v => opcodes!(@query $kind),)* }
+            }
+        }
+
+        /// A request with its arguments, parsed and length-checked. Field values are checked
+        /// by the firmware, which knows the board.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Request<'a> {
+            $($(#[$vm])* $v($args),)*
+        }
+
+        impl<'a> Request<'a> {
+            /// Opcode of this request.
+            pub const fn opcode(&self) -> Opcode {
+                match self { $(Request::$v(_) => Opcode::$v,)* }
+            }
+            /// Parses a payload for `opcode`. Sizes, reserved fields and enum values are
+            /// checked; nothing else.
+            pub fn parse(opcode: Opcode, p: &'a [u8]) -> Result<Self, DecodeError> {
+                Ok(match opcode { $(Opcode::$v => Request::$v(<$args as Args<'a>>::decode(p)?),)* })
+            }
+            /// Writes this request's payload into `out`; returns its length.
+            pub fn write_payload(&self, out: &mut [u8]) -> Result<usize, EncodeError> {
+                let mut w = Writer::new(out);
+                match self { $(Request::$v(a) => a.encode(&mut w)?,)* }
+                Ok(w.len())
+            }
+        }
+    };
+    (@query query) => { true };
+    (@query command) => { false };
+}
+
+opcodes! {
+    /// Management command opcodes. Values are stable; gaps are never reused. Each is declared
+    /// once here with the name and payloads docs/abi.md's opcode table gives it (a test checks
+    /// the table against these declarations).
+    Opcode {
+        /// Identity, versions, board and capabilities.
+        GetDeviceInfo = 0x0001, "GET_DEVICE_INFO", query (), "—", "DeviceInfo";
+        /// Free resources.
+        GetResources = 0x0002, "GET_RESOURCES", query (), "—", "FreeResources";
+        /// Liveness check.
+        Heartbeat = 0x0003, "HEARTBEAT", query Heartbeat, "`nonce u32`", "`nonce u32, heartbeat u32, uptime_ms u64`";
+        /// Create VFs from a profile or explicit specs (all or nothing).
+        CreateVfs = 0x0010, "CREATE_VFS", command CreateVfs<'a>, "`count u16, profile u8 (0 EQUAL, 1 UNIFORM, 2 EXPLICIT), flags u8 = 0, reserved u32` + VfSpec (UNIFORM) or VfSpec × count (EXPLICIT)", "`count u16, reserved u16` + VfInfo × count";
+        /// Destroy one VF or all.
+        DestroyVf = 0x0011, "DESTROY_VF", command Target, "VfRef (flag ALL)", "`count u16, reserved u16`";
+        /// Report one VF's resources and state, or every VF that holds resources.
+        QueryVf = 0x0012, "QUERY_VF", query Target, "VfRef (flag ALL)", "VfInfo, or CountResp + VfInfo × n";
+        /// Resize a live VF.
+        ConfigureVf = 0x0013, "CONFIGURE_VF", command ConfigureVf<'a>, "`vf u16, reserved u16, VfSpec` (weight 0 keeps)", "VfInfo";
+        /// Function level reset of one VF.
+        ResetVf = 0x0014, "RESET_VF", command VfIndex, "VfRef", "VfInfo";
+        /// Change a VF's scheduler weight.
+        SetQos = 0x0015, "SET_QOS", command SetQos, "`vf u16, weight u16`", "VfInfo";
+        /// Counters of one VF or of the device.
+        GetStats = 0x0016, "GET_STATS", query Target, "VfRef (flag ALL)", "VfStats, or DeviceStats + VfStats × n";
+        /// Start a firmware download into a flash slot.
+        FwDownloadBegin = 0x0020, "FW_DOWNLOAD_BEGIN", command &'a FwBeginReq, "`total_len u32, image_crc u32, slot u8, flags u8 (bit 0 allow downgrade), reserved u16`", "—";
+        /// One chunk of a firmware image.
+        FwDownloadChunk = 0x0021, "FW_DOWNLOAD_CHUNK", command FwChunk<'a>, "`offset u32, len u32` + data", "—";
+        /// Verify and commit the downloaded image.
+        FwDownloadCommit = 0x0022, "FW_DOWNLOAD_COMMIT", command (), "—", "—";
+        /// Boot a committed slot at the next reset.
+        FwActivate = 0x0023, "FW_ACTIVATE", command FwActivate, "`slot u8, reserved u8[3]`", "—";
+        /// Flash slot states and versions.
+        FwQuerySlots = 0x0024, "FW_QUERY_SLOTS", query (), "—", "FwSlotInfo × 2 (`slot u8, flags u8, reserved u16, version u32, build_id u32, size u32`)";
+        /// Fetch firmware log frames from a log ring byte index (reserved).
+        GetLog = 0x0030, "GET_LOG", query RingIndex, "`index u32`", "reserved";
+        /// Acknowledge events up to an event ring index (reserved).
+        AckEvents = 0x0031, "ACK_EVENTS", command RingIndex, "`index u32`", "reserved";
+    }
+}
+
+/// A request's arguments: how they are read from and written to the payload. Each opcode's
+/// arguments type is named in its declaration, so parsing and writing follow from it.
+pub trait Args<'a>: Sized {
+    /// Parses and length-checks a payload; reserved fields must be zero.
+    fn decode(p: &'a [u8]) -> Result<Self, DecodeError>;
+    /// Appends the payload.
+    fn encode(&self, w: &mut Writer<'_>) -> Result<(), EncodeError>;
+}
+
+/// No arguments: the payload is empty.
+impl Args<'_> for () {
+    fn decode(p: &[u8]) -> Result<Self, DecodeError> {
+        if p.is_empty() {
+            Ok(())
+        } else {
+            Err(DecodeError::BadPayload)
+        }
+    }
+    fn encode(&self, _: &mut Writer<'_>) -> Result<(), EncodeError> {
+        Ok(())
+    }
+}
+
 /// Which VFs a command applies to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Target {
@@ -196,6 +318,63 @@ pub enum Target {
     One(u16),
     /// Every VF.
     All,
+}
+
+impl Args<'_> for Target {
+    fn decode(p: &[u8]) -> Result<Self, DecodeError> {
+        let r = exact::<VfRef>(p)?;
+        match r.flags.get() {
+            0 => Ok(Target::One(r.vf.get())),
+            VfRef::ALL => Ok(Target::All),
+            _ => Err(DecodeError::Reserved),
+        }
+    }
+    fn encode(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
+        let (vf, flags) = match *self {
+            Target::One(v) => (v, 0),
+            Target::All => (0, VfRef::ALL),
+        };
+        w.put(&VfRef {
+            vf: U16::new(vf),
+            flags: U16::new(flags),
+        })
+    }
+}
+
+/// Exactly one VF (a [`VfRef`] without the ALL flag).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VfIndex(pub u16);
+
+impl Args<'_> for VfIndex {
+    fn decode(p: &[u8]) -> Result<Self, DecodeError> {
+        match Target::decode(p)? {
+            Target::One(v) => Ok(VfIndex(v)),
+            Target::All => Err(DecodeError::Reserved),
+        }
+    }
+    fn encode(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
+        Target::One(self.0).encode(w)
+    }
+}
+
+/// HEARTBEAT arguments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// Echoed back.
+    pub nonce: u32,
+}
+
+impl Args<'_> for Heartbeat {
+    fn decode(p: &[u8]) -> Result<Self, DecodeError> {
+        Ok(Heartbeat {
+            nonce: exact::<HeartbeatReq>(p)?.nonce.get(),
+        })
+    }
+    fn encode(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
+        w.put(&HeartbeatReq {
+            nonce: U32::new(self.nonce),
+        })
+    }
 }
 
 /// The resources requested by CREATE_VFS.
@@ -209,294 +388,203 @@ pub enum Sizing<'a> {
     Explicit(&'a [VfSpec]),
 }
 
-/// A request, parsed and length-checked. Field values are checked by the firmware, which
-/// knows the board.
+/// CREATE_VFS arguments.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Request<'a> {
-    /// GET_DEVICE_INFO.
-    GetDeviceInfo,
-    /// GET_RESOURCES.
-    GetResources,
-    /// HEARTBEAT.
-    Heartbeat {
-        /// Echoed nonce.
-        nonce: u32,
-    },
-    /// CREATE_VFS.
-    CreateVfs {
-        /// VFs to create.
-        count: u16,
-        /// Their sizes.
-        sizing: Sizing<'a>,
-    },
-    /// DESTROY_VF.
-    DestroyVf(Target),
-    /// QUERY_VF: one VF, or every VF that holds resources.
-    QueryVf(Target),
-    /// CONFIGURE_VF.
-    ConfigureVf {
-        /// VF index.
-        vf: u16,
-        /// New resources.
-        spec: &'a VfSpec,
-    },
-    /// RESET_VF.
-    ResetVf(u16),
-    /// SET_QOS.
-    SetQos {
-        /// VF index.
-        vf: u16,
-        /// New weight.
-        weight: u16,
-    },
-    /// GET_STATS.
-    GetStats(Target),
-    /// FW_DOWNLOAD_BEGIN.
-    FwDownloadBegin(&'a FwBeginReq),
-    /// FW_DOWNLOAD_CHUNK.
-    FwDownloadChunk {
-        /// Offset in the image.
-        offset: u32,
-        /// Data.
-        data: &'a [u8],
-    },
-    /// FW_DOWNLOAD_COMMIT.
-    FwDownloadCommit,
-    /// FW_ACTIVATE.
-    FwActivate {
-        /// Slot.
-        slot: u8,
-    },
-    /// FW_QUERY_SLOTS.
-    FwQuerySlots,
-    /// GET_LOG.
-    GetLog {
-        /// Log ring byte index to read from.
-        from: u32,
-    },
-    /// ACK_EVENTS.
-    AckEvents {
-        /// Event ring index consumed up to.
-        upto: u32,
-    },
+pub struct CreateVfs<'a> {
+    /// VFs to create.
+    pub count: u16,
+    /// Their sizes.
+    pub sizing: Sizing<'a>,
+}
+
+impl<'a> Args<'a> for CreateVfs<'a> {
+    fn decode(p: &'a [u8]) -> Result<Self, DecodeError> {
+        let (head, rest) = CreateVfsReq::ref_from_prefix(p).map_err(|_| DecodeError::BadPayload)?;
+        if head.flags != 0 || head.reserved.get() != 0 {
+            return Err(DecodeError::Reserved);
+        }
+        let count = head.count.get();
+        let sizing = match Profile::from_wire(head.profile) {
+            Some(Profile::Equal) => <()>::decode(rest).map(|_| Sizing::Equal)?,
+            Some(Profile::Uniform) => Sizing::Uniform(exact::<VfSpec>(rest)?),
+            Some(Profile::Explicit) => {
+                let specs =
+                    <[VfSpec]>::ref_from_bytes(rest).map_err(|_| DecodeError::BadPayload)?;
+                if specs.len() != count as usize {
+                    return Err(DecodeError::BadPayload);
+                }
+                Sizing::Explicit(specs)
+            }
+            None => return Err(DecodeError::Reserved),
+        };
+        let specs: &[VfSpec] = match sizing {
+            Sizing::Equal => &[],
+            Sizing::Uniform(s) => core::slice::from_ref(s),
+            Sizing::Explicit(s) => s,
+        };
+        if specs.iter().any(|s| s.reserved.get() != 0) {
+            return Err(DecodeError::Reserved);
+        }
+        Ok(CreateVfs { count, sizing })
+    }
+    fn encode(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
+        let profile = match self.sizing {
+            Sizing::Equal => Profile::Equal,
+            Sizing::Uniform(_) => Profile::Uniform,
+            Sizing::Explicit(_) => Profile::Explicit,
+        };
+        w.put(&CreateVfsReq {
+            count: U16::new(self.count),
+            profile: profile as u8,
+            flags: 0,
+            reserved: U32::new(0),
+        })?;
+        match self.sizing {
+            Sizing::Equal => Ok(()),
+            Sizing::Uniform(s) => w.put(s),
+            Sizing::Explicit(s) => w.put(s),
+        }
+    }
+}
+
+/// CONFIGURE_VF arguments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConfigureVf<'a> {
+    /// VF index.
+    pub vf: u16,
+    /// New resources.
+    pub spec: &'a VfSpec,
+}
+
+impl<'a> Args<'a> for ConfigureVf<'a> {
+    fn decode(p: &'a [u8]) -> Result<Self, DecodeError> {
+        let r = exact::<ConfigureVfReq>(p)?;
+        if r.reserved.get() != 0 || r.spec.reserved.get() != 0 {
+            return Err(DecodeError::Reserved);
+        }
+        Ok(ConfigureVf {
+            vf: r.vf.get(),
+            spec: &r.spec,
+        })
+    }
+    fn encode(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
+        w.put(&ConfigureVfReq {
+            vf: U16::new(self.vf),
+            reserved: U16::new(0),
+            spec: *self.spec,
+        })
+    }
+}
+
+/// SET_QOS arguments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SetQos {
+    /// VF index.
+    pub vf: u16,
+    /// New weight.
+    pub weight: u16,
+}
+
+impl Args<'_> for SetQos {
+    fn decode(p: &[u8]) -> Result<Self, DecodeError> {
+        let r = exact::<SetQosReq>(p)?;
+        Ok(SetQos {
+            vf: r.vf.get(),
+            weight: r.weight.get(),
+        })
+    }
+    fn encode(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
+        w.put(&SetQosReq {
+            vf: U16::new(self.vf),
+            weight: U16::new(self.weight),
+        })
+    }
+}
+
+impl<'a> Args<'a> for &'a FwBeginReq {
+    fn decode(p: &'a [u8]) -> Result<Self, DecodeError> {
+        let r = exact::<FwBeginReq>(p)?;
+        if r.reserved.get() != 0 || r.flags & !1 != 0 {
+            return Err(DecodeError::Reserved);
+        }
+        Ok(r)
+    }
+    fn encode(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
+        w.put(*self)
+    }
+}
+
+/// FW_DOWNLOAD_CHUNK arguments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FwChunk<'a> {
+    /// Offset in the image.
+    pub offset: u32,
+    /// Data.
+    pub data: &'a [u8],
+}
+
+impl<'a> Args<'a> for FwChunk<'a> {
+    fn decode(p: &'a [u8]) -> Result<Self, DecodeError> {
+        let (head, data) = FwChunkReq::ref_from_prefix(p).map_err(|_| DecodeError::BadPayload)?;
+        if head.len.get() as usize != data.len() {
+            return Err(DecodeError::BadPayload);
+        }
+        Ok(FwChunk {
+            offset: head.offset.get(),
+            data,
+        })
+    }
+    fn encode(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
+        let len = u32::try_from(self.data.len()).map_err(|_| EncodeError::TooLong)?;
+        w.put(&FwChunkReq {
+            offset: U32::new(self.offset),
+            len: U32::new(len),
+        })?;
+        w.put(self.data)
+    }
+}
+
+/// FW_ACTIVATE arguments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FwActivate {
+    /// Slot.
+    pub slot: u8,
+}
+
+impl Args<'_> for FwActivate {
+    fn decode(p: &[u8]) -> Result<Self, DecodeError> {
+        let r = exact::<FwActivateReq>(p)?;
+        if r.reserved != [0; 3] {
+            return Err(DecodeError::Reserved);
+        }
+        Ok(FwActivate { slot: r.slot })
+    }
+    fn encode(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
+        w.put(&FwActivateReq {
+            slot: self.slot,
+            reserved: [0; 3],
+        })
+    }
+}
+
+/// A ring index (GET_LOG: the log byte index to read from; ACK_EVENTS: the event index
+/// consumed up to).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingIndex(pub u32);
+
+impl Args<'_> for RingIndex {
+    fn decode(p: &[u8]) -> Result<Self, DecodeError> {
+        Ok(RingIndex(exact::<IndexReq>(p)?.index.get()))
+    }
+    fn encode(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
+        w.put(&IndexReq {
+            index: U32::new(self.0),
+        })
+    }
 }
 
 fn exact<T: FromBytes + KnownLayout + Immutable>(p: &[u8]) -> Result<&T, DecodeError> {
     T::ref_from_bytes(p).map_err(|_| DecodeError::BadPayload)
-}
-
-fn empty(p: &[u8]) -> Result<(), DecodeError> {
-    if p.is_empty() {
-        Ok(())
-    } else {
-        Err(DecodeError::BadPayload)
-    }
-}
-
-fn target(r: &VfRef) -> Result<Target, DecodeError> {
-    match r.flags.get() {
-        0 => Ok(Target::One(r.vf.get())),
-        VfRef::ALL => Ok(Target::All),
-        _ => Err(DecodeError::Reserved),
-    }
-}
-
-fn one(r: &VfRef) -> Result<u16, DecodeError> {
-    match target(r)? {
-        Target::One(v) => Ok(v),
-        Target::All => Err(DecodeError::Reserved),
-    }
-}
-
-impl<'a> Request<'a> {
-    /// Opcode of this request.
-    pub const fn opcode(&self) -> Opcode {
-        match self {
-            Request::GetDeviceInfo => Opcode::GetDeviceInfo,
-            Request::GetResources => Opcode::GetResources,
-            Request::Heartbeat { .. } => Opcode::Heartbeat,
-            Request::CreateVfs { .. } => Opcode::CreateVfs,
-            Request::DestroyVf(_) => Opcode::DestroyVf,
-            Request::QueryVf(_) => Opcode::QueryVf,
-            Request::ConfigureVf { .. } => Opcode::ConfigureVf,
-            Request::ResetVf(_) => Opcode::ResetVf,
-            Request::SetQos { .. } => Opcode::SetQos,
-            Request::GetStats(_) => Opcode::GetStats,
-            Request::FwDownloadBegin(_) => Opcode::FwDownloadBegin,
-            Request::FwDownloadChunk { .. } => Opcode::FwDownloadChunk,
-            Request::FwDownloadCommit => Opcode::FwDownloadCommit,
-            Request::FwActivate { .. } => Opcode::FwActivate,
-            Request::FwQuerySlots => Opcode::FwQuerySlots,
-            Request::GetLog { .. } => Opcode::GetLog,
-            Request::AckEvents { .. } => Opcode::AckEvents,
-        }
-    }
-
-    /// Parses a payload for `opcode`. Sizes, reserved fields and enum values are checked;
-    /// nothing else.
-    pub fn parse(opcode: Opcode, p: &'a [u8]) -> Result<Self, DecodeError> {
-        Ok(match opcode {
-            Opcode::GetDeviceInfo => empty(p).map(|_| Request::GetDeviceInfo)?,
-            Opcode::GetResources => empty(p).map(|_| Request::GetResources)?,
-            Opcode::Heartbeat => Request::Heartbeat {
-                nonce: exact::<HeartbeatReq>(p)?.nonce.get(),
-            },
-            Opcode::CreateVfs => {
-                let (head, rest) =
-                    CreateVfsReq::ref_from_prefix(p).map_err(|_| DecodeError::BadPayload)?;
-                if head.flags != 0 || head.reserved.get() != 0 {
-                    return Err(DecodeError::Reserved);
-                }
-                let count = head.count.get();
-                let sizing = match Profile::from_wire(head.profile) {
-                    Some(Profile::Equal) => empty(rest).map(|_| Sizing::Equal)?,
-                    Some(Profile::Uniform) => Sizing::Uniform(exact::<VfSpec>(rest)?),
-                    Some(Profile::Explicit) => {
-                        let specs = <[VfSpec]>::ref_from_bytes(rest)
-                            .map_err(|_| DecodeError::BadPayload)?;
-                        if specs.len() != count as usize {
-                            return Err(DecodeError::BadPayload);
-                        }
-                        Sizing::Explicit(specs)
-                    }
-                    None => return Err(DecodeError::Reserved),
-                };
-                let specs: &[VfSpec] = match sizing {
-                    Sizing::Equal => &[],
-                    Sizing::Uniform(s) => core::slice::from_ref(s),
-                    Sizing::Explicit(s) => s,
-                };
-                if specs.iter().any(|s| s.reserved.get() != 0) {
-                    return Err(DecodeError::Reserved);
-                }
-                Request::CreateVfs { count, sizing }
-            }
-            Opcode::DestroyVf => Request::DestroyVf(target(exact::<VfRef>(p)?)?),
-            Opcode::QueryVf => Request::QueryVf(target(exact::<VfRef>(p)?)?),
-            Opcode::ConfigureVf => {
-                let r = exact::<ConfigureVfReq>(p)?;
-                if r.reserved.get() != 0 || r.spec.reserved.get() != 0 {
-                    return Err(DecodeError::Reserved);
-                }
-                Request::ConfigureVf {
-                    vf: r.vf.get(),
-                    spec: &r.spec,
-                }
-            }
-            Opcode::ResetVf => Request::ResetVf(one(exact::<VfRef>(p)?)?),
-            Opcode::SetQos => {
-                let r = exact::<SetQosReq>(p)?;
-                Request::SetQos {
-                    vf: r.vf.get(),
-                    weight: r.weight.get(),
-                }
-            }
-            Opcode::GetStats => Request::GetStats(target(exact::<VfRef>(p)?)?),
-            Opcode::FwDownloadBegin => {
-                let r = exact::<FwBeginReq>(p)?;
-                if r.reserved.get() != 0 || r.flags & !1 != 0 {
-                    return Err(DecodeError::Reserved);
-                }
-                Request::FwDownloadBegin(r)
-            }
-            Opcode::FwDownloadChunk => {
-                let (head, data) =
-                    FwChunkReq::ref_from_prefix(p).map_err(|_| DecodeError::BadPayload)?;
-                if head.len.get() as usize != data.len() {
-                    return Err(DecodeError::BadPayload);
-                }
-                Request::FwDownloadChunk {
-                    offset: head.offset.get(),
-                    data,
-                }
-            }
-            Opcode::FwDownloadCommit => empty(p).map(|_| Request::FwDownloadCommit)?,
-            Opcode::FwActivate => {
-                let r = exact::<FwActivateReq>(p)?;
-                if r.reserved != [0; 3] {
-                    return Err(DecodeError::Reserved);
-                }
-                Request::FwActivate { slot: r.slot }
-            }
-            Opcode::FwQuerySlots => empty(p).map(|_| Request::FwQuerySlots)?,
-            Opcode::GetLog => Request::GetLog {
-                from: exact::<IndexReq>(p)?.index.get(),
-            },
-            Opcode::AckEvents => Request::AckEvents {
-                upto: exact::<IndexReq>(p)?.index.get(),
-            },
-        })
-    }
-
-    /// Writes this request's payload into `out`; returns its length.
-    pub fn write_payload(&self, out: &mut [u8]) -> Result<usize, EncodeError> {
-        let mut w = Writer { out, len: 0 };
-        let vfref = |vf: u16, flags: u16| VfRef {
-            vf: U16::new(vf),
-            flags: U16::new(flags),
-        };
-        let tgt = |t: Target| match t {
-            Target::One(v) => vfref(v, 0),
-            Target::All => vfref(0, VfRef::ALL),
-        };
-        match *self {
-            Request::GetDeviceInfo
-            | Request::GetResources
-            | Request::FwDownloadCommit
-            | Request::FwQuerySlots => {}
-            Request::Heartbeat { nonce } => w.put(&HeartbeatReq {
-                nonce: U32::new(nonce),
-            })?,
-            Request::CreateVfs { count, sizing } => {
-                let profile = match sizing {
-                    Sizing::Equal => Profile::Equal,
-                    Sizing::Uniform(_) => Profile::Uniform,
-                    Sizing::Explicit(_) => Profile::Explicit,
-                };
-                w.put(&CreateVfsReq {
-                    count: U16::new(count),
-                    profile: profile as u8,
-                    flags: 0,
-                    reserved: U32::new(0),
-                })?;
-                match sizing {
-                    Sizing::Equal => {}
-                    Sizing::Uniform(s) => w.put(s)?,
-                    Sizing::Explicit(s) => w.put(s)?,
-                }
-            }
-            Request::DestroyVf(t) | Request::GetStats(t) | Request::QueryVf(t) => w.put(&tgt(t))?,
-            Request::ResetVf(vf) => w.put(&vfref(vf, 0))?,
-            Request::ConfigureVf { vf, spec } => w.put(&ConfigureVfReq {
-                vf: U16::new(vf),
-                reserved: U16::new(0),
-                spec: *spec,
-            })?,
-            Request::SetQos { vf, weight } => w.put(&SetQosReq {
-                vf: U16::new(vf),
-                weight: U16::new(weight),
-            })?,
-            Request::FwDownloadBegin(r) => w.put(r)?,
-            Request::FwDownloadChunk { offset, data } => {
-                w.put(&FwChunkReq {
-                    offset: U32::new(offset),
-                    len: U32::new(data.len() as u32),
-                })?;
-                w.put(data)?;
-            }
-            Request::FwActivate { slot } => w.put(&FwActivateReq {
-                slot,
-                reserved: [0; 3],
-            })?,
-            Request::GetLog { from } => w.put(&IndexReq {
-                index: U32::new(from),
-            })?,
-            Request::AckEvents { upto } => w.put(&IndexReq {
-                index: U32::new(upto),
-            })?,
-        }
-        Ok(w.len)
-    }
 }
 
 /// Appends byte views to a buffer without panicking.
@@ -581,10 +669,10 @@ mod tests {
     fn create_vfs_explicit_count_must_match() {
         let specs = [VfSpec::new(1, 1, 1, 1, 0); 2];
         let mut buf = [0u8; 128];
-        let n = Request::CreateVfs {
+        let n = Request::CreateVfs(CreateVfs {
             count: 3,
             sizing: Sizing::Explicit(&specs),
-        }
+        })
         .write_payload(&mut buf)
         .unwrap();
         assert_eq!(

@@ -2,7 +2,10 @@
 //! never decode.
 use proptest::prelude::*;
 use shared_abi::mailbox::{self, DecodeError, HeaderFlags, Opcode, Status, MAX_MESSAGE};
-use shared_abi::messages::{Request, Sizing, Target};
+use shared_abi::messages::{
+    ConfigureVf, CreateVfs, FwActivate, FwChunk, Heartbeat, Request, RingIndex, SetQos, Sizing,
+    Target, VfIndex,
+};
 use shared_abi::resources::VfSpec;
 use zerocopy::FromBytes;
 
@@ -35,41 +38,41 @@ fn request_parts() -> impl Strategy<Value = (u8, u16, u32, Vec<VfSpec>, Target, 
 
 fn build<'a>(k: u8, a: u16, b: u32, specs: &'a [VfSpec], t: Target, data: &'a [u8]) -> Request<'a> {
     match k {
-        0 => Request::GetDeviceInfo,
-        1 => Request::GetResources,
-        2 => Request::Heartbeat { nonce: b },
-        3 => Request::CreateVfs {
+        0 => Request::GetDeviceInfo(()),
+        1 => Request::GetResources(()),
+        2 => Request::Heartbeat(Heartbeat { nonce: b }),
+        3 => Request::CreateVfs(CreateVfs {
             count: specs.len() as u16,
             sizing: Sizing::Explicit(specs),
-        },
+        }),
         4 => match specs.first() {
-            Some(s) => Request::CreateVfs {
+            Some(s) => Request::CreateVfs(CreateVfs {
                 count: a,
                 sizing: Sizing::Uniform(s),
-            },
-            None => Request::CreateVfs {
+            }),
+            None => Request::CreateVfs(CreateVfs {
                 count: a,
                 sizing: Sizing::Equal,
-            },
+            }),
         },
         5 => Request::DestroyVf(t),
         6 => Request::QueryVf(Target::One(a)),
         7 => match specs.first() {
-            Some(s) => Request::ConfigureVf { vf: a, spec: s },
-            None => Request::ResetVf(a),
+            Some(s) => Request::ConfigureVf(ConfigureVf { vf: a, spec: s }),
+            None => Request::ResetVf(VfIndex(a)),
         },
-        8 => Request::ResetVf(a),
-        9 => Request::SetQos {
+        8 => Request::ResetVf(VfIndex(a)),
+        9 => Request::SetQos(SetQos {
             vf: a,
             weight: b as u16,
-        },
+        }),
         10 => Request::GetStats(t),
-        11 => Request::FwDownloadChunk { offset: b, data },
-        12 => Request::FwDownloadCommit,
-        13 => Request::FwActivate { slot: a as u8 },
-        14 => Request::FwQuerySlots,
-        15 => Request::GetLog { from: b },
-        _ => Request::AckEvents { upto: b },
+        11 => Request::FwDownloadChunk(FwChunk { offset: b, data }),
+        12 => Request::FwDownloadCommit(()),
+        13 => Request::FwActivate(FwActivate { slot: a as u8 }),
+        14 => Request::FwQuerySlots(()),
+        15 => Request::GetLog(RingIndex(b)),
+        _ => Request::AckEvents(RingIndex(b)),
     }
 }
 

@@ -2,7 +2,7 @@
 //! virtualization unit's isolation between VFs.
 use shared_abi::board::Board;
 use shared_abi::mailbox::{self, Status, MAX_MESSAGE};
-use shared_abi::messages::{Request, Sizing, Target};
+use shared_abi::messages::{CreateVfs, Heartbeat, Request, Sizing, Target};
 use shared_abi::regs::{pf, queue, vf, vf_bank, MboxState, TtEntry};
 use shared_abi::resources::{VfFault, VfSpec, VfState};
 use sim::device::{region, AccessError, Device, Func};
@@ -231,16 +231,19 @@ fn a_dead_holder_without_a_connection_loses_the_lock_after_its_lease() {
     );
     assert_eq!(r.r32(pf::MBOX_LEASES_EXPIRED.offset()), 1);
     r.w32(pf::MBOX_LOCK.offset(), TOKEN);
-    assert_eq!(r.mbox(&Request::Heartbeat { nonce: 1 }).0, Status::Ok);
+    assert_eq!(
+        r.mbox(&Request::Heartbeat(Heartbeat { nonce: 1 })).0,
+        Status::Ok
+    );
 }
 
 #[test]
 fn sriov_enable_and_disable_create_and_remove_vfs() {
     let mut r = Rig::new();
-    let (st, _) = r.mbox(&Request::CreateVfs {
+    let (st, _) = r.mbox(&Request::CreateVfs(CreateVfs {
         count: 4,
         sizing: Sizing::Equal,
-    });
+    }));
     assert_eq!(st, Status::Ok);
     assert_eq!(r.dev.num_vfs(), 0);
     let mut b = [0u8; 4];
@@ -281,10 +284,10 @@ fn a_vf_touching_another_vfs_queues_is_refused_and_only_it_faults() {
     let mut r = Rig::new();
     let spec = VfSpec::new(1, 4, 2, 4, 0);
     assert_eq!(
-        r.mbox(&Request::CreateVfs {
+        r.mbox(&Request::CreateVfs(CreateVfs {
             count: 2,
             sizing: Sizing::Uniform(&spec)
-        })
+        }))
         .0,
         Status::Ok
     );
@@ -345,10 +348,10 @@ fn memory_windows_are_translated_and_bounded() {
     let mut r = Rig::new();
     let spec = VfSpec::new(1, 2, 1, 1, 0);
     assert_eq!(
-        r.mbox(&Request::CreateVfs {
+        r.mbox(&Request::CreateVfs(CreateVfs {
             count: 2,
             sizing: Sizing::Uniform(&spec)
-        })
+        }))
         .0,
         Status::Ok
     );
@@ -421,10 +424,10 @@ fn interrupts_come_only_from_own_vectors() {
     let mut r = Rig::new();
     let spec = VfSpec::new(1, 1, 1, 4, 0);
     assert_eq!(
-        r.mbox(&Request::CreateVfs {
+        r.mbox(&Request::CreateVfs(CreateVfs {
             count: 2,
             sizing: Sizing::Uniform(&spec)
-        })
+        }))
         .0,
         Status::Ok
     );
@@ -499,10 +502,10 @@ fn config_space_read_only_bits_and_bar_sizing_through_the_device() {
 fn nothing_a_vf_writes_reaches_the_pf_mailbox() {
     let mut r = Rig::new();
     assert_eq!(
-        r.mbox(&Request::CreateVfs {
+        r.mbox(&Request::CreateVfs(CreateVfs {
             count: 1,
             sizing: Sizing::Equal
-        })
+        }))
         .0,
         Status::Ok
     );
@@ -556,10 +559,10 @@ fn nothing_a_vf_writes_reaches_the_pf_mailbox() {
 fn a_queue_is_refused_from_the_moment_its_ownership_is_revoked() {
     let mut r = Rig::new();
     let spec = VfSpec::new(1, 4, 2, 4, 0);
-    let made = r.mbox(&Request::CreateVfs {
+    let made = r.mbox(&Request::CreateVfs(CreateVfs {
         count: 1,
         sizing: Sizing::Uniform(&spec),
-    });
+    }));
     assert_eq!(made.0, Status::Ok);
     r.enable(1);
     let q1 = vf::queue(1) as u64 + queue::SQ_SIZE.0 as u64;

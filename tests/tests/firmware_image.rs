@@ -3,7 +3,7 @@
 //! with defmt's decoder and the image's ELF.
 use accelvirt_tests::root;
 use shared_abi::mailbox::{self, Status};
-use shared_abi::messages::{split_list, CountResp, Request, Sizing, Target};
+use shared_abi::messages::{split_list, CountResp, CreateVfs, Heartbeat, Request, Sizing, Target};
 use shared_abi::regs::{pf, vf_bank, DevStatus, MboxState};
 use shared_abi::resources::VfInfo;
 use std::os::unix::fs::FileExt;
@@ -119,12 +119,15 @@ fn image_boots_serves_the_mailbox_and_logs_decodable_defmt() {
         assert_eq!(msg.seq, seq);
         (msg.status, msg.payload.to_vec())
     };
-    assert_eq!(call(&Request::Heartbeat { nonce: 5 }, 1).0, Status::Ok);
+    assert_eq!(
+        call(&Request::Heartbeat(Heartbeat { nonce: 5 }), 1).0,
+        Status::Ok
+    );
     let (st, p) = call(
-        &Request::CreateVfs {
+        &Request::CreateVfs(CreateVfs {
             count: 4,
             sizing: Sizing::Equal,
-        },
+        }),
         2,
     );
     assert_eq!(st, Status::Ok);
