@@ -10,6 +10,7 @@
 pub mod config_space;
 pub mod device;
 pub mod devmem;
+pub mod dma;
 pub mod fwhost;
 pub mod msix;
 pub mod pci;

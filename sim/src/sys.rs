@@ -1,5 +1,5 @@
-//! The device model's `unsafe`: shared memory (memfd + mmap) with atomic 32-bit access, and
-//! mapping of DMA regions a client hands over. Everything else is safe code on top. Plain
+//! The device model's `unsafe`: shared memory (memfd + mmap) with atomic 32-bit access. Client
+//! DMA memory is never mapped here (see `dma`). Everything else is safe code on top. Plain
 //! accesses are relaxed single-copy atomics (never torn); ordering comes only from
 //! `publish32`/`observe32` at handoff words (`shared_abi::ordering`), as on the other sides.
 #![allow(unsafe_code)]
@@ -8,7 +8,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 
-/// A shared mapping of a file: the register file (memfd we create) or client DMA memory.
+/// A shared mapping of a memfd we create: the register file or device memory.
 #[derive(Debug)]
 pub struct SharedMem {
     fd: Option<OwnedFd>,
@@ -29,9 +29,8 @@ impl SharedMem {
             nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC,
         )?;
         nix::unistd::ftruncate(&fd, len as i64)?;
-        let mut m = Self::map(fd.as_fd(), 0, len, true)?;
-        m.fd = Some(fd);
-        Ok(m)
+        // The fd closes here: the mapping is the only way to the file, so nobody can resize it.
+        Self::map(fd.as_fd(), len)
     }
 
     /// A register file of `len` zeroed bytes of which only `window` (offset, length; page
@@ -53,8 +52,7 @@ impl SharedMem {
         if end.is_none() || off % page != 0 || wlen % page != 0 || wlen == 0 {
             return Err(std::io::ErrorKind::InvalidInput.into());
         }
-        let mut m = Self::create(name, len)?;
-        m.fd = None; // the private memfd stays mapped, and nowhere else
+        let mut m = Self::create(name, len)?; // private: mapped here and nowhere else
         let cname = std::ffi::CString::new(format!("{name}-window")).unwrap_or_default();
         let wfd = memfd_create(
             &cname,
@@ -86,30 +84,16 @@ impl SharedMem {
         Ok(m)
     }
 
-    /// Maps `len` bytes of `fd` from `offset`, shared.
-    pub fn map(fd: BorrowedFd<'_>, offset: u64, len: usize, write: bool) -> std::io::Result<Self> {
+    /// Maps `len` bytes of our own memfd `fd`, read-write and shared.
+    fn map(fd: BorrowedFd<'_>, len: usize) -> std::io::Result<Self> {
         use nix::sys::mman::{mmap, MapFlags, ProtFlags};
         let nz = std::num::NonZeroUsize::new(len).ok_or(std::io::ErrorKind::InvalidInput)?;
-        let prot = if write {
-            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE
-        } else {
-            ProtFlags::PROT_READ
-        };
-        let off = i64::try_from(offset).map_err(|_| std::io::ErrorKind::InvalidInput)?;
-        // A range past the end of the file would map, then fault (SIGBUS) on first touch.
-        let file_len = nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(&fd))?.st_size as u64;
-        if offset
-            .checked_add(len as u64)
-            .is_none_or(|end| end > file_len)
-        {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "range beyond the end of the file",
-            ));
-        }
+        let prot = ProtFlags::PROT_READ | ProtFlags::PROT_WRITE;
         // SAFETY: a fresh mapping (no address hint) aliases no Rust object; it is unmapped only
-        // in Drop, and all accesses are bounds-checked atomics.
-        let p = unsafe { mmap(None, nz, prot, MapFlags::MAP_SHARED, fd, off)? };
+        // in Drop, and all accesses are bounds-checked atomics. The file is ours and was sized
+        // to `len` before this call; no client holds an fd that could shrink it (a client only
+        // ever gets the sealed window of `create_with_window`).
+        let p = unsafe { mmap(None, nz, prot, MapFlags::MAP_SHARED, fd, 0)? };
         Ok(SharedMem {
             fd: None,
             ptr: p.cast(),
@@ -125,8 +109,8 @@ impl SharedMem {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
-    /// The memfd a client may map: the whole file for [`SharedMem::create`], the sealed window
-    /// for [`SharedMem::create_with_window`].
+    /// The memfd a client may map: the sealed window of [`SharedMem::create_with_window`]
+    /// (none for [`SharedMem::create`]).
     pub fn fd(&self) -> Option<BorrowedFd<'_>> {
         self.fd.as_ref().map(|f| f.as_fd())
     }

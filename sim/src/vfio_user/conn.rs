@@ -3,7 +3,7 @@
 
 use super::proto::{self, cmd, flags, Header, HEADER_SIZE};
 use crate::device::{region, AccessError, Device, Func};
-use crate::sys::SharedMem;
+use crate::dma::DmaTable;
 use nix::errno::Errno;
 use serde_json::{json, Map, Value};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -30,12 +30,6 @@ impl Wait for MidMessage<'_> {
     }
 }
 
-struct Dma {
-    addr: u64,
-    size: u64,
-    _mem: Option<SharedMem>,
-}
-
 /// Why a connection ended or a message could not be read.
 #[derive(Debug)]
 enum ConnError {
@@ -51,7 +45,7 @@ pub(super) struct Conn {
     stream: UnixStream,
     alive: Arc<AtomicBool>,
     negotiated: bool,
-    dma: Vec<Dma>,
+    dma: DmaTable,
     irqs_installed: bool,
     err_fd: Option<OwnedFd>,
     req_fd: Option<OwnedFd>,
@@ -96,7 +90,7 @@ impl Conn {
             stream,
             alive,
             negotiated: false,
-            dma: Vec::new(),
+            dma: DmaTable::new(),
             irqs_installed: false,
             err_fd: None,
             req_fd: None,
@@ -269,7 +263,7 @@ impl Conn {
         for (k, ours) in [
             ("max_msg_fds", json!(proto::MAX_MSG_FDS)),
             ("max_data_xfer_size", json!(proto::MAX_DATA_XFER)),
-            ("max_dma_maps", json!(proto::MAX_DMA_MAPS)),
+            ("max_dma_maps", json!(crate::dma::MAX_MAPS)),
             ("pgsizes", json!(4096)),
             ("write_multiple", json!(true)),
         ] {
@@ -291,79 +285,16 @@ impl Conn {
 
     fn dma_map(&mut self, p: &[u8], mut fds: Vec<OwnedFd>) -> Reply {
         let (m, _) = view::<proto::DmaMap>(p)?;
-        if (m.argsz as usize) < std::mem::size_of::<proto::DmaMap>()
-            || m.flags & !(proto::DMA_FLAG_READ | proto::DMA_FLAG_WRITE) != 0
-            || m.size == 0
-            || m.addr.checked_add(m.size).is_none()
-            || fds.len() > 1
-        {
+        if fds.len() > 1 {
             return Err(Errno::EINVAL);
         }
-        if self
-            .dma
-            .iter()
-            .any(|d| m.addr < d.addr + d.size && d.addr < m.addr + m.size)
-        {
-            return Err(Errno::EEXIST);
-        }
-        if self.dma.len() >= proto::MAX_DMA_MAPS {
-            return Err(Errno::ENOSPC);
-        }
-        let mem = match fds.pop() {
-            Some(fd) => {
-                let len = usize::try_from(m.size).map_err(|_| Errno::EINVAL)?;
-                Some(
-                    SharedMem::map(
-                        fd.as_fd(),
-                        m.offset,
-                        len,
-                        m.flags & proto::DMA_FLAG_WRITE != 0,
-                    )
-                    .map_err(|_| Errno::EINVAL)?,
-                )
-            }
-            None => None,
-        };
-        self.dma.push(Dma {
-            addr: m.addr,
-            size: m.size,
-            _mem: mem,
-        });
+        self.dma.map(&m, fds.pop())?;
         Ok((vec![], vec![]))
     }
 
-    /// Kernel VFIO type1 semantics, which QEMU's vIOMMU path relies on: every mapping wholly
-    /// inside the range goes (none is fine: whole-IOVA-space unmaps are routine), a mapping
-    /// that straddles an end of the range refuses the whole request, and FLAG_ALL empties
-    /// the table.
     fn dma_unmap(&mut self, p: &[u8]) -> Reply {
         let (u, _) = view::<proto::DmaUnmap>(p)?;
-        if u.flags & proto::DMA_UNMAP_FLAG_GET_DIRTY_BITMAP != 0 {
-            return Err(Errno::ENOTSUP);
-        }
-        if u.flags & !proto::DMA_UNMAP_FLAG_ALL != 0 {
-            return Err(Errno::EINVAL);
-        }
-        if u.flags & proto::DMA_UNMAP_FLAG_ALL != 0 {
-            if u.addr != 0 || u.size != 0 {
-                return Err(Errno::EINVAL);
-            }
-            self.dma.clear();
-            return Ok((u.as_bytes().to_vec(), vec![]));
-        }
-        // Inclusive ends, as the kernel computes them: a range may end at the top of the
-        // 64-bit IOVA space (QEMU unmaps [0xfef00000, 2^64) when the vIOMMU comes up).
-        if u.size == 0 {
-            return Err(Errno::EINVAL);
-        }
-        let last = u.addr.checked_add(u.size - 1).ok_or(Errno::EINVAL)?;
-        let d_last = |d: &Dma| d.addr + (d.size - 1);
-        let overlaps = |d: &Dma| d.addr <= last && u.addr <= d_last(d);
-        let inside = |d: &Dma| u.addr <= d.addr && d_last(d) <= last;
-        if self.dma.iter().any(|d| overlaps(d) && !inside(d)) {
-            return Err(Errno::EINVAL);
-        }
-        self.dma.retain(|d| !inside(d));
+        self.dma.unmap(&u)?;
         Ok((u.as_bytes().to_vec(), vec![]))
     }
 
