@@ -3,13 +3,13 @@
 //! REGION_READ/WRITE messages.
 
 use crate::error::{Error, Result};
-use crate::sys::BarMap;
 use crate::transport::{find_ext_cap, sriov, Transport, VfEndpoint};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use vfio_user_wire::shared::Shared;
 
 use vfio_user_wire::framing::{self, RecvError, Wait};
 use vfio_user_wire::proto::{cmd, flags, Header, REGION_CAPS, REGION_MMAP};
@@ -27,7 +27,7 @@ pub struct VfioUser {
     /// Set after a timeout: a late reply may still be in the stream, so it cannot be reused.
     broken: std::sync::atomic::AtomicBool,
     /// (offset within BAR0, mapping)
-    bar0_map: Option<(usize, BarMap)>,
+    bar0_map: Option<(usize, Shared)>,
 }
 
 /// REGION_READ/REGION_WRITE head (offset, region, count) and the data.
@@ -121,7 +121,7 @@ impl VfioUser {
         let r = dev.region_info(BAR0)?;
         if mmap && r.flags & REGION_MMAP != 0 {
             if let (Some(fd), Some(&(off, len))) = (r.fd.as_ref(), r.sparse.first()) {
-                let map = BarMap::map(
+                let map = Shared::map(
                     fd.as_fd(),
                     r.offset.checked_add(off).ok_or_else(|| {
                         Error::Protocol("sparse mmap area offset overflows".into())
@@ -329,7 +329,7 @@ impl VfioUser {
         Ok(())
     }
 
-    fn mapped(&self, off: usize, len: usize) -> Option<(&BarMap, usize)> {
+    fn mapped(&self, off: usize, len: usize) -> Option<(&Shared, usize)> {
         let (base, m) = self.bar0_map.as_ref()?;
         (off >= *base && off + len <= base + m.len()).then(|| (m, off - base))
     }

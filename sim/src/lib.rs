@@ -5,7 +5,7 @@
 //! device memory, the virtualization unit that enforces what the firmware programmed, and a
 //! vfio-user server so VMMs (QEMU 10.1+ `vfio-user-pci`, cloud-hypervisor, SPDK) can attach the
 //! PF and each VF out of process. The firmware runs linked in, on its own thread.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 pub mod config_space;
 pub mod device;

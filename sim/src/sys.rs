@@ -1,25 +1,19 @@
-//! The device model's `unsafe`: shared memory (memfd + mmap) with atomic 32-bit access. Client
-//! DMA memory is never mapped here (see `dma`). Everything else is safe code on top. Plain
-//! accesses are relaxed single-copy atomics (never torn); ordering comes only from
-//! `publish32`/`observe32` at handoff words (`shared_abi::ordering`), as on the other sides.
-#![allow(unsafe_code)]
+//! The device model's system pieces: the memfds it shares (register file, device memory),
+//! accessed through `vfio_user_wire::shared::Shared` with the same discipline as the host
+//! (relaxed single-copy atomics; ordering only from `publish32`/`observe32` at handoff words,
+//! `shared_abi::ordering`), and interrupt delivery. Client DMA memory is never mapped here
+//! (see `dma`).
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use vfio_user_wire::shared::Shared;
 
-/// A shared mapping of a memfd we create: the register file or device memory.
+/// A memfd we create, mapped shared: the register file or device memory. Accesses go through
+/// [`Shared`], the one discipline both ends use.
 #[derive(Debug)]
 pub struct SharedMem {
     fd: Option<OwnedFd>,
-    ptr: NonNull<u8>,
-    len: usize,
+    map: Shared,
 }
-
-// SAFETY: all access to the mapping goes through atomics; the pointer is never handed out.
-unsafe impl Send for SharedMem {}
-// SAFETY: as above: concurrent atomic access from several threads is sound.
-unsafe impl Sync for SharedMem {}
 
 impl SharedMem {
     /// A new zeroed memfd of `len` bytes, mapped shared.
@@ -30,7 +24,10 @@ impl SharedMem {
         )?;
         nix::unistd::ftruncate(&fd, len as i64)?;
         // The fd closes here: the mapping is the only way to the file, so nobody can resize it.
-        Self::map(fd.as_fd(), len)
+        Ok(SharedMem {
+            fd: None,
+            map: Shared::map(fd.as_fd(), 0, len)?,
+        })
     }
 
     /// A register file of `len` zeroed bytes of which only `window` (offset, length; page
@@ -45,11 +42,8 @@ impl SharedMem {
     ) -> std::io::Result<Self> {
         use nix::fcntl::{fcntl, FcntlArg, SealFlag};
         use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
-        use nix::sys::mman::{mmap, MapFlags, ProtFlags};
         let (off, wlen) = window;
-        let page = 4096;
-        let end = off.checked_add(wlen).filter(|&e| e <= len);
-        if end.is_none() || off % page != 0 || wlen % page != 0 || wlen == 0 {
+        if off.checked_add(wlen).is_none_or(|e| e > len) || wlen == 0 {
             return Err(std::io::ErrorKind::InvalidInput.into());
         }
         let mut m = Self::create(name, len)?; // private: mapped here and nowhere else
@@ -64,50 +58,18 @@ impl SharedMem {
             std::os::fd::AsRawFd::as_raw_fd(&wfd),
             FcntlArg::F_ADD_SEALS(seals),
         )?;
-        let at = std::num::NonZeroUsize::new(m.ptr.as_ptr() as usize + off)
-            .ok_or(std::io::ErrorKind::InvalidInput)?;
-        let nz = std::num::NonZeroUsize::new(wlen).ok_or(std::io::ErrorKind::InvalidInput)?;
-        // SAFETY: `at..at + wlen` lies inside the mapping `m` owns (checked above), which no
-        // reference points into yet; MAP_FIXED replaces those pages with the window's, and
-        // `m`'s Drop unmaps the whole range, window included.
-        unsafe {
-            mmap(
-                Some(at),
-                nz,
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_SHARED | MapFlags::MAP_FIXED,
-                wfd.as_fd(),
-                off as i64,
-            )?
-        };
+        m.map.map_over(wfd.as_fd(), off, wlen)?;
         m.fd = Some(wfd);
         Ok(m)
     }
 
-    /// Maps `len` bytes of our own memfd `fd`, read-write and shared.
-    fn map(fd: BorrowedFd<'_>, len: usize) -> std::io::Result<Self> {
-        use nix::sys::mman::{mmap, MapFlags, ProtFlags};
-        let nz = std::num::NonZeroUsize::new(len).ok_or(std::io::ErrorKind::InvalidInput)?;
-        let prot = ProtFlags::PROT_READ | ProtFlags::PROT_WRITE;
-        // SAFETY: a fresh mapping (no address hint) aliases no Rust object; it is unmapped only
-        // in Drop, and all accesses are bounds-checked atomics. The file is ours and was sized
-        // to `len` before this call; no client holds an fd that could shrink it (a client only
-        // ever gets the sealed window of `create_with_window`).
-        let p = unsafe { mmap(None, nz, prot, MapFlags::MAP_SHARED, fd, 0)? };
-        Ok(SharedMem {
-            fd: None,
-            ptr: p.cast(),
-            len,
-        })
-    }
-
     /// Bytes mapped.
     pub fn len(&self) -> usize {
-        self.len
+        self.map.len()
     }
     /// Whether empty.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.map.is_empty()
     }
     /// The memfd a client may map: the sealed window of [`SharedMem::create_with_window`]
     /// (none for [`SharedMem::create`]).
@@ -115,83 +77,33 @@ impl SharedMem {
         self.fd.as_ref().map(|f| f.as_fd())
     }
 
-    fn word(&self, off: usize) -> Option<&AtomicU32> {
-        if !off.is_multiple_of(4) || off.checked_add(4)? > self.len {
-            return None;
-        }
-        // SAFETY: in bounds and aligned (the mapping is page-aligned); AtomicU32 has the layout
-        // of u32 and atomic access is sound for memory shared with other processes.
-        Some(unsafe { &*(self.ptr.as_ptr().add(off) as *const AtomicU32) })
-    }
-
-    fn byte(&self, off: usize) -> Option<&AtomicU8> {
-        if off >= self.len {
-            return None;
-        }
-        // SAFETY: in bounds; AtomicU8 has the layout of u8.
-        Some(unsafe { &*(self.ptr.as_ptr().add(off) as *const AtomicU8) })
-    }
-
-    /// Reads a 32-bit word (all ones outside).
+    /// Reads a 32-bit word (all ones outside, as a bus reads nothing).
     pub fn read32(&self, off: usize) -> u32 {
-        self.word(off)
-            .map_or(u32::MAX, |w| w.load(Ordering::Relaxed))
+        self.map.read32(off).unwrap_or(u32::MAX)
     }
     /// Writes a 32-bit word (dropped outside).
     pub fn write32(&self, off: usize, v: u32) {
-        if let Some(w) = self.word(off) {
-            w.store(v, Ordering::Relaxed);
-        }
+        self.map.write32(off, v);
     }
     /// Writes a handoff word (`shared_abi::ordering`): earlier writes are visible first.
     pub fn publish32(&self, off: usize, v: u32) {
-        shared_abi::ordering::publish();
-        self.write32(off, v);
+        self.map.publish32(off, v);
     }
     /// Reads a handoff word (`shared_abi::ordering`): later reads happen after it.
     pub fn observe32(&self, off: usize) -> u32 {
-        let v = self.read32(off);
-        shared_abi::ordering::observe();
-        v
+        self.map.observe32(off).unwrap_or(u32::MAX)
     }
     /// Compare-and-swap on a word.
     pub fn cas32(&self, off: usize, old: u32, new: u32) -> bool {
-        self.word(off).is_some_and(|w| {
-            w.compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-        })
+        self.map.cas32(off, old, new).unwrap_or(false)
     }
     /// Copies bytes out; false if out of bounds.
     pub fn read(&self, off: usize, buf: &mut [u8]) -> bool {
-        if off.checked_add(buf.len()).is_none_or(|e| e > self.len) {
-            return false;
-        }
-        for (i, b) in buf.iter_mut().enumerate() {
-            *b = self
-                .byte(off + i)
-                .map_or(0xFF, |a| a.load(Ordering::Relaxed));
-        }
-        true
+        self.map.read(off, buf)
     }
     /// Copies bytes in; false if out of bounds.
     pub fn write(&self, off: usize, data: &[u8]) -> bool {
-        if off.checked_add(data.len()).is_none_or(|e| e > self.len) {
-            return false;
-        }
-        for (i, b) in data.iter().enumerate() {
-            if let Some(a) = self.byte(off + i) {
-                a.store(*b, Ordering::Relaxed);
-            }
-        }
-        true
-    }
-}
-
-impl Drop for SharedMem {
-    fn drop(&mut self) {
-        // SAFETY: ptr/len came from a successful mmap and nothing borrows the mapping beyond
-        // `&self` methods, which cannot outlive `self`.
-        let _ = unsafe { nix::sys::mman::munmap(self.ptr.cast(), self.len) };
+        self.map.write(off, data)
     }
 }
 

@@ -3,11 +3,13 @@
 //! The one definition of the vfio-user protocol for both ends we ship: the message structs
 //! and constants ([`proto`], from QEMU's `docs/interop/vfio-user.rst`) and the framing
 //! ([`framing`]: one message with its descriptors in, one out), used by accel-sim's server
-//! and by the host driver's client. Also the naming rule of a VF's socket beside its PF's.
+//! and by the host driver's client; the mapping both ends access shared words through
+//! ([`shared`]); and the naming rule of a VF's socket beside its PF's.
 #![deny(unsafe_code)]
 
 pub mod framing;
 pub mod proto;
+pub mod shared;
 
 use std::path::{Path, PathBuf};
 

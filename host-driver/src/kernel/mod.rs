@@ -11,10 +11,10 @@ pub mod token;
 pub mod vfio;
 
 use crate::error::{Error, Result};
-use crate::sys::BarMap;
 use crate::transport::{Transport, VfEndpoint};
 use std::os::fd::{AsFd, OwnedFd};
 pub use sysfs::Sysfs;
+use vfio_user_wire::shared::Shared;
 
 /// PCI command register and its Bus Master Enable bit.
 const PCI_COMMAND: u64 = 0x04;
@@ -28,7 +28,7 @@ pub struct KernelVfio {
     _container: OwnedFd,
     _group: OwnedFd,
     device: OwnedFd,
-    bar0: BarMap,
+    bar0: Shared,
     config_offset: u64,
     tokens: token::TokenStore,
     /// The mailbox vector's eventfd (MSI-X enabled through vfio-pci), when it could be set up.
@@ -57,7 +57,7 @@ impl KernelVfio {
         let cfg = vfio::region(&opened.device, vfio::CONFIG_REGION_INDEX)?;
         let bar = vfio::region(&opened.device, 0)?;
         let bar0 =
-            BarMap::map(opened.device.as_fd(), bar.offset, bar.size as usize).map_err(|e| {
+            Shared::map(opened.device.as_fd(), bar.offset, bar.size as usize).map_err(|e| {
                 Error::Kernel {
                     what: format!("mmap BAR0 of {addr}"),
                     source: e,
