@@ -94,6 +94,8 @@ pub struct Firmware<R: Regs, C: Clock> {
     /// The holder of the mailbox lock as last seen, and since when (its lease).
     lease: Option<(u32, u64)>,
     leases_expired: u32,
+    /// The `FLR_SEQ` value whose FLRs have been handled.
+    flr_seen: u32,
 }
 
 /// How long a holder may keep the mailbox lock without sending a command.
@@ -121,6 +123,7 @@ impl<R: Regs, C: Clock> Firmware<R, C> {
             build_id,
             lease: None,
             leases_expired: 0,
+            flr_seen: 0,
         })
     }
 
@@ -150,6 +153,8 @@ impl<R: Regs, C: Clock> Firmware<R, C> {
         self.mbox.boot(r);
         self.events.boot(r);
         self.sriov = SriovCtrl::from_bits_retain(r.read32(pf::SRIOV_CTRL.offset()));
+        // Look at every VF word on the first poll, whatever happened before this boot.
+        self.flr_seen = !r.read32(pf::FLR_SEQ.offset());
         // READY hands the whole register file over to the host (shared_abi::ordering).
         r.publish32(pf::DEV_STATUS.offset(), DevStatus::READY.bits());
         self.events.post(
@@ -265,6 +270,12 @@ impl<R: Regs, C: Clock> Firmware<R, C> {
     }
 
     fn handle_flrs(&mut self) {
+        // One read per poll: the VF words are scanned only when hardware says it set one.
+        let seq = self.regs.observe32(pf::FLR_SEQ.offset());
+        if seq == self.flr_seen {
+            return;
+        }
+        self.flr_seen = seq;
         for vf in 0..self.board.total_vfs as usize {
             let off = pf::vf_hw_status(vf);
             let hw = VfHwStatus::from_bits_retain(self.regs.read32(off));

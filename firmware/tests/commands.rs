@@ -5,7 +5,7 @@ use common::{Dev, TOKEN};
 use firmware::Regs;
 use shared_abi::mailbox::{self, HeaderFlags, Opcode, Status, MAX_MESSAGE};
 use shared_abi::messages::*;
-use shared_abi::regs::{pf, queue, vf_bank, DevStatus, SriovCtrl, TtEntry, VfHwStatus};
+use shared_abi::regs::{pf, queue, vf_bank, DevStatus, SriovCtrl, TtEntry};
 use shared_abi::resources::{
     DeviceInfo, DeviceStats, FreeResources, VfInfo, VfSpec, VfState, VfStats,
 };
@@ -370,8 +370,7 @@ fn flr_from_config_space_and_sriov_enable() {
     assert_eq!(bank(&d, 0, vf_bank::STATE), VfState::Enabled as u32);
     assert_eq!(bank(&d, 1, vf_bank::STATE), VfState::Enabled as u32);
     assert_eq!(bank(&d, 2, vf_bank::STATE), VfState::Configured as u32);
-    d.regs
-        .write32(pf::vf_hw_status(1), VfHwStatus::FLR_PENDING.bits());
+    d.flr(1);
     d.fw.poll();
     assert_eq!(d.regs.read32(pf::vf_hw_status(1)), 0, "FLR acknowledged");
     assert_eq!(bank(&d, 1, vf_bank::FLR_COUNT), 1);

@@ -8,7 +8,7 @@ use firmware::{Board, Regs};
 use proptest::prelude::*;
 use shared_abi::mailbox::Status;
 use shared_abi::messages::*;
-use shared_abi::regs::{pf, SriovCtrl, VfHwStatus};
+use shared_abi::regs::{pf, SriovCtrl};
 use shared_abi::resources::VfSpec;
 
 #[derive(Clone, Debug)]
@@ -83,7 +83,7 @@ proptest! {
                     Status::Ok
                 }
                 Op::Flr(v) => {
-                    d.regs.write32(pf::vf_hw_status(v as usize), VfHwStatus::FLR_PENDING.bits());
+                    d.flr(v as usize);
                     d.fw.poll();
                     prop_assert_eq!(d.regs.read32(pf::vf_hw_status(v as usize)), 0);
                     Status::Ok

@@ -143,6 +143,11 @@ pub trait Transport: Send + Sync {
     fn mailbox_irq(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         None
     }
+    /// Whether the mailbox pages are mapped (a look at them costs nanoseconds, not a
+    /// message), so the client may spin on them.
+    fn mapped_mailbox(&self) -> bool {
+        false
+    }
 }
 
 /// The swap a device applies to a trapped lock word: write `new` (a token acquires a free

@@ -443,6 +443,9 @@ impl Transport for VfioUser {
     fn describe(&self) -> String {
         format!("vfio-user:{}", self.path.display())
     }
+    fn mapped_mailbox(&self) -> bool {
+        self.is_mapped()
+    }
     fn lock_path(&self) -> PathBuf {
         let mut p = self.path.clone().into_os_string();
         p.push(".lock");

@@ -274,6 +274,10 @@ pub mod pf {
         IRQ_RAISE = 0x05C, FirmwareWo;
         /// WO by firmware: writing `vf << 16 | vector` raises that VF-local vector of a VF.
         VF_IRQ_RAISE = 0x060, FirmwareWo;
+        /// RO (hardware): incremented (wrapping) by hardware each time it sets FLR_PENDING in
+        /// a VF's [`VF_HW_STATUS`] word, after setting it: the firmware scans those words
+        /// only when this moves, not on every poll.
+        FLR_SEQ = 0x064, Hardware;
         /// RW: host writes an incrementing value after filling the request buffer.
         MBOX_DOORBELL = 0x1000, Rw;
         /// RW: length in bytes of the request in the request buffer.

@@ -78,30 +78,37 @@ impl SharedMem {
     }
 
     /// Reads a 32-bit word (all ones outside, as a bus reads nothing).
+    #[inline]
     pub fn read32(&self, off: usize) -> u32 {
         self.map.read32(off).unwrap_or(u32::MAX)
     }
     /// Writes a 32-bit word (dropped outside).
+    #[inline]
     pub fn write32(&self, off: usize, v: u32) {
         self.map.write32(off, v);
     }
     /// Writes a handoff word (`shared_abi::ordering`): earlier writes are visible first.
+    #[inline]
     pub fn publish32(&self, off: usize, v: u32) {
         self.map.publish32(off, v);
     }
     /// Reads a handoff word (`shared_abi::ordering`): later reads happen after it.
+    #[inline]
     pub fn observe32(&self, off: usize) -> u32 {
         self.map.observe32(off).unwrap_or(u32::MAX)
     }
     /// Compare-and-swap on a word.
+    #[inline]
     pub fn cas32(&self, off: usize, old: u32, new: u32) -> bool {
         self.map.cas32(off, old, new).unwrap_or(false)
     }
     /// Copies bytes out; false if out of bounds.
+    #[inline]
     pub fn read(&self, off: usize, buf: &mut [u8]) -> bool {
         self.map.read(off, buf)
     }
     /// Copies bytes in; false if out of bounds.
+    #[inline]
     pub fn write(&self, off: usize, data: &[u8]) -> bool {
         self.map.write(off, data)
     }

@@ -86,6 +86,7 @@ impl Shared {
         self.len == 0
     }
 
+    #[inline]
     fn word(&self, off: usize) -> Option<&AtomicU32> {
         if !off.is_multiple_of(4) || off.checked_add(4)? > self.len {
             return None;
@@ -95,6 +96,7 @@ impl Shared {
         Some(unsafe { &*(self.ptr.as_ptr().add(off) as *const AtomicU32) })
     }
 
+    #[inline]
     fn byte(&self, off: usize) -> Option<&AtomicU8> {
         if off >= self.len {
             return None;
@@ -104,27 +106,32 @@ impl Shared {
     }
 
     /// Reads the dword at `off`; `None` if unaligned or out of range.
+    #[inline]
     pub fn read32(&self, off: usize) -> Option<u32> {
         self.word(off).map(|w| w.load(Ordering::Relaxed))
     }
     /// Writes the dword at `off`; false if unaligned or out of range.
+    #[inline]
     pub fn write32(&self, off: usize, v: u32) -> bool {
         self.word(off)
             .map(|w| w.store(v, Ordering::Relaxed))
             .is_some()
     }
     /// Writes a handoff word (`shared_abi::ordering`): every earlier write is visible first.
+    #[inline]
     pub fn publish32(&self, off: usize, v: u32) -> bool {
         shared_abi::ordering::publish();
         self.write32(off, v)
     }
     /// Reads a handoff word (`shared_abi::ordering`): later reads happen after it.
+    #[inline]
     pub fn observe32(&self, off: usize) -> Option<u32> {
         let v = self.read32(off);
         shared_abi::ordering::observe();
         v
     }
     /// Compare-and-swap on the dword at `off` (the mailbox lock word); `None` if out of range.
+    #[inline]
     pub fn cas32(&self, off: usize, old: u32, new: u32) -> Option<bool> {
         self.word(off).map(|w| {
             w.compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire)
@@ -132,6 +139,7 @@ impl Shared {
         })
     }
     /// Copies bytes out; false (nothing read) if out of range.
+    #[inline]
     pub fn read(&self, off: usize, buf: &mut [u8]) -> bool {
         if off.checked_add(buf.len()).is_none_or(|e| e > self.len) {
             return false;
@@ -144,6 +152,7 @@ impl Shared {
         true
     }
     /// Copies bytes in; false (nothing written) if out of range.
+    #[inline]
     pub fn write(&self, off: usize, data: &[u8]) -> bool {
         if off.checked_add(data.len()).is_none_or(|e| e > self.len) {
             return false;

@@ -98,6 +98,17 @@ impl Dev {
         r.payload
     }
 
+    /// What hardware does on a VF's FLR: set FLR_PENDING in its word, then bump FLR_SEQ.
+    pub fn flr(&self, vf: usize) {
+        use shared_abi::regs::VfHwStatus;
+        let w = pf::vf_hw_status(vf);
+        self.regs
+            .write32(w, self.regs.read32(w) | VfHwStatus::FLR_PENDING.bits());
+        let seq = pf::FLR_SEQ.offset();
+        self.regs
+            .write32(seq, self.regs.read32(seq).wrapping_add(1));
+    }
+
     pub fn snapshot(&self) -> Vec<u32> {
         let mut v = vec![0u32; RamRegs::WORDS];
         self.regs.snapshot(&mut v);

@@ -115,6 +115,9 @@ impl Transport for KernelVfio {
     fn mailbox_irq(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         self.mailbox_irq.as_ref().map(|e| e.as_fd())
     }
+    fn mapped_mailbox(&self) -> bool {
+        true
+    }
 
     fn read32(&self, off: usize) -> Result<u32> {
         self.bar0

@@ -152,6 +152,15 @@ impl Device {
         }
         let hw = pf::vf_hw_status(v as usize);
         self.bar0.write32(hw, VfHwStatus::FLR_PENDING.bits());
+        // FLR_SEQ tells the firmware to look (published after the pending bit).
+        let seq = pf::FLR_SEQ.offset();
+        loop {
+            let old = self.bar0.read32(seq);
+            shared_abi::ordering::publish();
+            if self.bar0.cas32(seq, old, old.wrapping_add(1)) {
+                break;
+            }
+        }
         let deadline = Instant::now() + Duration::from_secs(2);
         while Instant::now() < deadline {
             if self.bar0.read32(hw) & VfHwStatus::FLR_PENDING.bits() == 0 {

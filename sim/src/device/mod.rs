@@ -170,7 +170,8 @@ impl Device {
 
     /// Whether the firmware asked to be restarted (device reset); clears the request.
     pub fn take_fw_reset(&self) -> bool {
-        self.fw_reset.swap(false, Ordering::AcqRel)
+        // Asked on every firmware poll: a plain load first, so polling does not write.
+        self.fw_reset.load(Ordering::Relaxed) && self.fw_reset.swap(false, Ordering::AcqRel)
     }
 
     /// Size of a region of a function.
