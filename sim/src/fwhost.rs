@@ -41,16 +41,56 @@ impl Clock for SimClock {
     }
 }
 
-/// Idle polls before the firmware thread naps (a few hundred microseconds of spinning).
-pub const IDLE_POLLS: u32 = 2000;
+/// How long the firmware thread spins after its last command before it naps: longer than
+/// the gaps inside one client's sequence of commands (a message-path command is four socket
+/// round trips), so those never wait for a nap. Measured in time, not polls: a poll's cost
+/// changes with the firmware.
+pub const SPIN_BEFORE_NAP: Duration = Duration::from_micros(200);
 /// The nap between polls once idle: what a command after a quiet spell waits at most, and
 /// what keeps an idle device from burning a core.
 pub const NAP: Duration = Duration::from_micros(100);
-/// Naps before the firmware thread naps longer (50 ms of quiet).
-pub const NAPS_BEFORE_DEEP: u32 = 500;
+/// Quiet before the firmware thread naps longer.
+pub const QUIET_BEFORE_DEEP: Duration = Duration::from_millis(50);
 /// The nap once the device has been quiet for a while: a command after a long quiet spell
 /// waits up to this, and the idle device costs about 1 % of a core instead of 10 %.
 pub const DEEP_NAP: Duration = Duration::from_millis(1);
+
+/// The firmware thread's idle policy: spin, then nap, then nap longer.
+#[derive(Debug, Default)]
+pub struct Idle {
+    since: Option<Instant>,
+    polls: u32,
+    napping: bool,
+}
+
+impl Idle {
+    /// A poll did work: spin again.
+    pub fn busy(&mut self) {
+        self.since = None;
+    }
+
+    /// A poll found nothing: sleep as long as the quiet so far says. While spinning, the
+    /// clock is read every 64th poll; once napping, before every nap.
+    pub fn idle(&mut self) {
+        let Some(since) = self.since else {
+            self.since = Some(Instant::now());
+            self.polls = 0;
+            self.napping = false;
+            return;
+        };
+        self.polls = self.polls.wrapping_add(1);
+        if !self.napping && !self.polls.is_multiple_of(64) {
+            return;
+        }
+        let quiet = since.elapsed();
+        if quiet >= QUIET_BEFORE_DEEP {
+            std::thread::sleep(DEEP_NAP);
+        } else if quiet >= SPIN_BEFORE_NAP {
+            self.napping = true;
+            std::thread::sleep(NAP);
+        }
+    }
+}
 
 /// Starts the firmware thread. It boots, polls until `stop`, and reboots on device reset.
 pub fn spawn(
@@ -70,7 +110,7 @@ pub fn spawn(
                     return;
                 };
                 fw.boot();
-                let mut idle = 0u32;
+                let mut idle = Idle::default();
                 loop {
                     if stop.load(Ordering::Acquire) {
                         return;
@@ -79,14 +119,9 @@ pub fn spawn(
                         break;
                     }
                     if fw.poll() {
-                        idle = 0;
+                        idle.busy();
                     } else {
-                        idle = idle.saturating_add(1);
-                        if idle > IDLE_POLLS + NAPS_BEFORE_DEEP {
-                            std::thread::sleep(DEEP_NAP);
-                        } else if idle > IDLE_POLLS {
-                            std::thread::sleep(NAP);
-                        }
+                        idle.idle();
                     }
                 }
             }

@@ -129,7 +129,7 @@ impl Device {
         let (ack, done) = std::sync::mpsc::channel();
         let sent = lock(&self.sriov_notify)
             .as_ref()
-            .is_some_and(|tx| tx.send((n, ack)).is_ok());
+            .is_some_and(|notify| notify((n, ack)));
         if sent {
             let _ = done.recv_timeout(Duration::from_secs(2));
         }

@@ -84,6 +84,10 @@ struct Inner {
 /// An SR-IOV change for the server: the new NumVFs, and where to say the VF endpoints match.
 pub type SriovChange = (u16, Sender<()>);
 
+/// Where the device announces SR-IOV changes: a callback that hands one to the server and
+/// wakes it. Returns false if nobody will answer.
+pub type SriovNotify = Box<dyn Fn(SriovChange) -> bool + Send + Sync>;
+
 /// The device.
 pub struct Device {
     board: Board,
@@ -97,7 +101,7 @@ pub struct Device {
     /// an access that passed its check lands before the firmware clears what it touched.
     /// Order: `vu` before `inner` and before `devmem`.
     vu: Mutex<()>,
-    sriov_notify: Mutex<Option<Sender<SriovChange>>>,
+    sriov_notify: Mutex<Option<SriovNotify>>,
     /// Host writes to read-only PF registers, dropped.
     pub pf_refused_writes: AtomicU64,
 }
@@ -159,8 +163,8 @@ impl Device {
     /// Registers a channel told the new NumVFs on every SR-IOV enable/disable. The change
     /// completes (the config write that made it returns) once the receiver acknowledges it:
     /// the VF endpoints exist, or are gone, before the host's write is answered.
-    pub fn on_sriov_change(&self, tx: Sender<SriovChange>) {
-        *lock(&self.sriov_notify) = Some(tx);
+    pub fn on_sriov_change(&self, notify: SriovNotify) {
+        *lock(&self.sriov_notify) = Some(notify);
     }
 
     /// Enabled VFs.

@@ -1,12 +1,11 @@
-//! The vfio-user server: one UNIX socket for the PF, one per enabled VF beside it. Every
-//! connection is served on its own thread; a malformed message gets an error reply (or, if
+//! The vfio-user server: one UNIX socket for the PF, one per enabled VF beside it, all
+//! watched by one thread. Every connection is served on its own thread; a malformed message gets an error reply (or, if
 //! the framing itself is lost, that connection is closed) and never disturbs other clients.
 //!
 //! Listeners live here; what one connection does with its messages is [`super::conn`].
 
 use super::conn::Conn;
-use crate::device::{Device, Func};
-use std::collections::HashMap;
+use crate::device::{Device, Func, SriovChange};
 use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -68,41 +67,70 @@ pub fn bind(path: &Path) -> Result<UnixListener, ServeError> {
     Ok(l)
 }
 
-struct Listener {
-    alive: Arc<AtomicBool>,
+/// One function's listening socket and the connections it accepted.
+struct Endpoint {
+    func: Func,
     path: PathBuf,
-    thread: Option<JoinHandle<()>>,
-    /// The listening socket, to wake its accept loop out of `poll()` when stopping.
-    waker: Option<UnixListener>,
+    listener: UnixListener,
+    /// Cleared when the function goes away; its connections see it and hang up.
+    alive: Arc<AtomicBool>,
+    conns: Vec<JoinHandle<()>>,
 }
 
-impl Listener {
-    /// The function is gone the moment it is disabled: unlink, then tell the threads (and
-    /// wake the accept loop: shutting a listening socket down ends its `poll()`).
-    fn signal(&self) {
-        let _ = std::fs::remove_file(&self.path);
-        self.alive.store(false, Ordering::Release);
-        if let Some(w) = &self.waker {
-            let _ = nix::sys::socket::shutdown(
-                std::os::fd::AsRawFd::as_raw_fd(w),
-                nix::sys::socket::Shutdown::Both,
-            );
+impl Endpoint {
+    fn open(func: Func, path: PathBuf) -> Result<Self, ServeError> {
+        Ok(Endpoint {
+            func,
+            listener: bind(&path)?,
+            path,
+            alive: Arc::new(AtomicBool::new(true)),
+            conns: Vec::new(),
+        })
+    }
+
+    /// Accepts every client waiting, each served on its own thread.
+    fn accept_all(&mut self, dev: &Arc<Device>, ids: &AtomicU64) {
+        self.conns.retain(|t| !t.is_finished());
+        loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => {
+                    let id = ids.fetch_add(1, Ordering::Relaxed);
+                    let (d, a, func) = (dev.clone(), self.alive.clone(), self.func);
+                    if let Ok(t) = std::thread::Builder::new()
+                        .name(format!("vfio-user-conn{id}"))
+                        .spawn(move || Conn::new(d, func, id, stream, a).serve())
+                    {
+                        self.conns.push(t);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(_) => {
+                    // Out of descriptors or memory: let the level-triggered poll come back
+                    // later instead of spinning on it.
+                    std::thread::sleep(Duration::from_millis(10));
+                    return;
+                }
+            }
         }
     }
 
-    fn stop(mut self) {
-        self.signal();
-        if let Some(t) = self.thread.take() {
+    /// The function is gone the moment it is disabled: unlink, then tell its connections.
+    fn signal(&self) {
+        let _ = std::fs::remove_file(&self.path);
+        self.alive.store(false, Ordering::Release);
+    }
+
+    fn join(self) {
+        for t in self.conns {
             let _ = t.join();
         }
     }
 }
 
-/// Stops many listeners at once: all are signalled before any is waited for.
-fn stop_all(ls: impl IntoIterator<Item = Listener>) {
-    let ls: Vec<Listener> = ls.into_iter().collect();
-    ls.iter().for_each(Listener::signal);
-    ls.into_iter().for_each(Listener::stop);
+/// Stops endpoints: all are signalled before any connection is waited for.
+fn stop_all(eps: Vec<Endpoint>) {
+    eps.iter().for_each(Endpoint::signal);
+    eps.into_iter().for_each(Endpoint::join);
 }
 
 /// The running server.
@@ -112,106 +140,74 @@ pub struct Server;
 impl Server {
     /// Serves `dev` on `pf_path` (and VF sockets as SR-IOV enables them) until `stop`.
     /// Returns after removing every socket it created.
+    ///
+    /// One thread waits on every listening socket and on SR-IOV changes at once (`poll`), so
+    /// enabling 64 VFs binds 64 sockets and starts no thread; each connection gets its own.
     pub fn run(dev: Arc<Device>, pf_path: &Path, stop: Arc<AtomicBool>) -> Result<(), ServeError> {
-        let conn_ids = Arc::new(AtomicU64::new(1));
-        let pf = spawn_listener(
-            dev.clone(),
-            Func::Pf,
-            pf_path.to_path_buf(),
-            conn_ids.clone(),
-        )?;
-        let (tx, rx) = mpsc::channel();
-        dev.on_sriov_change(tx);
-        let mut vfs: HashMap<u16, Listener> = HashMap::new();
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use nix::sys::eventfd::{EfdFlags, EventFd};
+        let ids = AtomicU64::new(1);
+        let mut pf = Endpoint::open(Func::Pf, pf_path.to_path_buf())?;
+        let wake = Arc::new(
+            EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
+                .map_err(|e| ServeError::Thread(e.into()))?,
+        );
+        let (tx, rx) = mpsc::channel::<SriovChange>();
+        let w = wake.clone();
+        dev.on_sriov_change(Box::new(move |change| {
+            let sent = tx.send(change).is_ok();
+            if sent {
+                let _ = w.write(1);
+            }
+            sent
+        }));
+        let mut vfs: Vec<Endpoint> = Vec::new();
         let mut result = Ok(());
-        while !stop.load(Ordering::Acquire) {
-            match rx.recv_timeout(Duration::from_millis(50)) {
-                Ok((n, ack)) => {
-                    stop_all(vfs.drain().map(|(_, l)| l));
+        'serve: while !stop.load(Ordering::Acquire) {
+            let ready: Vec<bool> = {
+                let mut fds = vec![
+                    PollFd::new(wake.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(pf.listener.as_fd(), PollFlags::POLLIN),
+                ];
+                fds.extend(
+                    vfs.iter()
+                        .map(|e| PollFd::new(e.listener.as_fd(), PollFlags::POLLIN)),
+                );
+                // The timeout only bounds how late `stop` is seen; clients and SR-IOV changes
+                // wake the poll.
+                let _ = poll(&mut fds, PollTimeout::from(50u16));
+                fds.iter()
+                    .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+                    .collect()
+            };
+            if ready[0] {
+                let _ = wake.read();
+                while let Ok((n, ack)) = rx.try_recv() {
+                    stop_all(std::mem::take(&mut vfs));
                     for v in 0..n {
-                        let path = vf_socket_path(pf_path, v);
-                        match spawn_listener(dev.clone(), Func::Vf(v), path, conn_ids.clone()) {
-                            Ok(l) => {
-                                vfs.insert(v, l);
-                            }
+                        match Endpoint::open(Func::Vf(v), vf_socket_path(pf_path, v)) {
+                            Ok(e) => vfs.push(e),
                             Err(e) => {
                                 result = Err(e);
-                                stop.store(true, Ordering::Release);
-                                break;
+                                let _ = ack.send(());
+                                break 'serve;
                             }
                         }
                     }
                     let _ = ack.send(());
                 }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                // The VF set changed under the readiness just read: poll again.
+                continue;
+            }
+            if ready[1] {
+                pf.accept_all(&dev, &ids);
+            }
+            for (e, _) in vfs.iter_mut().zip(&ready[2..]).filter(|(_, r)| **r) {
+                e.accept_all(&dev, &ids);
             }
         }
-        stop_all(vfs.drain().map(|(_, l)| l));
-        pf.stop();
+        stop_all(vfs);
+        stop_all(vec![pf]);
         result
-    }
-}
-
-fn spawn_listener(
-    dev: Arc<Device>,
-    func: Func,
-    path: PathBuf,
-    ids: Arc<AtomicU64>,
-) -> Result<Listener, ServeError> {
-    let listener = bind(&path)?;
-    let waker = listener.try_clone().ok();
-    let alive = Arc::new(AtomicBool::new(true));
-    let a = alive.clone();
-    let name = match func {
-        Func::Pf => "vfio-user-pf".to_string(),
-        Func::Vf(v) => format!("vfio-user-vf{v}"),
-    };
-    let thread = std::thread::Builder::new()
-        .name(name)
-        .spawn(move || accept_loop(listener, dev, func, a, ids))
-        .map_err(ServeError::Thread)?;
-    Ok(Listener {
-        alive,
-        path,
-        thread: Some(thread),
-        waker,
-    })
-}
-
-fn accept_loop(
-    l: UnixListener,
-    dev: Arc<Device>,
-    func: Func,
-    alive: Arc<AtomicBool>,
-    ids: Arc<AtomicU64>,
-) {
-    let mut conns: Vec<JoinHandle<()>> = Vec::new();
-    while alive.load(Ordering::Acquire) {
-        match l.accept() {
-            Ok((stream, _)) => {
-                let id = ids.fetch_add(1, Ordering::Relaxed);
-                let (d, a) = (dev.clone(), alive.clone());
-                if let Ok(t) = std::thread::Builder::new()
-                    .name(format!("vfio-user-conn{id}"))
-                    .spawn(move || Conn::new(d, func, id, stream, a).serve())
-                {
-                    conns.push(t);
-                }
-                conns.retain(|t| !t.is_finished());
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                // Sleep in the kernel until a client knocks (or 50 ms pass, to see whether
-                // the function is still there): no polling, no added connect latency.
-                use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-                let mut fds = [PollFd::new(l.as_fd(), PollFlags::POLLIN)];
-                let _ = poll(&mut fds, PollTimeout::from(50u16));
-            }
-            Err(_) if !alive.load(Ordering::Acquire) => break,
-            Err(_) => std::thread::sleep(Duration::from_millis(10)),
-        }
-    }
-    for t in conns {
-        let _ = t.join();
     }
 }

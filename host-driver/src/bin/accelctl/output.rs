@@ -21,6 +21,8 @@ fn print_json(v: &impl Serialize) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
+/// Prints a table in one write: a line per row through stdout's line buffering would be a
+/// system call per VF.
 fn table(head: &[&str], rows: &[Vec<String>]) {
     let mut w: Vec<usize> = head.iter().map(|h| h.len()).collect();
     for r in rows {
@@ -28,18 +30,21 @@ fn table(head: &[&str], rows: &[Vec<String>]) {
             w[i] = w[i].max(c.len());
         }
     }
-    let line = |cells: Vec<String>| {
+    let mut out = String::new();
+    let mut line = |cells: &[String]| {
         let s: Vec<String> = cells
             .iter()
             .enumerate()
             .map(|(i, c)| format!("{c:<w$}", w = w[i]))
             .collect();
-        println!("{}", s.join("  ").trim_end());
+        out.push_str(s.join("  ").trim_end());
+        out.push('\n');
     };
-    line(head.iter().map(|s| s.to_string()).collect());
+    line(&head.iter().map(|s| s.to_string()).collect::<Vec<_>>());
     for r in rows {
-        line(r.clone());
+        line(r);
     }
+    print!("{out}");
 }
 
 fn version(v: u32) -> String {
@@ -316,12 +321,8 @@ impl Out {
             &VF_HEAD,
             &vfs.iter().map(|v| vf_row(v, shift)).collect::<Vec<_>>(),
         );
-        println!();
-        println!("hand a VF to a VM:");
-        for h in hs {
-            print_handoff(h);
-        }
-        println!("{PF_WARNING}");
+        let all: String = hs.iter().map(handoff_text).collect();
+        print!("\nhand a VF to a VM:\n{all}{PF_WARNING}\n");
     }
 
     pub fn destroyed(&self, n: u16) {
@@ -373,27 +374,32 @@ impl Out {
 }
 
 fn print_handoff(h: &VfHandoff) {
+    print!("{}", handoff_text(h));
+}
+
+fn handoff_text(h: &VfHandoff) -> String {
     match &h.endpoint {
         VfEndpoint::Pci {
             address,
             iommu_group,
             driver,
             ..
-        } => {
-            println!(
-                "  VF {}: {address} (IOMMU group {}, driver {})",
-                h.vf,
-                iommu_group.map_or("none".into(), |g| g.to_string()),
-                driver.clone().unwrap_or("none".into())
-            );
-            println!("    qemu:             {}", h.qemu);
-            println!("    cloud-hypervisor: {}", h.cloud_hypervisor);
-        }
-        VfEndpoint::Socket { path } => {
-            println!("  VF {}: {}", h.vf, path.display());
-            println!("    qemu 10.1+:       {}", h.qemu);
-            println!("    cloud-hypervisor: {}", h.cloud_hypervisor);
-        }
+        } => format!(
+            "  VF {}: {address} (IOMMU group {}, driver {})\n    qemu:             {}\n    \
+             cloud-hypervisor: {}\n",
+            h.vf,
+            iommu_group.map_or("none".into(), |g| g.to_string()),
+            driver.clone().unwrap_or("none".into()),
+            h.qemu,
+            h.cloud_hypervisor
+        ),
+        VfEndpoint::Socket { path } => format!(
+            "  VF {}: {}\n    qemu 10.1+:       {}\n    cloud-hypervisor: {}\n",
+            h.vf,
+            path.display(),
+            h.qemu,
+            h.cloud_hypervisor
+        ),
     }
 }
 
