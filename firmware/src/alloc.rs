@@ -97,7 +97,7 @@ impl<const W: usize> Bitmap<W> {
                 let w = self.words[u / 64] >> (u % 64);
                 let free = (w.trailing_zeros() as usize).min(64 - u % 64);
                 u += free;
-                if free == 0 || u % 64 != 0 {
+                if free == 0 || !u.is_multiple_of(64) {
                     break;
                 }
             }
