@@ -381,7 +381,20 @@ fn vf_info<R: Regs, C: Clock>(ctx: &Ctx<'_, R, C>, vf: u16) -> VfInfo {
 fn vf_stats<R: Regs, C: Clock>(ctx: &Ctx<'_, R, C>, vf: u16) -> VfStats {
     let base = pf::vf_bank(vf as usize);
     let rd = |r: shared_abi::regs::Reg| ctx.regs.read32(r.at(base));
-    let wide = |lo, hi| (rd(hi) as u64) << 32 | rd(lo) as u64;
+    // Hardware sets bit 31 of the high word while it updates a pair: read high, low, high
+    // until the high word is steady and not busy (bounded; a stuck counter reads as is).
+    let wide = |lo, hi| {
+        let mut v = 0;
+        for _ in 0..64 {
+            let h1 = rd(hi);
+            let l = rd(lo);
+            v = ((h1 & !(1 << 31)) as u64) << 32 | l as u64;
+            if h1 & (1 << 31) == 0 && rd(hi) == h1 {
+                break;
+            }
+        }
+        v
+    };
     VfStats {
         vf: U16::new(vf),
         state: ctx.books.slot(vf as usize).state as u8,

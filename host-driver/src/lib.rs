@@ -15,6 +15,7 @@ pub mod kernel;
 pub mod mailbox;
 pub mod sys;
 pub mod transport;
+pub mod vf;
 pub mod vfio_user;
 
 pub use accel::{Accel, CreateSpec, VfHandoff};

@@ -3,7 +3,7 @@
 //! The one definition of every byte layout that the host and the device agree on:
 //! PCI identity, the PF and VF BAR0 register maps, the per-VF register banks of the
 //! virtualization unit, the mailbox wire protocol and the resource descriptors it carries,
-//! and the event ring.
+//! the event ring, and the data path's job formats.
 //!
 //! Everything here is `no_std`, allocation-free and panic-free on any input. Wire structs are
 //! `#[repr(C)]`, little-endian (`zerocopy::little_endian`), with alignment 1 so they can be
@@ -35,6 +35,7 @@ macro_rules! wire_enum {
 
 pub mod board;
 pub mod events;
+pub mod jobs;
 pub mod mailbox;
 pub mod messages;
 pub mod ordering;

@@ -121,3 +121,37 @@ fn opcode_table_matches_the_declarations() {
         .collect();
     assert_eq!(documented, declared);
 }
+
+/// §8's submission entry table names every field of `jobs::Sqe` at its offset.
+#[test]
+fn submission_entry_table_matches_the_struct() {
+    use shared_abi::jobs::Sqe;
+    use std::mem::offset_of;
+    let d = docs();
+    let at = d.find("Submission entry (64 bytes):").expect("§8 table");
+    let rows: Vec<(u32, String)> = d[at..]
+        .lines()
+        .skip(1)
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .filter_map(|l| {
+            let c: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
+            let off = u32::from_str_radix(c.first()?.strip_prefix("0x")?, 16).ok()?;
+            Some((off, c.get(1)?.split_whitespace().next()?.to_string()))
+        })
+        .collect();
+    let want = vec![
+        (offset_of!(Sqe, head) as u32, "head".to_string()),
+        (offset_of!(Sqe, tag) as u32, "tag".into()),
+        (offset_of!(Sqe, src) as u32, "src".into()),
+        (offset_of!(Sqe, dst) as u32, "dst".into()),
+        (offset_of!(Sqe, len) as u32, "len".into()),
+        (offset_of!(Sqe, value) as u32, "value".into()),
+        (offset_of!(Sqe, reserved) as u32, "reserved".into()),
+    ];
+    assert_eq!(rows, want);
+    assert!(d.contains(&format!(
+        "Completion entry ({} bytes)",
+        shared_abi::jobs::CQE_SIZE
+    )));
+}

@@ -83,9 +83,13 @@ fn run(args: Args) -> Result<(), String> {
         socket.display(),
         args.total_vfs
     );
+    let engine = dev
+        .spawn_dataplane(stop.clone())
+        .map_err(|e| format!("cannot start the queue engine: {e}"))?;
     let served = Server::run(dev, &socket, stop.clone());
     stop.store(true, Ordering::Release);
     let _ = fw.join();
+    let _ = engine.join();
     served.map_err(|e| e.to_string())?;
     eprintln!("accel-sim: stopped");
     Ok(())

@@ -221,6 +221,9 @@ impl Device {
                         faults.push(VfFault::ReadOnly);
                     } else {
                         self.bar0.write32(pf::queue(qbase + q) + r, val);
+                        if r == queue::CONTROL.offset() {
+                            self.queue_control_written(qbase + q);
+                        }
                     }
                 } else if vf::MSIX_TABLE.contains(w as u64, 4) {
                     if !msix.table_write(w - vf::MSIX_TABLE.start(), val, en, fm) {
@@ -341,7 +344,7 @@ impl Device {
 
     /// Whether physical queue `q` is VF `v`'s: its OWNER register, which the firmware sets
     /// last when it grants a queue and clears first when it takes one back, is the authority.
-    fn owns_queue(&self, v: u16, q: usize) -> bool {
+    pub(super) fn owns_queue(&self, v: u16, q: usize) -> bool {
         q < self.board.queues as usize
             && self.bar0.read32(queue::OWNER.at(pf::queue(q))) == v as u32 + 1
     }

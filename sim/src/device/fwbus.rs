@@ -47,5 +47,10 @@ impl Device {
             .any(|w| w.contains(off as u64, 4));
         let _vu = enforced.then(|| lock(&self.vu));
         self.bar0.write32(off, val);
+        if pf::QUEUES.contains(off as u64, 4)
+            && (off - pf::QUEUES.start()) % regs::QUEUE_REGS_SIZE == queue::CONTROL.offset()
+        {
+            self.queue_control_written((off - pf::QUEUES.start()) / regs::QUEUE_REGS_SIZE);
+        }
     }
 }

@@ -9,9 +9,11 @@
 //! - [`bar`]: BAR accesses and the virtualization unit's checks.
 //! - [`interrupts`]: MSI-X state and delivery.
 //! - [`fwbus`]: what the firmware's own register writes set off.
+//! - [`dataplane`]: the queue engine that polls VF submission rings and runs their jobs.
 
 mod bar;
 mod config;
+mod dataplane;
 mod fwbus;
 mod interrupts;
 
@@ -81,6 +83,13 @@ struct Inner {
     lock_tokens: std::collections::HashMap<u64, u32>,
 }
 
+/// A function's DMA space and the connection that owns it.
+#[derive(Debug)]
+struct DmaSpace {
+    conn: u64,
+    table: Arc<std::sync::RwLock<crate::dma::DmaTable>>,
+}
+
 /// An SR-IOV change for the server: the new NumVFs, and where to say the VF endpoints match.
 pub type SriovChange = (u16, Sender<()>);
 
@@ -102,6 +111,11 @@ pub struct Device {
     /// Order: `vu` before `inner` and before `devmem`.
     vu: Mutex<()>,
     sriov_notify: Mutex<Option<SriovNotify>>,
+    /// Each function's DMA space: the map table of the one connection that maps into it.
+    dma: Mutex<std::collections::HashMap<Func, DmaSpace>>,
+    /// Per physical queue: bumped on every write to its CONTROL register (by its VF or the
+    /// firmware), so the queue engine drops what it knew of a queue that was re-armed or reset.
+    queue_epochs: Vec<std::sync::atomic::AtomicU32>,
     /// Host writes to read-only PF registers, dropped.
     pub pf_refused_writes: AtomicU64,
 }
@@ -146,6 +160,10 @@ impl Device {
             fw_reset: AtomicBool::new(false),
             vu: Mutex::new(()),
             sriov_notify: Mutex::new(None),
+            dma: Mutex::new(Default::default()),
+            queue_epochs: (0..board.queues)
+                .map(|_| std::sync::atomic::AtomicU32::new(0))
+                .collect(),
             pf_refused_writes: AtomicU64::new(0),
         }))
     }
@@ -165,6 +183,35 @@ impl Device {
     /// the VF endpoints exist, or are gone, before the host's write is answered.
     pub fn on_sriov_change(&self, notify: SriovNotify) {
         *lock(&self.sriov_notify) = Some(notify);
+    }
+
+    /// The DMA map table of `f` for connection `conn`. A function has one DMA space, as a
+    /// device has one IOMMU domain: the first connection that maps owns it until it goes;
+    /// another gets `None` (EBUSY to the client).
+    pub fn dma_space(
+        &self,
+        f: Func,
+        conn: u64,
+    ) -> Option<Arc<std::sync::RwLock<crate::dma::DmaTable>>> {
+        let mut m = lock(&self.dma);
+        let s = m.entry(f).or_insert_with(|| DmaSpace {
+            conn,
+            table: Default::default(),
+        });
+        (s.conn == conn).then(|| s.table.clone())
+    }
+
+    /// Connection `conn` went away: its DMA space (if it owned one) goes with it.
+    pub fn release_dma(&self, f: Func, conn: u64) {
+        let mut m = lock(&self.dma);
+        if m.get(&f).is_some_and(|s| s.conn == conn) {
+            m.remove(&f);
+        }
+    }
+
+    /// The DMA map table a VF's jobs go through, if a client has mapped memory for it.
+    fn vf_dma(&self, v: u16) -> Option<Arc<std::sync::RwLock<crate::dma::DmaTable>>> {
+        lock(&self.dma).get(&Func::Vf(v)).map(|s| s.table.clone())
     }
 
     /// Enabled VFs.

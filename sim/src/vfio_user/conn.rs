@@ -3,7 +3,6 @@
 
 use super::proto::{self, cmd, flags, Header, HEADER_SIZE};
 use crate::device::{region, AccessError, Device, Func};
-use crate::dma::DmaTable;
 use nix::errno::Errno;
 use serde_json::{json, Map, Value};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -45,7 +44,6 @@ pub(super) struct Conn {
     stream: UnixStream,
     alive: Arc<AtomicBool>,
     negotiated: bool,
-    dma: DmaTable,
     irqs_installed: bool,
     err_fd: Option<OwnedFd>,
     req_fd: Option<OwnedFd>,
@@ -90,7 +88,6 @@ impl Conn {
             stream,
             alive,
             negotiated: false,
-            dma: DmaTable::new(),
             irqs_installed: false,
             err_fd: None,
             req_fd: None,
@@ -143,6 +140,7 @@ impl Conn {
             signal(&self.req_fd);
         }
         self.dev.client_gone(self.id);
+        self.dev.release_dma(self.func, self.id);
         if self.irqs_installed {
             self.dev.clear_msix(self.func);
         }
@@ -288,13 +286,17 @@ impl Conn {
         if fds.len() > 1 {
             return Err(Errno::EINVAL);
         }
-        self.dma.map(&m, fds.pop())?;
+        let t = self.dev.dma_space(self.func, self.id).ok_or(Errno::EBUSY)?;
+        t.write()
+            .unwrap_or_else(|e| e.into_inner())
+            .map(&m, fds.pop())?;
         Ok((vec![], vec![]))
     }
 
     fn dma_unmap(&mut self, p: &[u8]) -> Reply {
         let (u, _) = view::<proto::DmaUnmap>(p)?;
-        self.dma.unmap(&u)?;
+        let t = self.dev.dma_space(self.func, self.id).ok_or(Errno::EBUSY)?;
+        t.write().unwrap_or_else(|e| e.into_inner()).unmap(&u)?;
         Ok((u.as_bytes().to_vec(), vec![]))
     }
 

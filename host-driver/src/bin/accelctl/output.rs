@@ -336,10 +336,9 @@ impl Out {
         if self.json {
             let list: Vec<_> = vfs
                 .iter()
-                // JOBS, BYTES and ENGINE_US are in the wire format but nothing counts them until
-                // the data path runs jobs: they are not shown.
                 .map(|s| {
                     json!({"vf": s.vf.get(), "state": state(s.state),
+                    "jobs": s.jobs.get(), "bytes": s.bytes.get(), "engine_us": s.engine_us.get(),
                     "faults": s.faults.get(), "flr_count": s.flr_count.get()})
                 })
                 .collect();
@@ -363,12 +362,26 @@ impl Out {
                     vec![
                         s.vf.get().to_string(),
                         state(s.state).into(),
+                        s.jobs.get().to_string(),
+                        s.bytes.get().to_string(),
+                        s.engine_us.get().to_string(),
                         s.faults.get().to_string(),
                         s.flr_count.get().to_string(),
                     ]
                 })
                 .collect();
-            table(&["VF", "STATE", "FAULTS", "FLRS"], &rows);
+            table(
+                &[
+                    "VF",
+                    "STATE",
+                    "JOBS",
+                    "BYTES",
+                    "ENGINE_US",
+                    "FAULTS",
+                    "FLRS",
+                ],
+                &rows,
+            );
         }
     }
 }

@@ -1,0 +1,353 @@
+//! The VF job library: a user-space driver for one VF. It maps memory of its own (a sealed
+//! memfd) for the device, lays submission and completion rings and data buffers in it, hands
+//! it to the device for DMA, programs queue blocks, submits jobs and reaps completions by
+//! polling (the device polls the rings too: no doorbell is rung).
+//!
+//! Formats and ordering are `shared_abi::jobs`. Over vfio-user the VF's socket is the device;
+//! IOVAs are the client's choice ([`IOVA_BASE`] upward).
+
+use crate::error::{Error, Result};
+use crate::vfio_user::VfioUser;
+use shared_abi::jobs::{self, Cqe, JobOp, JobStatus, Sqe, SqeHead};
+use shared_abi::regs::{self, queue, vf, QueueCtrl, VfStatus};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use vfio_user_wire::proto;
+use vfio_user_wire::shared::Shared;
+use zerocopy::little_endian::{U32, U64};
+use zerocopy::{FromZeros, IntoBytes};
+
+/// Where the library's memory starts in the VF's IOVA space.
+pub const IOVA_BASE: u64 = 0x1_0000_0000;
+const BAR0: u32 = 0;
+
+/// A job to submit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Job {
+    /// What it does.
+    pub op: JobOp,
+    /// Source buffer (COPY, CRC32C, SHA256).
+    pub src: Option<Buf>,
+    /// Destination buffer (COPY, FILL, SHA256).
+    pub dst: Option<Buf>,
+    /// Bytes.
+    pub len: u32,
+    /// FILL byte or CRC32C seed.
+    pub value: u32,
+}
+
+/// A completed job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Completion {
+    /// The tag [`Queue::submit`] returned.
+    pub tag: u32,
+    /// How it went.
+    pub status: JobStatus,
+    /// CRC32C: the CRC; COPY and FILL: bytes written.
+    pub result: u64,
+}
+
+/// A region of the library's memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Buf {
+    /// Offset in the memory.
+    pub off: usize,
+    /// Bytes.
+    pub len: usize,
+}
+
+impl Buf {
+    /// Its address as the device sees it.
+    pub fn iova(&self) -> u64 {
+        IOVA_BASE + self.off as u64
+    }
+}
+
+/// One VF, opened for jobs.
+pub struct VfDev {
+    t: VfioUser,
+    mem: Shared,
+    _memfd: OwnedFd,
+    size: usize,
+    next: usize,
+    queues: u32,
+}
+
+impl std::fmt::Debug for VfDev {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VfDev")
+            .field("socket", &self.t.path())
+            .field("mem", &self.size)
+            .finish()
+    }
+}
+
+impl VfDev {
+    /// Opens the VF behind `socket` and gives the device `mem_bytes` of this process's memory
+    /// (rounded up to pages) for rings and buffers.
+    pub fn open(socket: &Path, mem_bytes: usize) -> Result<Self> {
+        use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+        use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
+        let t = VfioUser::connect(socket, false)?;
+        let mut id = [0u8; 4];
+        t.region_read(BAR0, vf::MAGIC.offset() as u64, &mut id)?;
+        if u32::from_le_bytes(id) != regs::VF_MAGIC {
+            return Err(Error::NotOurDevice(format!(
+                "{} is not an accelvirt VF",
+                socket.display()
+            )));
+        }
+        let status = VfStatus::from_bits_retain(read32(&t, vf::STATUS.offset())?);
+        if !status.contains(VfStatus::ENABLED) {
+            return Err(Error::Invalid(format!(
+                "VF at {} is not enabled (its state allows no jobs)",
+                socket.display()
+            )));
+        }
+        let queues = read32(&t, vf::QUEUE_COUNT.offset())?;
+        let size = mem_bytes.max(1).div_ceil(4096) * 4096;
+        let fd = memfd_create(
+            c"accelvirt-vf-dma",
+            MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING,
+        )
+        .map_err(|e| Error::Io(e.into()))?;
+        nix::unistd::ftruncate(&fd, size as i64).map_err(|e| Error::Io(e.into()))?;
+        // The device may rely on the memory staying: it can neither shrink nor grow.
+        fcntl(
+            fd.as_raw_fd(),
+            FcntlArg::F_ADD_SEALS(SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW),
+        )
+        .map_err(|e| Error::Io(e.into()))?;
+        let mem = Shared::map(fd.as_fd(), 0, size).map_err(Error::Io)?;
+        let m = proto::DmaMap {
+            argsz: 32,
+            flags: proto::DMA_FLAG_READ | proto::DMA_FLAG_WRITE,
+            offset: 0,
+            addr: IOVA_BASE,
+            size: size as u64,
+        };
+        t.call(
+            proto::cmd::DMA_MAP,
+            m.as_bytes(),
+            &[fd.as_raw_fd()],
+            "DMA map",
+        )?;
+        Ok(VfDev {
+            t,
+            mem,
+            _memfd: fd,
+            size,
+            next: 0,
+            queues,
+        })
+    }
+
+    /// Queues the VF owns.
+    pub fn queue_count(&self) -> u32 {
+        self.queues
+    }
+
+    /// Takes `len` bytes (aligned to `align`) of the memory.
+    pub fn alloc(&mut self, len: usize, align: usize) -> Result<Buf> {
+        let off = self.next.div_ceil(align.max(1)) * align.max(1);
+        let end = off
+            .checked_add(len)
+            .filter(|&e| e <= self.size)
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "out of job memory: {len} bytes wanted, {} of {} used",
+                    self.next, self.size
+                ))
+            })?;
+        self.next = end;
+        Ok(Buf { off, len })
+    }
+
+    /// Writes into a buffer.
+    pub fn write(&self, b: Buf, at: usize, data: &[u8]) -> Result<()> {
+        if at.checked_add(data.len()).is_none_or(|e| e > b.len) || !self.mem.write(b.off + at, data)
+        {
+            return Err(Error::Invalid("write past the buffer".into()));
+        }
+        Ok(())
+    }
+
+    /// Reads from a buffer.
+    pub fn read(&self, b: Buf, at: usize, out: &mut [u8]) -> Result<()> {
+        if at.checked_add(out.len()).is_none_or(|e| e > b.len) || !self.mem.read(b.off + at, out) {
+            return Err(Error::Invalid("read past the buffer".into()));
+        }
+        Ok(())
+    }
+
+    /// Sets up VF-local queue `q` with `depth` entries per ring and enables it.
+    pub fn queue(&mut self, q: u32, depth: u32) -> Result<Queue> {
+        if q >= self.queues {
+            return Err(Error::Invalid(format!(
+                "queue {q}: the VF owns {} queues",
+                self.queues
+            )));
+        }
+        if !depth.is_power_of_two() || !(jobs::MIN_RING..=jobs::MAX_RING).contains(&depth) {
+            return Err(Error::Invalid(format!(
+                "queue depth {depth}: a power of two from {} to {}",
+                jobs::MIN_RING,
+                jobs::MAX_RING
+            )));
+        }
+        let sq = self.alloc(depth as usize * jobs::SQE_SIZE, 4096)?;
+        let cq = self.alloc(depth as usize * jobs::CQE_SIZE, 4096)?;
+        // A fresh ring: every phase bit 0, so nothing looks new on the first lap.
+        self.write(sq, 0, &vec![0; sq.len])?;
+        self.write(cq, 0, &vec![0; cq.len])?;
+        let base = vf::queue(q as usize) as u64;
+        let w = |r: regs::Reg, v: u32| write32(&self.t, base + r.offset() as u64, v);
+        w(queue::CONTROL, 0)?;
+        w(queue::SQ_BASE_LO, sq.iova() as u32)?;
+        w(queue::SQ_BASE_HI, (sq.iova() >> 32) as u32)?;
+        w(queue::SQ_SIZE, depth)?;
+        w(queue::CQ_BASE_LO, cq.iova() as u32)?;
+        w(queue::CQ_BASE_HI, (cq.iova() >> 32) as u32)?;
+        w(queue::CQ_SIZE, depth)?;
+        w(queue::CONTROL, QueueCtrl::ENABLE.bits())?;
+        Ok(Queue {
+            q,
+            sq,
+            cq,
+            depth,
+            sq_tail: 0,
+            sq_phase: 1,
+            cq_head: 0,
+            cq_phase: 1,
+            inflight: 0,
+            next_tag: 0,
+        })
+    }
+
+    /// The queue's STATUS register (`shared_abi::jobs::queue_status`).
+    pub fn queue_status(&self, q: &Queue) -> Result<u32> {
+        read32(&self.t, vf::queue(q.q as usize) + queue::STATUS.offset())
+    }
+
+    /// Submits a job; returns its tag. Fails if the queue is full (reap completions first).
+    pub fn submit(&self, q: &mut Queue, job: &Job) -> Result<u32> {
+        if q.inflight >= q.depth {
+            return Err(Error::Invalid("queue full: reap completions first".into()));
+        }
+        let tag = q.next_tag;
+        q.next_tag = q.next_tag.wrapping_add(1);
+        let mut e = Sqe::new_zeroed();
+        e.tag = U32::new(tag);
+        e.src = U64::new(job.src.map_or(0, |b| b.iova()));
+        e.dst = U64::new(job.dst.map_or(0, |b| b.iova()));
+        e.len = U32::new(job.len);
+        e.value = U32::new(job.value);
+        let head = SqeHead {
+            phase: q.sq_phase,
+            version: jobs::VERSION,
+            op: job.op.wire(),
+            flags: 0,
+        };
+        let at = q.sq.off + q.sq_tail as usize * jobs::SQE_SIZE;
+        // Body first, then the head dword hands the entry over (shared_abi::jobs).
+        self.mem.write(at + 4, &e.as_bytes()[4..]);
+        self.mem.publish32(at, head.to_word());
+        q.sq_tail += 1;
+        if q.sq_tail == q.depth {
+            q.sq_tail = 0;
+            q.sq_phase ^= 1;
+        }
+        q.inflight += 1;
+        Ok(tag)
+    }
+
+    /// The next completion, if one has arrived.
+    pub fn poll(&self, q: &mut Queue) -> Option<Completion> {
+        let at = q.cq.off + q.cq_head as usize * jobs::CQE_SIZE;
+        let word = self.mem.observe32(at + Cqe::STATUS_OFFSET)?;
+        if Cqe::phase_of(word) != q.cq_phase {
+            return None;
+        }
+        let result = self.mem.read32(at)? as u64 | (self.mem.read32(at + 4)? as u64) << 32;
+        let tag = self.mem.read32(at + 8)?;
+        q.cq_head += 1;
+        if q.cq_head == q.depth {
+            q.cq_head = 0;
+            q.cq_phase ^= 1;
+        }
+        q.inflight = q.inflight.saturating_sub(1);
+        Some(Completion {
+            tag,
+            status: Cqe::status_of(word).unwrap_or(JobStatus::BadDescriptor),
+            result,
+        })
+    }
+
+    /// Waits for the next completion: spins briefly, then sleeps in short steps. A queue the
+    /// device refused (STATUS ≠ 0) or a silent device is an error, not a hang.
+    pub fn wait(&self, q: &mut Queue, timeout: Duration) -> Result<Completion> {
+        let start = Instant::now();
+        let mut spins = 0u32;
+        loop {
+            if let Some(c) = self.poll(q) {
+                return Ok(c);
+            }
+            spins += 1;
+            if spins < 20_000 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let st = self.queue_status(q)?;
+            if st != jobs::queue_status::OK {
+                return Err(Error::Invalid(format!(
+                    "the device stopped queue {} (status {st})",
+                    q.q
+                )));
+            }
+            if start.elapsed() > timeout {
+                return Err(Error::Timeout {
+                    what: "job completion",
+                    ms: timeout.as_millis() as u64,
+                });
+            }
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+}
+
+/// One queue pair of a [`VfDev`].
+#[derive(Debug)]
+pub struct Queue {
+    q: u32,
+    sq: Buf,
+    cq: Buf,
+    depth: u32,
+    sq_tail: u32,
+    sq_phase: u8,
+    cq_head: u32,
+    cq_phase: u8,
+    inflight: u32,
+    next_tag: u32,
+}
+
+impl Queue {
+    /// Jobs submitted and not yet reaped.
+    pub fn inflight(&self) -> u32 {
+        self.inflight
+    }
+    /// Ring entries.
+    pub fn depth(&self) -> u32 {
+        self.depth
+    }
+}
+
+fn read32(t: &VfioUser, off: usize) -> Result<u32> {
+    let mut b = [0u8; 4];
+    t.region_read(BAR0, off as u64, &mut b)?;
+    Ok(u32::from_le_bytes(b))
+}
+
+fn write32(t: &VfioUser, off: u64, v: u32) -> Result<()> {
+    t.region_write(BAR0, off, &v.to_le_bytes())
+}

@@ -1,0 +1,413 @@
+//! The queue engine: hardware that polls every enabled VF's submission rings in host memory
+//! (the polling patent: a doorbell is never needed), fetches each job by DMA through that VF's
+//! map table, runs it, writes its completion and raises the queue's vector when asked.
+//!
+//! It reads only what the firmware programmed (banks, queue ownership) and what the VF wrote
+//! into its own queue blocks; it reaches host memory only through the VF's own DMA table, so a
+//! job can name nothing but its VF's memory. Everything that lands in a queue's registers, the
+//! VF's counters or its completion ring is written under the virtualization unit's lock after
+//! checking that the queue is still the VF's and was not re-armed or reset meanwhile.
+
+use super::*;
+use crate::dma::DmaTable;
+use shared_abi::jobs::{self, queue_status, Cqe, JobOp, JobStatus, Sqe, SqeHead};
+use shared_abi::regs::QueueCtrl;
+use std::sync::atomic::{fence, AtomicU32};
+use std::sync::RwLock;
+use zerocopy::{FromBytes, IntoBytes};
+
+/// Jobs taken from one queue before the engine moves on to the next (round robin).
+const BATCH: usize = 8;
+/// Bytes moved per DMA step of a job.
+const CHUNK: usize = 1 << 20;
+
+/// What the engine knows of one physical queue between polls.
+#[derive(Clone, Copy, Debug, Default)]
+struct Run {
+    epoch: u32,
+    vf: u16,
+    armed: bool,
+    failed: bool,
+    sq: u64,
+    sq_size: u32,
+    cq: u64,
+    cq_size: u32,
+    head: u32,
+    phase: u8,
+    tail: u32,
+    cq_phase: u8,
+}
+
+/// The engine's own state: per-queue progress and its DMA buffers.
+#[derive(Debug)]
+pub struct Engine {
+    runs: Vec<Run>,
+    /// Engine time not yet whole microseconds, per VF.
+    ns: Vec<u64>,
+    buf: Vec<u8>,
+}
+
+impl Engine {
+    /// An engine for `dev`.
+    pub fn new(dev: &Device) -> Self {
+        Engine {
+            runs: vec![Run::default(); dev.board.queues as usize],
+            ns: vec![0; shared_abi::pci::MAX_VFS],
+            buf: vec![0; CHUNK],
+        }
+    }
+}
+
+fn queue_reg(pq: usize, r: regs::Reg) -> usize {
+    r.at(pf::queue(pq))
+}
+
+fn ring_base(lo: u32, hi: u32) -> u64 {
+    (hi as u64) << 32 | lo as u64
+}
+
+fn valid_ring(size: u32) -> bool {
+    size.is_power_of_two() && (jobs::MIN_RING..=jobs::MAX_RING).contains(&size)
+}
+
+/// How a job went: status, the completion's result, and bytes processed.
+type Outcome = (JobStatus, u64, u64);
+
+impl Device {
+    /// Starts the queue engine thread; it runs until `stop`.
+    pub fn spawn_dataplane(
+        self: &Arc<Self>,
+        stop: Arc<AtomicBool>,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let dev = self.clone();
+        std::thread::Builder::new()
+            .name("queue-engine".into())
+            .spawn(move || {
+                let mut e = Engine::new(&dev);
+                let mut idle = crate::fwhost::Idle::default();
+                while !stop.load(Ordering::Acquire) {
+                    if dev.dataplane_poll(&mut e) > 0 {
+                        idle.busy();
+                    } else {
+                        idle.idle();
+                    }
+                }
+            })
+    }
+
+    /// Bumps a queue's epoch: its CONTROL register was written.
+    pub(super) fn queue_control_written(&self, pq: usize) {
+        if let Some(e) = self.queue_epochs.get(pq) {
+            e.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    fn epoch(&self, pq: usize) -> u32 {
+        self.queue_epochs
+            .get(pq)
+            .map_or(0, |e: &AtomicU32| e.load(Ordering::Acquire))
+    }
+
+    /// One pass over every enabled VF's queues. Returns the jobs completed.
+    pub fn dataplane_poll(&self, e: &mut Engine) -> usize {
+        let mut done = 0;
+        for v in 0..self.num_vfs() {
+            if self.vf_state(v) != Some(VfState::Enabled) {
+                continue;
+            }
+            let Some(dma) = self.vf_dma(v) else {
+                continue; // nobody has mapped memory for this VF: no ring can be read
+            };
+            let qbase = self.bank(v, vf_bank::QUEUE_BASE) as usize;
+            let qcount = self.bank(v, vf_bank::QUEUE_COUNT) as usize;
+            for pq in qbase..qbase + qcount {
+                if self.owns_queue(v, pq) {
+                    done += self.serve_queue(e, v, pq, &dma);
+                }
+            }
+        }
+        done
+    }
+
+    fn serve_queue(&self, e: &mut Engine, v: u16, pq: usize, dma: &RwLock<DmaTable>) -> usize {
+        let epoch = self.epoch(pq);
+        let Engine { runs, ns, buf } = e;
+        let Some(run) = runs.get_mut(pq) else {
+            return 0;
+        };
+        if run.epoch != epoch || run.vf != v {
+            *run = Run {
+                epoch,
+                vf: v,
+                ..Run::default()
+            };
+        }
+        if run.failed {
+            return 0;
+        }
+        let ctrl = QueueCtrl::from_bits_retain(self.bar0.read32(queue_reg(pq, queue::CONTROL)));
+        if !ctrl.contains(QueueCtrl::ENABLE) {
+            return 0;
+        }
+        if !run.armed && !self.arm(run, v, pq, ctrl) {
+            return 0;
+        }
+        let mut done = 0;
+        for _ in 0..BATCH {
+            let slot = run.sq + run.head as u64 * jobs::SQE_SIZE as u64;
+            let t = dma.read().unwrap_or_else(|e| e.into_inner());
+            let mut w = [0u8; 4];
+            if t.read(slot, &mut w).is_err() {
+                drop(t);
+                self.stop_queue(run, v, pq, queue_status::DMA_ERROR);
+                break;
+            }
+            let head = SqeHead::from_word(u32::from_le_bytes(w));
+            if head.phase & 1 != run.phase {
+                break; // nothing new
+            }
+            // The head dword hands the entry over (shared_abi::jobs, ordering).
+            fence(Ordering::Acquire);
+            let mut raw = [0u8; jobs::SQE_SIZE];
+            if t.read(slot, &mut raw).is_err() {
+                drop(t);
+                self.stop_queue(run, v, pq, queue_status::DMA_ERROR);
+                break;
+            }
+            let Ok(sqe) = Sqe::read_from_bytes(&raw) else {
+                break;
+            };
+            let start = Instant::now();
+            let (status, result, bytes) = run_job(&t, &sqe, head, buf);
+            let spent = start.elapsed().as_nanos() as u64;
+            drop(t);
+            let outcome = (status, result, bytes);
+            if !self.complete(run, &mut ns[v as usize], pq, v, &sqe, outcome, spent, dma) {
+                break;
+            }
+            done += 1;
+            if ctrl.contains(QueueCtrl::IRQ_ENABLE) {
+                let vector = self.bar0.read32(queue_reg(pq, queue::MSIX_VECTOR));
+                if vector < self.bank(v, vf_bank::VECTOR_COUNT) {
+                    let _ = self.fire_msix(Func::Vf(v), vector, 1);
+                }
+            }
+        }
+        done
+    }
+
+    /// Checks a newly enabled queue's rings; says why in STATUS if they are unusable.
+    fn arm(&self, run: &mut Run, v: u16, pq: usize, ctrl: QueueCtrl) -> bool {
+        let r = |reg| self.bar0.read32(queue_reg(pq, reg));
+        let sq = ring_base(r(queue::SQ_BASE_LO), r(queue::SQ_BASE_HI));
+        let cq = ring_base(r(queue::CQ_BASE_LO), r(queue::CQ_BASE_HI));
+        let (sq_size, cq_size) = (r(queue::SQ_SIZE), r(queue::CQ_SIZE));
+        let status = if !valid_ring(sq_size) || !valid_ring(cq_size) || cq_size < sq_size {
+            queue_status::BAD_SIZE
+        } else if !sq.is_multiple_of(jobs::SQE_SIZE as u64)
+            || !cq.is_multiple_of(jobs::CQE_SIZE as u64)
+        {
+            queue_status::BAD_ALIGNMENT
+        } else if ctrl.contains(QueueCtrl::IRQ_ENABLE)
+            && r(queue::MSIX_VECTOR) >= self.bank(v, vf_bank::VECTOR_COUNT)
+        {
+            queue_status::BAD_VECTOR
+        } else {
+            queue_status::OK
+        };
+        let _vu = lock(&self.vu);
+        if self.epoch(pq) != run.epoch || !self.owns_queue(v, pq) {
+            return false;
+        }
+        self.bar0.write32(queue_reg(pq, queue::STATUS), status);
+        self.bar0.write32(queue_reg(pq, queue::SQ_HEAD), 0);
+        self.bar0.write32(queue_reg(pq, queue::CQ_TAIL), 0);
+        if status != queue_status::OK {
+            run.failed = true;
+            return false;
+        }
+        *run = Run {
+            armed: true,
+            sq,
+            sq_size,
+            cq,
+            cq_size,
+            phase: 1,
+            cq_phase: 1,
+            ..*run
+        };
+        true
+    }
+
+    fn stop_queue(&self, run: &mut Run, v: u16, pq: usize, status: u32) {
+        run.failed = true;
+        let _vu = lock(&self.vu);
+        if self.epoch(pq) == run.epoch && self.owns_queue(v, pq) {
+            self.bar0.write32(queue_reg(pq, queue::STATUS), status);
+        }
+    }
+
+    /// Writes a job's completion and counts it, unless the queue was re-armed, reset or taken
+    /// from the VF while the job ran (then nothing is written and the queue's run restarts
+    /// from the registers). Returns whether the queue goes on.
+    #[allow(clippy::too_many_arguments)]
+    fn complete(
+        &self,
+        run: &mut Run,
+        ns: &mut u64,
+        pq: usize,
+        v: u16,
+        sqe: &Sqe,
+        (status, result, bytes): Outcome,
+        spent_ns: u64,
+        dma: &RwLock<DmaTable>,
+    ) -> bool {
+        let _vu = lock(&self.vu);
+        if self.epoch(pq) != run.epoch || !self.owns_queue(v, pq) {
+            run.armed = false;
+            return false;
+        }
+        let cqe = Cqe {
+            result: result.into(),
+            tag: sqe.tag,
+            status: Cqe::status_word(status, run.cq_phase).into(),
+        };
+        let at = run.cq + run.tail as u64 * jobs::CQE_SIZE as u64;
+        let b = cqe.as_bytes();
+        let t = dma.read().unwrap_or_else(|e| e.into_inner());
+        // Result and tag first; the status dword hands the entry over.
+        let wrote = t.write(at, &b[..Cqe::STATUS_OFFSET]).is_ok() && {
+            fence(Ordering::Release);
+            t.write(at + Cqe::STATUS_OFFSET as u64, &b[Cqe::STATUS_OFFSET..])
+                .is_ok()
+        };
+        drop(t);
+        if !wrote {
+            run.failed = true;
+            self.bar0
+                .write32(queue_reg(pq, queue::STATUS), queue_status::DMA_ERROR);
+            return false;
+        }
+        run.head += 1;
+        if run.head == run.sq_size {
+            run.head = 0;
+            run.phase ^= 1;
+        }
+        run.tail += 1;
+        if run.tail == run.cq_size {
+            run.tail = 0;
+            run.cq_phase ^= 1;
+        }
+        self.bar0.write32(queue_reg(pq, queue::SQ_HEAD), run.head);
+        self.bar0.write32(queue_reg(pq, queue::CQ_TAIL), run.tail);
+        *ns += spent_ns;
+        let us = *ns / 1000;
+        *ns %= 1000;
+        let base = pf::vf_bank(v as usize);
+        self.add64(base, vf_bank::JOBS_LO, vf_bank::JOBS_HI, 1);
+        self.add64(base, vf_bank::BYTES_LO, vf_bank::BYTES_HI, bytes);
+        self.add64(base, vf_bank::ENGINE_US_LO, vf_bank::ENGINE_US_HI, us);
+        true
+    }
+
+    /// Adds to a 64-bit counter kept as two registers. Bit 31 of the high word is set while
+    /// the pair changes (docs/abi.md §3), so a reader retries instead of seeing half of it.
+    fn add64(&self, base: usize, lo: regs::Reg, hi: regs::Reg, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let h = self.bar0.read32(hi.at(base)) & !COUNTER_BUSY;
+        let cur = (h as u64) << 32 | self.bar0.read32(lo.at(base)) as u64;
+        let new = cur.saturating_add(n).min(COUNTER_MAX);
+        self.bar0.write32(hi.at(base), h | COUNTER_BUSY);
+        self.bar0.write32(lo.at(base), new as u32);
+        self.bar0.publish32(hi.at(base), (new >> 32) as u32);
+    }
+}
+
+/// Set in a 64-bit counter's high word while the hardware updates the pair.
+const COUNTER_BUSY: u32 = 1 << 31;
+/// Counters saturate here rather than reach the busy bit.
+const COUNTER_MAX: u64 = (1 << 63) - 1;
+
+fn host(e: crate::dma::DmaError) -> JobStatus {
+    let _ = e;
+    JobStatus::HostDma
+}
+
+/// Runs one job between host buffers named by IOVA in the VF's DMA table.
+fn run_job(t: &DmaTable, s: &Sqe, head: SqeHead, buf: &mut [u8]) -> Outcome {
+    let bad = (JobStatus::BadDescriptor, 0, 0);
+    if head.version != jobs::VERSION
+        || head.flags != 0
+        || s.reserved.iter().any(|r| r.get() != 0)
+        || head.phase & !1 != 0
+    {
+        return bad;
+    }
+    let Some(op) = JobOp::from_wire(head.op) else {
+        return (JobStatus::BadOpcode, 0, 0);
+    };
+    let len = s.len.get() as usize;
+    if len == 0 || len > jobs::MAX_JOB_LEN as usize {
+        return bad;
+    }
+    let (src, dst, value) = (s.src.get(), s.dst.get(), s.value.get());
+    let r = match op {
+        JobOp::Copy if value != 0 => return bad,
+        JobOp::Copy => copy(t, src, dst, len, buf).map(|_| len as u64),
+        JobOp::Fill if value > 0xFF => return bad,
+        JobOp::Fill => {
+            buf.fill(value as u8);
+            (0..len)
+                .step_by(CHUNK)
+                .try_for_each(|o| {
+                    let n = CHUNK.min(len - o);
+                    t.write(dst + o as u64, &buf[..n]).map_err(host)
+                })
+                .map(|_| len as u64)
+        }
+        JobOp::Crc32c => (0..len)
+            .step_by(CHUNK)
+            .try_fold(value, |crc, o| {
+                let n = CHUNK.min(len - o);
+                t.read(src + o as u64, &mut buf[..n]).map_err(host)?;
+                Ok(jobs::crc32c(crc, &buf[..n]))
+            })
+            .map(u64::from),
+        JobOp::Sha256 if value != 0 => return bad,
+        JobOp::Sha256 => {
+            use sha2::Digest;
+            let mut h = sha2::Sha256::new();
+            (0..len)
+                .step_by(CHUNK)
+                .try_for_each(|o| {
+                    let n = CHUNK.min(len - o);
+                    t.read(src + o as u64, &mut buf[..n]).map_err(host)?;
+                    h.update(&buf[..n]);
+                    Ok(())
+                })
+                .and_then(|_| t.write(dst, &h.finalize()).map_err(host))
+                .map(|_| 0)
+        }
+    };
+    match r {
+        Ok(result) => (JobStatus::Ok, result, len as u64),
+        Err(st) => (st, 0, 0),
+    }
+}
+
+/// Copies with `memmove` semantics: overlapping ranges copy as if through a temporary.
+fn copy(t: &DmaTable, src: u64, dst: u64, len: usize, buf: &mut [u8]) -> Result<(), JobStatus> {
+    let step = |o: usize, buf: &mut [u8]| {
+        let n = CHUNK.min(len - o);
+        t.read(src + o as u64, &mut buf[..n]).map_err(host)?;
+        t.write(dst + o as u64, &buf[..n]).map_err(host)
+    };
+    let offsets: Vec<usize> = (0..len).step_by(CHUNK).collect();
+    if dst > src && dst < src.saturating_add(len as u64) {
+        offsets.iter().rev().try_for_each(|&o| step(o, buf))
+    } else {
+        offsets.iter().try_for_each(|&o| step(o, buf))
+    }
+}
