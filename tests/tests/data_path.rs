@@ -419,3 +419,53 @@ fn a_vf_without_a_dma_client_is_left_alone_and_another_client_cannot_take_its_me
     assert_eq!(crc(&a, &mut qa, ba), jobs::crc32c(0, &[1; 4096]) as u64);
     assert_eq!(crc(&b, &mut qb, bb), jobs::crc32c(0, &[2; 4096]) as u64);
 }
+
+#[test]
+fn accelctl_vf_run_reports_checked_throughput_for_every_job_type() {
+    let sim = with_vfs(2);
+    for job in ["copy", "fill", "crc32c", "sha256"] {
+        let r = sim.ctl_json(&[
+            "vf",
+            "run",
+            "1",
+            "--job",
+            job,
+            "--size",
+            "64K",
+            "--queues",
+            "2",
+            "--depth",
+            "8",
+            "--seconds",
+            "0.3",
+        ]);
+        assert_eq!(r["job"], job);
+        assert_eq!(
+            (r["size"].as_u64(), r["queues"].as_u64()),
+            (Some(65536), Some(2))
+        );
+        let jobs = r["jobs"].as_u64().unwrap();
+        assert!(jobs > 0, "{r}");
+        assert_eq!(r["bytes"].as_u64().unwrap(), jobs * 65536);
+        assert!(r["gib_per_s"].as_f64().unwrap() > 0.0);
+        assert!(r["latency_us_p99"].as_f64().unwrap() >= r["latency_us_p50"].as_f64().unwrap());
+    }
+    // The device counted what accelctl ran, on VF 1 only.
+    let stats = sim.ctl_json(&["stats"]);
+    assert!(stats["vfs"][1]["jobs"].as_u64().unwrap() > 0);
+    assert_eq!(stats["vfs"][0]["jobs"], 0);
+    // Refusals name the problem and exit 2.
+    for (args, msg) in [
+        (vec!["--job", "md5"], "--job md5"),
+        (vec!["--queues", "9999"], "--queues 9999"),
+        (vec!["--depth", "3"], "queue depth 3"),
+        (vec!["--size", "17M"], "--size"),
+    ] {
+        let mut a = vec!["vf", "run", "0", "--seconds", "0.1"];
+        a.extend(args);
+        let o = sim.ctl(&a);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{a:?}: {err}");
+        assert!(err.contains(msg), "{a:?}: {err}");
+    }
+}

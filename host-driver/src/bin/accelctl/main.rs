@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod output;
+mod run;
 
 use clap::{Args, Parser, Subcommand};
 use host_driver::error::{Error, Result};
@@ -23,6 +24,7 @@ Examples:
   accelctl -d /tmp/accelvirt/accel0.sock vf resize 1 --memory 8G
   accelctl -d /tmp/accelvirt/accel0.sock destroy-vf --all
   accelctl -d 0000:3b:00.0 stats --watch 1
+  accelctl -d /tmp/accelvirt/accel0.sock vf run 0 --job crc32c --size 1M --queues 2 --seconds 5
 
 The device (-d, or ACCEL_DEVICE) is a PCI address, driven through the kernel's VFIO, or the
 path of a vfio-user socket (accel-sim).
@@ -146,6 +148,26 @@ enum VfCmd {
         id: u16,
         #[arg(long)]
         weight: u16,
+    },
+    /// Run jobs on a VF from here: keeps its queues full for a while, checks every result
+    /// against the host's, and prints throughput and latency.
+    Run {
+        id: u16,
+        /// copy, fill, crc32c or sha256.
+        #[arg(long, default_value = "crc32c")]
+        job: String,
+        /// Bytes per job (e.g. 4K, 1M; at most 16M).
+        #[arg(long, default_value = "1M")]
+        size: String,
+        /// Queues to drive at once.
+        #[arg(long, default_value_t = 1)]
+        queues: u32,
+        /// Jobs in flight per queue (a power of two, 2..=4096).
+        #[arg(long, default_value_t = 32)]
+        depth: u32,
+        /// How long to keep submitting.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
     },
 }
 
@@ -331,6 +353,39 @@ async fn run(cli: Cli, out: &Out) -> Result<()> {
                 }
                 VfCmd::Reset { id } => out.vfs(&[a.reset(id).await?], shift),
                 VfCmd::Qos { id, weight } => out.vfs(&[a.set_qos(id, weight).await?], shift),
+                VfCmd::Run {
+                    id,
+                    job,
+                    size,
+                    queues,
+                    depth,
+                    seconds,
+                } => {
+                    if !(0.0..=86_400.0).contains(&seconds) {
+                        return Err(Error::Invalid(format!(
+                            "--seconds {seconds}: from 0 to 86400"
+                        )));
+                    }
+                    let size = u32::try_from(parse_size(&size)?)
+                        .map_err(|_| Error::Invalid("--size: at most 16M".into()))?;
+                    let load = run::Load {
+                        op: run::parse_op(&job)?,
+                        size,
+                        queues,
+                        depth,
+                        duration: Duration::from_secs_f64(seconds),
+                    };
+                    let socket = match a.handoff(id)?.endpoint {
+                        host_driver::transport::VfEndpoint::Socket { path } => path,
+                        host_driver::transport::VfEndpoint::Pci { address, .. } => {
+                            return Err(Error::Invalid(format!(
+                                "VF {id} is {address}, driven by the kernel: `vf run` drives \
+                                 vfio-user VFs (accel-sim) only so far"
+                            )))
+                        }
+                    };
+                    out.run_report(&run::run(&socket, load)?);
+                }
             }
             Ok(())
         }

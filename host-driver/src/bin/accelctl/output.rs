@@ -325,6 +325,31 @@ impl Out {
         print!("\nhand a VF to a VM:\n{all}{PF_WARNING}\n");
     }
 
+    pub fn run_report(&self, r: &crate::run::Report) {
+        if self.json {
+            return print_json(r);
+        }
+        println!(
+            "{} × {} bytes on {} queue{} × depth {}: {} jobs in {:.2} s",
+            r.job,
+            r.size,
+            r.queues,
+            if r.queues == 1 { "" } else { "s" },
+            r.depth,
+            r.jobs,
+            r.seconds
+        );
+        println!(
+            "throughput  {:.3} GiB/s, {:.0} jobs/s",
+            r.gib_per_s, r.jobs_per_s
+        );
+        println!(
+            "latency     p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs (submit to reap)",
+            r.latency_us_p50, r.latency_us_p99, r.latency_us_max
+        );
+        println!("every result matched the host's");
+    }
+
     pub fn destroyed(&self, n: u16) {
         if self.json {
             return print_json(&json!({ "destroyed": n }));
