@@ -469,3 +469,73 @@ fn accelctl_vf_run_reports_checked_throughput_for_every_job_type() {
         assert!(err.contains(msg), "{a:?}: {err}");
     }
 }
+
+/// Keeps a VF's queue full of CRC32C jobs until `stop`.
+fn saturate(
+    sock: PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut dev = VfDev::open(&sock, 2 << 20).unwrap();
+        let mut q = dev.queue(0, 16).unwrap();
+        let buf = dev.alloc(256 << 10, 4096).unwrap();
+        let job = Job {
+            op: JobOp::Crc32c,
+            src: Some(buf),
+            dst: None,
+            len: buf.len as u32,
+            value: 0,
+        };
+        let mut done = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            while q.inflight() < q.depth() {
+                dev.submit(&mut q, &job).unwrap();
+            }
+            assert_eq!(dev.wait(&mut q, T).unwrap().status, JobStatus::Ok);
+            done += 1;
+        }
+        while q.inflight() > 0 {
+            dev.wait(&mut q, T).unwrap();
+        }
+        done
+    })
+}
+
+/// Engine time each VF got over `d` while both are saturated.
+fn shares(sim: &Sim, d: Duration) -> (f64, f64) {
+    let us = |s: &serde_json::Value, v: usize| s["vfs"][v]["engine_us"].as_u64().unwrap() as f64;
+    let a = sim.ctl_json(&["stats"]);
+    std::thread::sleep(d);
+    let b = sim.ctl_json(&["stats"]);
+    (us(&b, 0) - us(&a, 0), us(&b, 1) - us(&a, 1))
+}
+
+#[test]
+fn a_saturated_engine_is_shared_by_weight_and_set_qos_changes_it_live() {
+    let sim = with_vfs(2);
+    sim.ctl_json(&["vf", "qos", "0", "--weight", "100"]);
+    sim.ctl_json(&["vf", "qos", "1", "--weight", "300"]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers = [
+        saturate(vf_socket(&sim, 0), stop.clone()),
+        saturate(vf_socket(&sim, 1), stop.clone()),
+    ];
+    std::thread::sleep(Duration::from_millis(300));
+    let (a, b) = shares(&sim, Duration::from_millis(1500));
+    assert!(
+        a > 0.0 && b / a > 2.0 && b / a < 4.5,
+        "weights 100:300 gave {a}:{b} µs"
+    );
+    // Live: equal weights, equal shares.
+    sim.ctl_json(&["vf", "qos", "1", "--weight", "100"]);
+    std::thread::sleep(Duration::from_millis(200));
+    let (a, b) = shares(&sim, Duration::from_millis(1500));
+    assert!(
+        b / a > 0.6 && b / a < 1.6,
+        "weights 100:100 gave {a}:{b} µs"
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in workers {
+        assert!(w.join().unwrap() > 0);
+    }
+}

@@ -18,6 +18,9 @@ use zerocopy::{FromBytes, IntoBytes};
 
 /// Jobs taken from one queue before the engine moves on to the next (round robin).
 const BATCH: usize = 8;
+/// Engine time a VF of weight 100 may spend per pass over the VFs (deficit round robin: a
+/// VF's share of a saturated engine is its weight over the busy VFs' total).
+const QUANTUM_NS: i64 = 50_000;
 /// Bytes moved per DMA step of a job.
 const CHUNK: usize = 1 << 20;
 
@@ -44,6 +47,8 @@ pub struct Engine {
     runs: Vec<Run>,
     /// Engine time not yet whole microseconds, per VF.
     ns: Vec<u64>,
+    /// Engine time each VF may still spend this pass (deficit round robin, in ns).
+    deficit: Vec<i64>,
     buf: Vec<u8>,
 }
 
@@ -53,6 +58,7 @@ impl Engine {
         Engine {
             runs: vec![Run::default(); dev.board.queues as usize],
             ns: vec![0; shared_abi::pci::MAX_VFS],
+            deficit: vec![0; shared_abi::pci::MAX_VFS],
             buf: vec![0; CHUNK],
         }
     }
@@ -109,29 +115,50 @@ impl Device {
     }
 
     /// One pass over every enabled VF's queues. Returns the jobs completed.
+    ///
+    /// Each VF's turn is bounded by its deficit: it gains QUANTUM × weight / 100 of engine
+    /// time per pass and spends what its jobs take. A VF with nothing to run keeps no credit
+    /// (it cannot save up while idle); one that overran carries the debt into the next pass.
     pub fn dataplane_poll(&self, e: &mut Engine) -> usize {
         let mut done = 0;
         for v in 0..self.num_vfs() {
+            let vi = v as usize;
             if self.vf_state(v) != Some(VfState::Enabled) {
+                e.deficit[vi] = 0;
                 continue;
             }
             let Some(dma) = self.vf_dma(v) else {
                 continue; // nobody has mapped memory for this VF: no ring can be read
             };
+            let weight = self.bank(v, vf_bank::QOS_WEIGHT).clamp(1, 1000) as i64;
+            e.deficit[vi] = e.deficit[vi].saturating_add(QUANTUM_NS * weight / 100);
             let qbase = self.bank(v, vf_bank::QUEUE_BASE) as usize;
             let qcount = self.bank(v, vf_bank::QUEUE_COUNT) as usize;
+            let mut ran = 0;
             for pq in qbase..qbase + qcount {
+                if e.deficit[vi] <= 0 {
+                    break;
+                }
                 if self.owns_queue(v, pq) {
-                    done += self.serve_queue(e, v, pq, &dma);
+                    ran += self.serve_queue(e, v, pq, &dma);
                 }
             }
+            if ran == 0 && e.deficit[vi] > 0 {
+                e.deficit[vi] = 0;
+            }
+            done += ran;
         }
         done
     }
 
     fn serve_queue(&self, e: &mut Engine, v: u16, pq: usize, dma: &RwLock<DmaTable>) -> usize {
         let epoch = self.epoch(pq);
-        let Engine { runs, ns, buf } = e;
+        let Engine {
+            runs,
+            ns,
+            deficit,
+            buf,
+        } = e;
         let Some(run) = runs.get_mut(pq) else {
             return 0;
         };
@@ -154,6 +181,9 @@ impl Device {
         }
         let mut done = 0;
         for _ in 0..BATCH {
+            if deficit[v as usize] <= 0 {
+                break;
+            }
             let slot = run.sq + run.head as u64 * jobs::SQE_SIZE as u64;
             let t = dma.read().unwrap_or_else(|e| e.into_inner());
             let mut w = [0u8; 4];
@@ -180,6 +210,7 @@ impl Device {
             let start = Instant::now();
             let (status, result, bytes) = run_job(&t, &sqe, head, buf);
             let spent = start.elapsed().as_nanos() as u64;
+            deficit[v as usize] = deficit[v as usize].saturating_sub(spent as i64);
             drop(t);
             let outcome = (status, result, bytes);
             if !self.complete(run, &mut ns[v as usize], pq, v, &sqe, outcome, spent, dma) {
