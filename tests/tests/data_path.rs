@@ -539,3 +539,87 @@ fn a_saturated_engine_is_shared_by_weight_and_set_qos_changes_it_live() {
         assert!(w.join().unwrap() > 0);
     }
 }
+
+#[test]
+fn resetting_a_vf_mid_traffic_stops_only_its_jobs() {
+    use shared_abi::regs::{queue, vf};
+    let sim = with_vfs(2);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // VF 1 runs checked jobs throughout.
+    let bystander = {
+        let (sock, stop) = (vf_socket(&sim, 1), stop.clone());
+        std::thread::spawn(move || {
+            let mut dev = VfDev::open(&sock, 2 << 20).unwrap();
+            let mut q = dev.queue(0, 8).unwrap();
+            let buf = dev.alloc(128 << 10, 4096).unwrap();
+            let data = pattern(buf.len, 11);
+            dev.write(buf, 0, &data).unwrap();
+            let want = jobs::crc32c(0, &data) as u64;
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let c = run(
+                    &dev,
+                    &mut q,
+                    Job {
+                        op: JobOp::Crc32c,
+                        src: Some(buf),
+                        dst: None,
+                        len: buf.len as u32,
+                        value: 0,
+                    },
+                );
+                assert_eq!((c.status, c.result), (JobStatus::Ok, want));
+                n += 1;
+            }
+            n
+        })
+    };
+    // VF 0 fills its ring with long copies, then is reset while they run.
+    let mut dev = VfDev::open(&vf_socket(&sim, 0), 40 << 20).unwrap();
+    let mut q = dev.queue(0, 8).unwrap();
+    let (src, dst) = (dev.alloc(4 << 20, 4096).unwrap(), dev.alloc(4 << 20, 4096).unwrap());
+    for _ in 0..8 {
+        dev.submit(
+            &mut q,
+            &Job {
+                op: JobOp::Copy,
+                src: Some(src),
+                dst: Some(dst),
+                len: src.len as u32,
+                value: 0,
+            },
+        )
+        .unwrap();
+    }
+    let r = sim.ctl_json(&["vf", "reset", "0"]);
+    assert_eq!(r["vfs"][0]["flr_count"], 1, "{r}");
+    // The reset disabled VF 0's queue; nothing more completes on it.
+    let raw = host_driver::vfio_user::VfioUser::connect(&vf_socket(&sim, 0), false).unwrap();
+    let mut b = [0u8; 4];
+    raw.region_read(0, (vf::queue(0) + queue::CONTROL.offset()) as u64, &mut b)
+        .unwrap();
+    assert_eq!(u32::from_le_bytes(b), 0, "CONTROL cleared by the reset");
+    let before = (0..8).filter_map(|_| dev.poll(&mut q)).count();
+    std::thread::sleep(Duration::from_millis(100));
+    let after = (0..8).filter_map(|_| dev.poll(&mut q)).count();
+    assert_eq!(after, 0, "no completion lands after the reset ({before} before)");
+    // The driver sets its queue up again and goes on.
+    let mut q = dev.queue(0, 8).unwrap();
+    let c = run(
+        &dev,
+        &mut q,
+        Job {
+            op: JobOp::Fill,
+            src: None,
+            dst: Some(dst),
+            len: 4096,
+            value: 3,
+        },
+    );
+    assert_eq!(c.status, JobStatus::Ok);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(bystander.join().unwrap() > 0);
+    let stats = sim.ctl_json(&["stats"]);
+    assert_eq!(stats["vfs"][1]["faults"], 0);
+    assert_eq!(stats["vfs"][1]["flr_count"], 0);
+}
