@@ -157,6 +157,25 @@ pub fn trapped_cas32(t: &(impl Transport + ?Sized), off: usize, new: u32) -> Res
     Ok(new == 0 || t.read32(off)? == new)
 }
 
+/// Finds a standard capability in the list at 0x34 (as the kernel's `pci_find_capability`).
+pub fn find_cap(t: &dyn Transport, id: u8) -> Result<Option<u64>> {
+    let mut p = [0u8; 1];
+    t.config_read(0x34, &mut p)?;
+    let mut pos = (p[0] & 0xFC) as u64;
+    for _ in 0..48 {
+        if pos < 0x40 {
+            return Ok(None);
+        }
+        let mut h = [0u8; 2];
+        t.config_read(pos, &mut h)?;
+        if h[0] == id {
+            return Ok(Some(pos));
+        }
+        pos = (h[1] & 0xFC) as u64;
+    }
+    Ok(None)
+}
+
 /// Finds a PCIe extended capability (as the kernel's `pci_find_ext_capability` does).
 pub fn find_ext_cap(t: &dyn Transport, id: u16) -> Result<Option<u64>> {
     let mut pos = 0x100u64;

@@ -7,6 +7,7 @@
 //! IOVAs are the client's choice ([`IOVA_BASE`] upward).
 
 use crate::error::{Error, Result};
+use crate::transport::Transport;
 use crate::vfio_user::VfioUser;
 use shared_abi::jobs::{self, Cqe, JobOp, JobStatus, Sqe, SqeHead};
 use shared_abi::regs::{self, queue, vf, QueueCtrl, VfStatus};
@@ -181,8 +182,48 @@ impl VfDev {
         Ok(())
     }
 
-    /// Sets up VF-local queue `q` with `depth` entries per ring and enables it.
+    /// Sets up VF-local queue `q` with `depth` entries per ring and enables it; completions
+    /// are reaped by polling.
     pub fn queue(&mut self, q: u32, depth: u32) -> Result<Queue> {
+        self.setup_queue(q, depth, None)
+    }
+
+    /// The same, and the device raises the VF's MSI-X `vector` after each completion: [`wait`]
+    /// then sleeps on it instead of polling. Enables bus mastering and MSI-X on the VF and
+    /// registers an eventfd for the vector.
+    ///
+    /// [`wait`]: VfDev::wait
+    pub fn queue_with_irq(&mut self, q: u32, depth: u32, vector: u32) -> Result<Queue> {
+        use nix::sys::eventfd::{EfdFlags, EventFd};
+        let msix = crate::transport::find_cap(&self.t, 0x11)?
+            .ok_or_else(|| Error::NotOurDevice("the VF has no MSI-X capability".into()))?;
+        let mut b = [0u8; 2];
+        self.t.config_read(msix + 2, &mut b)?;
+        let table = (u16::from_le_bytes(b) & 0x7FF) as u32 + 1;
+        if vector >= table {
+            return Err(Error::Invalid(format!(
+                "vector {vector}: the VF has {table} MSI-X vectors"
+            )));
+        }
+        // MSI-X enabled, function not masked; a completion interrupt is a memory write, so the
+        // VF must be a bus master.
+        let ctl = (u16::from_le_bytes(b) | 0x8000) & !0x4000;
+        self.t.config_write(msix + 2, &ctl.to_le_bytes())?;
+        self.t.config_read(0x04, &mut b)?;
+        self.t
+            .config_write(0x04, &(u16::from_le_bytes(b) | 0x4).to_le_bytes())?;
+        let efd = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+            .map_err(|e| Error::Io(e.into()))?;
+        self.t.set_msix_eventfds(vector, &[efd.as_fd()])?;
+        self.setup_queue(q, depth, Some((vector, efd)))
+    }
+
+    fn setup_queue(
+        &mut self,
+        q: u32,
+        depth: u32,
+        irq: Option<(u32, nix::sys::eventfd::EventFd)>,
+    ) -> Result<Queue> {
         if q >= self.queues {
             return Err(Error::Invalid(format!(
                 "queue {q}: the VF owns {} queues",
@@ -203,6 +244,7 @@ impl VfDev {
         self.write(cq, 0, &vec![0; cq.len])?;
         let base = vf::queue(q as usize) as u64;
         let w = |r: regs::Reg, v: u32| write32(&self.t, base + r.offset() as u64, v);
+        let mut ctrl = QueueCtrl::ENABLE;
         w(queue::CONTROL, 0)?;
         w(queue::SQ_BASE_LO, sq.iova() as u32)?;
         w(queue::SQ_BASE_HI, (sq.iova() >> 32) as u32)?;
@@ -210,7 +252,11 @@ impl VfDev {
         w(queue::CQ_BASE_LO, cq.iova() as u32)?;
         w(queue::CQ_BASE_HI, (cq.iova() >> 32) as u32)?;
         w(queue::CQ_SIZE, depth)?;
-        w(queue::CONTROL, QueueCtrl::ENABLE.bits())?;
+        if let Some((vector, _)) = &irq {
+            w(queue::MSIX_VECTOR, *vector)?;
+            ctrl |= QueueCtrl::IRQ_ENABLE;
+        }
+        w(queue::CONTROL, ctrl.bits())?;
         Ok(Queue {
             q,
             sq,
@@ -222,6 +268,8 @@ impl VfDev {
             cq_phase: 1,
             inflight: 0,
             next_tag: 0,
+            irq: irq.map(|(_, fd)| fd),
+            interrupts: 0,
         })
     }
 
@@ -284,8 +332,9 @@ impl VfDev {
         })
     }
 
-    /// Waits for the next completion: spins briefly, then sleeps in short steps. A queue the
-    /// device refused (STATUS ≠ 0) or a silent device is an error, not a hang.
+    /// Waits for the next completion: spins briefly, then sleeps on the queue's interrupt if
+    /// it has one, else in short steps. A queue the device refused (STATUS ≠ 0) or a silent
+    /// device is an error, not a hang.
     pub fn wait(&self, q: &mut Queue, timeout: Duration) -> Result<Completion> {
         let start = Instant::now();
         let mut spins = 0u32;
@@ -305,13 +354,26 @@ impl VfDev {
                     q.q
                 )));
             }
-            if start.elapsed() > timeout {
+            let left = timeout.saturating_sub(start.elapsed());
+            if left.is_zero() {
                 return Err(Error::Timeout {
                     what: "job completion",
                     ms: timeout.as_millis() as u64,
                 });
             }
-            std::thread::sleep(Duration::from_micros(50));
+            match &q.irq {
+                Some(fd) => {
+                    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+                    let ms = left.as_millis().min(100) as u16;
+                    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+                    if poll(&mut fds, PollTimeout::from(ms.max(1))).unwrap_or(0) > 0 {
+                        if let Ok(n) = fd.read() {
+                            q.interrupts += n;
+                        }
+                    }
+                }
+                None => std::thread::sleep(Duration::from_micros(50)),
+            }
         }
     }
 }
@@ -329,9 +391,15 @@ pub struct Queue {
     cq_phase: u8,
     inflight: u32,
     next_tag: u32,
+    irq: Option<nix::sys::eventfd::EventFd>,
+    interrupts: u64,
 }
 
 impl Queue {
+    /// Completion interrupts this queue's waits have consumed.
+    pub fn interrupts(&self) -> u64 {
+        self.interrupts
+    }
     /// Jobs submitted and not yet reaped.
     pub fn inflight(&self) -> u32 {
         self.inflight

@@ -577,7 +577,10 @@ fn resetting_a_vf_mid_traffic_stops_only_its_jobs() {
     // VF 0 fills its ring with long copies, then is reset while they run.
     let mut dev = VfDev::open(&vf_socket(&sim, 0), 40 << 20).unwrap();
     let mut q = dev.queue(0, 8).unwrap();
-    let (src, dst) = (dev.alloc(4 << 20, 4096).unwrap(), dev.alloc(4 << 20, 4096).unwrap());
+    let (src, dst) = (
+        dev.alloc(4 << 20, 4096).unwrap(),
+        dev.alloc(4 << 20, 4096).unwrap(),
+    );
     for _ in 0..8 {
         dev.submit(
             &mut q,
@@ -602,7 +605,10 @@ fn resetting_a_vf_mid_traffic_stops_only_its_jobs() {
     let before = (0..8).filter_map(|_| dev.poll(&mut q)).count();
     std::thread::sleep(Duration::from_millis(100));
     let after = (0..8).filter_map(|_| dev.poll(&mut q)).count();
-    assert_eq!(after, 0, "no completion lands after the reset ({before} before)");
+    assert_eq!(
+        after, 0,
+        "no completion lands after the reset ({before} before)"
+    );
     // The driver sets its queue up again and goes on.
     let mut q = dev.queue(0, 8).unwrap();
     let c = run(
@@ -622,4 +628,34 @@ fn resetting_a_vf_mid_traffic_stops_only_its_jobs() {
     let stats = sim.ctl_json(&["stats"]);
     assert_eq!(stats["vfs"][1]["faults"], 0);
     assert_eq!(stats["vfs"][1]["flr_count"], 0);
+}
+
+#[test]
+fn completions_can_be_reaped_by_msix_interrupt() {
+    let sim = with_vfs(1);
+    let mut dev = VfDev::open(&vf_socket(&sim, 0), 4 << 20).unwrap();
+    let mut q = dev.queue_with_irq(2, 4, 3).unwrap();
+    let buf = dev.alloc(2 << 20, 4096).unwrap();
+    for i in 0..20 {
+        // Big enough that the waiter is past its spin and asleep on the eventfd.
+        let c = run(
+            &dev,
+            &mut q,
+            Job {
+                op: JobOp::Fill,
+                src: None,
+                dst: Some(buf),
+                len: buf.len as u32,
+                value: i,
+            },
+        );
+        assert_eq!(c.status, JobStatus::Ok);
+    }
+    assert!(
+        q.interrupts() > 0,
+        "the waits slept on the completion vector"
+    );
+    // A vector the VF does not have is refused before anything is set up.
+    let v = dev.queue_with_irq(3, 4, 100_000).unwrap_err();
+    assert!(v.to_string().contains("MSI-X vectors"), "{v}");
 }
