@@ -307,6 +307,15 @@ pub fn reset_vf<R: Regs, C: Clock>(ctx: &mut Ctx<'_, R, C>, vf: u16) -> Result<(
         banks::clear_queue(ctx.regs, q as usize);
     }
     let scrubbed = banks::scrub(ctx.regs, alloc.mem);
+    // A reset VF starts without a stage-1 table (its memory, the table included, is gone);
+    // the changed registers also flush its IOTLB.
+    for r in [
+        vf_bank::XLAT_ROOT_LO,
+        vf_bank::XLAT_ROOT_HI,
+        vf_bank::XLAT_PAGES,
+    ] {
+        ctx.regs.write32(r.at(base), 0);
+    }
     let flrs = ctx.regs.read32(vf_bank::FLR_COUNT.at(base)).wrapping_add(1);
     ctx.regs.write32(vf_bank::FLR_COUNT.at(base), flrs);
     ctx.books.end_reset(vf);

@@ -40,13 +40,12 @@ pub const fn fw_version(major: u8, minor: u8, patch: u16) -> u32 {
     (major as u32) << 24 | (minor as u32) << 16 | patch as u32
 }
 
-/// What this board supports. EVENTS (nothing consumes the event ring yet) and TRANSLATION
-/// (jobs name host memory only; stage-1 translation of device memory is not built) stay off
-/// until they are real.
+/// What this board supports. EVENTS stays off until something consumes the event ring.
 pub const CAPS: DevCaps = DevCaps::SRIOV
     .union(DevCaps::LIVE_RESIZE)
     .union(DevCaps::QOS)
-    .union(DevCaps::DATA_PATH);
+    .union(DevCaps::DATA_PATH)
+    .union(DevCaps::TRANSLATION);
 
 /// Records a fault: `FAULT_CODE`, `DEV_STATUS.FAULT`, and a firmware-fault event.
 pub(crate) fn record_fault(r: &impl Regs, events: &mut events::EventRing, code: FaultCode) {

@@ -22,16 +22,46 @@ use zerocopy::{FromZeros, IntoBytes};
 /// Where the library's memory starts in the VF's IOVA space.
 pub const IOVA_BASE: u64 = 0x1_0000_0000;
 const BAR0: u32 = 0;
+const BAR2: u32 = 2;
+/// How long [`VfDev::open`] waits for the VF to become ready.
+const READY_WAIT: Duration = Duration::from_secs(2);
+/// Bytes per BAR2 message (well under the 1 MiB data transfer limit).
+const BAR2_STEP: usize = 64 << 10;
+
+/// Where a job reads or writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Addr {
+    /// The library's memory (host memory, by IOVA).
+    Host(Buf),
+    /// The VF's device memory, by VF virtual address: translated by the VF's stage-1 table
+    /// ([`VfDev::set_translation`]), then by the firmware's stage 2.
+    Device(u64),
+}
+
+impl From<Buf> for Addr {
+    fn from(b: Buf) -> Self {
+        Addr::Host(b)
+    }
+}
+
+impl Addr {
+    fn wire(self) -> (u64, bool) {
+        match self {
+            Addr::Host(b) => (b.iova(), false),
+            Addr::Device(va) => (va, true),
+        }
+    }
+}
 
 /// A job to submit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Job {
     /// What it does.
     pub op: JobOp,
-    /// Source buffer (COPY, CRC32C, SHA256).
-    pub src: Option<Buf>,
-    /// Destination buffer (COPY, FILL, SHA256).
-    pub dst: Option<Buf>,
+    /// Source (COPY, CRC32C, SHA256).
+    pub src: Option<Addr>,
+    /// Destination (COPY, FILL, SHA256).
+    pub dst: Option<Addr>,
     /// Bytes.
     pub len: u32,
     /// FILL byte or CRC32C seed.
@@ -99,12 +129,22 @@ impl VfDev {
                 socket.display()
             )));
         }
-        let status = VfStatus::from_bits_retain(read32(&t, vf::STATUS.offset())?);
-        if !status.contains(VfStatus::ENABLED) {
-            return Err(Error::Invalid(format!(
-                "VF at {} is not enabled (its state allows no jobs)",
-                socket.display()
-            )));
+        // The firmware enables a VF shortly after SR-IOV shows it, and a reset VF comes back
+        // by itself: wait for that (as a driver waits for its function to be ready).
+        let deadline = Instant::now() + READY_WAIT;
+        loop {
+            let status = VfStatus::from_bits_retain(read32(&t, vf::STATUS.offset())?);
+            if status.contains(VfStatus::ENABLED) {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Invalid(format!(
+                    "VF at {} is not enabled after {} s (its state allows no jobs)",
+                    socket.display(),
+                    READY_WAIT.as_secs()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
         let queues = read32(&t, vf::QUEUE_COUNT.offset())?;
         let size = mem_bytes.max(1).div_ceil(4096) * 4096;
@@ -147,6 +187,61 @@ impl VfDev {
     /// Queues the VF owns.
     pub fn queue_count(&self) -> u32 {
         self.queues
+    }
+
+    /// Bytes of device memory the VF owns (VF-physical addresses 0 up to this).
+    pub fn device_mem_size(&self) -> Result<u64> {
+        Ok(read32(&self.t, vf::MEM_SIZE_LO.offset())? as u64
+            | (read32(&self.t, vf::MEM_SIZE_HI.offset())? as u64) << 32)
+    }
+
+    /// Writes the VF's device memory at VF-physical address `pa` (through BAR2: stage 2 only).
+    pub fn write_device(&self, pa: u64, data: &[u8]) -> Result<()> {
+        for (i, c) in data.chunks(BAR2_STEP).enumerate() {
+            self.t.region_write(BAR2, pa + (i * BAR2_STEP) as u64, c)?;
+        }
+        Ok(())
+    }
+
+    /// Reads the VF's device memory at VF-physical address `pa`.
+    pub fn read_device(&self, pa: u64, out: &mut [u8]) -> Result<()> {
+        for (i, c) in out.chunks_mut(BAR2_STEP).enumerate() {
+            self.t.region_read(BAR2, pa + (i * BAR2_STEP) as u64, c)?;
+        }
+        Ok(())
+    }
+
+    /// Points the device at the VF's stage-1 table: `pages` entries (`jobs::xlat`) at
+    /// VF-physical address `root` in its device memory. Flushes the VF's IOTLB.
+    pub fn set_translation(&self, root: u64, pages: u32) -> Result<()> {
+        write32(&self.t, vf::XLAT_ROOT_LO.offset() as u64, root as u32)?;
+        write32(
+            &self.t,
+            vf::XLAT_ROOT_HI.offset() as u64,
+            (root >> 32) as u32,
+        )?;
+        write32(&self.t, vf::XLAT_PAGES.offset() as u64, pages)
+    }
+
+    /// Flushes the VF's IOTLB: needed after changing entries of the stage-1 table.
+    pub fn invalidate(&self) -> Result<()> {
+        write32(&self.t, vf::XLAT_INVALIDATE.offset() as u64, 1)
+    }
+
+    /// The VF's IOTLB (hits, misses).
+    pub fn iotlb(&self) -> Result<(u32, u32)> {
+        Ok((
+            read32(&self.t, vf::IOTLB_HITS.offset())?,
+            read32(&self.t, vf::IOTLB_MISSES.offset())?,
+        ))
+    }
+
+    /// The VF's fault count and last fault code.
+    pub fn faults(&self) -> Result<(u32, u32)> {
+        Ok((
+            read32(&self.t, vf::FAULT_COUNT.offset())?,
+            read32(&self.t, vf::FAULT_CODE.offset())?,
+        ))
     }
 
     /// Takes `len` bytes (aligned to `align`) of the memory.
@@ -286,16 +381,19 @@ impl VfDev {
         let tag = q.next_tag;
         q.next_tag = q.next_tag.wrapping_add(1);
         let mut e = Sqe::new_zeroed();
+        let (src, src_dev) = job.src.map_or((0, false), Addr::wire);
+        let (dst, dst_dev) = job.dst.map_or((0, false), Addr::wire);
         e.tag = U32::new(tag);
-        e.src = U64::new(job.src.map_or(0, |b| b.iova()));
-        e.dst = U64::new(job.dst.map_or(0, |b| b.iova()));
+        e.src = U64::new(src);
+        e.dst = U64::new(dst);
         e.len = U32::new(job.len);
         e.value = U32::new(job.value);
         let head = SqeHead {
             phase: q.sq_phase,
             version: jobs::VERSION,
             op: job.op.wire(),
-            flags: 0,
+            flags: if src_dev { jobs::flags::SRC_DEVICE } else { 0 }
+                | if dst_dev { jobs::flags::DST_DEVICE } else { 0 },
         };
         let at = q.sq.off + q.sq_tail as usize * jobs::SQE_SIZE;
         // Body first, then the head dword hands the entry over (shared_abi::jobs).

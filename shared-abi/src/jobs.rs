@@ -62,6 +62,44 @@ wire_enum! {
         HostDma = 3,
         /// The queue was disabled, reset or taken away while the job waited; it did nothing.
         Aborted = 4,
+        /// A device address missed in stage 1: its VF virtual page is past `XLAT_PAGES`, its
+        /// entry is not valid, or not writable where the job writes. Only this job fails.
+        Stage1Fault = 5,
+        /// Stage 2 refused a VF-physical address (outside the VF's memory window, or an
+        /// invalid translation entry); a fault is also counted on the VF.
+        Stage2Fault = 6,
+    }
+}
+
+/// `SqeHead::flags` bits.
+pub mod flags {
+    /// `src` is a VF virtual address in device memory (two-stage translated), not an IOVA.
+    pub const SRC_DEVICE: u8 = 1 << 0;
+    /// `dst` is a VF virtual address in device memory.
+    pub const DST_DEVICE: u8 = 1 << 1;
+    /// Every defined bit.
+    pub const ALL: u8 = SRC_DEVICE | DST_DEVICE;
+}
+
+/// Stage-1 translation: the table a VF's driver keeps in the VF's own device memory. A job's
+/// device address is a VF virtual address `va`; entry `va >> PAGE_SHIFT` of the table at
+/// `XLAT_ROOT` (a VF-local, that is VF-physical, address) gives the VF-physical page; stage 2
+/// (the VF bank's TT_BASE/TT_LEN, programmed by the firmware) then gives the device page.
+pub mod xlat {
+    /// Log2 of the stage-1 page size (4 KiB).
+    pub const PAGE_SHIFT: u32 = 12;
+    /// Bytes per stage-1 entry.
+    pub const ENTRY_SIZE: usize = 8;
+    /// Entry bit: the entry maps a page.
+    pub const VALID: u64 = 1 << 0;
+    /// Entry bit: jobs may write the page.
+    pub const WRITABLE: u64 = 1 << 1;
+    /// Entry bits holding the VF-physical page address (page aligned).
+    pub const ADDR_MASK: u64 = !((1 << PAGE_SHIFT) - 1);
+
+    /// An entry mapping a virtual page to VF-physical address `pa`.
+    pub const fn entry(pa: u64, writable: bool) -> u64 {
+        (pa & ADDR_MASK) | VALID | if writable { WRITABLE } else { 0 }
     }
 }
 
@@ -74,7 +112,7 @@ pub struct SqeHead {
     pub version: u8,
     /// [`JobOp`] as u8.
     pub op: u8,
-    /// Reserved, zero in version 1.
+    /// [`flags`] bits; the others are zero.
     pub flags: u8,
 }
 
@@ -105,9 +143,11 @@ pub struct Sqe {
     pub head: U32,
     /// Chosen by the driver, echoed in the completion.
     pub tag: U32,
-    /// Source IOVA (COPY, CRC32C, SHA256).
+    /// Source (COPY, CRC32C, SHA256): an IOVA, or a VF virtual address with
+    /// [`flags::SRC_DEVICE`].
     pub src: U64,
-    /// Destination IOVA (COPY, FILL, SHA256).
+    /// Destination (COPY, FILL, SHA256): an IOVA, or a VF virtual address with
+    /// [`flags::DST_DEVICE`].
     pub dst: U64,
     /// Bytes (1..=[`MAX_JOB_LEN`]).
     pub len: U32,

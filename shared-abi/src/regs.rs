@@ -149,6 +149,8 @@ impl AccessDoc for PfAccess {
 pub enum BankWriter {
     /// The firmware, when it configures, resets or destroys the VF.
     Firmware,
+    /// The VF, through its own BAR0 (the hardware stores what it writes here).
+    Vf,
     /// The virtualization unit, when it refuses an access.
     Hardware,
     /// The data path's accounting.
@@ -159,6 +161,7 @@ impl AccessDoc for BankWriter {
     fn doc(self) -> &'static str {
         match self {
             BankWriter::Firmware => "firmware",
+            BankWriter::Vf => "VF",
             BankWriter::Hardware => "hardware",
             BankWriter::DataPath => "data path",
         }
@@ -191,6 +194,8 @@ impl AccessDoc for QueueAccess {
 pub enum VfAccess {
     /// Read-only.
     Ro,
+    /// The VF reads and writes it.
+    Rw,
     /// Write-only: writing triggers something, reads return 0.
     Wo,
 }
@@ -199,6 +204,7 @@ impl AccessDoc for VfAccess {
     fn doc(self) -> &'static str {
         match self {
             VfAccess::Ro => "RO",
+            VfAccess::Rw => "RW",
             VfAccess::Wo => "WO",
         }
     }
@@ -445,6 +451,17 @@ pub mod vf_bank {
         ENGINE_US_LO = 0x50, DataPath;
         /// Engine busy time, high word.
         ENGINE_US_HI = 0x54, DataPath;
+        /// The VF's stage-1 translation table: VF-local device memory address, low word
+        /// (`vf::XLAT_ROOT_LO`).
+        XLAT_ROOT_LO = 0x58, Vf;
+        /// Stage-1 table address, high word.
+        XLAT_ROOT_HI = 0x5C, Vf;
+        /// Stage-1 table entries (VF virtual pages covered).
+        XLAT_PAGES = 0x60, Vf;
+        /// IOTLB hits (saturating).
+        IOTLB_HITS = 0x64, DataPath;
+        /// IOTLB misses, each a stage-1 table walk (saturating).
+        IOTLB_MISSES = 0x68, DataPath;
     }
     /// Every register the firmware programs when it configures a VF (in order).
     pub const PROGRAMMED: [Reg; 12] = [
@@ -537,6 +554,20 @@ pub mod vf {
         FAULT_COUNT = 0x02C, Ro;
         /// WO: write a VF-local vector number to raise it (interrupt self-test).
         IRQ_TRIGGER = 0x030, Wo;
+        /// RW: the VF's stage-1 translation table (`jobs::xlat`), a VF-local device memory
+        /// address, low word. Page aligned.
+        XLAT_ROOT_LO = 0x034, Rw;
+        /// RW: stage-1 table address, high word.
+        XLAT_ROOT_HI = 0x038, Rw;
+        /// RW: stage-1 table entries; VF virtual pages at or past it miss. 0 disables
+        /// device addresses in jobs.
+        XLAT_PAGES = 0x03C, Rw;
+        /// WO: any write flushes the VF's IOTLB (after changing table entries).
+        XLAT_INVALIDATE = 0x040, Wo;
+        /// RO: IOTLB hits.
+        IOTLB_HITS = 0x044, Ro;
+        /// RO: IOTLB misses (stage-1 table walks).
+        IOTLB_MISSES = 0x048, Ro;
     }
     /// Queue register blocks: VF-local queue q at `QUEUES.offset + q * 0x40`.
     pub const QUEUES: Window = Window {

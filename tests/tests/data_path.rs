@@ -83,8 +83,8 @@ fn every_job_type_matches_a_host_reference() {
             &mut q,
             Job {
                 op: JobOp::Copy,
-                src: Some(s),
-                dst: Some(d),
+                src: Some(s.into()),
+                dst: Some(d.into()),
                 len: len as u32,
                 value: 0,
             },
@@ -99,7 +99,7 @@ fn every_job_type_matches_a_host_reference() {
             &mut q,
             Job {
                 op: JobOp::Crc32c,
-                src: Some(s),
+                src: Some(s.into()),
                 dst: None,
                 len: len as u32,
                 value: 0,
@@ -112,7 +112,7 @@ fn every_job_type_matches_a_host_reference() {
             &mut q,
             Job {
                 op: JobOp::Crc32c,
-                src: Some(s),
+                src: Some(s.into()),
                 dst: None,
                 len: len as u32,
                 value: 0xDEAD_BEEF,
@@ -125,8 +125,8 @@ fn every_job_type_matches_a_host_reference() {
             &mut q,
             Job {
                 op: JobOp::Sha256,
-                src: Some(s),
-                dst: Some(d),
+                src: Some(s.into()),
+                dst: Some(d.into()),
                 len: len as u32,
                 value: 0,
             },
@@ -146,7 +146,7 @@ fn every_job_type_matches_a_host_reference() {
             Job {
                 op: JobOp::Fill,
                 src: None,
-                dst: Some(d),
+                dst: Some(d.into()),
                 len: len as u32,
                 value: 0xA5,
             },
@@ -165,14 +165,20 @@ fn every_job_type_matches_a_host_reference() {
             &mut q,
             Job {
                 op: JobOp::Copy,
-                src: Some(Buf {
-                    off: src.off + from,
-                    len,
-                }),
-                dst: Some(Buf {
-                    off: src.off + to,
-                    len,
-                }),
+                src: Some(
+                    Buf {
+                        off: src.off + from,
+                        len,
+                    }
+                    .into(),
+                ),
+                dst: Some(
+                    Buf {
+                        off: src.off + to,
+                        len,
+                    }
+                    .into(),
+                ),
                 len: len as u32,
                 value: 0,
             },
@@ -215,7 +221,7 @@ fn many_jobs_in_flight_complete_in_order_across_ring_laps() {
                 &mut q,
                 &Job {
                     op: JobOp::Crc32c,
-                    src: Some(buf),
+                    src: Some(buf.into()),
                     dst: None,
                     len: len as u32,
                     value: i,
@@ -246,8 +252,8 @@ fn bad_jobs_fail_alone_and_the_queue_goes_on() {
         (
             Job {
                 op: JobOp::Copy,
-                src: Some(unmapped),
-                dst: Some(buf),
+                src: Some(unmapped.into()),
+                dst: Some(buf.into()),
                 len: 4096,
                 value: 0,
             },
@@ -257,7 +263,7 @@ fn bad_jobs_fail_alone_and_the_queue_goes_on() {
             Job {
                 op: JobOp::Fill,
                 src: None,
-                dst: Some(unmapped),
+                dst: Some(unmapped.into()),
                 len: 16,
                 value: 1,
             },
@@ -267,7 +273,7 @@ fn bad_jobs_fail_alone_and_the_queue_goes_on() {
             Job {
                 op: JobOp::Fill,
                 src: None,
-                dst: Some(buf),
+                dst: Some(buf.into()),
                 len: 16,
                 value: 0x100,
             },
@@ -276,8 +282,8 @@ fn bad_jobs_fail_alone_and_the_queue_goes_on() {
         (
             Job {
                 op: JobOp::Copy,
-                src: Some(buf),
-                dst: Some(buf),
+                src: Some(buf.into()),
+                dst: Some(buf.into()),
                 len: 0,
                 value: 0,
             },
@@ -286,8 +292,8 @@ fn bad_jobs_fail_alone_and_the_queue_goes_on() {
         (
             Job {
                 op: JobOp::Copy,
-                src: Some(buf),
-                dst: Some(buf),
+                src: Some(buf.into()),
+                dst: Some(buf.into()),
                 len: jobs::MAX_JOB_LEN + 1,
                 value: 0,
             },
@@ -304,7 +310,7 @@ fn bad_jobs_fail_alone_and_the_queue_goes_on() {
             Job {
                 op: JobOp::Fill,
                 src: None,
-                dst: Some(buf),
+                dst: Some(buf.into()),
                 len: 4096,
                 value: 7,
             },
@@ -379,7 +385,7 @@ fn rings_the_device_cannot_use_are_refused_with_a_reason() {
         &mut q,
         Job {
             op: JobOp::Crc32c,
-            src: Some(b),
+            src: Some(b.into()),
             dst: None,
             len: 8,
             value: 0,
@@ -402,13 +408,13 @@ fn a_vf_without_a_dma_client_is_left_alone_and_another_client_cannot_take_its_me
     a.write(ba, 0, &[1; 4096]).unwrap();
     b.write(bb, 0, &[2; 4096]).unwrap();
     let (mut qa, mut qb) = (a.queue(0, 4).unwrap(), b.queue(0, 4).unwrap());
-    let crc = |dev: &VfDev, q: &mut host_driver::vf::Queue, buf| {
+    let crc = |dev: &VfDev, q: &mut host_driver::vf::Queue, buf: Buf| {
         run(
             dev,
             q,
             Job {
                 op: JobOp::Crc32c,
-                src: Some(buf),
+                src: Some(buf.into()),
                 dst: None,
                 len: 4096,
                 value: 0,
@@ -481,7 +487,7 @@ fn saturate(
         let buf = dev.alloc(256 << 10, 4096).unwrap();
         let job = Job {
             op: JobOp::Crc32c,
-            src: Some(buf),
+            src: Some(buf.into()),
             dst: None,
             len: buf.len as u32,
             value: 0,
@@ -562,7 +568,7 @@ fn resetting_a_vf_mid_traffic_stops_only_its_jobs() {
                     &mut q,
                     Job {
                         op: JobOp::Crc32c,
-                        src: Some(buf),
+                        src: Some(buf.into()),
                         dst: None,
                         len: buf.len as u32,
                         value: 0,
@@ -586,8 +592,8 @@ fn resetting_a_vf_mid_traffic_stops_only_its_jobs() {
             &mut q,
             &Job {
                 op: JobOp::Copy,
-                src: Some(src),
-                dst: Some(dst),
+                src: Some(src.into()),
+                dst: Some(dst.into()),
                 len: src.len as u32,
                 value: 0,
             },
@@ -617,7 +623,7 @@ fn resetting_a_vf_mid_traffic_stops_only_its_jobs() {
         Job {
             op: JobOp::Fill,
             src: None,
-            dst: Some(dst),
+            dst: Some(dst.into()),
             len: 4096,
             value: 3,
         },
@@ -644,7 +650,7 @@ fn completions_can_be_reaped_by_msix_interrupt() {
             Job {
                 op: JobOp::Fill,
                 src: None,
-                dst: Some(buf),
+                dst: Some(buf.into()),
                 len: buf.len as u32,
                 value: i,
             },
@@ -658,4 +664,301 @@ fn completions_can_be_reaped_by_msix_interrupt() {
     // A vector the VF does not have is refused before anything is set up.
     let v = dev.queue_with_irq(3, 4, 100_000).unwrap_err();
     assert!(v.to_string().contains("MSI-X vectors"), "{v}");
+}
+
+mod translation {
+    use super::*;
+    use host_driver::vf::Addr;
+    use shared_abi::jobs::xlat;
+
+    const ROOT: u64 = 0x10_0000; // VF-physical address of the stage-1 table
+    const DATA: u64 = 0x40_0000; // VF-physical pages the table points into
+    const PAGES: u32 = 64;
+
+    /// Writes stage-1 entries `first..` at ROOT.
+    fn entries(dev: &VfDev, first: u32, e: &[u64]) {
+        let bytes: Vec<u8> = e.iter().flat_map(|x| x.to_le_bytes()).collect();
+        dev.write_device(ROOT + first as u64 * 8, &bytes).unwrap();
+    }
+
+    /// VA page i → VF-physical page DATA + (PAGES - 1 - i): scattered, not an identity map.
+    fn reversed(i: u32) -> u64 {
+        DATA + (PAGES - 1 - i) as u64 * 4096
+    }
+
+    fn job(op: JobOp, src: Option<Addr>, dst: Option<Addr>, len: usize, value: u32) -> Job {
+        Job {
+            op,
+            src,
+            dst,
+            len: len as u32,
+            value,
+        }
+    }
+
+    fn setup(sim: &Sim, v: u16) -> (VfDev, host_driver::vf::Queue) {
+        let mut dev = VfDev::open(&vf_socket(sim, v), 4 << 20).unwrap();
+        let q = dev.queue(0, 8).unwrap();
+        let e: Vec<u64> = (0..PAGES).map(|i| xlat::entry(reversed(i), true)).collect();
+        entries(&dev, 0, &e);
+        dev.set_translation(ROOT, PAGES).unwrap();
+        (dev, q)
+    }
+
+    #[test]
+    fn device_memory_jobs_go_through_both_stages() {
+        let sim = with_vfs(2);
+        let (mut dev, mut q) = setup(&sim, 0);
+        let len = PAGES as usize * 4096;
+        let data = pattern(len, 21);
+        let (h1, h2) = (dev.alloc(len, 4096).unwrap(), dev.alloc(len, 4096).unwrap());
+        dev.write(h1, 0, &data).unwrap();
+        // Host → device at VA 100 (unaligned): lands page by page where the table says.
+        let c = run(
+            &dev,
+            &mut q,
+            job(
+                JobOp::Copy,
+                Some(h1.into()),
+                Some(Addr::Device(100)),
+                len - 100,
+                0,
+            ),
+        );
+        assert_eq!(c.status, JobStatus::Ok);
+        for i in [0u32, 1, 31, 63] {
+            let mut page = vec![0u8; 4096];
+            dev.read_device(reversed(i), &mut page).unwrap();
+            let va = i as usize * 4096;
+            let lo = 100usize.saturating_sub(va).min(4096);
+            assert!(
+                page[lo..] == data[va + lo - 100..va + 4096 - 100],
+                "page {i}"
+            );
+        }
+        // CRC32C and SHA-256 read device memory; COPY brings it back to the host.
+        let c = run(
+            &dev,
+            &mut q,
+            job(JobOp::Crc32c, Some(Addr::Device(100)), None, len - 100, 0),
+        );
+        assert_eq!(c.result, jobs::crc32c(0, &data[..len - 100]) as u64);
+        let c = run(
+            &dev,
+            &mut q,
+            job(
+                JobOp::Copy,
+                Some(Addr::Device(100)),
+                Some(h2.into()),
+                len - 100,
+                0,
+            ),
+        );
+        assert_eq!(c.status, JobStatus::Ok);
+        let mut back = vec![0u8; len - 100];
+        dev.read(h2, 0, &mut back).unwrap();
+        assert!(back[..] == data[..len - 100]);
+        // Device → device, overlapping, is a memmove too.
+        let c = run(
+            &dev,
+            &mut q,
+            job(
+                JobOp::Copy,
+                Some(Addr::Device(0)),
+                Some(Addr::Device(5000)),
+                100_000,
+                0,
+            ),
+        );
+        assert_eq!(c.status, JobStatus::Ok);
+        let c = run(
+            &dev,
+            &mut q,
+            job(JobOp::Crc32c, Some(Addr::Device(5000)), None, 100_000, 0),
+        );
+        let mut before = vec![0u8; 100_000];
+        before[..100].fill(0);
+        before[100..].copy_from_slice(&data[..100_000 - 100]);
+        assert_eq!(c.result, jobs::crc32c(0, &before) as u64);
+        let (hits, misses) = dev.iotlb().unwrap();
+        assert!(
+            misses >= PAGES && hits > misses,
+            "IOTLB hits {hits} misses {misses}"
+        );
+        assert_eq!(dev.faults().unwrap().0, 0);
+    }
+
+    #[test]
+    fn misses_and_violations_fail_the_job_and_count_only_where_they_should() {
+        let sim = with_vfs(2);
+        let (mut dev, mut q) = setup(&sim, 0);
+        let h = dev.alloc(8192, 4096).unwrap();
+        let mem = dev.device_mem_size().unwrap();
+        // Stage 1 misses: past XLAT_PAGES, and an invalid entry. No fault is counted.
+        let c = run(
+            &dev,
+            &mut q,
+            job(
+                JobOp::Crc32c,
+                Some(Addr::Device(PAGES as u64 * 4096)),
+                None,
+                16,
+                0,
+            ),
+        );
+        assert_eq!(c.status, JobStatus::Stage1Fault);
+        entries(&dev, 7, &[0]);
+        dev.invalidate().unwrap();
+        let c = run(
+            &dev,
+            &mut q,
+            job(JobOp::Fill, None, Some(Addr::Device(7 * 4096 + 8)), 16, 1),
+        );
+        assert_eq!(c.status, JobStatus::Stage1Fault);
+        // A read-only page can be read, not written.
+        entries(&dev, 8, &[xlat::entry(reversed(8), false)]);
+        dev.invalidate().unwrap();
+        let c = run(
+            &dev,
+            &mut q,
+            job(JobOp::Crc32c, Some(Addr::Device(8 * 4096)), None, 4096, 0),
+        );
+        assert_eq!(c.status, JobStatus::Ok);
+        let c = run(
+            &dev,
+            &mut q,
+            job(
+                JobOp::Copy,
+                Some(h.into()),
+                Some(Addr::Device(8 * 4096)),
+                4096,
+                0,
+            ),
+        );
+        assert_eq!(c.status, JobStatus::Stage1Fault);
+        assert_eq!(
+            dev.faults().unwrap().0,
+            0,
+            "stage-1 misses are the VF's own business"
+        );
+        // Stage 2 refuses a table entry that points past the VF's memory: a fault on this VF.
+        entries(&dev, 9, &[xlat::entry(mem, true)]);
+        dev.invalidate().unwrap();
+        let c = run(
+            &dev,
+            &mut q,
+            job(JobOp::Fill, None, Some(Addr::Device(9 * 4096)), 4096, 9),
+        );
+        assert_eq!(c.status, JobStatus::Stage2Fault);
+        let (n, code) = dev.faults().unwrap();
+        assert_eq!(
+            (n, code),
+            (1, shared_abi::resources::VfFault::MemOutOfWindow as u32)
+        );
+        // So does a table the VF placed outside its memory.
+        dev.set_translation(mem, 1).unwrap();
+        let c = run(
+            &dev,
+            &mut q,
+            job(JobOp::Crc32c, Some(Addr::Device(0)), None, 8, 0),
+        );
+        assert_eq!(c.status, JobStatus::Stage2Fault);
+        assert_eq!(dev.faults().unwrap().0, 2);
+        let stats = sim.ctl_json(&["stats"]);
+        assert_eq!(stats["vfs"][0]["faults"], 2);
+        assert_eq!(
+            stats["vfs"][1]["faults"], 0,
+            "nothing counted on the other VF"
+        );
+        // The queue went on through all of it.
+        assert_eq!(dev.queue_status(&q).unwrap(), jobs::queue_status::OK);
+    }
+
+    #[test]
+    fn the_iotlb_serves_stale_translations_until_invalidated() {
+        let sim = with_vfs(1);
+        let (mut dev, mut q) = setup(&sim, 0);
+        let h = dev.alloc(4096, 4096).unwrap();
+        dev.write_device(reversed(0), &[1; 4096]).unwrap();
+        dev.write_device(DATA + PAGES as u64 * 4096, &[2; 4096])
+            .unwrap();
+        let crc = |dev: &VfDev, q: &mut host_driver::vf::Queue| {
+            run(
+                dev,
+                q,
+                job(JobOp::Crc32c, Some(Addr::Device(0)), None, 4096, 0),
+            )
+            .result
+        };
+        let (one, two) = (
+            jobs::crc32c(0, &[1; 4096]) as u64,
+            jobs::crc32c(0, &[2; 4096]) as u64,
+        );
+        assert_eq!(crc(&dev, &mut q), one);
+        // Repoint VA page 0 without telling the device: the cached translation still wins.
+        entries(&dev, 0, &[xlat::entry(DATA + PAGES as u64 * 4096, true)]);
+        assert_eq!(crc(&dev, &mut q), one, "IOTLB hit on the old page");
+        dev.invalidate().unwrap();
+        assert_eq!(crc(&dev, &mut q), two, "after XLAT_INVALIDATE");
+        // A reset forgets the table (and the memory it was in).
+        let _ = dev.write(h, 0, &[0; 16]);
+        sim.ctl_json(&["vf", "reset", "0"]);
+        let mut q = dev.queue(0, 8).unwrap();
+        let c = run(
+            &dev,
+            &mut q,
+            job(JobOp::Crc32c, Some(Addr::Device(0)), None, 16, 0),
+        );
+        assert_eq!(
+            c.status,
+            JobStatus::Stage1Fault,
+            "no stage-1 table after reset"
+        );
+    }
+
+    #[test]
+    fn a_vf_reaches_only_its_own_device_memory() {
+        let sim = with_vfs(2);
+        let (dev0, mut q0) = setup(&sim, 0);
+        let (dev1, mut q1) = setup(&sim, 1);
+        // Both use the same VF-physical and virtual addresses: each sees its own memory.
+        dev0.write_device(reversed(0), &[7; 4096]).unwrap();
+        let c0 = run(
+            &dev0,
+            &mut q0,
+            job(JobOp::Crc32c, Some(Addr::Device(0)), None, 4096, 0),
+        );
+        let c1 = run(
+            &dev1,
+            &mut q1,
+            job(JobOp::Crc32c, Some(Addr::Device(0)), None, 4096, 0),
+        );
+        assert_eq!(c0.result, jobs::crc32c(0, &[7; 4096]) as u64);
+        assert_eq!(
+            c1.result,
+            jobs::crc32c(0, &[0; 4096]) as u64,
+            "VF 1 sees its own zeroes"
+        );
+        // VF 1 aims its table at every VF-physical address past its window: refused, counted
+        // on VF 1; VF 0's data is untouched.
+        let mem = dev1.device_mem_size().unwrap();
+        for pa in [mem, mem + (2 << 20), xlat::ADDR_MASK] {
+            entries(&dev1, 0, &[xlat::entry(pa, true)]);
+            dev1.invalidate().unwrap();
+            let c = run(
+                &dev1,
+                &mut q1,
+                job(JobOp::Fill, None, Some(Addr::Device(0)), 4096, 0xEE),
+            );
+            assert_eq!(c.status, JobStatus::Stage2Fault, "pa {pa:#x}");
+        }
+        assert_eq!(dev1.faults().unwrap().0, 3);
+        assert_eq!(dev0.faults().unwrap().0, 0);
+        let c0 = run(
+            &dev0,
+            &mut q0,
+            job(JobOp::Crc32c, Some(Addr::Device(0)), None, 4096, 0),
+        );
+        assert_eq!(c0.result, jobs::crc32c(0, &[7; 4096]) as u64);
+    }
 }

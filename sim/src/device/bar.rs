@@ -229,6 +229,19 @@ impl Device {
                     if !msix.table_write(w - vf::MSIX_TABLE.start(), val, en, fm) {
                         faults.push(VfFault::VectorNotOwned);
                     }
+                } else if let Some(reg) = xlat_bank_reg(w) {
+                    if !enabled {
+                        faults.push(VfFault::NotEnabled);
+                    } else {
+                        self.bar0.write32(reg.at(pf::vf_bank(v as usize)), val);
+                        self.xlat_changed(v);
+                    }
+                } else if w == vf::XLAT_INVALIDATE.offset() {
+                    if enabled {
+                        self.xlat_changed(v);
+                    } else {
+                        faults.push(VfFault::NotEnabled);
+                    }
                 } else if w == vf::IRQ_TRIGGER.offset() {
                     if !enabled {
                         faults.push(VfFault::NotEnabled);
@@ -282,7 +295,12 @@ impl Device {
             vf::QOS_WEIGHT => self.bank(v, vf_bank::QOS_WEIGHT),
             vf::FAULT_CODE => self.bank(v, vf_bank::FAULT_CODE),
             vf::FAULT_COUNT => self.bank(v, vf_bank::FAULT_COUNT),
-            _ => 0,
+            vf::IOTLB_HITS => self.bank(v, vf_bank::IOTLB_HITS),
+            vf::IOTLB_MISSES => self.bank(v, vf_bank::IOTLB_MISSES),
+            _ => match xlat_bank_reg(w) {
+                Some(reg) => self.bank(v, reg),
+                None => 0,
+            },
         }
     }
 
@@ -347,6 +365,16 @@ impl Device {
     pub(super) fn owns_queue(&self, v: u16, q: usize) -> bool {
         q < self.board.queues as usize
             && self.bar0.read32(queue::OWNER.at(pf::queue(q))) == v as u32 + 1
+    }
+}
+
+/// The bank register behind a VF's XLAT register at `w`, if it is one.
+fn xlat_bank_reg(w: usize) -> Option<regs::Reg> {
+    match regs::Reg(w as u32) {
+        vf::XLAT_ROOT_LO => Some(vf_bank::XLAT_ROOT_LO),
+        vf::XLAT_ROOT_HI => Some(vf_bank::XLAT_ROOT_HI),
+        vf::XLAT_PAGES => Some(vf_bank::XLAT_PAGES),
+        _ => None,
     }
 }
 

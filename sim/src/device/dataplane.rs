@@ -8,9 +8,10 @@
 //! VF's counters or its completion ring is written under the virtualization unit's lock after
 //! checking that the queue is still the VF's and was not re-armed or reset meanwhile.
 
+use super::jobs::{JobCtx, Outcome, Tlb, CHUNK};
 use super::*;
 use crate::dma::DmaTable;
-use shared_abi::jobs::{self, queue_status, Cqe, JobOp, JobStatus, Sqe, SqeHead};
+use shared_abi::jobs::{self, queue_status, Cqe, Sqe, SqeHead};
 use shared_abi::regs::QueueCtrl;
 use std::sync::atomic::{fence, AtomicU32};
 use std::sync::RwLock;
@@ -21,8 +22,6 @@ const BATCH: usize = 8;
 /// Engine time a VF of weight 100 may spend per pass over the VFs (deficit round robin: a
 /// VF's share of a saturated engine is its weight over the busy VFs' total).
 const QUANTUM_NS: i64 = 50_000;
-/// Bytes moved per DMA step of a job.
-const CHUNK: usize = 1 << 20;
 
 /// What the engine knows of one physical queue between polls.
 #[derive(Clone, Copy, Debug, Default)]
@@ -49,6 +48,8 @@ pub struct Engine {
     ns: Vec<u64>,
     /// Engine time each VF may still spend this pass (deficit round robin, in ns).
     deficit: Vec<i64>,
+    /// Each VF's IOTLB.
+    tlbs: Vec<Tlb>,
     buf: Vec<u8>,
 }
 
@@ -59,6 +60,9 @@ impl Engine {
             runs: vec![Run::default(); dev.board.queues as usize],
             ns: vec![0; shared_abi::pci::MAX_VFS],
             deficit: vec![0; shared_abi::pci::MAX_VFS],
+            tlbs: (0..shared_abi::pci::MAX_VFS)
+                .map(|_| Tlb::default())
+                .collect(),
             buf: vec![0; CHUNK],
         }
     }
@@ -75,9 +79,6 @@ fn ring_base(lo: u32, hi: u32) -> u64 {
 fn valid_ring(size: u32) -> bool {
     size.is_power_of_two() && (jobs::MIN_RING..=jobs::MAX_RING).contains(&size)
 }
-
-/// How a job went: status, the completion's result, and bytes processed.
-type Outcome = (JobStatus, u64, u64);
 
 impl Device {
     /// Starts the queue engine thread; it runs until `stop`.
@@ -157,6 +158,7 @@ impl Device {
             runs,
             ns,
             deficit,
+            tlbs,
             buf,
         } = e;
         let Some(run) = runs.get_mut(pq) else {
@@ -208,12 +210,34 @@ impl Device {
                 break;
             };
             let start = Instant::now();
-            let (status, result, bytes) = run_job(&t, &sqe, head, buf);
+            let tlb = &mut tlbs[v as usize];
+            let (status, result, bytes) = JobCtx {
+                dev: self,
+                v,
+                dma: &t,
+                tlb,
+            }
+            .run(&sqe, head, buf);
             let spent = start.elapsed().as_nanos() as u64;
             deficit[v as usize] = deficit[v as usize].saturating_sub(spent as i64);
             drop(t);
             let outcome = (status, result, bytes);
-            if !self.complete(run, &mut ns[v as usize], pq, v, &sqe, outcome, spent, dma) {
+            let tlb = &mut tlbs[v as usize];
+            let counts = (
+                std::mem::take(&mut tlb.hits),
+                std::mem::take(&mut tlb.misses),
+            );
+            if !self.complete(
+                run,
+                &mut ns[v as usize],
+                pq,
+                v,
+                &sqe,
+                outcome,
+                spent,
+                counts,
+                dma,
+            ) {
                 break;
             }
             done += 1;
@@ -291,6 +315,7 @@ impl Device {
         sqe: &Sqe,
         (status, result, bytes): Outcome,
         spent_ns: u64,
+        (hits, misses): (u32, u32),
         dma: &RwLock<DmaTable>,
     ) -> bool {
         let _vu = lock(&self.vu);
@@ -338,6 +363,10 @@ impl Device {
         self.add64(base, vf_bank::JOBS_LO, vf_bank::JOBS_HI, 1);
         self.add64(base, vf_bank::BYTES_LO, vf_bank::BYTES_HI, bytes);
         self.add64(base, vf_bank::ENGINE_US_LO, vf_bank::ENGINE_US_HI, us);
+        for (r, n) in [(vf_bank::IOTLB_HITS, hits), (vf_bank::IOTLB_MISSES, misses)] {
+            let cur = self.bar0.read32(r.at(base));
+            self.bar0.write32(r.at(base), cur.saturating_add(n));
+        }
         true
     }
 
@@ -360,85 +389,3 @@ impl Device {
 const COUNTER_BUSY: u32 = 1 << 31;
 /// Counters saturate here rather than reach the busy bit.
 const COUNTER_MAX: u64 = (1 << 63) - 1;
-
-fn host(e: crate::dma::DmaError) -> JobStatus {
-    let _ = e;
-    JobStatus::HostDma
-}
-
-/// Runs one job between host buffers named by IOVA in the VF's DMA table.
-fn run_job(t: &DmaTable, s: &Sqe, head: SqeHead, buf: &mut [u8]) -> Outcome {
-    let bad = (JobStatus::BadDescriptor, 0, 0);
-    if head.version != jobs::VERSION
-        || head.flags != 0
-        || s.reserved.iter().any(|r| r.get() != 0)
-        || head.phase & !1 != 0
-    {
-        return bad;
-    }
-    let Some(op) = JobOp::from_wire(head.op) else {
-        return (JobStatus::BadOpcode, 0, 0);
-    };
-    let len = s.len.get() as usize;
-    if len == 0 || len > jobs::MAX_JOB_LEN as usize {
-        return bad;
-    }
-    let (src, dst, value) = (s.src.get(), s.dst.get(), s.value.get());
-    let r = match op {
-        JobOp::Copy if value != 0 => return bad,
-        JobOp::Copy => copy(t, src, dst, len, buf).map(|_| len as u64),
-        JobOp::Fill if value > 0xFF => return bad,
-        JobOp::Fill => {
-            buf.fill(value as u8);
-            (0..len)
-                .step_by(CHUNK)
-                .try_for_each(|o| {
-                    let n = CHUNK.min(len - o);
-                    t.write(dst + o as u64, &buf[..n]).map_err(host)
-                })
-                .map(|_| len as u64)
-        }
-        JobOp::Crc32c => (0..len)
-            .step_by(CHUNK)
-            .try_fold(value, |crc, o| {
-                let n = CHUNK.min(len - o);
-                t.read(src + o as u64, &mut buf[..n]).map_err(host)?;
-                Ok(jobs::crc32c(crc, &buf[..n]))
-            })
-            .map(u64::from),
-        JobOp::Sha256 if value != 0 => return bad,
-        JobOp::Sha256 => {
-            use sha2::Digest;
-            let mut h = sha2::Sha256::new();
-            (0..len)
-                .step_by(CHUNK)
-                .try_for_each(|o| {
-                    let n = CHUNK.min(len - o);
-                    t.read(src + o as u64, &mut buf[..n]).map_err(host)?;
-                    h.update(&buf[..n]);
-                    Ok(())
-                })
-                .and_then(|_| t.write(dst, &h.finalize()).map_err(host))
-                .map(|_| 0)
-        }
-    };
-    match r {
-        Ok(result) => (JobStatus::Ok, result, len as u64),
-        Err(st) => (st, 0, 0),
-    }
-}
-
-/// Copies with `memmove` semantics: overlapping ranges copy as if through a temporary.
-fn copy(t: &DmaTable, src: u64, dst: u64, len: usize, buf: &mut [u8]) -> Result<(), JobStatus> {
-    let step = |o: usize, buf: &mut [u8]| {
-        let n = CHUNK.min(len - o);
-        t.read(src + o as u64, &mut buf[..n]).map_err(host)?;
-        t.write(dst + o as u64, &buf[..n]).map_err(host)
-    };
-    let offsets: Vec<usize> = (0..len).step_by(CHUNK).collect();
-    if dst > src && dst < src.saturating_add(len as u64) {
-        offsets.iter().rev().try_for_each(|&o| step(o, buf))
-    } else {
-        offsets.iter().try_for_each(|&o| step(o, buf))
-    }
-}

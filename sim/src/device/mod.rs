@@ -10,12 +10,14 @@
 //! - [`interrupts`]: MSI-X state and delivery.
 //! - [`fwbus`]: what the firmware's own register writes set off.
 //! - [`dataplane`]: the queue engine that polls VF submission rings and runs their jobs.
+//! - [`jobs`]: what a job does, and the two-stage translation of device addresses.
 
 mod bar;
 mod config;
 mod dataplane;
 mod fwbus;
 mod interrupts;
+mod jobs;
 
 use crate::config_space::{cmd, off, ConfigSpace, CONFIG_SIZE};
 use crate::devmem::DevMem;
@@ -116,6 +118,9 @@ pub struct Device {
     /// Per physical queue: bumped on every write to its CONTROL register (by its VF or the
     /// firmware), so the queue engine drops what it knew of a queue that was re-armed or reset.
     queue_epochs: Vec<std::sync::atomic::AtomicU32>,
+    /// Per VF: bumped when it writes its XLAT registers or XLAT_INVALIDATE, so the queue
+    /// engine flushes that VF's IOTLB.
+    xlat_epochs: Vec<std::sync::atomic::AtomicU32>,
     /// Host writes to read-only PF registers, dropped.
     pub pf_refused_writes: AtomicU64,
 }
@@ -162,6 +167,9 @@ impl Device {
             sriov_notify: Mutex::new(None),
             dma: Mutex::new(Default::default()),
             queue_epochs: (0..board.queues)
+                .map(|_| std::sync::atomic::AtomicU32::new(0))
+                .collect(),
+            xlat_epochs: (0..shared_abi::pci::MAX_VFS)
                 .map(|_| std::sync::atomic::AtomicU32::new(0))
                 .collect(),
             pf_refused_writes: AtomicU64::new(0),
@@ -212,6 +220,18 @@ impl Device {
     /// The DMA map table a VF's jobs go through, if a client has mapped memory for it.
     fn vf_dma(&self, v: u16) -> Option<Arc<std::sync::RwLock<crate::dma::DmaTable>>> {
         lock(&self.dma).get(&Func::Vf(v)).map(|s| s.table.clone())
+    }
+
+    fn xlat_epoch(&self, v: u16) -> u32 {
+        self.xlat_epochs
+            .get(v as usize)
+            .map_or(0, |e| e.load(Ordering::Acquire))
+    }
+
+    fn xlat_changed(&self, v: u16) {
+        if let Some(e) = self.xlat_epochs.get(v as usize) {
+            e.fetch_add(1, Ordering::AcqRel);
+        }
     }
 
     /// Enabled VFs.

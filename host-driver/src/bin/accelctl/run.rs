@@ -98,8 +98,8 @@ pub fn run(socket: &Path, load: Load) -> Result<Report> {
     }
     let job = |l: &Lane| Job {
         op: load.op,
-        src: Some(l.src),
-        dst: Some(l.dst),
+        src: Some(l.src.into()),
+        dst: Some(l.dst.into()),
         len: load.size,
         value: if load.op == JobOp::Fill { 0x5A } else { 0 },
     };
