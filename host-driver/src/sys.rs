@@ -22,6 +22,11 @@ pub mod vfio {
     );
     nix::ioctl_write_int_bad!(set_iommu, nix::request_code_none!(VFIO_TYPE, VFIO_BASE + 2));
     nix::ioctl_write_ptr_bad!(
+        iommu_map_dma_raw,
+        nix::request_code_none!(VFIO_TYPE, VFIO_BASE + 13),
+        vfio_bindings::bindings::vfio::vfio_iommu_type1_dma_map
+    );
+    nix::ioctl_write_ptr_bad!(
         device_set_irqs_raw,
         nix::request_code_none!(VFIO_TYPE, VFIO_BASE + 10),
         u8
@@ -62,6 +67,29 @@ pub mod vfio {
     pub fn device_feature(dev: BorrowedFd<'_>, arg: &mut [u8]) -> nix::Result<i32> {
         // SAFETY: `arg` is a writable buffer whose `argsz` field the caller set to its length.
         unsafe { device_feature_raw(dev.as_raw_fd(), arg.as_mut_ptr()) }
+    }
+
+    /// `VFIO_IOMMU_MAP_DMA`: maps `size` bytes of this process at `vaddr` to `iova` for the
+    /// container's devices.
+    pub fn iommu_map_dma(
+        container: BorrowedFd<'_>,
+        vaddr: u64,
+        iova: u64,
+        size: u64,
+    ) -> nix::Result<()> {
+        let m = vfio_bindings::bindings::vfio::vfio_iommu_type1_dma_map {
+            argsz: std::mem::size_of::<vfio_bindings::bindings::vfio::vfio_iommu_type1_dma_map>()
+                as u32,
+            flags: 1 | 2, // READ | WRITE
+            vaddr,
+            iova,
+            size,
+        };
+        // SAFETY: the kernel reads `argsz` bytes of a valid struct; the memory at `vaddr` is
+        // the caller's mapping, which the kernel pins (it stays valid for the container's
+        // life whatever happens to the mapping).
+        unsafe { iommu_map_dma_raw(container.as_raw_fd(), &m)? };
+        Ok(())
     }
 
     /// `VFIO_DEVICE_SET_IRQS` with a prepared `struct vfio_irq_set` (see

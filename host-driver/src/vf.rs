@@ -95,9 +95,65 @@ impl Buf {
     }
 }
 
+/// How the library reaches a VF: its vfio-user socket ([`VfioUser`]) or the kernel's VFIO
+/// (`kernel::vf::KernelVf`).
+pub trait VfPort: Send {
+    /// Reads a BAR (0: registers, 2: device memory).
+    fn bar_read(&self, bar: u32, off: u64, buf: &mut [u8]) -> Result<()>;
+    /// Writes a BAR.
+    fn bar_write(&self, bar: u32, off: u64, data: &[u8]) -> Result<()>;
+    /// Reads config space.
+    fn cfg_read(&self, off: u64, buf: &mut [u8]) -> Result<()>;
+    /// Writes config space.
+    fn cfg_write(&self, off: u64, data: &[u8]) -> Result<()>;
+    /// Makes `mem` (backed by `fd` from offset 0) the device's DMA memory at `iova`.
+    fn dma_map(&self, iova: u64, mem: &Shared, fd: std::os::fd::BorrowedFd<'_>) -> Result<()>;
+    /// Wires MSI-X `vector` to an eventfd.
+    fn msix_eventfd(&self, vector: u32, fd: std::os::fd::BorrowedFd<'_>) -> Result<()>;
+    /// The VF, for messages.
+    fn describe(&self) -> String;
+}
+
+impl VfPort for VfioUser {
+    fn bar_read(&self, bar: u32, off: u64, buf: &mut [u8]) -> Result<()> {
+        self.region_read(bar, off, buf)
+    }
+    fn bar_write(&self, bar: u32, off: u64, data: &[u8]) -> Result<()> {
+        self.region_write(bar, off, data)
+    }
+    fn cfg_read(&self, off: u64, buf: &mut [u8]) -> Result<()> {
+        self.config_read(off, buf)
+    }
+    fn cfg_write(&self, off: u64, data: &[u8]) -> Result<()> {
+        self.config_write(off, data)
+    }
+    fn dma_map(&self, iova: u64, mem: &Shared, fd: std::os::fd::BorrowedFd<'_>) -> Result<()> {
+        let m = proto::DmaMap {
+            argsz: 32,
+            flags: proto::DMA_FLAG_READ | proto::DMA_FLAG_WRITE,
+            offset: 0,
+            addr: iova,
+            size: mem.len() as u64,
+        };
+        self.call(
+            proto::cmd::DMA_MAP,
+            m.as_bytes(),
+            &[fd.as_raw_fd()],
+            "DMA map",
+        )?;
+        Ok(())
+    }
+    fn msix_eventfd(&self, vector: u32, fd: std::os::fd::BorrowedFd<'_>) -> Result<()> {
+        self.set_msix_eventfds(vector, &[fd])
+    }
+    fn describe(&self) -> String {
+        self.path().display().to_string()
+    }
+}
+
 /// One VF, opened for jobs.
 pub struct VfDev {
-    t: VfioUser,
+    t: Box<dyn VfPort>,
     mem: Shared,
     _memfd: OwnedFd,
     size: usize,
@@ -108,45 +164,49 @@ pub struct VfDev {
 impl std::fmt::Debug for VfDev {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VfDev")
-            .field("socket", &self.t.path())
+            .field("vf", &self.t.describe())
             .field("mem", &self.size)
             .finish()
     }
 }
 
 impl VfDev {
-    /// Opens the VF behind `socket` and gives the device `mem_bytes` of this process's memory
-    /// (rounded up to pages) for rings and buffers.
+    /// Opens the VF behind its vfio-user `socket` and gives the device `mem_bytes` of this
+    /// process's memory (rounded up to pages) for rings and buffers.
     pub fn open(socket: &Path, mem_bytes: usize) -> Result<Self> {
+        Self::with_port(Box::new(VfioUser::connect(socket, false)?), mem_bytes)
+    }
+
+    /// The same over any port (the kernel's VFIO: `kernel::vf::KernelVf`).
+    pub fn with_port(t: Box<dyn VfPort>, mem_bytes: usize) -> Result<Self> {
         use nix::fcntl::{fcntl, FcntlArg, SealFlag};
         use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
-        let t = VfioUser::connect(socket, false)?;
         let mut id = [0u8; 4];
-        t.region_read(BAR0, vf::MAGIC.offset() as u64, &mut id)?;
+        t.bar_read(BAR0, vf::MAGIC.offset() as u64, &mut id)?;
         if u32::from_le_bytes(id) != regs::VF_MAGIC {
             return Err(Error::NotOurDevice(format!(
                 "{} is not an accelvirt VF",
-                socket.display()
+                t.describe()
             )));
         }
         // The firmware enables a VF shortly after SR-IOV shows it, and a reset VF comes back
         // by itself: wait for that (as a driver waits for its function to be ready).
         let deadline = Instant::now() + READY_WAIT;
         loop {
-            let status = VfStatus::from_bits_retain(read32(&t, vf::STATUS.offset())?);
+            let status = VfStatus::from_bits_retain(read32(&*t, vf::STATUS.offset())?);
             if status.contains(VfStatus::ENABLED) {
                 break;
             }
             if Instant::now() > deadline {
                 return Err(Error::Invalid(format!(
-                    "VF at {} is not enabled after {} s (its state allows no jobs)",
-                    socket.display(),
+                    "VF {} is not enabled after {} s (its state allows no jobs)",
+                    t.describe(),
                     READY_WAIT.as_secs()
                 )));
             }
             std::thread::sleep(Duration::from_millis(1));
         }
-        let queues = read32(&t, vf::QUEUE_COUNT.offset())?;
+        let queues = read32(&*t, vf::QUEUE_COUNT.offset())?;
         let size = mem_bytes.max(1).div_ceil(4096) * 4096;
         let fd = memfd_create(
             c"accelvirt-vf-dma",
@@ -161,19 +221,7 @@ impl VfDev {
         )
         .map_err(|e| Error::Io(e.into()))?;
         let mem = Shared::map(fd.as_fd(), 0, size).map_err(Error::Io)?;
-        let m = proto::DmaMap {
-            argsz: 32,
-            flags: proto::DMA_FLAG_READ | proto::DMA_FLAG_WRITE,
-            offset: 0,
-            addr: IOVA_BASE,
-            size: size as u64,
-        };
-        t.call(
-            proto::cmd::DMA_MAP,
-            m.as_bytes(),
-            &[fd.as_raw_fd()],
-            "DMA map",
-        )?;
+        t.dma_map(IOVA_BASE, &mem, fd.as_fd())?;
         Ok(VfDev {
             t,
             mem,
@@ -191,14 +239,14 @@ impl VfDev {
 
     /// Bytes of device memory the VF owns (VF-physical addresses 0 up to this).
     pub fn device_mem_size(&self) -> Result<u64> {
-        Ok(read32(&self.t, vf::MEM_SIZE_LO.offset())? as u64
-            | (read32(&self.t, vf::MEM_SIZE_HI.offset())? as u64) << 32)
+        Ok(read32(&*self.t, vf::MEM_SIZE_LO.offset())? as u64
+            | (read32(&*self.t, vf::MEM_SIZE_HI.offset())? as u64) << 32)
     }
 
     /// Writes the VF's device memory at VF-physical address `pa` (through BAR2: stage 2 only).
     pub fn write_device(&self, pa: u64, data: &[u8]) -> Result<()> {
         for (i, c) in data.chunks(BAR2_STEP).enumerate() {
-            self.t.region_write(BAR2, pa + (i * BAR2_STEP) as u64, c)?;
+            self.t.bar_write(BAR2, pa + (i * BAR2_STEP) as u64, c)?;
         }
         Ok(())
     }
@@ -206,7 +254,7 @@ impl VfDev {
     /// Reads the VF's device memory at VF-physical address `pa`.
     pub fn read_device(&self, pa: u64, out: &mut [u8]) -> Result<()> {
         for (i, c) in out.chunks_mut(BAR2_STEP).enumerate() {
-            self.t.region_read(BAR2, pa + (i * BAR2_STEP) as u64, c)?;
+            self.t.bar_read(BAR2, pa + (i * BAR2_STEP) as u64, c)?;
         }
         Ok(())
     }
@@ -214,33 +262,33 @@ impl VfDev {
     /// Points the device at the VF's stage-1 table: `pages` entries (`jobs::xlat`) at
     /// VF-physical address `root` in its device memory. Flushes the VF's IOTLB.
     pub fn set_translation(&self, root: u64, pages: u32) -> Result<()> {
-        write32(&self.t, vf::XLAT_ROOT_LO.offset() as u64, root as u32)?;
+        write32(&*self.t, vf::XLAT_ROOT_LO.offset() as u64, root as u32)?;
         write32(
-            &self.t,
+            &*self.t,
             vf::XLAT_ROOT_HI.offset() as u64,
             (root >> 32) as u32,
         )?;
-        write32(&self.t, vf::XLAT_PAGES.offset() as u64, pages)
+        write32(&*self.t, vf::XLAT_PAGES.offset() as u64, pages)
     }
 
     /// Flushes the VF's IOTLB: needed after changing entries of the stage-1 table.
     pub fn invalidate(&self) -> Result<()> {
-        write32(&self.t, vf::XLAT_INVALIDATE.offset() as u64, 1)
+        write32(&*self.t, vf::XLAT_INVALIDATE.offset() as u64, 1)
     }
 
     /// The VF's IOTLB (hits, misses).
     pub fn iotlb(&self) -> Result<(u32, u32)> {
         Ok((
-            read32(&self.t, vf::IOTLB_HITS.offset())?,
-            read32(&self.t, vf::IOTLB_MISSES.offset())?,
+            read32(&*self.t, vf::IOTLB_HITS.offset())?,
+            read32(&*self.t, vf::IOTLB_MISSES.offset())?,
         ))
     }
 
     /// The VF's fault count and last fault code.
     pub fn faults(&self) -> Result<(u32, u32)> {
         Ok((
-            read32(&self.t, vf::FAULT_COUNT.offset())?,
-            read32(&self.t, vf::FAULT_CODE.offset())?,
+            read32(&*self.t, vf::FAULT_COUNT.offset())?,
+            read32(&*self.t, vf::FAULT_CODE.offset())?,
         ))
     }
 
@@ -290,10 +338,9 @@ impl VfDev {
     /// [`wait`]: VfDev::wait
     pub fn queue_with_irq(&mut self, q: u32, depth: u32, vector: u32) -> Result<Queue> {
         use nix::sys::eventfd::{EfdFlags, EventFd};
-        let msix = crate::transport::find_cap(&self.t, 0x11)?
-            .ok_or_else(|| Error::NotOurDevice("the VF has no MSI-X capability".into()))?;
+        let msix = find_msix(&*self.t)?;
         let mut b = [0u8; 2];
-        self.t.config_read(msix + 2, &mut b)?;
+        self.t.cfg_read(msix + 2, &mut b)?;
         let table = (u16::from_le_bytes(b) & 0x7FF) as u32 + 1;
         if vector >= table {
             return Err(Error::Invalid(format!(
@@ -303,13 +350,13 @@ impl VfDev {
         // MSI-X enabled, function not masked; a completion interrupt is a memory write, so the
         // VF must be a bus master.
         let ctl = (u16::from_le_bytes(b) | 0x8000) & !0x4000;
-        self.t.config_write(msix + 2, &ctl.to_le_bytes())?;
-        self.t.config_read(0x04, &mut b)?;
+        self.t.cfg_write(msix + 2, &ctl.to_le_bytes())?;
+        self.t.cfg_read(0x04, &mut b)?;
         self.t
-            .config_write(0x04, &(u16::from_le_bytes(b) | 0x4).to_le_bytes())?;
+            .cfg_write(0x04, &(u16::from_le_bytes(b) | 0x4).to_le_bytes())?;
         let efd = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
             .map_err(|e| Error::Io(e.into()))?;
-        self.t.set_msix_eventfds(vector, &[efd.as_fd()])?;
+        self.t.msix_eventfd(vector, efd.as_fd())?;
         self.setup_queue(q, depth, Some((vector, efd)))
     }
 
@@ -338,7 +385,7 @@ impl VfDev {
         self.write(sq, 0, &vec![0; sq.len])?;
         self.write(cq, 0, &vec![0; cq.len])?;
         let base = vf::queue(q as usize) as u64;
-        let w = |r: regs::Reg, v: u32| write32(&self.t, base + r.offset() as u64, v);
+        let w = |r: regs::Reg, v: u32| write32(&*self.t, base + r.offset() as u64, v);
         let mut ctrl = QueueCtrl::ENABLE;
         w(queue::CONTROL, 0)?;
         w(queue::SQ_BASE_LO, sq.iova() as u32)?;
@@ -370,7 +417,7 @@ impl VfDev {
 
     /// The queue's STATUS register (`shared_abi::jobs::queue_status`).
     pub fn queue_status(&self, q: &Queue) -> Result<u32> {
-        read32(&self.t, vf::queue(q.q as usize) + queue::STATUS.offset())
+        read32(&*self.t, vf::queue(q.q as usize) + queue::STATUS.offset())
     }
 
     /// Submits a job; returns its tag. Fails if the queue is full (reap completions first).
@@ -508,12 +555,31 @@ impl Queue {
     }
 }
 
-fn read32(t: &VfioUser, off: usize) -> Result<u32> {
+fn read32(t: &dyn VfPort, off: usize) -> Result<u32> {
     let mut b = [0u8; 4];
-    t.region_read(BAR0, off as u64, &mut b)?;
+    t.bar_read(BAR0, off as u64, &mut b)?;
     Ok(u32::from_le_bytes(b))
 }
 
-fn write32(t: &VfioUser, off: u64, v: u32) -> Result<()> {
-    t.region_write(BAR0, off, &v.to_le_bytes())
+fn write32(t: &dyn VfPort, off: u64, v: u32) -> Result<()> {
+    t.bar_write(BAR0, off, &v.to_le_bytes())
+}
+
+/// The MSI-X capability in the VF's config space list.
+fn find_msix(t: &dyn VfPort) -> Result<u64> {
+    let mut p = [0u8; 1];
+    t.cfg_read(0x34, &mut p)?;
+    let mut pos = (p[0] & 0xFC) as u64;
+    for _ in 0..48 {
+        if pos < 0x40 {
+            break;
+        }
+        let mut h = [0u8; 2];
+        t.cfg_read(pos, &mut h)?;
+        if h[0] == 0x11 {
+            return Ok(pos);
+        }
+        pos = (h[1] & 0xFC) as u64;
+    }
+    Err(Error::NotOurDevice("the VF has no MSI-X capability".into()))
 }

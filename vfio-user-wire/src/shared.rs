@@ -77,6 +77,12 @@ impl Shared {
         Ok(())
     }
 
+    /// Where the mapping starts in this process (for `VFIO_IOMMU_MAP_DMA`, which maps a
+    /// process address range for a device).
+    pub fn addr(&self) -> usize {
+        self.ptr.as_ptr() as usize
+    }
+
     /// Bytes mapped.
     pub fn len(&self) -> usize {
         self.len

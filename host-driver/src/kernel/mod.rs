@@ -8,6 +8,7 @@
 
 pub mod sysfs;
 pub mod token;
+pub mod vf;
 pub mod vfio;
 
 use crate::error::{Error, Result};

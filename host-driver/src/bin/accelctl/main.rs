@@ -25,6 +25,7 @@ Examples:
   accelctl -d /tmp/accelvirt/accel0.sock destroy-vf --all
   accelctl -d 0000:3b:00.0 stats --watch 1
   accelctl -d /tmp/accelvirt/accel0.sock vf run 0 --job crc32c --size 1M --queues 2 --seconds 5
+  accelctl -d 0000:00:03.0 run --job sha256 --size 64K        # inside a VM given a VF
 
 The device (-d, or ACCEL_DEVICE) is a PCI address, driven through the kernel's VFIO, or the
 path of a vfio-user socket (accel-sim).
@@ -84,6 +85,9 @@ enum Cmd {
         #[arg(long)]
         all: bool,
     },
+    /// Run jobs on the VF given with -d (its vfio-user socket, or its PCI address inside a VM
+    /// or on a host whose PF is bound to vfio-pci), as a tenant would: see `vf run`.
+    Run(RunArgs),
     /// Device and per-VF counters.
     Stats {
         /// Print them again every SECONDS (like `nvidia-smi -l`), until interrupted.
@@ -153,22 +157,48 @@ enum VfCmd {
     /// against the host's, and prints throughput and latency.
     Run {
         id: u16,
-        /// copy, fill, crc32c or sha256.
-        #[arg(long, default_value = "crc32c")]
-        job: String,
-        /// Bytes per job (e.g. 4K, 1M; at most 16M).
-        #[arg(long, default_value = "1M")]
-        size: String,
-        /// Queues to drive at once.
-        #[arg(long, default_value_t = 1)]
-        queues: u32,
-        /// Jobs in flight per queue (a power of two, 2..=4096).
-        #[arg(long, default_value_t = 32)]
-        depth: u32,
-        /// How long to keep submitting.
-        #[arg(long, default_value_t = 3.0)]
-        seconds: f64,
+        #[command(flatten)]
+        load: RunArgs,
     },
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// copy, fill, crc32c or sha256.
+    #[arg(long, default_value = "crc32c")]
+    job: String,
+    /// Bytes per job (e.g. 4K, 1M; at most 16M).
+    #[arg(long, default_value = "1M")]
+    size: String,
+    /// Queues to drive at once.
+    #[arg(long, default_value_t = 1)]
+    queues: u32,
+    /// Jobs in flight per queue (a power of two, 2..=4096).
+    #[arg(long, default_value_t = 32)]
+    depth: u32,
+    /// How long to keep submitting.
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+}
+
+impl RunArgs {
+    fn load(&self) -> Result<run::Load> {
+        if !(0.0..=86_400.0).contains(&self.seconds) {
+            return Err(Error::Invalid(format!(
+                "--seconds {}: from 0 to 86400",
+                self.seconds
+            )));
+        }
+        let size = u32::try_from(parse_size(&self.size)?)
+            .map_err(|_| Error::Invalid("--size: at most 16M".into()))?;
+        Ok(run::Load {
+            op: run::parse_op(&self.job)?,
+            size,
+            queues: self.queues,
+            depth: self.depth,
+            duration: Duration::from_secs_f64(self.seconds),
+        })
+    }
 }
 
 fn main() -> ExitCode {
@@ -353,38 +383,17 @@ async fn run(cli: Cli, out: &Out) -> Result<()> {
                 }
                 VfCmd::Reset { id } => out.vfs(&[a.reset(id).await?], shift),
                 VfCmd::Qos { id, weight } => out.vfs(&[a.set_qos(id, weight).await?], shift),
-                VfCmd::Run {
-                    id,
-                    job,
-                    size,
-                    queues,
-                    depth,
-                    seconds,
-                } => {
-                    if !(0.0..=86_400.0).contains(&seconds) {
-                        return Err(Error::Invalid(format!(
-                            "--seconds {seconds}: from 0 to 86400"
-                        )));
-                    }
-                    let size = u32::try_from(parse_size(&size)?)
-                        .map_err(|_| Error::Invalid("--size: at most 16M".into()))?;
-                    let load = run::Load {
-                        op: run::parse_op(&job)?,
-                        size,
-                        queues,
-                        depth,
-                        duration: Duration::from_secs_f64(seconds),
-                    };
-                    let socket = match a.handoff(id)?.endpoint {
-                        host_driver::transport::VfEndpoint::Socket { path } => path,
-                        host_driver::transport::VfEndpoint::Pci { address, .. } => {
-                            return Err(Error::Invalid(format!(
-                                "VF {id} is {address}, driven by the kernel: `vf run` drives \
-                                 vfio-user VFs (accel-sim) only so far"
-                            )))
+                VfCmd::Run { id, load } => {
+                    let load = load.load()?;
+                    let target = match a.handoff(id)?.endpoint {
+                        host_driver::transport::VfEndpoint::Socket { path } => {
+                            run::Target::Socket(path)
                         }
+                        host_driver::transport::VfEndpoint::Pci {
+                            address, vf_token, ..
+                        } => run::Target::Pci { address, vf_token },
                     };
-                    out.run_report(&run::run(&socket, load)?);
+                    out.run_report(&run::run(&target, load)?);
                 }
             }
             Ok(())
@@ -399,6 +408,23 @@ async fn run(cli: Cli, out: &Out) -> Result<()> {
                 1
             };
             out.destroyed(n);
+            Ok(())
+        }
+        Cmd::Run(r) => {
+            let load = r.load()?;
+            let Some(d) = &cli.device else {
+                return Err(Error::Invalid(
+                    "no VF given: use -d with the VF's socket or PCI address".into(),
+                ));
+            };
+            let target = match DeviceAddr::parse(d)? {
+                DeviceAddr::Socket(p) => run::Target::Socket(p),
+                DeviceAddr::Pci(address) => run::Target::Pci {
+                    address,
+                    vf_token: None,
+                },
+            };
+            out.run_report(&run::run(&target, load)?);
             Ok(())
         }
         Cmd::Stats { watch, count } => {
