@@ -143,6 +143,41 @@ pub fn run(root: &Path) -> Result<(), String> {
     drop(v);
     ctl(&ctl_bin, &sock, &["vf", "show", "3"])?;
 
+    step("run jobs on VF 0 and VF 2: the device polls their rings, results checked on the host");
+    ctl(
+        &ctl_bin,
+        &sock,
+        &[
+            "vf",
+            "run",
+            "0",
+            "--job",
+            "crc32c",
+            "--size",
+            "1M",
+            "--seconds",
+            "1",
+        ],
+    )?;
+    ctl(
+        &ctl_bin,
+        &sock,
+        &[
+            "vf",
+            "run",
+            "2",
+            "--job",
+            "copy",
+            "--size",
+            "256K",
+            "--queues",
+            "2",
+            "--seconds",
+            "1",
+        ],
+    )?;
+    ctl(&ctl_bin, &sock, &["stats"])?;
+
     step("reset VF 1 (FLR): its queues and memory are cleared, the others keep their state");
     ctl(&ctl_bin, &sock, &["vf", "reset", "1"])?;
     ctl(&ctl_bin, &sock, &["vf", "list"])?;
