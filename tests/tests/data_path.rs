@@ -962,3 +962,79 @@ mod translation {
         assert_eq!(c0.result, jobs::crc32c(0, &[7; 4096]) as u64);
     }
 }
+
+/// Runs checked CRC32C jobs on `sock`'s queue 0 until `stop`; returns how many completed.
+fn checked_worker(
+    sock: PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut dev = VfDev::open(&sock, 2 << 20).unwrap();
+        let mut q = dev.queue(0, 8).unwrap();
+        let buf = dev.alloc(64 << 10, 4096).unwrap();
+        let data = pattern(buf.len, 77);
+        dev.write(buf, 0, &data).unwrap();
+        let want = jobs::crc32c(0, &data) as u64;
+        let mut n = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let c = run(
+                &dev,
+                &mut q,
+                Job {
+                    op: JobOp::Crc32c,
+                    src: Some(buf.into()),
+                    dst: None,
+                    len: buf.len as u32,
+                    value: 0,
+                },
+            );
+            assert_eq!((c.status, c.result), (JobStatus::Ok, want));
+            n += 1;
+        }
+        n
+    })
+}
+
+#[test]
+fn destroying_or_resizing_a_vf_mid_traffic_leaves_the_others_running() {
+    let sim = with_vfs(3);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let bystander = checked_worker(vf_socket(&sim, 2), stop.clone());
+    // VF 1 keeps its queue 0 through a resize that takes half its queues away.
+    let resized = checked_worker(vf_socket(&sim, 1), stop.clone());
+    // VF 0 fills its ring with long jobs and is destroyed under them.
+    let mut dev = VfDev::open(&vf_socket(&sim, 0), 20 << 20).unwrap();
+    let mut q = dev.queue(0, 4).unwrap();
+    let (src, dst) = (dev.alloc(8 << 20, 4096).unwrap(), dev.alloc(8 << 20, 4096).unwrap());
+    for _ in 0..4 {
+        let j = Job {
+            op: JobOp::Copy,
+            src: Some(src.into()),
+            dst: Some(dst.into()),
+            len: src.len as u32,
+            value: 0,
+        };
+        dev.submit(&mut q, &j).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let r = sim.ctl(&["vf", "resize", "1", "--queues", "32"]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let d = sim.ctl(&["destroy-vf", "0"]);
+    assert!(d.status.success(), "{}", String::from_utf8_lossy(&d.stderr));
+    let drained = (0..4).filter_map(|_| dev.poll(&mut q)).count();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        (0..4).filter_map(|_| dev.poll(&mut q)).count(),
+        0,
+        "nothing completes for a destroyed VF ({drained} did before)"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(bystander.join().unwrap() > 0);
+    assert!(resized.join().unwrap() > 0);
+    let stats = sim.ctl_json(&["stats"]);
+    for v in stats["vfs"].as_array().unwrap() {
+        assert_eq!(v["faults"], 0, "{v}");
+    }
+    assert_eq!(sim.ctl_json(&["vf", "show", "1"])["queues"], 32);
+}
