@@ -8,7 +8,8 @@
 //! mappings (`vm.max_map_count`), whatever sizes it maps.
 //!
 //! Descriptors that name the same file share one fd, so the fds a client can make us hold are
-//! bounded by [`MAX_FILES`], not by its map count.
+//! bounded by [`MAX_FILES`], not by its map count. Memory mapped without a descriptor is
+//! reached with DMA_READ/DMA_WRITE messages to the client ([`MessageDma`]).
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
@@ -40,6 +41,17 @@ pub enum DmaError {
     /// The read or write itself failed.
     #[error("IOVA {0:#x}: {1}")]
     Io(u64, nix::errno::Errno),
+    /// The client did not answer a DMA_READ or DMA_WRITE for it (in time, or at all).
+    #[error("IOVA {0:#x}: the client did not answer the DMA request")]
+    NoAnswer(u64),
+}
+
+/// DMA through messages to the client, for memory it mapped without a file descriptor.
+pub trait MessageDma: Send + Sync + std::fmt::Debug {
+    /// DMA_READ.
+    fn read(&self, iova: u64, buf: &mut [u8]) -> Result<(), DmaError>;
+    /// DMA_WRITE.
+    fn write(&self, iova: u64, data: &[u8]) -> Result<(), DmaError>;
 }
 
 #[derive(Debug)]
@@ -63,12 +75,36 @@ struct Mapping {
 #[derive(Debug, Default)]
 pub struct DmaTable {
     maps: Vec<Mapping>,
+    /// How to reach memory mapped without a file descriptor.
+    messages: Option<Arc<dyn MessageDma>>,
 }
 
 impl DmaTable {
     /// An empty table.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Reaches fileless mappings through `m` (the owning connection).
+    pub fn set_messages(&mut self, m: Arc<dyn MessageDma>) {
+        self.messages = Some(m);
+    }
+
+    /// Whether `[iova, iova + len)` is mapped and backed by files all the way (device
+    /// structures the engine touches under its locks, rings, must be).
+    pub fn file_backed(&self, iova: u64, len: u64) -> bool {
+        let mut at = iova;
+        let end = match iova.checked_add(len) {
+            Some(e) => e,
+            None => return false,
+        };
+        while at < end {
+            match self.find(at) {
+                Ok((m, left)) if m.file.is_some() => at = at.saturating_add(left),
+                _ => return false,
+            }
+        }
+        true
     }
 
     /// Mappings held.
@@ -201,9 +237,16 @@ impl DmaTable {
                 .ok_or(DmaError::Unmapped(iova))?;
             let (m, left) = self.find(at)?;
             let n = (buf.len() - done).min(usize::try_from(left).unwrap_or(usize::MAX));
-            let f = m.file.as_ref().ok_or(DmaError::NoFile(at))?;
-            let off = file_offset(m, at)?;
             let chunk = &mut buf[done..done + n];
+            let Some(f) = m.file.as_ref() else {
+                self.messages
+                    .as_ref()
+                    .ok_or(DmaError::NoFile(at))?
+                    .read(at, chunk)?;
+                done += n;
+                continue;
+            };
+            let off = file_offset(m, at)?;
             let mut got = 0;
             while got < n {
                 let r = nix::sys::uio::pread(f.fd.as_fd(), &mut chunk[got..], off + got as i64)
@@ -231,7 +274,9 @@ impl DmaTable {
             if !m.writable {
                 return Err(DmaError::ReadOnly(at));
             }
-            m.file.as_ref().ok_or(DmaError::NoFile(at))?;
+            if m.file.is_none() && self.messages.is_none() {
+                return Err(DmaError::NoFile(at));
+            }
             done += (data.len() - done).min(usize::try_from(left).unwrap_or(usize::MAX));
         }
         done = 0;
@@ -239,9 +284,16 @@ impl DmaTable {
             let at = iova + done as u64;
             let (m, left) = self.find(at)?;
             let n = (data.len() - done).min(usize::try_from(left).unwrap_or(usize::MAX));
-            let f = m.file.as_ref().ok_or(DmaError::NoFile(at))?;
-            let off = file_offset(m, at)?;
             let chunk = &data[done..done + n];
+            let Some(f) = m.file.as_ref() else {
+                self.messages
+                    .as_ref()
+                    .ok_or(DmaError::NoFile(at))?
+                    .write(at, chunk)?;
+                done += n;
+                continue;
+            };
+            let off = file_offset(m, at)?;
             let mut put = 0;
             while put < n {
                 let r = nix::sys::uio::pwrite(f.fd.as_fd(), &chunk[put..], off + put as i64)

@@ -1123,3 +1123,228 @@ mod properties {
             .unwrap();
     }
 }
+
+/// A client that maps its data memory without a file descriptor (as a client whose memory
+/// cannot be shared does): the device reaches it with DMA_READ and DMA_WRITE messages, which
+/// this raw client answers from its own buffer while it waits for completions. Rings must
+/// still be in memory shared by descriptor.
+#[test]
+fn jobs_reach_memory_mapped_without_a_file_through_dma_messages() {
+    use shared_abi::jobs::{Cqe, Sqe, SqeHead};
+    use shared_abi::regs::{queue, vf, QueueCtrl};
+    use std::os::fd::{AsFd, AsRawFd};
+    use std::os::unix::net::UnixStream;
+    use vfio_user_wire::framing::{self, Wait};
+    use vfio_user_wire::proto::{cmd, flags, Header};
+    use zerocopy::{FromZeros, IntoBytes};
+
+    struct Poll;
+    impl Wait for Poll {
+        fn idle(&mut self) -> bool {
+            true
+        }
+        fn more(&mut self) -> bool {
+            true
+        }
+    }
+    let sim = with_vfs(1);
+    // Wait until the firmware has enabled the VF.
+    drop(VfDev::open(&vf_socket(&sim, 0), 4096).unwrap());
+    let s = UnixStream::connect(vf_socket(&sim, 0)).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+    let mut id = 0u16;
+    let mut send = |command: u16, p: &[u8], fds: &[i32]| {
+        id += 1;
+        let h = Header {
+            msg_id: id,
+            command,
+            size: (16 + p.len()) as u32,
+            flags: flags::TYPE_COMMAND,
+            error: 0,
+        };
+        framing::send(&s, &h, p, fds).unwrap();
+        id
+    };
+    // Our buffer behind IOVA 2^33, mapped with no descriptor.
+    const DATA: u64 = 1 << 33;
+    let mut memory = pattern(1 << 20, 5);
+    let original = memory.clone();
+    let (mut reads, mut writes) = (0, 0);
+    // Answers the device's requests until `done` says the awaited reply or completion came.
+    let mut serve = |memory: &mut Vec<u8>, until: &mut dyn FnMut(&Header) -> bool| {
+        let deadline = std::time::Instant::now() + T;
+        loop {
+            assert!(std::time::Instant::now() < deadline, "nothing came");
+            let Some((h, body, _)) = framing::recv(&s, 2 << 20, &mut Poll).unwrap() else {
+                if until(&Header::default()) {
+                    return;
+                }
+                continue;
+            };
+            if h.flags & flags::TYPE_MASK == flags::TYPE_COMMAND
+                && (h.command == cmd::DMA_READ || h.command == cmd::DMA_WRITE)
+            {
+                let addr = u64::from_ne_bytes(body[0..8].try_into().unwrap());
+                let count = u64::from_ne_bytes(body[8..16].try_into().unwrap()) as usize;
+                let at = (addr - DATA) as usize;
+                let mut reply = body[..16].to_vec();
+                if h.command == cmd::DMA_READ {
+                    reply.extend_from_slice(&memory[at..at + count]);
+                    reads += 1;
+                } else {
+                    memory[at..at + count].copy_from_slice(&body[16..16 + count]);
+                    writes += 1;
+                }
+                let rh = Header {
+                    msg_id: h.msg_id,
+                    command: h.command,
+                    size: (16 + reply.len()) as u32,
+                    flags: flags::TYPE_REPLY,
+                    error: 0,
+                };
+                framing::send(&s, &rh, &reply, &[]).unwrap();
+                continue;
+            }
+            if until(&h) {
+                return;
+            }
+        }
+    };
+    let mut call = |command: u16, p: &[u8], fds: &[i32], memory: &mut Vec<u8>| {
+        let want = send(command, p, fds);
+        serve(memory, &mut |h| {
+            if h.msg_id == want && h.flags & flags::TYPE_MASK == flags::TYPE_REPLY {
+                assert_eq!(
+                    h.flags & flags::ERROR,
+                    0,
+                    "command {command} failed: {}",
+                    h.error
+                );
+                true
+            } else {
+                false
+            }
+        });
+    };
+    call(
+        cmd::VERSION,
+        &[&0u16.to_ne_bytes()[..], &1u16.to_ne_bytes(), b"{}\0"].concat(),
+        &[],
+        &mut memory,
+    );
+    // Rings in a shared memfd at IOVA 2^32.
+    let rings =
+        nix::sys::memfd::memfd_create(c"rings", nix::sys::memfd::MemFdCreateFlag::empty()).unwrap();
+    nix::unistd::ftruncate(&rings, 8192).unwrap();
+    let map = |addr: u64, size: u64| {
+        [
+            &32u32.to_ne_bytes()[..],
+            &3u32.to_ne_bytes(),
+            &0u64.to_ne_bytes(),
+            &addr.to_ne_bytes(),
+            &size.to_ne_bytes(),
+        ]
+        .concat()
+    };
+    call(
+        cmd::DMA_MAP,
+        &map(1 << 32, 8192),
+        &[rings.as_raw_fd()],
+        &mut memory,
+    );
+    call(cmd::DMA_MAP, &map(DATA, 1 << 20), &[], &mut memory);
+    let base = vf::queue(0) as u64;
+    for (r, v) in [
+        (queue::SQ_BASE_LO, 0),
+        (queue::SQ_BASE_HI, 1),
+        (queue::SQ_SIZE, 4),
+        (queue::CQ_BASE_LO, 4096),
+        (queue::CQ_BASE_HI, 1),
+        (queue::CQ_SIZE, 4),
+        (queue::CONTROL, QueueCtrl::ENABLE.bits()),
+    ] {
+        let mut p = (base + r.offset() as u64).to_ne_bytes().to_vec();
+        p.extend_from_slice(&0u32.to_ne_bytes());
+        p.extend_from_slice(&4u32.to_ne_bytes());
+        p.extend_from_slice(&v.to_le_bytes());
+        call(cmd::REGION_WRITE, &p, &[], &mut memory);
+    }
+    // Job 0: CRC32C of 200,000 bytes at DATA + 123. Job 1: copy them to DATA + 600,000.
+    let jobs_ = [
+        (JobOp::Crc32c, DATA + 123, 0u64),
+        (JobOp::Copy, DATA + 123, DATA + 600_000),
+    ];
+    for (slot, (op, src, dst)) in jobs_.iter().enumerate() {
+        let mut e = Sqe::new_zeroed();
+        e.tag = (slot as u32).into();
+        e.src = (*src).into();
+        e.dst = (*dst).into();
+        e.len = 200_000u32.into();
+        let head = SqeHead {
+            phase: 1,
+            version: jobs::VERSION,
+            op: op.wire(),
+            flags: 0,
+        };
+        let b = e.as_bytes();
+        nix::sys::uio::pwrite(rings.as_fd(), &b[4..], slot as i64 * 64 + 4).unwrap();
+        nix::sys::uio::pwrite(
+            rings.as_fd(),
+            &head.to_word().to_le_bytes(),
+            slot as i64 * 64,
+        )
+        .unwrap();
+    }
+    // Serve the device's DMA requests until both completions are in the ring.
+    let cqe = |i: i64| {
+        let mut b = [0u8; 16];
+        nix::sys::uio::pread(rings.as_fd(), &mut b, 4096 + i * 16).unwrap();
+        b
+    };
+    serve(&mut memory, &mut |_| {
+        (0..2).all(|i| Cqe::phase_of(u32::from_le_bytes(cqe(i)[12..16].try_into().unwrap())) == 1)
+    });
+    for i in 0..2 {
+        let c = cqe(i);
+        let status = u32::from_le_bytes(c[12..16].try_into().unwrap());
+        assert_eq!(Cqe::status_of(status), Some(JobStatus::Ok), "job {i}");
+    }
+    let crc = u64::from_le_bytes(cqe(0)[0..8].try_into().unwrap());
+    assert_eq!(crc, jobs::crc32c(0, &original[123..200_123]) as u64);
+    assert!(
+        memory[600_000..800_000] == original[123..200_123],
+        "the copy landed in our buffer"
+    );
+    assert!(
+        reads >= 2 * 200_000 / (64 << 10) && writes >= 200_000 / (64 << 10),
+        "{reads} {writes}"
+    );
+    // Rings themselves must be shared by descriptor: queue 1 with its rings in our buffer is
+    // refused with DMA_ERROR in STATUS.
+    let raw = host_driver::vfio_user::VfioUser::connect(&vf_socket(&sim, 0), false).unwrap();
+    let q1 = vf::queue(1) as u64;
+    for (r, v) in [
+        (queue::SQ_BASE_LO, 0),
+        (queue::SQ_BASE_HI, 2),
+        (queue::SQ_SIZE, 4),
+        (queue::CQ_BASE_LO, 4096),
+        (queue::CQ_BASE_HI, 2),
+        (queue::CQ_SIZE, 4),
+        (queue::CONTROL, QueueCtrl::ENABLE.bits()),
+    ] {
+        raw.region_write(0, q1 + r.offset() as u64, &v.to_le_bytes())
+            .unwrap();
+    }
+    let deadline = std::time::Instant::now() + T;
+    let status = loop {
+        let mut b = [0u8; 4];
+        raw.region_read(0, q1 + queue::STATUS.offset() as u64, &mut b)
+            .unwrap();
+        let st = u32::from_le_bytes(b);
+        if st != 0 || std::time::Instant::now() > deadline {
+            break st;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    assert_eq!(status, jobs::queue_status::DMA_ERROR);
+}

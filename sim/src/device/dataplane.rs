@@ -178,7 +178,7 @@ impl Device {
         if !ctrl.contains(QueueCtrl::ENABLE) {
             return 0;
         }
-        if !run.armed && !self.arm(run, v, pq, ctrl) {
+        if !run.armed && !self.arm(run, v, pq, ctrl, dma) {
             return 0;
         }
         let mut done = 0;
@@ -252,7 +252,14 @@ impl Device {
     }
 
     /// Checks a newly enabled queue's rings; says why in STATUS if they are unusable.
-    fn arm(&self, run: &mut Run, v: u16, pq: usize, ctrl: QueueCtrl) -> bool {
+    fn arm(
+        &self,
+        run: &mut Run,
+        v: u16,
+        pq: usize,
+        ctrl: QueueCtrl,
+        dma: &RwLock<DmaTable>,
+    ) -> bool {
         let r = |reg| self.bar0.read32(queue_reg(pq, reg));
         let sq = ring_base(r(queue::SQ_BASE_LO), r(queue::SQ_BASE_HI));
         let cq = ring_base(r(queue::CQ_BASE_LO), r(queue::CQ_BASE_HI));
@@ -267,6 +274,14 @@ impl Device {
             && r(queue::MSIX_VECTOR) >= self.bank(v, vf_bank::VECTOR_COUNT)
         {
             queue_status::BAD_VECTOR
+        } else if !{
+            // Rings are written under the engine's locks: they must be in memory the device
+            // reaches directly, not through messages to the client.
+            let t = dma.read().unwrap_or_else(|e| e.into_inner());
+            t.file_backed(sq, sq_size as u64 * jobs::SQE_SIZE as u64)
+                && t.file_backed(cq, cq_size as u64 * jobs::CQE_SIZE as u64)
+        } {
+            queue_status::DMA_ERROR
         } else {
             queue_status::OK
         };

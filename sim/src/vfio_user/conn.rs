@@ -42,6 +42,8 @@ pub(super) struct Conn {
     func: Func,
     id: u64,
     stream: UnixStream,
+    /// The same socket for sending, shared with the device's own requests to the client.
+    peer: Arc<super::peer::Peer>,
     alive: Arc<AtomicBool>,
     negotiated: bool,
     irqs_installed: bool,
@@ -81,11 +83,17 @@ impl Conn {
     ) -> Self {
         let _ = stream.set_nonblocking(false);
         let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
+        // A clone that cannot be made leaves a peer on a dead socket: its requests fail.
+        let out = stream.try_clone().unwrap_or_else(|_| {
+            let (a, _) = UnixStream::pair().expect("socketpair");
+            a
+        });
         Conn {
             dev,
             func,
             id,
             stream,
+            peer: Arc::new(super::peer::Peer::new(out)),
             alive,
             negotiated: false,
             irqs_installed: false,
@@ -118,6 +126,9 @@ impl Conn {
                 }
                 Err(_) => break,
             };
+            if h.flags & flags::TYPE_MASK == flags::TYPE_REPLY && self.peer.route(h, &body) {
+                continue; // the answer to one of the device's DMA requests
+            }
             if h.flags & flags::TYPE_MASK != flags::TYPE_COMMAND {
                 if h.flags & flags::NO_REPLY == 0 {
                     let _ = self.reply(&h, Err(Errno::EINVAL));
@@ -160,7 +171,7 @@ impl Conn {
     }
 
     fn send(&self, h: &Header, payload: &[u8], fds: &[RawFd]) -> std::io::Result<()> {
-        framing::send(&self.stream, h, payload, fds)
+        self.peer.send(h, payload, fds)
     }
 
     fn reply(&self, req: &Header, r: Reply) -> std::io::Result<()> {
@@ -287,9 +298,9 @@ impl Conn {
             return Err(Errno::EINVAL);
         }
         let t = self.dev.dma_space(self.func, self.id).ok_or(Errno::EBUSY)?;
-        t.write()
-            .unwrap_or_else(|e| e.into_inner())
-            .map(&m, fds.pop())?;
+        let mut t = t.write().unwrap_or_else(|e| e.into_inner());
+        t.map(&m, fds.pop())?;
+        t.set_messages(self.peer.clone());
         Ok((vec![], vec![]))
     }
 
