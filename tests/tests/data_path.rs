@@ -518,7 +518,20 @@ fn shares(sim: &Sim, d: Duration) -> (f64, f64) {
 
 #[test]
 fn a_saturated_engine_is_shared_by_weight_and_set_qos_changes_it_live() {
-    let sim = with_vfs(2);
+    // Both VFs own all 16 engines: they share every one.
+    let sim = Sim::start();
+    let o = sim.ctl(&[
+        "create-vf",
+        "--count",
+        "2",
+        "--engines",
+        "16",
+        "--memory",
+        "1G",
+        "--queues",
+        "8",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     sim.ctl_json(&["vf", "qos", "0", "--weight", "100"]);
     sim.ctl_json(&["vf", "qos", "1", "--weight", "300"]);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -539,6 +552,30 @@ fn a_saturated_engine_is_shared_by_weight_and_set_qos_changes_it_live() {
     assert!(
         b / a > 0.6 && b / a < 1.6,
         "weights 100:100 gave {a}:{b} µs"
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in workers {
+        assert!(w.join().unwrap() > 0);
+    }
+}
+
+#[test]
+fn vfs_on_their_own_engines_are_not_shared_by_weight() {
+    // Equal split: VF 0 owns engines 0-7, VF 1 engines 8-15. Weights only divide an engine
+    // between the VFs that share it, so 100:1000 still gives each half of the machine.
+    let sim = with_vfs(2);
+    sim.ctl_json(&["vf", "qos", "0", "--weight", "100"]);
+    sim.ctl_json(&["vf", "qos", "1", "--weight", "1000"]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers = [
+        saturate(vf_socket(&sim, 0), stop.clone()),
+        saturate(vf_socket(&sim, 1), stop.clone()),
+    ];
+    std::thread::sleep(Duration::from_millis(300));
+    let (a, b) = shares(&sim, Duration::from_millis(1500));
+    assert!(
+        a > 0.0 && b / a > 0.6 && b / a < 1.6,
+        "own engines gave {a}:{b} µs"
     );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for w in workers {

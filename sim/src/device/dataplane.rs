@@ -19,9 +19,14 @@ use zerocopy::{FromBytes, IntoBytes};
 
 /// Jobs taken from one queue before the engine moves on to the next (round robin).
 const BATCH: usize = 8;
-/// Engine time a VF of weight 100 may spend per pass over the VFs (deficit round robin: a
-/// VF's share of a saturated engine is its weight over the busy VFs' total).
+/// Time a VF of weight 100 may spend on one engine per pass over the engines (deficit round
+/// robin per engine: a VF's share of a saturated engine is its weight over the total of the
+/// busy VFs that own that engine).
 const QUANTUM_NS: i64 = 50_000;
+/// An engine's turn on the thread: its owners run (in DRR rounds) until they have used this
+/// much, or have nothing left to run.
+const TURN_NS: i64 = 200_000;
+const MAX_VFS: usize = shared_abi::pci::MAX_VFS;
 
 /// What the engine knows of one physical queue between polls.
 #[derive(Clone, Copy, Debug, Default)]
@@ -46,8 +51,11 @@ pub struct Engine {
     runs: Vec<Run>,
     /// Engine time not yet whole microseconds, per VF.
     ns: Vec<u64>,
-    /// Engine time each VF may still spend this pass (deficit round robin, in ns).
+    /// Time each VF may still spend on each engine this pass (deficit round robin, in ns),
+    /// at `engine * MAX_VFS + vf`.
     deficit: Vec<i64>,
+    /// Per VF: the queue its next turn starts at, so every queue gets turns.
+    cursor: Vec<usize>,
     /// Each VF's IOTLB.
     tlbs: Vec<Tlb>,
     buf: Vec<u8>,
@@ -59,7 +67,8 @@ impl Engine {
         Engine {
             runs: vec![Run::default(); dev.board.queues as usize],
             ns: vec![0; shared_abi::pci::MAX_VFS],
-            deficit: vec![0; shared_abi::pci::MAX_VFS],
+            deficit: vec![0; dev.board.engines as usize * MAX_VFS],
+            cursor: vec![0; MAX_VFS],
             tlbs: (0..shared_abi::pci::MAX_VFS)
                 .map(|_| Tlb::default())
                 .collect(),
@@ -115,44 +124,106 @@ impl Device {
             .map_or(0, |e: &AtomicU32| e.load(Ordering::Acquire))
     }
 
-    /// One pass over every enabled VF's queues. Returns the jobs completed.
+    /// One pass over the engines. Returns the jobs completed.
     ///
-    /// Each VF's turn is bounded by its deficit: it gains QUANTUM × weight / 100 of engine
-    /// time per pass and spends what its jobs take. A VF with nothing to run keeps no credit
-    /// (it cannot save up while idle); one that overran carries the debt into the next pass.
+    /// accel-sim runs every engine on this one thread, one engine's turn after another; a
+    /// turn lasts until the engine's owners have used TURN of engine time or have nothing to
+    /// run. Within a turn the owners share it by deficit round robin: each round, each gains
+    /// QUANTUM × weight / 100 and runs jobs (from any of its queues) while it has some left.
+    /// A VF with nothing to run keeps no credit (it cannot save up while idle); one that
+    /// overran carries the debt into the next round. So a VF owning more engines gets more of
+    /// the machine, a sole owner gets its engine whatever its weight, and VFs sharing an
+    /// engine split it by weight.
     pub fn dataplane_poll(&self, e: &mut Engine) -> usize {
-        let mut done = 0;
+        let mut vfs = Vec::new();
         for v in 0..self.num_vfs() {
-            let vi = v as usize;
-            if self.vf_state(v) != Some(VfState::Enabled) {
-                e.deficit[vi] = 0;
-                continue;
+            let enabled = self.vf_state(v) == Some(VfState::Enabled);
+            match self.vf_dma(v) {
+                Some(dma) if enabled => {
+                    let weight = self.bank(v, vf_bank::QOS_WEIGHT).clamp(1, 1000) as i64;
+                    vfs.push((v, self.bank(v, vf_bank::ENGINE_MASK), weight, dma));
+                }
+                _ => {
+                    for eng in 0..self.board.engines as usize {
+                        e.deficit[eng * MAX_VFS + v as usize] = 0;
+                    }
+                }
             }
-            let Some(dma) = self.vf_dma(v) else {
-                continue; // nobody has mapped memory for this VF: no ring can be read
-            };
-            let weight = self.bank(v, vf_bank::QOS_WEIGHT).clamp(1, 1000) as i64;
-            e.deficit[vi] = e.deficit[vi].saturating_add(QUANTUM_NS * weight / 100);
-            let qbase = self.bank(v, vf_bank::QUEUE_BASE) as usize;
-            let qcount = self.bank(v, vf_bank::QUEUE_COUNT) as usize;
-            let mut ran = 0;
-            for pq in qbase..qbase + qcount {
-                if e.deficit[vi] <= 0 {
+        }
+        let mut done = 0;
+        for eng in 0..self.board.engines as usize {
+            let owners: Vec<_> = vfs.iter().filter(|o| o.1 & (1 << eng) != 0).collect();
+            let mut used = 0i64;
+            loop {
+                // Whether anyone ran, and whether anyone sat this round out paying a debt
+                // (it gets another round: its credit grows each round).
+                let (mut any, mut owing) = (false, false);
+                for (v, _, weight, dma) in &owners {
+                    let slot = eng * MAX_VFS + *v as usize;
+                    let credit = e.deficit[slot].saturating_add(QUANTUM_NS * weight / 100);
+                    // Within what is left of the engine's turn: a sole owner gets the turn,
+                    // whatever its weight, and no more.
+                    if used >= TURN_NS {
+                        e.deficit[slot] = credit;
+                        continue;
+                    }
+                    if credit <= 0 {
+                        e.deficit[slot] = credit;
+                        owing = true;
+                        continue;
+                    }
+                    let allowed = credit.min(TURN_NS - used);
+                    e.deficit[slot] = allowed;
+                    let ran = self.serve_vf(e, *v, dma, slot);
+                    let spent = allowed - e.deficit[slot];
+                    used += spent;
+                    e.deficit[slot] = if ran == 0 {
+                        credit.min(0)
+                    } else {
+                        credit - spent
+                    };
+                    any |= ran > 0;
+                    done += ran;
+                }
+                if (!any && !owing) || used >= TURN_NS {
                     break;
                 }
-                if self.owns_queue(v, pq) {
-                    ran += self.serve_queue(e, v, pq, &dma);
-                }
             }
-            if ran == 0 && e.deficit[vi] > 0 {
-                e.deficit[vi] = 0;
-            }
-            done += ran;
         }
         done
     }
 
-    fn serve_queue(&self, e: &mut Engine, v: u16, pq: usize, dma: &RwLock<DmaTable>) -> usize {
+    /// Runs VF `v`'s jobs, queue after queue from where its last turn stopped, while its
+    /// credit at `slot` lasts.
+    fn serve_vf(&self, e: &mut Engine, v: u16, dma: &RwLock<DmaTable>, slot: usize) -> usize {
+        let qbase = self.bank(v, vf_bank::QUEUE_BASE) as usize;
+        let qcount = self.bank(v, vf_bank::QUEUE_COUNT) as usize;
+        let start = e.cursor[v as usize];
+        let mut ran = 0;
+        for i in 0..qcount {
+            if e.deficit[slot] <= 0 {
+                break;
+            }
+            let q = (start + i) % qcount;
+            if self.owns_queue(v, qbase + q) {
+                let n = self.serve_queue(e, v, qbase + q, dma, slot);
+                if n > 0 {
+                    e.cursor[v as usize] = q + 1;
+                }
+                ran += n;
+            }
+        }
+        ran
+    }
+
+    fn serve_queue(
+        &self,
+        e: &mut Engine,
+        v: u16,
+        pq: usize,
+        dma: &RwLock<DmaTable>,
+        credit: usize,
+    ) -> usize {
         let epoch = self.epoch(pq);
         let Engine {
             runs,
@@ -160,6 +231,7 @@ impl Device {
             deficit,
             tlbs,
             buf,
+            ..
         } = e;
         let Some(run) = runs.get_mut(pq) else {
             return 0;
@@ -183,7 +255,7 @@ impl Device {
         }
         let mut done = 0;
         for _ in 0..BATCH {
-            if deficit[v as usize] <= 0 {
+            if deficit[credit] <= 0 {
                 break;
             }
             let slot = run.sq + run.head as u64 * jobs::SQE_SIZE as u64;
@@ -219,7 +291,7 @@ impl Device {
             }
             .run(&sqe, head, buf);
             let spent = start.elapsed().as_nanos() as u64;
-            deficit[v as usize] = deficit[v as usize].saturating_sub(spent as i64);
+            deficit[credit] = deficit[credit].saturating_sub(spent as i64);
             drop(t);
             let outcome = (status, result, bytes);
             let tlb = &mut tlbs[v as usize];
