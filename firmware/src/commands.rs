@@ -316,7 +316,10 @@ pub fn reset_vf<R: Regs, C: Clock>(ctx: &mut Ctx<'_, R, C>, vf: u16) -> Result<(
     ] {
         ctx.regs.write32(r.at(base), 0);
     }
-    let flrs = ctx.regs.read32(vf_bank::FLR_COUNT.at(base)).wrapping_add(1);
+    let flrs = ctx
+        .regs
+        .read32(vf_bank::FLR_COUNT.at(base))
+        .saturating_add(1);
     ctx.regs.write32(vf_bank::FLR_COUNT.at(base), flrs);
     ctx.books.end_reset(vf);
     banks::set_state(ctx.regs, vf as usize, ctx.books.slot(vf as usize));

@@ -216,7 +216,7 @@ impl<R: Regs, C: Clock> Firmware<R, C> {
                 // Strictly past: whole-millisecond clocks may have started up to 1 ms late.
                 if now.saturating_sub(since) > LEASE_MS as u64 {
                     if self.regs.cas32(pf::MBOX_LOCK.offset(), token, 0) {
-                        self.leases_expired = self.leases_expired.wrapping_add(1);
+                        self.leases_expired = self.leases_expired.saturating_add(1);
                         self.regs
                             .write32(pf::MBOX_LEASES_EXPIRED.offset(), self.leases_expired);
                         warn!("mailbox lease of {=u32:x} expired", token);

@@ -586,3 +586,34 @@ fn a_queue_is_refused_from_the_moment_its_ownership_is_revoked() {
     r.vf_w32(0, region::BAR0, q0, 32);
     assert_eq!(r.r32(queue::SQ_SIZE.at(pf::queue(0))), 32);
 }
+
+/// A guest that makes refused accesses forever cannot wrap its fault count back to zero (and
+/// so clear FAULTED): the count saturates.
+#[test]
+fn a_vfs_fault_count_saturates_and_faulted_stays_set() {
+    let mut r = Rig::new();
+    let spec = VfSpec::new(1, 4, 2, 4, 0);
+    assert_eq!(
+        r.mbox(&Request::CreateVfs(CreateVfs {
+            count: 1,
+            sizing: Sizing::Uniform(&spec)
+        }))
+        .0,
+        Status::Ok
+    );
+    r.enable(1);
+    // Four billion refused accesses take too long for a test: start near the top, as the
+    // hardware counter would be after them.
+    r.dev
+        .bar0()
+        .write32(vf_bank::FAULT_COUNT.at(pf::vf_bank(0)), u32::MAX - 2);
+    for _ in 0..5 {
+        r.vf_w32(0, region::BAR0, vf::ENGINE_MASK.0 as u64, 1);
+    }
+    assert_eq!(r.faults(0), u32::MAX);
+    assert_eq!(
+        r.vf_r32(0, region::BAR0, vf::STATUS.0 as u64) & 0b100,
+        0b100,
+        "still FAULTED"
+    );
+}

@@ -441,3 +441,53 @@ fn a_killed_lock_holder_is_released_with_its_connection() {
     assert_eq!(expired, 0, "freed with the connection, not by the lease");
     sim.ctl_json(&["info"]);
 }
+
+/// Every sizing argument is checked on its own and named when it is wrong; none is dropped
+/// silently, and a refused create changes nothing.
+#[test]
+fn create_vf_arguments_are_checked_and_named() {
+    let sim = Sim::start();
+    for (args, msg) in [
+        (vec!["--count", "1", "--vectors", "0"], "--vectors 0"),
+        (
+            vec![
+                "--count",
+                "1",
+                "--engines",
+                "1",
+                "--memory",
+                "1G",
+                "--queues",
+                "1",
+                "--vectors",
+                "2049",
+            ],
+            "--vectors 2049",
+        ),
+        (vec!["--count", "1", "--weight", "0"], "--weight 0"),
+        (vec!["--count", "1", "--weight", "1001"], "--weight 1001"),
+        (vec!["--count", "0"], "--count 0"),
+        (vec!["--count", "1", "--engines", "0"], "--engines 0"),
+        (vec!["--count", "1", "--memory", "1Q"], "unknown unit"),
+        (
+            vec!["--count", "1", "--vectors", "4"],
+            "give --engines, --memory and",
+        ),
+        (
+            vec!["--count", "1", "--weight", "50"],
+            "give --engines, --memory and",
+        ),
+    ] {
+        let mut a = vec!["create-vf"];
+        a.extend(&args);
+        let o = sim.ctl(&a);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{a:?}: {err}");
+        assert!(err.contains(msg), "{a:?}: {err}");
+    }
+    assert_eq!(
+        sim.ctl_json(&["info"])["vfs_in_use"],
+        0,
+        "nothing was created"
+    );
+}

@@ -363,3 +363,94 @@ fn the_device_appears_only_once_its_firmware_is_ready() {
         t.join().unwrap();
     }
 }
+
+/// One client opening connections in a loop gets at most MAX_CONNECTIONS of them; the rest
+/// are closed at once, and the device keeps serving everyone else.
+#[test]
+fn connections_per_socket_are_capped() {
+    let sim = Sim::start();
+    // The harness's own probe connection must be gone before we count.
+    std::thread::sleep(Duration::from_millis(300));
+    let cap = sim::vfio_user::server::MAX_CONNECTIONS;
+    let mut held: Vec<UnixStream> = (0..cap + 20)
+        .map(|_| UnixStream::connect(&sim.sock).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    // Past the cap a connection reads EOF; within it, it waits for our VERSION.
+    let mut closed = 0;
+    for s in held.iter_mut() {
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let mut b = [0u8; 1];
+        if let Ok(0) = s.read(&mut b) {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 20, "exactly the ones past the cap were closed");
+    // Dropping ours frees the slots.
+    held.clear();
+    std::thread::sleep(Duration::from_millis(300));
+    let o = sim.ctl(&["info"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// A client that sends requests and never reads the replies loses its connection once a
+/// reply cannot be sent for a second; it holds no thread forever, and VFs can still be
+/// destroyed under it promptly.
+#[test]
+fn a_client_that_never_reads_is_cut_off_and_blocks_nothing() {
+    let sim = Sim::start();
+    sim.ctl_json(&["create-vf", "--count", "1"]);
+    let vf0 = sim.dir.path().join("accel0-vf0.sock");
+    let mut s = UnixStream::connect(&vf0).unwrap();
+    let (_, _, err, _) = raw(&mut s, &msg(1, 1, &version_payload()));
+    assert_eq!(err, 0);
+    // 64 reads of 1 MiB of BAR2 each, never reading a reply.
+    let mut req = Vec::new();
+    req.extend_from_slice(&0u64.to_ne_bytes());
+    req.extend_from_slice(&2u32.to_ne_bytes());
+    req.extend_from_slice(&(1u32 << 20).to_ne_bytes());
+    s.set_write_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    for i in 0..64u16 {
+        if s.write_all(&msg(10 + i, 9, &req)).is_err() {
+            break; // the device stopped taking requests: it is cut off already
+        }
+    }
+    let t = std::time::Instant::now();
+    let o = sim.ctl(&["destroy-vf", "--all"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        t.elapsed() < Duration::from_secs(4),
+        "teardown waited {:?} on a client that does not read",
+        t.elapsed()
+    );
+    assert!(!vf0.exists(), "the VF socket went with the VF");
+    // The connection was closed by the device: reading drains the replies then hits EOF.
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut sink = vec![0u8; 1 << 20];
+    let mut eof = false;
+    let mut got = 0usize;
+    let mut why = String::new();
+    for _ in 0..200 {
+        match s.read(&mut sink) {
+            Ok(0) => {
+                eof = true;
+                break;
+            }
+            Ok(n) => got += n,
+            // Closed with our unread requests still queued: the kernel resets instead.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                eof = true;
+                break;
+            }
+            Err(e) => {
+                why = e.to_string();
+                break;
+            }
+        }
+    }
+    assert!(
+        eof,
+        "the device closed the connection (read {got} bytes, then {why})"
+    );
+}

@@ -93,6 +93,12 @@ impl JobCtx<'_> {
                 Place::Host(a)
             }
         };
+        // A range that runs past the top of the address space is malformed, not wrapped.
+        if s.src.get().checked_add(len as u64).is_none()
+            || s.dst.get().checked_add(len as u64).is_none()
+        {
+            return bad;
+        }
         let src = place(flags::SRC_DEVICE, s.src.get());
         let dst = place(flags::DST_DEVICE, s.dst.get());
         let value = s.value.get();

@@ -280,12 +280,11 @@ impl Device {
     fn fault(&self, v: u16, code: VfFault) {
         let base = pf::vf_bank(v as usize);
         self.bar0.write32(vf_bank::FAULT_CODE.at(base), code as u32);
+        // Saturating: a VF cannot count its way back to zero (and so clear FAULTED) however
+        // many refused accesses it makes; only a reset or destroy clears the count.
         for _ in 0..64 {
             let cur = self.bar0.read32(vf_bank::FAULT_COUNT.at(base));
-            if self
-                .bar0
-                .cas32(vf_bank::FAULT_COUNT.at(base), cur, cur.wrapping_add(1))
-            {
+            if cur == u32::MAX || self.bar0.cas32(vf_bank::FAULT_COUNT.at(base), cur, cur + 1) {
                 break;
             }
         }

@@ -52,6 +52,9 @@ pub(super) struct Conn {
 }
 
 type Reply = Result<(Vec<u8>, Vec<RawFd>), Errno>;
+
+/// How long a reply may wait for the client to make room for it.
+const SEND_TIMEOUT: Duration = Duration::from_secs(1);
 type Incoming = (Header, Vec<u8>, Vec<OwnedFd>);
 
 fn signal(fd: &Option<OwnedFd>) {
@@ -83,6 +86,9 @@ impl Conn {
     ) -> Self {
         let _ = stream.set_nonblocking(false);
         let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
+        // A client that stops reading its replies loses its connection, not a thread forever:
+        // a reply that cannot be sent within this ends the connection.
+        let _ = stream.set_write_timeout(Some(SEND_TIMEOUT));
         // A clone that cannot be made leaves a peer on a dead socket: its requests fail.
         let out = stream.try_clone().unwrap_or_else(|_| {
             let (a, _) = UnixStream::pair().expect("socketpair");

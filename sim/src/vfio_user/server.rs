@@ -67,6 +67,11 @@ pub fn bind(path: &Path) -> Result<UnixListener, ServeError> {
     Ok(l)
 }
 
+/// Connections one socket serves at once (each is a thread): enough for a VMM and a few
+/// management processes, few enough that a client opening connections in a loop cannot
+/// exhaust the device's threads or memory.
+pub const MAX_CONNECTIONS: usize = 32;
+
 /// One function's listening socket and the connections it accepted.
 struct Endpoint {
     func: Func,
@@ -88,11 +93,13 @@ impl Endpoint {
         })
     }
 
-    /// Accepts every client waiting, each served on its own thread.
+    /// Accepts every client waiting, each served on its own thread; past
+    /// [`MAX_CONNECTIONS`] live ones, a new client is closed at once.
     fn accept_all(&mut self, dev: &Arc<Device>, ids: &AtomicU64) {
         self.conns.retain(|t| !t.is_finished());
         loop {
             match self.listener.accept() {
+                Ok((stream, _)) if self.conns.len() >= MAX_CONNECTIONS => drop(stream),
                 Ok((stream, _)) => {
                     let id = ids.fetch_add(1, Ordering::Relaxed);
                     let (d, a, func) = (dev.clone(), self.alive.clone(), self.func);

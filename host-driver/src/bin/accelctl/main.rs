@@ -133,6 +133,38 @@ struct ResArgs {
     weight: Option<u16>,
 }
 
+impl ResArgs {
+    /// Each given field on its own, named in the message (before any is required).
+    fn check(&self, shift: u8) -> Result<()> {
+        let zero = |what: &str| Error::Invalid(format!("--{what} 0: at least 1"));
+        if self.engines == Some(0) {
+            return Err(zero("engines"));
+        }
+        if self.queues == Some(0) {
+            return Err(zero("queues"));
+        }
+        if self.vectors == Some(0) {
+            return Err(zero("vectors"));
+        }
+        if let Some(v) = self
+            .vectors
+            .filter(|&v| v > shared_abi::pci::VF_MAX_MSIX_VECTORS)
+        {
+            return Err(Error::Invalid(format!(
+                "--vectors {v}: at most {} per VF",
+                shared_abi::pci::VF_MAX_MSIX_VECTORS
+            )));
+        }
+        if let Some(w) = self.weight.filter(|w| !(1..=1000).contains(w)) {
+            return Err(Error::Invalid(format!("--weight {w}: from 1 to 1000")));
+        }
+        if let Some(m) = &self.memory {
+            granules(parse_size(m)?, shift)?;
+        }
+        Ok(())
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum VfCmd {
     /// Every VF with its resources.
@@ -338,10 +370,23 @@ async fn run(cli: Cli, out: &Out) -> Result<()> {
                 }
             }
             let shift = a.granule_shift();
-            let spec = match (
-                &c.profile,
-                c.res.engines.is_some() || c.res.memory.is_some() || c.res.queues.is_some(),
-            ) {
+            if c.count == 0 {
+                return Err(Error::Invalid("--count 0: create at least one VF".into()));
+            }
+            c.res.check(shift)?;
+            let explicit =
+                c.res.engines.is_some() || c.res.memory.is_some() || c.res.queues.is_some();
+            if c.profile.is_none()
+                && !explicit
+                && (c.res.vectors.is_some() || c.res.weight.is_some())
+            {
+                return Err(Error::Invalid(
+                    "--vectors and --weight size VFs explicitly: give --engines, --memory and \
+                     --queues too (or a --profile), or leave them out for an equal split"
+                        .into(),
+                ));
+            }
+            let spec = match (&c.profile, explicit) {
                 (Some(p), _) => preset(p, shift)?,
                 (None, true) => Some(spec_from(&c.res, None, shift)?),
                 (None, false) => None,
@@ -377,6 +422,7 @@ async fn run(cli: Cli, out: &Out) -> Result<()> {
                     out.vf_show(&info, &h, shift);
                 }
                 VfCmd::Resize { id, res } => {
+                    res.check(shift)?;
                     let cur = a.vf(id).await?;
                     let spec = spec_from(&res, Some(&cur), shift)?;
                     out.vfs(&[a.resize(id, spec).await?], shift);
