@@ -45,14 +45,7 @@ fn device() -> (Arc<AtomicBool>, tempfile::TempDir, std::path::PathBuf) {
 }
 
 /// Jobs of `op` over `len` bytes with `depth` in flight for `secs`: bytes per second.
-fn jobs_rate(
-    dev: &mut VfDev,
-    qi: u32,
-    op: JobOp,
-    len: usize,
-    depth: u32,
-    secs: f64,
-) -> (f64, f64) {
+fn jobs_rate(dev: &mut VfDev, qi: u32, op: JobOp, len: usize, depth: u32, secs: f64) -> (f64, f64) {
     let mut q = dev.queue(qi, depth).unwrap();
     let src = dev.alloc(len, 4096).unwrap();
     let dst = dev.alloc(len, 4096).unwrap();

@@ -55,11 +55,17 @@ impl Accel {
     /// Opens a device by address: a PCI address through the kernel's VFIO, a path over
     /// vfio-user (mapping the mailbox when the server offers it).
     pub fn open(addr: &DeviceAddr) -> Result<Self> {
+        Self::open_with_timeout(addr, DEFAULT_TIMEOUT)
+    }
+
+    /// The same, with `timeout` for each command and for every wait on the device under it
+    /// (a vfio-user socket's answers included).
+    pub fn open_with_timeout(addr: &DeviceAddr, timeout: Duration) -> Result<Self> {
         let t: Arc<dyn Transport> = match addr {
             DeviceAddr::Pci(a) => Arc::new(KernelVfio::open(a, Sysfs::default())?),
-            DeviceAddr::Socket(p) => Arc::new(VfioUser::connect(p, true)?),
+            DeviceAddr::Socket(p) => Arc::new(VfioUser::connect_with(p, true, timeout)?),
         };
-        Self::with_transport(t, DEFAULT_TIMEOUT)
+        Self::with_transport(t, timeout)
     }
 
     /// Drives a device through an already-open transport.
@@ -178,10 +184,14 @@ impl Accel {
         // allocates anything.
         self.t.num_vfs()?;
         let _held = self.management_lock().await?;
-        let p = self
+        let p = match self
             .mbox
             .call(&Request::CreateVfs(CreateVfs { count, sizing }))
-            .await?;
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => return Err(self.explain_create_refusal(e).await),
+        };
         let (_, list) = split_list::<CountResp, VfInfo>(&p)
             .map_err(|_| Error::BadResponse("create response size"))?;
         let made = list.to_vec();
@@ -207,6 +217,29 @@ impl Accel {
             return Err(e);
         }
         Ok(made)
+    }
+
+    /// A create refused for resources while VFs hold them and SR-IOV shows none: what a
+    /// create interrupted between its firmware command and its SR-IOV step leaves. Say so,
+    /// and how to clear it, instead of only "not enough free resources".
+    async fn explain_create_refusal(&self, e: Error) -> Error {
+        use shared_abi::mailbox::Status;
+        let resources = matches!(
+            e.status(),
+            Some(Status::OutOfResources | Status::Fragmented | Status::TooManyVfs)
+        );
+        if !resources || self.t.num_vfs().ok() != Some(0) {
+            return e;
+        }
+        match self.vfs().await {
+            Ok(held) if !held.is_empty() => Error::Conflict(format!(
+                "{e}: {} VF{} hold the device's resources while SR-IOV shows none (a create-vf \
+                 that was interrupted?); free them with `accelctl destroy-vf --all`",
+                held.len(),
+                if held.len() == 1 { "" } else { "s" }
+            )),
+            _ => e,
+        }
     }
 
     /// Takes the device's management lock (see [`Transport::lock_path`]), waiting up to the

@@ -38,8 +38,8 @@ pub enum Error {
     /// The device is not ours or not ready.
     #[error("{0}")]
     NotOurDevice(String),
-    /// The firmware did not answer in time.
-    #[error("firmware did not answer {what} within {ms} ms (check `accelctl -d DEV info`; the device may need a reset)")]
+    /// The device (its firmware, or the device model's socket) did not answer in time.
+    #[error("no answer to {what} within {ms} ms: the device is busy or hung (check `accelctl -d DEV info`; it may need a reset)")]
     Timeout {
         /// Command.
         what: &'static str,

@@ -28,6 +28,8 @@ pub struct VfioUser {
     broken: std::sync::atomic::AtomicBool,
     /// (offset within BAR0, mapping)
     bar0_map: Option<(usize, Shared)>,
+    /// How long one message waits for its answer, in ms ([`IO_TIMEOUT`] unless set).
+    io_timeout_ms: std::sync::atomic::AtomicU64,
 }
 
 /// REGION_READ/REGION_WRITE head (offset, region, count) and the data.
@@ -82,6 +84,11 @@ pub struct RegionInfo {
 impl VfioUser {
     /// Connects and negotiates; maps BAR0 where the server allows it (`mmap = true`).
     pub fn connect(path: &Path, mmap: bool) -> Result<Self> {
+        Self::connect_with(path, mmap, IO_TIMEOUT)
+    }
+
+    /// The same, with `io_timeout` for every exchange, negotiation included.
+    pub fn connect_with(path: &Path, mmap: bool, io_timeout: Duration) -> Result<Self> {
         let stream = UnixStream::connect(path).map_err(|source| Error::Connect {
             path: path.to_path_buf(),
             source,
@@ -95,6 +102,7 @@ impl VfioUser {
             stream: Mutex::new((stream, 0)),
             broken: Default::default(),
             bar0_map: None,
+            io_timeout_ms: (io_timeout.as_millis().max(1) as u64).into(),
         };
         let mut v = Vec::new();
         v.extend_from_slice(&0u16.to_ne_bytes());
@@ -187,16 +195,14 @@ impl VfioUser {
         use std::sync::atomic::Ordering;
         let g = self.send(command, payload, fds, false)?;
         let (stream, id) = (&g.0, g.1);
-        let mut wait = Deadline(Instant::now() + IO_TIMEOUT);
+        let limit = self.io_timeout_ms.load(Ordering::Relaxed);
+        let mut wait = Deadline(Instant::now() + Duration::from_millis(limit));
         let (rh, body, rfds) =
             match framing::recv(stream, vfio_user_wire::proto::MAX_MESSAGE, &mut wait) {
                 Ok(Some(m)) => m,
                 Ok(None) | Err(RecvError::TimedOut) | Err(RecvError::Framing) if !wait.more() => {
                     self.broken.store(true, Ordering::Release);
-                    return Err(Error::Io(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!("no answer to {what} within {}s", IO_TIMEOUT.as_secs()),
-                    )));
+                    return Err(Error::Timeout { what, ms: limit });
                 }
                 Ok(None) | Err(RecvError::TimedOut) | Err(RecvError::Framing) => {
                     return Err(Error::Protocol(format!("unexpected reply to {what}")))

@@ -491,3 +491,52 @@ fn create_vf_arguments_are_checked_and_named() {
         "nothing was created"
     );
 }
+
+/// `--timeout-ms` bounds every wait, the socket's included, and a device that does not answer
+/// is "busy" (exit 4), as the README says.
+#[test]
+fn timeout_ms_bounds_a_frozen_device_and_exits_busy() {
+    let sim = Sim::start();
+    sim.freeze();
+    let t = Instant::now();
+    let o = sim.ctl(&["--timeout-ms", "300", "info"]);
+    let took = t.elapsed();
+    sim.signal(nix::sys::signal::Signal::SIGCONT);
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert_eq!(
+        o.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// What a create-vf killed between its firmware command and its SR-IOV step leaves (VFs
+/// holding everything, SR-IOV off) is explained, with the way out, and the way out works.
+#[test]
+fn resources_held_by_an_interrupted_create_are_explained() {
+    use host_driver::transport::Transport;
+    let sim = Sim::start();
+    sim.ctl_json(&["create-vf", "--count", "4"]);
+    // SR-IOV switched off under the VFs: the state a create interrupted before its SR-IOV
+    // write leaves behind.
+    let t = host_driver::vfio_user::VfioUser::connect(&sim.sock, false).unwrap();
+    t.set_num_vfs(0).unwrap();
+    let o = sim.ctl(&["create-vf", "--count", "2"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains("4 VFs hold the device's resources while SR-IOV shows none")
+            && err.contains("destroy-vf --all"),
+        "{err}"
+    );
+    let d = sim.ctl(&["destroy-vf", "--all"]);
+    assert!(d.status.success(), "{}", String::from_utf8_lossy(&d.stderr));
+    assert_eq!(
+        sim.ctl_json(&["create-vf", "--count", "2"])["created"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}

@@ -261,9 +261,8 @@ fn open(cli_dev: &Option<String>, timeout: Duration) -> Result<Accel> {
             "no device given: use -d DEV or ACCEL_DEVICE (see `accelctl list`)".into(),
         ));
     };
-    let addr = DeviceAddr::parse(d)?;
-    let a = Accel::open(&addr)?;
-    Accel::with_transport(a.transport().clone(), timeout)
+    // --timeout-ms bounds every wait on the device, the socket's as well as the firmware's.
+    Accel::open_with_timeout(&DeviceAddr::parse(d)?, timeout)
 }
 
 /// "4G" → bytes.
