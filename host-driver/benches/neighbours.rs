@@ -1,0 +1,96 @@
+//! A noisy neighbour: how long one VF's register read takes while other VFs' clients flood
+//! the device with register reads, against the same reads on a quiet device, in one run.
+use host_driver::vfio_user::VfioUser;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let shm = std::path::Path::new("/dev/shm");
+    let dir = if shm.is_dir() {
+        tempfile::tempdir_in(shm)
+    } else {
+        tempfile::tempdir()
+    }
+    .unwrap();
+    let sock = dir.path().join("n.sock");
+    let dev = sim::Device::new(shared_abi::board::Board::DEFAULT, 64).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    sim::fwhost::spawn(dev.clone(), stop.clone(), 1).unwrap();
+    let (d, s, p) = (dev.clone(), stop.clone(), sock.clone());
+    std::thread::spawn(move || {
+        let _ = sim::vfio_user::server::Server::run(d, &p, s);
+    });
+    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let acc = host_driver::Accel::open(&host_driver::DeviceAddr::Socket(sock.clone())).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(acc.create_vfs(5, host_driver::CreateSpec::Equal))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let victim = VfioUser::connect(&vfio_user_wire::vf_socket_path(&sock, 0), false).unwrap();
+    let sample = |n: usize| {
+        let mut v: Vec<Duration> = (0..n)
+            .map(|_| {
+                let t = Instant::now();
+                let mut b = [0u8; 4];
+                victim.region_read(0, 0, &mut b).unwrap();
+                std::thread::sleep(Duration::from_micros(200));
+                t.elapsed().saturating_sub(Duration::from_micros(200))
+            })
+            .collect();
+        v.sort();
+        (v[n / 2], v[n * 99 / 100], v[n - 1])
+    };
+    let quiet = sample(3000);
+    // Sixteen clients on four other VFs read registers as fast as they can.
+    let flooding = Arc::new(AtomicBool::new(true));
+    let served = Arc::new(AtomicU64::new(0));
+    let flooders: Vec<_> = (0..16u16)
+        .map(|v| {
+            let (p, f, n) = (
+                vfio_user_wire::vf_socket_path(&sock, 1 + v % 4),
+                flooding.clone(),
+                served.clone(),
+            );
+            std::thread::spawn(move || {
+                let c = VfioUser::connect(&p, false).unwrap();
+                let mut b = [0u8; 4];
+                while f.load(Ordering::Relaxed) {
+                    c.region_read(0, 0, &mut b).unwrap();
+                    n.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    let before = served.load(Ordering::Relaxed);
+    let loud = sample(3000);
+    let rate = (served.load(Ordering::Relaxed) - before) as f64 / t.elapsed().as_secs_f64();
+    flooding.store(false, Ordering::Relaxed);
+    for f in flooders {
+        let _ = f.join();
+    }
+    println!("a VF's register read (median, p99, max) while 16 clients of four other VFs flood the device:");
+    println!(
+        "  quiet device        {:>9.2?} {:>9.2?} {:>9.2?}",
+        quiet.0, quiet.1, quiet.2
+    );
+    println!(
+        "  under the flood     {:>9.2?} {:>9.2?} {:>9.2?}   ({rate:.0} flood reads/s served)",
+        loud.0, loud.1, loud.2
+    );
+    println!(
+        "  p99 ratio           {:.1}x",
+        loud.1.as_secs_f64() / quiet.1.as_secs_f64()
+    );
+    stop.store(true, Ordering::Relaxed);
+}
