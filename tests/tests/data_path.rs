@@ -1385,3 +1385,44 @@ fn jobs_reach_memory_mapped_without_a_file_through_dma_messages() {
     };
     assert_eq!(status, jobs::queue_status::DMA_ERROR);
 }
+
+/// The device dies under a tenant with jobs in flight: the job library reports it within a
+/// couple of seconds; it does not hang waiting for completions that will never come.
+#[test]
+fn a_device_that_dies_mid_traffic_is_an_error_not_a_hang() {
+    let mut sim = with_vfs(1);
+    let mut dev = VfDev::open(&vf_socket(&sim, 0), 20 << 20).unwrap();
+    let mut q = dev.queue(0, 8).unwrap();
+    let (src, dst) = (
+        dev.alloc(8 << 20, 4096).unwrap(),
+        dev.alloc(8 << 20, 4096).unwrap(),
+    );
+    // Frozen first, so none of the jobs can complete before it dies.
+    sim.freeze();
+    for _ in 0..8 {
+        let j = Job {
+            op: JobOp::Copy,
+            src: Some(src.into()),
+            dst: Some(dst.into()),
+            len: src.len as u32,
+            value: 0,
+        };
+        dev.submit(&mut q, &j).unwrap();
+    }
+    sim.signal(nix::sys::signal::Signal::SIGKILL);
+    let _ = sim.stop();
+    let t = std::time::Instant::now();
+    let mut outcome = Ok(());
+    for _ in 0..8 {
+        if let Err(e) = dev.wait(&mut q, T) {
+            outcome = Err(e);
+            break;
+        }
+    }
+    let e = outcome.expect_err("completions cannot all arrive from a dead device");
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "took {:?}: {e}",
+        t.elapsed()
+    );
+}
