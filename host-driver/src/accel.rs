@@ -120,6 +120,14 @@ impl Accel {
         &self.mbox
     }
 
+    /// The device's health: its status bits and, if it faulted, the fault code. A firmware
+    /// that recorded a fault may still answer commands; this is how an operator sees it.
+    pub fn health(&self) -> Result<(shared_abi::regs::DevStatus, u32)> {
+        use shared_abi::regs::{pf, DevStatus};
+        let st = DevStatus::from_bits_retain(self.t.read32(pf::DEV_STATUS.offset())?);
+        Ok((st, self.t.read32(pf::FAULT_CODE.offset())?))
+    }
+
     /// Identity, versions and board.
     pub async fn device_info(&self) -> Result<DeviceInfo> {
         let p = self.mbox.call(&Request::GetDeviceInfo(())).await?;

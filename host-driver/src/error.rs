@@ -126,7 +126,8 @@ impl Error {
     }
 }
 
-fn fault_name(code: u32) -> &'static str {
+/// A firmware fault code's name, for messages.
+pub fn fault_name(code: u32) -> &'static str {
     use shared_abi::mailbox::FaultCode;
     match FaultCode::from_wire(code) {
         Some(FaultCode::None) => "no fault code",

@@ -13,7 +13,7 @@ impl Device {
         if off == pf::SCRUB_CTRL.offset() && val & ScrubCtrl::GO.bits() != 0 {
             let base = self.bar0.read32(pf::SCRUB_BASE.offset());
             let count = self.bar0.read32(pf::SCRUB_COUNT.offset());
-            let ok = self.scrub(base, count);
+            let ok = !self.scrub_fails.load(Ordering::Acquire) && self.scrub(base, count);
             let st = if ok {
                 ScrubCtrl::DONE
             } else {

@@ -123,6 +123,8 @@ pub struct Device {
     xlat_epochs: Vec<std::sync::atomic::AtomicU32>,
     /// Host writes to read-only PF registers, dropped.
     pub pf_refused_writes: AtomicU64,
+    /// Fault injection: the memory scrubber reports an error instead of scrubbing.
+    scrub_fails: AtomicBool,
 }
 
 impl std::fmt::Debug for Device {
@@ -173,6 +175,7 @@ impl Device {
                 .map(|_| std::sync::atomic::AtomicU32::new(0))
                 .collect(),
             pf_refused_writes: AtomicU64::new(0),
+            scrub_fails: AtomicBool::new(false),
         }))
     }
 
@@ -232,6 +235,13 @@ impl Device {
         if let Some(e) = self.xlat_epochs.get(v as usize) {
             e.fetch_add(1, Ordering::AcqRel);
         }
+    }
+
+    /// Fault injection for tests: while `on`, the memory scrubber fails every request (as a
+    /// broken scrub engine would), so the firmware's handling of a hardware failure can be
+    /// exercised.
+    pub fn inject_scrub_failure(&self, on: bool) {
+        self.scrub_fails.store(on, Ordering::Release);
     }
 
     /// Enabled VFs.

@@ -356,7 +356,7 @@ async fn run(cli: Cli, out: &Out) -> Result<()> {
             let a = open(&cli.device, timeout)?;
             let info = a.device_info().await?;
             let free = a.free_resources().await?;
-            out.info(&a.transport().describe(), &info, &free);
+            out.info(&a.transport().describe(), &info, &free, a.health()?);
             Ok(())
         }
         Cmd::CreateVf(c) => {

@@ -189,7 +189,23 @@ impl Out {
         table(&["DEVICE", "TRANSPORT", "FIRMWARE", "VFS", "STATUS"], &rows);
     }
 
-    pub fn info(&self, dev: &str, i: &DeviceInfo, f: &FreeResources) {
+    pub fn info(
+        &self,
+        dev: &str,
+        i: &DeviceInfo,
+        f: &FreeResources,
+        (st, fault): (shared_abi::regs::DevStatus, u32),
+    ) {
+        use shared_abi::regs::DevStatus;
+        let faulted = st.intersects(DevStatus::FAULT | DevStatus::HALTED);
+        let health = if faulted {
+            format!(
+                "FAULTED: {} (fault code {fault}); reset the device",
+                host_driver::error::fault_name(fault)
+            )
+        } else {
+            "ok".to_string()
+        };
         let caps = DevCaps::from_bits_truncate(i.caps.get());
         let cap_names: Vec<String> = caps
             .iter_names()
@@ -203,6 +219,8 @@ impl Out {
             "build_id": format!("{:08x}", i.build_id.get()),
             "capabilities": cap_names,
             "uptime_ms": i.uptime_ms.get(),
+            "health": if faulted { "faulted" } else { "ok" },
+            "fault_code": fault,
             "total_vfs": i.total_vfs.get(),
             "vfs_in_use": i.vfs_in_use.get(),
             "vfs_enabled": i.num_vfs_enabled.get(),
@@ -227,6 +245,7 @@ impl Out {
             return print_json(&j);
         }
         println!("device      {dev}");
+        println!("health      {health}");
         println!(
             "firmware    {} (build {:08x}), ABI {}.{}",
             version(i.fw_version.get()),

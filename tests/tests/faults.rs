@@ -1,0 +1,115 @@
+//! Hardware fault injection into an in-process device model: a failing memory scrubber makes
+//! the firmware fault; management then says so clearly, and the tenants' data path, which is
+//! hardware and not firmware, keeps running.
+use host_driver::vf::{Job, VfDev};
+use host_driver::{Accel, CreateSpec, Error};
+use shared_abi::jobs::{self, JobOp, JobStatus};
+use shared_abi::regs::{pf, DevStatus};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct Rig {
+    dev: Arc<sim::Device>,
+    stop: Arc<AtomicBool>,
+    _dir: tempfile::TempDir,
+    sock: std::path::PathBuf,
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+fn rig() -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("f.sock");
+    let dev = sim::Device::new(shared_abi::board::Board::DEFAULT, 8).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    sim::fwhost::spawn(dev.clone(), stop.clone(), 1).unwrap();
+    dev.spawn_dataplane(stop.clone()).unwrap();
+    let (d, s, p) = (dev.clone(), stop.clone(), sock.clone());
+    std::thread::spawn(move || {
+        let _ = sim::vfio_user::server::Server::run(d, &p, s);
+    });
+    let t = Instant::now();
+    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+        assert!(t.elapsed() < Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Rig {
+        dev,
+        stop,
+        _dir: dir,
+        sock,
+    }
+}
+
+#[test]
+fn a_failing_scrubber_faults_the_firmware_but_not_the_other_tenants_jobs() {
+    let r = rig();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let acc = Accel::open(&host_driver::DeviceAddr::Socket(r.sock.clone())).unwrap();
+    rt.block_on(acc.create_vfs(2, CreateSpec::Equal)).unwrap();
+    // VF 1's tenant runs checked jobs throughout.
+    let stop = Arc::new(AtomicBool::new(false));
+    let tenant = {
+        let (sock, stop) = (vfio_user_wire::vf_socket_path(&r.sock, 1), stop.clone());
+        std::thread::spawn(move || {
+            let mut dev = VfDev::open(&sock, 1 << 20).unwrap();
+            let mut q = dev.queue(0, 4).unwrap();
+            let buf = dev.alloc(64 << 10, 4096).unwrap();
+            dev.write(buf, 0, &[0x5A; 64 << 10]).unwrap();
+            let want = jobs::crc32c(0, &[0x5A; 64 << 10]) as u64;
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let tag = dev
+                    .submit(
+                        &mut q,
+                        &Job {
+                            op: JobOp::Crc32c,
+                            src: Some(buf.into()),
+                            dst: None,
+                            len: buf.len as u32,
+                            value: 0,
+                        },
+                    )
+                    .unwrap();
+                let c = dev.wait(&mut q, Duration::from_secs(5)).unwrap();
+                assert_eq!((c.tag, c.status, c.result), (tag, JobStatus::Ok, want));
+                n += 1;
+            }
+            n
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    // The scrubber breaks; destroying VF 0 needs it to clear VF 0's memory.
+    r.dev.inject_scrub_failure(true);
+    let e = rt.block_on(acc.destroy_vf(0)).unwrap_err();
+    let st = DevStatus::from_bits_retain(r.dev.bar0().read32(pf::DEV_STATUS.offset()));
+    assert!(
+        st.contains(DevStatus::FAULT),
+        "the firmware recorded the fault: {st:?}"
+    );
+    assert!(
+        matches!(e, Error::Firmware { .. } | Error::FirmwareFaulted { .. }),
+        "{e}"
+    );
+    // The operator sees it: the device's health names the fault (accelctl info shows it).
+    let (st, code) = acc.health().unwrap();
+    assert!(st.contains(DevStatus::FAULT));
+    assert_eq!(code, shared_abi::mailbox::FaultCode::ScrubTimeout.wire());
+    assert!(host_driver::error::fault_name(code).contains("scrub"));
+    // VF 1's jobs went on the whole time, and still do.
+    let before = Instant::now();
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let n = tenant
+        .join()
+        .expect("VF 1's tenant saw only correct completions");
+    assert!(n > 0 && before.elapsed() >= Duration::from_millis(300));
+}
