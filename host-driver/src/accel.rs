@@ -41,6 +41,9 @@ pub struct Accel {
     t: Arc<dyn Transport>,
     mbox: Mailbox,
     granule_shift: u8,
+    /// What this handle found and did beyond the command asked (an interrupted operation it
+    /// finished), for the caller to tell its user.
+    notes: std::sync::Mutex<Vec<String>>,
 }
 
 impl std::fmt::Debug for Accel {
@@ -102,6 +105,7 @@ impl Accel {
             t,
             mbox,
             granule_shift,
+            notes: Default::default(),
         })
     }
 
@@ -191,14 +195,22 @@ impl Accel {
         // Where SR-IOV cannot be seen (a PF inside a VM), say so before the firmware
         // allocates anything.
         self.t.num_vfs()?;
-        let _held = self.management_lock().await?;
+        let held = self.management_lock().await?;
+        self.reconcile(&held).await?;
+        // Recorded before the first step, cleared after the last: a create killed between its
+        // firmware command and its SR-IOV change is finished by the next management command.
+        held.record("create-vf")?;
         let p = match self
             .mbox
             .call(&Request::CreateVfs(CreateVfs { count, sizing }))
             .await
         {
             Ok(p) => p,
-            Err(e) => return Err(self.explain_create_refusal(e).await),
+            Err(e) => {
+                // Refused (or unanswered): nothing was made that a later command must finish.
+                held.clear()?;
+                return Err(self.explain_create_refusal(e).await);
+            }
         };
         let (_, list) = split_list::<CountResp, VfInfo>(&p)
             .map_err(|_| Error::BadResponse("create response size"))?;
@@ -222,9 +234,49 @@ impl Accel {
                     .call(&Request::DestroyVf(Target::One(v.vf.get())))
                     .await;
             }
+            held.clear()?;
             return Err(e);
         }
+        held.clear()?;
         Ok(made)
+    }
+
+    /// Notes on what this handle found and did beyond the commands asked (taken once).
+    pub fn take_notes(&self) -> Vec<String> {
+        std::mem::take(&mut *self.notes.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Finishes a management operation that a killed process left half done, as its record
+    /// in the lock file says: VFs the firmware made for a create but SR-IOV never showed are
+    /// shown; VFs a destroy took out of SR-IOV are destroyed; SR-IOV left on with no VF behind
+    /// it is turned off. Each leaves the state the operation meant to reach.
+    async fn reconcile(&self, held: &MgmtLock) -> Result<()> {
+        let Some(op) = held.recorded()? else {
+            return Ok(());
+        };
+        let live = self.vfs().await?;
+        let enabled = self.t.num_vfs()?;
+        let need = live.iter().map(|v| v.vf.get() + 1).max().unwrap_or(0);
+        let did = if op == "create-vf" && !live.is_empty() && enabled == 0 {
+            self.t.set_num_vfs(need)?;
+            format!(
+                "finished an interrupted create-vf: SR-IOV now shows the {} VFs it had made",
+                live.len()
+            )
+        } else if op == "destroy-vf" && !live.is_empty() && enabled == 0 {
+            self.mbox.call(&Request::DestroyVf(Target::All)).await?;
+            format!("finished an interrupted destroy-vf: destroyed the {} VFs it had taken out of SR-IOV", live.len())
+        } else if live.is_empty() && enabled != 0 {
+            self.t.set_num_vfs(0)?;
+            format!("finished an interrupted {op}: SR-IOV off, no VF was left")
+        } else {
+            format!("an interrupted {op} had left the device consistent; nothing to do")
+        };
+        self.notes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(did);
+        held.clear()
     }
 
     /// A create refused for resources while VFs hold them and SR-IOV shows none: what a
@@ -252,7 +304,7 @@ impl Accel {
 
     /// Takes the device's management lock (see [`Transport::lock_path`]), waiting up to the
     /// command timeout for another process to finish; released when the file is dropped.
-    async fn management_lock(&self) -> Result<std::fs::File> {
+    async fn management_lock(&self) -> Result<MgmtLock> {
         let p = self.t.lock_path();
         if let Some(dir) = p.parent() {
             let _ = std::fs::create_dir_all(dir);
@@ -260,6 +312,7 @@ impl Accel {
         let f = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
+            .read(true)
             .write(true)
             .open(&p)
             .map_err(|e| {
@@ -271,7 +324,7 @@ impl Accel {
         let deadline = std::time::Instant::now() + self.mbox.timeout();
         loop {
             match f.try_lock() {
-                Ok(()) => return Ok(f),
+                Ok(()) => return Ok(MgmtLock(f)),
                 Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
@@ -294,22 +347,27 @@ impl Accel {
 
     /// Destroys one VF; SR-IOV is disabled when none is left.
     pub async fn destroy_vf(&self, vf: u16) -> Result<()> {
-        let _held = self.management_lock().await?;
+        let held = self.management_lock().await?;
+        self.reconcile(&held).await?;
+        held.record("destroy-vf")?;
         self.mbox.call(&Request::DestroyVf(Target::One(vf))).await?;
         if self.stats().await?.1.is_empty() && self.t.num_vfs()? != 0 {
             self.t.set_num_vfs(0)?;
         }
-        Ok(())
+        held.clear()
     }
 
     /// Destroys every VF and disables SR-IOV. Returns how many were destroyed.
     pub async fn destroy_all(&self) -> Result<u16> {
-        let _held = self.management_lock().await?;
+        let held = self.management_lock().await?;
+        self.reconcile(&held).await?;
+        held.record("destroy-vf")?;
         // VFs leave their VMs first (SR-IOV off), then their resources are scrubbed and freed.
         if self.t.num_vfs()? != 0 {
             self.t.set_num_vfs(0)?;
         }
         let p = self.mbox.call(&Request::DestroyVf(Target::All)).await?;
+        held.clear()?;
         Ok(view::<CountResp>(&p)
             .map_err(|_| Error::BadResponse("destroy response size"))?
             .count
@@ -349,6 +407,35 @@ impl Accel {
     /// How to give VF `vf` to a VM.
     pub fn handoff(&self, vf: u16) -> Result<VfHandoff> {
         Ok(handoff(vf, self.t.vf_endpoint(vf)?))
+    }
+}
+
+/// The device's management lock, held for the life of this value, and the record of the
+/// operation its holder is in the middle of (the file's contents: empty when none).
+struct MgmtLock(std::fs::File);
+
+impl MgmtLock {
+    fn recorded(&self) -> Result<Option<String>> {
+        use std::io::{Read, Seek};
+        let mut f = &self.0;
+        let mut s = String::new();
+        f.seek(std::io::SeekFrom::Start(0)).map_err(Error::Io)?;
+        f.take(256).read_to_string(&mut s).map_err(Error::Io)?;
+        let s = s.trim();
+        Ok((!s.is_empty()).then(|| s.to_string()))
+    }
+
+    fn record(&self, op: &str) -> Result<()> {
+        use std::io::{Seek, Write};
+        let mut f = &self.0;
+        f.set_len(0).map_err(Error::Io)?;
+        f.seek(std::io::SeekFrom::Start(0)).map_err(Error::Io)?;
+        f.write_all(op.as_bytes()).map_err(Error::Io)?;
+        f.sync_data().map_err(Error::Io)
+    }
+
+    fn clear(&self) -> Result<()> {
+        self.0.set_len(0).map_err(Error::Io)
     }
 }
 

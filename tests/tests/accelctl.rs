@@ -540,3 +540,67 @@ fn resources_held_by_an_interrupted_create_are_explained() {
         2
     );
 }
+
+/// A management command killed half way leaves its record in the lock file; the next one
+/// finishes it (reaching the state the killed one meant to reach) and says what it did.
+#[test]
+fn interrupted_operations_are_finished_by_the_next_command() {
+    use host_driver::transport::Transport;
+    let lock = |sim: &Sim| {
+        let mut p = sim.sock.clone().into_os_string();
+        p.push(".lock");
+        std::path::PathBuf::from(p)
+    };
+    let raw = |sim: &Sim| host_driver::vfio_user::VfioUser::connect(&sim.sock, false).unwrap();
+    // A create killed after its firmware command, before SR-IOV showed the VFs.
+    let sim = Sim::start();
+    sim.ctl_json(&["create-vf", "--count", "2"]);
+    raw(&sim).set_num_vfs(0).unwrap();
+    std::fs::write(lock(&sim), "create-vf").unwrap();
+    let o = sim.ctl(&["vf", "list"]);
+    assert!(o.status.success());
+    let o = sim.ctl(&["create-vf", "--count", "1"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("finished an interrupted create-vf: SR-IOV now shows the 2 VFs it had made"),
+        "{err}"
+    );
+    assert_eq!(raw(&sim).num_vfs().unwrap(), 2, "rolled forward");
+    assert_eq!(
+        std::fs::read_to_string(lock(&sim)).unwrap(),
+        "",
+        "record cleared"
+    );
+    // A destroy killed after SR-IOV went off, before the firmware destroyed the VFs.
+    raw(&sim).set_num_vfs(0).unwrap();
+    std::fs::write(lock(&sim), "destroy-vf").unwrap();
+    let o = sim.ctl(&["destroy-vf", "--all"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("finished an interrupted destroy-vf: destroyed the 2 VFs"),
+        "{err}"
+    );
+    assert_eq!(sim.ctl_json(&["info"])["vfs_in_use"], 0);
+    // A destroy killed after the last VF went, before SR-IOV went off.
+    sim.ctl_json(&["create-vf", "--count", "1"]);
+    let a = host_driver::Accel::open(&host_driver::DeviceAddr::Socket(sim.sock.clone())).unwrap();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            // Only the firmware step of a destroy (as a killed accelctl would have done it).
+            a.mailbox()
+                .call(&shared_abi::messages::Request::DestroyVf(
+                    shared_abi::messages::Target::All,
+                ))
+                .await
+                .unwrap();
+        });
+    std::fs::write(lock(&sim), "destroy-vf").unwrap();
+    let o = sim.ctl(&["create-vf", "--count", "1"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("SR-IOV off, no VF was left"), "{err}");
+}

@@ -255,6 +255,14 @@ fn main() -> ExitCode {
     }
 }
 
+/// Tells the user what the library found and did beyond the command (an interrupted
+/// operation it finished), on stderr so that --json stays parseable.
+fn tell(a: &Accel) {
+    for n in a.take_notes() {
+        eprintln!("accelctl: {n}");
+    }
+}
+
 fn open(cli_dev: &Option<String>, timeout: Duration) -> Result<Accel> {
     let Some(d) = cli_dev else {
         return Err(Error::Invalid(
@@ -399,7 +407,9 @@ async fn run(cli: Cli, out: &Out) -> Result<()> {
                     CreateSpec::Uniform(s)
                 }
             };
-            let made = a.create_vfs(c.count, spec).await?;
+            let made = a.create_vfs(c.count, spec).await;
+            tell(&a);
+            let made = made?;
             let mut handoffs = Vec::new();
             for v in &made {
                 if c.bind.is_some() {
@@ -446,12 +456,13 @@ async fn run(cli: Cli, out: &Out) -> Result<()> {
         Cmd::DestroyVf { id, all } => {
             let a = open(&cli.device, timeout)?;
             let n = if all {
-                a.destroy_all().await?
+                a.destroy_all().await
             } else {
                 let id = id.ok_or_else(|| Error::Invalid("give a VF index or --all".into()))?;
-                a.destroy_vf(id).await?;
-                1
+                a.destroy_vf(id).await.map(|_| 1)
             };
+            tell(&a);
+            let n = n?;
             out.destroyed(n);
             Ok(())
         }
