@@ -80,7 +80,7 @@ pub struct Counters {
 }
 
 /// The firmware: state plus the hardware it drives.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Firmware<R: Regs, C: Clock> {
     regs: R,
     clock: C,

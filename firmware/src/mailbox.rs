@@ -20,7 +20,7 @@ struct Replay {
 }
 
 /// Mailbox state: the last doorbell seen and the replay cache.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Mailbox {
     last_doorbell: u32,
     replay: Option<Replay>,

@@ -8,6 +8,8 @@ use shared_abi::pci::PF_BAR0_SIZE;
 use shared_abi::regs::{pf, ScrubCtrl};
 
 const WORDS: usize = (PF_BAR0_SIZE / 4) as usize;
+/// Words per dirty-tracking page (4 KiB); the file has 64 pages, one bit each.
+const PAGE_WORDS: usize = 1024;
 
 /// PF BAR0 as plain memory.
 #[derive(Debug)]
@@ -15,6 +17,8 @@ pub struct RamRegs {
     words: [Cell<u32>; WORDS],
     irqs: Cell<u32>,
     scrubbed: Cell<u64>,
+    /// Pages written since the last [`RamRegs::take_dirty`] (bit n: bytes n·4 KiB ..).
+    dirty: Cell<u64>,
 }
 
 impl Default for RamRegs {
@@ -30,6 +34,7 @@ impl RamRegs {
             words: [const { Cell::new(0) }; WORDS],
             irqs: Cell::new(0),
             scrubbed: Cell::new(0),
+            dirty: Cell::new(0),
         }
     }
     /// Zeroes every register and counter (a power cycle).
@@ -37,6 +42,7 @@ impl RamRegs {
         self.words.iter().for_each(|w| w.set(0));
         self.irqs.set(0);
         self.scrubbed.set(0);
+        self.dirty.set(0);
     }
     /// Interrupts raised so far.
     pub fn irqs(&self) -> u32 {
@@ -54,6 +60,41 @@ impl RamRegs {
     }
     /// Words in the file.
     pub const WORDS: usize = WORDS;
+
+    /// The pages written since the last call (bit n: the 4 KiB page at n·4 KiB), and forgets
+    /// them: what a fuzzer must restore between inputs, and all it must compare.
+    pub fn take_dirty(&self) -> u64 {
+        self.dirty.replace(0)
+    }
+
+    /// Marks `pages` written (puts back what [`RamRegs::take_dirty`] took).
+    pub fn mark_dirty(&self, pages: u64) {
+        self.dirty.set(self.dirty.get() | pages);
+    }
+
+    /// Copies the pages in `pages` from `from` (restoring a saved state page by page).
+    pub fn copy_pages(&self, from: &RamRegs, pages: u64) {
+        for p in (0..64).filter(|p| pages & (1 << p) != 0) {
+            let r = p * PAGE_WORDS..(p + 1) * PAGE_WORDS;
+            for (w, f) in self.words[r.clone()].iter().zip(&from.words[r]) {
+                w.set(f.get());
+            }
+        }
+    }
+
+    /// The word offsets (bytes) in `pages` where this file and `other` differ.
+    pub fn differences<'a>(
+        &'a self,
+        other: &'a RamRegs,
+        pages: u64,
+    ) -> impl Iterator<Item = usize> + 'a {
+        let other: &[Cell<u32>] = &other.words;
+        (0..64usize)
+            .filter(move |p| pages & (1 << p) != 0)
+            .flat_map(move |p| p * PAGE_WORDS..(p + 1) * PAGE_WORDS)
+            .filter(move |&i| self.words[i].get() != other[i].get())
+            .map(|i| i * 4)
+    }
 }
 
 impl Regs for RamRegs {
@@ -79,6 +120,8 @@ impl Regs for RamRegs {
         }
         if let Some(w) = self.words.get(off / 4) {
             w.set(val);
+            self.dirty
+                .set(self.dirty.get() | 1 << (off / 4 / PAGE_WORDS));
         }
     }
 }
