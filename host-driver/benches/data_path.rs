@@ -13,27 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn device() -> (Arc<AtomicBool>, tempfile::TempDir, std::path::PathBuf) {
-    let shm = std::path::Path::new("/dev/shm");
-    let dir = if shm.is_dir() {
-        tempfile::tempdir_in(shm)
-    } else {
-        tempfile::tempdir()
-    }
-    .unwrap();
-    let sock = dir.path().join("bench.sock");
-    let dev = sim::Device::new(shared_abi::board::Board::DEFAULT, 64).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    sim::fwhost::spawn(dev.clone(), stop.clone(), 1).unwrap();
-    dev.spawn_dataplane(stop.clone()).unwrap();
-    let (d, s, p) = (dev.clone(), stop.clone(), sock.clone());
-    std::thread::spawn(move || {
-        let _ = sim::vfio_user::server::Server::run(d, &p, s);
-    });
-    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let t = host_driver::vfio_user::VfioUser::connect(&sock, true).unwrap();
+fn device() -> (sim::inprocess::InProcess, std::path::PathBuf) {
+    let d = sim::inprocess::InProcess::start(64).unwrap();
+    let t = host_driver::vfio_user::VfioUser::connect(&d.sock, true).unwrap();
     let acc = host_driver::Accel::with_transport(Arc::new(t), Duration::from_secs(5)).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -41,7 +23,8 @@ fn device() -> (Arc<AtomicBool>, tempfile::TempDir, std::path::PathBuf) {
         .unwrap();
     rt.block_on(acc.create_vfs(1, host_driver::CreateSpec::Equal))
         .unwrap();
-    (stop, dir, vfio_user_wire::vf_socket_path(&sock, 0))
+    let vf = d.vf_socket(0);
+    (d, vf)
 }
 
 /// Jobs of `op` over `len` bytes with `depth` in flight for `secs`: bytes per second.
@@ -143,7 +126,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo test --benches` asks for a list: nothing to list
     }
-    let (stop, _dir, vf) = device();
+    let (_device, vf) = device();
     let mut dev = VfDev::open(&vf, 64 << 20).unwrap();
     let gib = |b: f64| b / (1u64 << 30) as f64;
     println!("VF data path against its bare limits, one run:");
@@ -183,5 +166,4 @@ fn main() {
         pp,
         lat.as_secs_f64() / pp.as_secs_f64()
     );
-    stop.store(true, Ordering::Relaxed);
 }

@@ -9,24 +9,8 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let shm = std::path::Path::new("/dev/shm");
-    let dir = if shm.is_dir() {
-        tempfile::tempdir_in(shm)
-    } else {
-        tempfile::tempdir()
-    }
-    .unwrap();
-    let sock = dir.path().join("n.sock");
-    let dev = sim::Device::new(shared_abi::board::Board::DEFAULT, 64).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    sim::fwhost::spawn(dev.clone(), stop.clone(), 1).unwrap();
-    let (d, s, p) = (dev.clone(), stop.clone(), sock.clone());
-    std::thread::spawn(move || {
-        let _ = sim::vfio_user::server::Server::run(d, &p, s);
-    });
-    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    let d = sim::inprocess::InProcess::start(64).unwrap();
+    let sock = d.sock.clone();
     let acc = host_driver::Accel::open(&host_driver::DeviceAddr::Socket(sock.clone())).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -92,5 +76,4 @@ fn main() {
         "  p99 ratio           {:.1}x",
         loud.1.as_secs_f64() / quiet.1.as_secs_f64()
     );
-    stop.store(true, Ordering::Relaxed);
 }

@@ -12,6 +12,7 @@ pub mod device;
 pub mod devmem;
 pub mod dma;
 pub mod fwhost;
+pub mod inprocess;
 pub mod msix;
 pub mod pci;
 pub mod sys;

@@ -41,6 +41,23 @@ fn run(dev: &VfDev, q: &mut host_driver::vf::Queue, job: Job) -> host_driver::vf
     c
 }
 
+/// A job (the struct's fields in order).
+fn job_of(
+    op: JobOp,
+    src: Option<host_driver::vf::Addr>,
+    dst: Option<host_driver::vf::Addr>,
+    len: u32,
+    value: u32,
+) -> Job {
+    Job {
+        op,
+        src,
+        dst,
+        len,
+        value,
+    }
+}
+
 fn sha256(data: &[u8]) -> [u8; 32] {
     use sha2::Digest;
     sha2::Sha256::digest(data).into()
@@ -81,13 +98,7 @@ fn every_job_type_matches_a_host_reference() {
         let c = run(
             &dev,
             &mut q,
-            Job {
-                op: JobOp::Copy,
-                src: Some(s.into()),
-                dst: Some(d.into()),
-                len: len as u32,
-                value: 0,
-            },
+            job_of(JobOp::Copy, Some(s.into()), Some(d.into()), len as u32, 0),
         );
         assert_eq!((c.status, c.result), (JobStatus::Ok, len as u64));
         let mut back = vec![0u8; len];
@@ -97,39 +108,21 @@ fn every_job_type_matches_a_host_reference() {
         let c = run(
             &dev,
             &mut q,
-            Job {
-                op: JobOp::Crc32c,
-                src: Some(s.into()),
-                dst: None,
-                len: len as u32,
-                value: 0,
-            },
+            job_of(JobOp::Crc32c, Some(s.into()), None, len as u32, 0),
         );
         assert_eq!(c.status, JobStatus::Ok);
         assert_eq!(c.result, jobs::crc32c(0, &data) as u64, "crc32c of {len}");
         let c = run(
             &dev,
             &mut q,
-            Job {
-                op: JobOp::Crc32c,
-                src: Some(s.into()),
-                dst: None,
-                len: len as u32,
-                value: 0xDEAD_BEEF,
-            },
+            job_of(JobOp::Crc32c, Some(s.into()), None, len as u32, 0xDEAD_BEEF),
         );
         assert_eq!(c.result, jobs::crc32c(0xDEAD_BEEF, &data) as u64);
         // SHA-256 into the destination.
         let c = run(
             &dev,
             &mut q,
-            Job {
-                op: JobOp::Sha256,
-                src: Some(s.into()),
-                dst: Some(d.into()),
-                len: len as u32,
-                value: 0,
-            },
+            job_of(JobOp::Sha256, Some(s.into()), Some(d.into()), len as u32, 0),
         );
         assert_eq!(c.status, JobStatus::Ok);
         let mut digest = [0u8; 32];
@@ -143,13 +136,7 @@ fn every_job_type_matches_a_host_reference() {
         let c = run(
             &dev,
             &mut q,
-            Job {
-                op: JobOp::Fill,
-                src: None,
-                dst: Some(d.into()),
-                len: len as u32,
-                value: 0xA5,
-            },
+            job_of(JobOp::Fill, None, Some(d.into()), len as u32, 0xA5),
         );
         assert_eq!((c.status, c.result), (JobStatus::Ok, len as u64));
         dev.read(d, 0, &mut back).unwrap();
@@ -219,13 +206,7 @@ fn many_jobs_in_flight_complete_in_order_across_ring_laps() {
         let tag = dev
             .submit(
                 &mut q,
-                &Job {
-                    op: JobOp::Crc32c,
-                    src: Some(buf.into()),
-                    dst: None,
-                    len: len as u32,
-                    value: i,
-                },
+                &job_of(JobOp::Crc32c, Some(buf.into()), None, len as u32, i),
             )
             .unwrap();
         expect.push_back((tag, jobs::crc32c(i, &data[..len]) as u64));
@@ -250,53 +231,35 @@ fn bad_jobs_fail_alone_and_the_queue_goes_on() {
     };
     let cases = [
         (
-            Job {
-                op: JobOp::Copy,
-                src: Some(unmapped.into()),
-                dst: Some(buf.into()),
-                len: 4096,
-                value: 0,
-            },
+            job_of(
+                JobOp::Copy,
+                Some(unmapped.into()),
+                Some(buf.into()),
+                4096,
+                0,
+            ),
             JobStatus::HostDma,
         ),
         (
-            Job {
-                op: JobOp::Fill,
-                src: None,
-                dst: Some(unmapped.into()),
-                len: 16,
-                value: 1,
-            },
+            job_of(JobOp::Fill, None, Some(unmapped.into()), 16, 1),
             JobStatus::HostDma,
         ),
         (
-            Job {
-                op: JobOp::Fill,
-                src: None,
-                dst: Some(buf.into()),
-                len: 16,
-                value: 0x100,
-            },
+            job_of(JobOp::Fill, None, Some(buf.into()), 16, 0x100),
             JobStatus::BadDescriptor,
         ),
         (
-            Job {
-                op: JobOp::Copy,
-                src: Some(buf.into()),
-                dst: Some(buf.into()),
-                len: 0,
-                value: 0,
-            },
+            job_of(JobOp::Copy, Some(buf.into()), Some(buf.into()), 0, 0),
             JobStatus::BadDescriptor,
         ),
         (
-            Job {
-                op: JobOp::Copy,
-                src: Some(buf.into()),
-                dst: Some(buf.into()),
-                len: jobs::MAX_JOB_LEN + 1,
-                value: 0,
-            },
+            job_of(
+                JobOp::Copy,
+                Some(buf.into()),
+                Some(buf.into()),
+                jobs::MAX_JOB_LEN + 1,
+                0,
+            ),
             JobStatus::BadDescriptor,
         ),
     ];
@@ -307,13 +270,7 @@ fn bad_jobs_fail_alone_and_the_queue_goes_on() {
         let c = run(
             &dev,
             &mut q,
-            Job {
-                op: JobOp::Fill,
-                src: None,
-                dst: Some(buf.into()),
-                len: 4096,
-                value: 7,
-            },
+            job_of(JobOp::Fill, None, Some(buf.into()), 4096, 7),
         );
         assert_eq!(c.status, JobStatus::Ok);
     }
@@ -383,13 +340,7 @@ fn rings_the_device_cannot_use_are_refused_with_a_reason() {
     let c = run(
         &dev,
         &mut q,
-        Job {
-            op: JobOp::Crc32c,
-            src: Some(b.into()),
-            dst: None,
-            len: 8,
-            value: 0,
-        },
+        job_of(JobOp::Crc32c, Some(b.into()), None, 8, 0),
     );
     assert_eq!(c.status, JobStatus::Ok);
 }
@@ -412,13 +363,7 @@ fn a_vf_without_a_dma_client_is_left_alone_and_another_client_cannot_take_its_me
         run(
             dev,
             q,
-            Job {
-                op: JobOp::Crc32c,
-                src: Some(buf.into()),
-                dst: None,
-                len: 4096,
-                value: 0,
-            },
+            job_of(JobOp::Crc32c, Some(buf.into()), None, 4096, 0),
         )
         .result
     };
@@ -485,13 +430,7 @@ fn saturate(
         let mut dev = VfDev::open(&sock, 2 << 20).unwrap();
         let mut q = dev.queue(0, 16).unwrap();
         let buf = dev.alloc(256 << 10, 4096).unwrap();
-        let job = Job {
-            op: JobOp::Crc32c,
-            src: Some(buf.into()),
-            dst: None,
-            len: buf.len as u32,
-            value: 0,
-        };
+        let job = job_of(JobOp::Crc32c, Some(buf.into()), None, buf.len as u32, 0);
         let mut done = 0;
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
             while q.inflight() < q.depth() {
@@ -603,13 +542,7 @@ fn resetting_a_vf_mid_traffic_stops_only_its_jobs() {
                 let c = run(
                     &dev,
                     &mut q,
-                    Job {
-                        op: JobOp::Crc32c,
-                        src: Some(buf.into()),
-                        dst: None,
-                        len: buf.len as u32,
-                        value: 0,
-                    },
+                    job_of(JobOp::Crc32c, Some(buf.into()), None, buf.len as u32, 0),
                 );
                 assert_eq!((c.status, c.result), (JobStatus::Ok, want));
                 n += 1;
@@ -627,13 +560,13 @@ fn resetting_a_vf_mid_traffic_stops_only_its_jobs() {
     for _ in 0..8 {
         dev.submit(
             &mut q,
-            &Job {
-                op: JobOp::Copy,
-                src: Some(src.into()),
-                dst: Some(dst.into()),
-                len: src.len as u32,
-                value: 0,
-            },
+            &job_of(
+                JobOp::Copy,
+                Some(src.into()),
+                Some(dst.into()),
+                src.len as u32,
+                0,
+            ),
         )
         .unwrap();
     }
@@ -657,13 +590,7 @@ fn resetting_a_vf_mid_traffic_stops_only_its_jobs() {
     let c = run(
         &dev,
         &mut q,
-        Job {
-            op: JobOp::Fill,
-            src: None,
-            dst: Some(dst.into()),
-            len: 4096,
-            value: 3,
-        },
+        job_of(JobOp::Fill, None, Some(dst.into()), 4096, 3),
     );
     assert_eq!(c.status, JobStatus::Ok);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -684,13 +611,7 @@ fn completions_can_be_reaped_by_msix_interrupt() {
         let c = run(
             &dev,
             &mut q,
-            Job {
-                op: JobOp::Fill,
-                src: None,
-                dst: Some(buf.into()),
-                len: buf.len as u32,
-                value: i,
-            },
+            job_of(JobOp::Fill, None, Some(buf.into()), buf.len as u32, i),
         );
         assert_eq!(c.status, JobStatus::Ok);
     }
@@ -724,13 +645,7 @@ mod translation {
     }
 
     fn job(op: JobOp, src: Option<Addr>, dst: Option<Addr>, len: usize, value: u32) -> Job {
-        Job {
-            op,
-            src,
-            dst,
-            len: len as u32,
-            value,
-        }
+        job_of(op, src, dst, len as u32, value)
     }
 
     fn setup(sim: &Sim, v: u16) -> (VfDev, host_driver::vf::Queue) {
@@ -1017,13 +932,7 @@ fn checked_worker(
             let c = run(
                 &dev,
                 &mut q,
-                Job {
-                    op: JobOp::Crc32c,
-                    src: Some(buf.into()),
-                    dst: None,
-                    len: buf.len as u32,
-                    value: 0,
-                },
+                job_of(JobOp::Crc32c, Some(buf.into()), None, buf.len as u32, 0),
             );
             assert_eq!((c.status, c.result), (JobStatus::Ok, want));
             n += 1;
@@ -1047,13 +956,13 @@ fn destroying_or_resizing_a_vf_mid_traffic_leaves_the_others_running() {
         dev.alloc(8 << 20, 4096).unwrap(),
     );
     for _ in 0..4 {
-        let j = Job {
-            op: JobOp::Copy,
-            src: Some(src.into()),
-            dst: Some(dst.into()),
-            len: src.len as u32,
-            value: 0,
-        };
+        let j = job_of(
+            JobOp::Copy,
+            Some(src.into()),
+            Some(dst.into()),
+            src.len as u32,
+            0,
+        );
         dev.submit(&mut q, &j).unwrap();
     }
     std::thread::sleep(Duration::from_millis(50));
@@ -1400,13 +1309,13 @@ fn a_device_that_dies_mid_traffic_is_an_error_not_a_hang() {
     // Frozen first, so none of the jobs can complete before it dies.
     sim.freeze();
     for _ in 0..8 {
-        let j = Job {
-            op: JobOp::Copy,
-            src: Some(src.into()),
-            dst: Some(dst.into()),
-            len: src.len as u32,
-            value: 0,
-        };
+        let j = job_of(
+            JobOp::Copy,
+            Some(src.into()),
+            Some(dst.into()),
+            src.len as u32,
+            0,
+        );
         dev.submit(&mut q, &j).unwrap();
     }
     sim.signal(nix::sys::signal::Signal::SIGKILL);

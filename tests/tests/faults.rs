@@ -9,46 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-struct Rig {
-    dev: Arc<sim::Device>,
-    stop: Arc<AtomicBool>,
-    _dir: tempfile::TempDir,
-    sock: std::path::PathBuf,
-}
-
-impl Drop for Rig {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-    }
-}
-
-fn rig() -> Rig {
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("f.sock");
-    let dev = sim::Device::new(shared_abi::board::Board::DEFAULT, 8).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    sim::fwhost::spawn(dev.clone(), stop.clone(), 1).unwrap();
-    dev.spawn_dataplane(stop.clone()).unwrap();
-    let (d, s, p) = (dev.clone(), stop.clone(), sock.clone());
-    std::thread::spawn(move || {
-        let _ = sim::vfio_user::server::Server::run(d, &p, s);
-    });
-    let t = Instant::now();
-    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(5));
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    Rig {
-        dev,
-        stop,
-        _dir: dir,
-        sock,
-    }
-}
-
 #[test]
 fn a_failing_scrubber_faults_the_firmware_but_not_the_other_tenants_jobs() {
-    let r = rig();
+    let r = sim::inprocess::InProcess::start(8).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -58,7 +21,7 @@ fn a_failing_scrubber_faults_the_firmware_but_not_the_other_tenants_jobs() {
     // VF 1's tenant runs checked jobs throughout.
     let stop = Arc::new(AtomicBool::new(false));
     let tenant = {
-        let (sock, stop) = (vfio_user_wire::vf_socket_path(&r.sock, 1), stop.clone());
+        let (sock, stop) = (r.vf_socket(1), stop.clone());
         std::thread::spawn(move || {
             let mut dev = VfDev::open(&sock, 1 << 20).unwrap();
             let mut q = dev.queue(0, 4).unwrap();

@@ -21,6 +21,33 @@ use vfio_user_wire::shared::Shared;
 const PCI_COMMAND: u64 = 0x04;
 const PCI_COMMAND_MASTER: u16 = 1 << 2;
 
+/// Opens one of our functions (`device` ID, called `what` in messages) through `/dev/vfio`,
+/// after checking its IDs, that vfio-pci has it and that it has an IOMMU group.
+pub(crate) fn open_ours(
+    addr: &str,
+    sysfs: &Sysfs,
+    device: u16,
+    what: &str,
+    vf_token: Option<&str>,
+) -> Result<vfio::Opened> {
+    let (v, d) = sysfs.ids(addr)?;
+    if v != shared_abi::pci::VENDOR_ID || d != device {
+        return Err(Error::NotOurDevice(format!(
+            "{addr} is {v:04x}:{d:04x}, not an accelvirt {what}"
+        )));
+    }
+    if sysfs.driver(addr).as_deref() != Some("vfio-pci") {
+        return Err(Error::NotOurDevice(format!(
+            "{addr} is not bound to vfio-pci; bind it with: echo vfio-pci > {0}/driver_override && echo {addr} > /sys/bus/pci/drivers_probe",
+            sysfs.device_dir(addr).display()
+        )));
+    }
+    let group = sysfs.iommu_group(addr)?.ok_or_else(|| {
+        Error::NotOurDevice(format!("{addr} has no IOMMU group (is the IOMMU enabled?)"))
+    })?;
+    vfio::open_device(group, addr, vf_token)
+}
+
 /// A PF opened through the kernel's VFIO.
 #[derive(Debug)]
 pub struct KernelVfio {
@@ -39,22 +66,7 @@ pub struct KernelVfio {
 impl KernelVfio {
     /// Opens `addr` (which must be bound to vfio-pci and carry our IDs).
     pub fn open(addr: &str, sysfs: Sysfs) -> Result<Self> {
-        let (vendor, device) = sysfs.ids(addr)?;
-        if vendor != shared_abi::pci::VENDOR_ID || device != shared_abi::pci::PF_DEVICE_ID {
-            return Err(Error::NotOurDevice(format!(
-                "{addr} is {vendor:04x}:{device:04x}, not an accelvirt PF"
-            )));
-        }
-        if sysfs.driver(addr).as_deref() != Some("vfio-pci") {
-            return Err(Error::NotOurDevice(format!(
-                "{addr} is not bound to vfio-pci; bind it with: echo vfio-pci > {0}/driver_override && echo {addr} > /sys/bus/pci/drivers_probe",
-                sysfs.device_dir(addr).display()
-            )));
-        }
-        let group = sysfs.iommu_group(addr)?.ok_or_else(|| {
-            Error::NotOurDevice(format!("{addr} has no IOMMU group (is the IOMMU enabled?)"))
-        })?;
-        let opened = vfio::open_device(group, addr, None)?;
+        let opened = open_ours(addr, &sysfs, shared_abi::pci::PF_DEVICE_ID, "PF", None)?;
         let cfg = vfio::region(&opened.device, vfio::CONFIG_REGION_INDEX)?;
         let bar = vfio::region(&opened.device, 0)?;
         let bar0 =

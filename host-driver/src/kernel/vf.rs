@@ -24,22 +24,7 @@ impl KernelVf {
     /// Opens VF `addr` (bound to vfio-pci, with our IDs). `vf_token` is needed when its PF is
     /// itself bound to vfio-pci on this host.
     pub fn open(addr: &str, sysfs: &Sysfs, vf_token: Option<&str>) -> Result<Self> {
-        let (vendor, device) = sysfs.ids(addr)?;
-        if vendor != shared_abi::pci::VENDOR_ID || device != shared_abi::pci::VF_DEVICE_ID {
-            return Err(Error::NotOurDevice(format!(
-                "{addr} is {vendor:04x}:{device:04x}, not an accelvirt VF"
-            )));
-        }
-        if sysfs.driver(addr).as_deref() != Some("vfio-pci") {
-            return Err(Error::NotOurDevice(format!(
-                "{addr} is not bound to vfio-pci; bind it with: echo vfio-pci > {0}/driver_override && echo {addr} > /sys/bus/pci/drivers_probe",
-                sysfs.device_dir(addr).display()
-            )));
-        }
-        let group = sysfs.iommu_group(addr)?.ok_or_else(|| {
-            Error::NotOurDevice(format!("{addr} has no IOMMU group (is the IOMMU enabled?)"))
-        })?;
-        let opened = vfio::open_device(group, addr, vf_token)?;
+        let opened = super::open_ours(addr, sysfs, shared_abi::pci::VF_DEVICE_ID, "VF", vf_token)?;
         let bar = |i| vfio::region(&opened.device, i).ok().filter(|r| r.size > 0);
         Ok(KernelVf {
             addr: addr.to_string(),
