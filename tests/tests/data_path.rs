@@ -421,29 +421,47 @@ fn accelctl_vf_run_reports_checked_throughput_for_every_job_type() {
     }
 }
 
-/// Keeps a VF's queue full of CRC32C jobs until `stop`.
-fn saturate(
+/// Keeps `depth` CRC32C jobs of `len` bytes in flight on `sock`'s queue 0 until `stop`,
+/// checking every result; returns how many completed.
+fn worker(
     sock: PathBuf,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    depth: u32,
+    len: usize,
 ) -> std::thread::JoinHandle<u64> {
     std::thread::spawn(move || {
         let mut dev = VfDev::open(&sock, 2 << 20).unwrap();
-        let mut q = dev.queue(0, 16).unwrap();
-        let buf = dev.alloc(256 << 10, 4096).unwrap();
-        let job = job_of(JobOp::Crc32c, Some(buf.into()), None, buf.len as u32, 0);
+        let mut q = dev.queue(0, depth).unwrap();
+        let buf = dev.alloc(len, 4096).unwrap();
+        let data = pattern(len, 77);
+        dev.write(buf, 0, &data).unwrap();
+        let want = jobs::crc32c(0, &data) as u64;
+        let job = job_of(JobOp::Crc32c, Some(buf.into()), None, len as u32, 0);
         let mut done = 0;
+        let reap = |dev: &VfDev, q: &mut host_driver::vf::Queue| {
+            let c = dev.wait(q, T).unwrap();
+            assert_eq!((c.status, c.result), (JobStatus::Ok, want));
+        };
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
             while q.inflight() < q.depth() {
                 dev.submit(&mut q, &job).unwrap();
             }
-            assert_eq!(dev.wait(&mut q, T).unwrap().status, JobStatus::Ok);
+            reap(&dev, &mut q);
             done += 1;
         }
         while q.inflight() > 0 {
-            dev.wait(&mut q, T).unwrap();
+            reap(&dev, &mut q);
         }
         done
     })
+}
+
+/// A VF kept saturated (16 jobs of 256 KiB in flight).
+fn saturate(
+    sock: PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    worker(sock, stop, 16, 256 << 10)
 }
 
 /// Engine time each VF got over `d` while both are saturated.
@@ -915,39 +933,13 @@ mod translation {
     }
 }
 
-/// Runs checked CRC32C jobs on `sock`'s queue 0 until `stop`; returns how many completed.
-fn checked_worker(
-    sock: PathBuf,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> std::thread::JoinHandle<u64> {
-    std::thread::spawn(move || {
-        let mut dev = VfDev::open(&sock, 2 << 20).unwrap();
-        let mut q = dev.queue(0, 8).unwrap();
-        let buf = dev.alloc(64 << 10, 4096).unwrap();
-        let data = pattern(buf.len, 77);
-        dev.write(buf, 0, &data).unwrap();
-        let want = jobs::crc32c(0, &data) as u64;
-        let mut n = 0;
-        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-            let c = run(
-                &dev,
-                &mut q,
-                job_of(JobOp::Crc32c, Some(buf.into()), None, buf.len as u32, 0),
-            );
-            assert_eq!((c.status, c.result), (JobStatus::Ok, want));
-            n += 1;
-        }
-        n
-    })
-}
-
 #[test]
 fn destroying_or_resizing_a_vf_mid_traffic_leaves_the_others_running() {
     let sim = with_vfs(3);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let bystander = checked_worker(vf_socket(&sim, 2), stop.clone());
+    let bystander = worker(vf_socket(&sim, 2), stop.clone(), 2, 64 << 10);
     // VF 1 keeps its queue 0 through a resize that takes half its queues away.
-    let resized = checked_worker(vf_socket(&sim, 1), stop.clone());
+    let resized = worker(vf_socket(&sim, 1), stop.clone(), 2, 64 << 10);
     // VF 0 fills its ring with long jobs and is destroyed under them.
     let mut dev = VfDev::open(&vf_socket(&sim, 0), 20 << 20).unwrap();
     let mut q = dev.queue(0, 4).unwrap();
