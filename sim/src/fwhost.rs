@@ -118,6 +118,10 @@ pub fn spawn(
                     if dev.take_fw_reset() {
                         break;
                     }
+                    if dev.firmware_stalled() {
+                        std::thread::sleep(NAP);
+                        continue;
+                    }
                     if fw.poll() {
                         idle.busy();
                     } else {

@@ -76,3 +76,55 @@ fn a_failing_scrubber_faults_the_firmware_but_not_the_other_tenants_jobs() {
         .expect("VF 1's tenant saw only correct completions");
     assert!(n > 0 && before.elapsed() >= Duration::from_millis(300));
 }
+
+#[test]
+fn a_hung_firmware_times_management_out_and_tenants_jobs_run_on() {
+    let r = sim::inprocess::InProcess::start(8).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let acc = Accel::open(&host_driver::DeviceAddr::Socket(r.sock.clone())).unwrap();
+    rt.block_on(acc.create_vfs(2, CreateSpec::Equal)).unwrap();
+    let mut dev = VfDev::open(&r.vf_socket(0), 1 << 20).unwrap();
+    let mut q = dev.queue(0, 4).unwrap();
+    let buf = dev.alloc(4096, 4096).unwrap();
+    dev.write(buf, 0, &[3; 4096]).unwrap();
+    // The firmware hangs.
+    r.dev.inject_firmware_stall(true);
+    let short = Accel::open_with_timeout(
+        &host_driver::DeviceAddr::Socket(r.sock.clone()),
+        Duration::from_millis(300),
+    );
+    let t = Instant::now();
+    let e = match short {
+        Ok(a) => rt.block_on(a.heartbeat(1)).unwrap_err(),
+        Err(e) => e,
+    };
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(e.exit_code(), 4, "a silent firmware is busy: {e}");
+    // The tenant's jobs do not need the firmware.
+    for _ in 0..50 {
+        dev.submit(
+            &mut q,
+            &Job {
+                op: JobOp::Crc32c,
+                src: Some(buf.into()),
+                dst: None,
+                len: 4096,
+                value: 0,
+            },
+        )
+        .unwrap();
+        let c = dev.wait(&mut q, Duration::from_secs(5)).unwrap();
+        assert_eq!(c.result, jobs::crc32c(0, &[3; 4096]) as u64);
+    }
+    // It comes back: management works again, and the timed-out command left no lock behind.
+    r.dev.inject_firmware_stall(false);
+    rt.block_on(acc.heartbeat(2)).unwrap();
+    assert_eq!(r.dev.bar0().read32(pf::MBOX_LOCK.offset()), 0);
+}

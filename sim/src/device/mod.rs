@@ -125,6 +125,8 @@ pub struct Device {
     pub pf_refused_writes: AtomicU64,
     /// Fault injection: the memory scrubber reports an error instead of scrubbing.
     scrub_fails: AtomicBool,
+    /// Fault injection: the firmware's core stops (as a hung firmware would).
+    firmware_stalled: AtomicBool,
 }
 
 impl std::fmt::Debug for Device {
@@ -176,6 +178,7 @@ impl Device {
                 .collect(),
             pf_refused_writes: AtomicU64::new(0),
             scrub_fails: AtomicBool::new(false),
+            firmware_stalled: AtomicBool::new(false),
         }))
     }
 
@@ -242,6 +245,17 @@ impl Device {
     /// exercised.
     pub fn inject_scrub_failure(&self, on: bool) {
         self.scrub_fails.store(on, Ordering::Release);
+    }
+
+    /// Fault injection for tests: while `on`, the firmware's core runs nothing (a hung
+    /// firmware: no mailbox answers, no FLR handling); the hardware around it goes on.
+    pub fn inject_firmware_stall(&self, on: bool) {
+        self.firmware_stalled.store(on, Ordering::Release);
+    }
+
+    /// Whether the firmware's core is held stalled (`inject_firmware_stall`).
+    pub fn firmware_stalled(&self) -> bool {
+        self.firmware_stalled.load(Ordering::Acquire)
     }
 
     /// Enabled VFs.
