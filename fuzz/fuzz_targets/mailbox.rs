@@ -14,13 +14,27 @@ use shared_abi::regs::pf;
 /// Registers that move on every command (bookkeeping), and the mailbox buffers: a refused
 /// message may change these and nothing else.
 fn bookkeeping(off: usize) -> bool {
-    [pf::HEARTBEAT, pf::MBOX_DOORBELL, pf::MBOX_REQ_LEN, pf::MBOX_STATE, pf::MBOX_RESP_LEN, pf::MBOX_DONE_DOORBELL, pf::DEV_STATUS, pf::MBOX_LOCK]
-        .iter()
-        .any(|r| r.offset() == off)
+    [
+        pf::HEARTBEAT,
+        pf::MBOX_DOORBELL,
+        pf::MBOX_REQ_LEN,
+        pf::MBOX_STATE,
+        pf::MBOX_RESP_LEN,
+        pf::MBOX_DONE_DOORBELL,
+        pf::DEV_STATUS,
+        pf::MBOX_LOCK,
+    ]
+    .iter()
+    .any(|r| r.offset() == off)
         || (pf::MBOX_REQ.start()..pf::MBOX_RESP.end() as usize).contains(&off)
 }
 
-fn ring(fw: &mut Firmware<&'static RamRegs, NoClock>, regs: &RamRegs, msg: &[u8], len: u32) -> Status {
+fn ring(
+    fw: &mut Firmware<&'static RamRegs, NoClock>,
+    regs: &RamRegs,
+    msg: &[u8],
+    len: u32,
+) -> Status {
     regs.write_bytes(pf::MBOX_REQ.start(), msg);
     regs.write32(pf::MBOX_REQ_LEN.offset(), len);
     let db = regs.read32(pf::MBOX_DOORBELL.offset()).wrapping_add(1);
@@ -29,7 +43,9 @@ fn ring(fw: &mut Firmware<&'static RamRegs, NoClock>, regs: &RamRegs, msg: &[u8]
     let n = regs.read32(pf::MBOX_RESP_LEN.offset()) as usize;
     let mut buf = vec![0u8; n];
     regs.read_bytes(pf::MBOX_RESP.start(), &mut buf);
-    mailbox::decode(&buf).expect("every response decodes").status
+    mailbox::decode(&buf)
+        .expect("every response decodes")
+        .status
 }
 
 /// Booted firmware with two live VFs, saved once per fuzzing thread; each input starts from
@@ -47,15 +63,26 @@ fn state() -> State {
     let mut fw = Firmware::new(work, NoClock, Board::DEFAULT, 1).unwrap();
     fw.boot();
     let mut p = [0u8; 64];
-    let n = Request::CreateVfs(CreateVfs { count: 2, sizing: Sizing::Equal }).write_payload(&mut p).unwrap();
+    let n = Request::CreateVfs(CreateVfs {
+        count: 2,
+        sizing: Sizing::Equal,
+    })
+    .write_payload(&mut p)
+    .unwrap();
     let mut m = [0u8; 128];
     work.write32(pf::MBOX_LOCK.offset(), 1);
-    let len = mailbox::encode_request(&mut m, shared_abi::Opcode::CreateVfs, 1, 1, &p[..n]).unwrap();
+    let len =
+        mailbox::encode_request(&mut m, shared_abi::Opcode::CreateVfs, 1, 1, &p[..n]).unwrap();
     assert_eq!(ring(&mut fw, work, &m[..len], len as u32), Status::Ok);
     let saved: &'static RamRegs = Box::leak(Box::new(RamRegs::new()));
     saved.copy_pages(work, u64::MAX);
     work.take_dirty();
-    State { work, saved, saved_fw: fw.clone(), fw }
+    State {
+        work,
+        saved,
+        saved_fw: fw.clone(),
+        fw,
+    }
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -77,8 +104,14 @@ fn run(s: &mut State, data: &[u8]) {
     let body = &body[..body.len().min(4096)];
     // The input holds the lock with whatever token its header names (so inputs reach past the
     // lock check), except for one length in seven, which tests a holder mismatch.
-    let token = body.get(20..24).map_or(0, |t| u32::from_le_bytes([t[0], t[1], t[2], t[3]]));
-    let holder = if data.len() % 7 == 0 { token ^ 1 } else { token };
+    let token = body
+        .get(20..24)
+        .map_or(0, |t| u32::from_le_bytes([t[0], t[1], t[2], t[3]]));
+    let holder = if data.len() % 7 == 0 {
+        token ^ 1
+    } else {
+        token
+    };
     regs.write32(pf::MBOX_LOCK.offset(), holder);
     let st = ring(&mut s.fw, regs, body, len_reg);
     // Only pages this input wrote can differ from the saved state; take them (they are
@@ -89,7 +122,10 @@ fn run(s: &mut State, data: &[u8]) {
         let buffers = (pf::MBOX_REQ.start() / 4096..pf::MBOX_RESP.end() as usize / 4096)
             .fold(0u64, |m, p| m | 1 << p);
         let checked = touched & !buffers;
-        if let Some(off) = regs.differences(s.saved, checked).find(|&o| !bookkeeping(o)) {
+        if let Some(off) = regs
+            .differences(s.saved, checked)
+            .find(|&o| !bookkeeping(o))
+        {
             panic!("a refused message changed the register at {off:#x}");
         }
     } else {

@@ -62,7 +62,11 @@ fn alive(path: &PathBuf) {
     s.write_all(&version()).unwrap();
     let mut h = [0u8; 16];
     s.read_exact(&mut h).expect("the device answers VERSION");
-    assert_eq!(u32::from_ne_bytes(h[12..16].try_into().unwrap()), 0, "VERSION accepted");
+    assert_eq!(
+        u32::from_ne_bytes(h[12..16].try_into().unwrap()),
+        0,
+        "VERSION accepted"
+    );
 }
 
 fuzz_target!(|data: &[u8]| {

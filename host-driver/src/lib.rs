@@ -13,6 +13,7 @@ pub mod accel;
 pub mod error;
 pub mod kernel;
 pub mod mailbox;
+pub mod spec;
 pub mod sys;
 pub mod transport;
 pub mod vf;

@@ -6,6 +6,7 @@ mod run;
 
 use clap::{Args, Parser, Subcommand};
 use host_driver::error::{Error, Result};
+use host_driver::spec::{granules, parse_size};
 use host_driver::{Accel, CreateSpec, DeviceAddr};
 use output::Out;
 use shared_abi::resources::{VfInfo, VfSpec};
@@ -273,41 +274,6 @@ fn open(cli_dev: &Option<String>, timeout: Duration) -> Result<Accel> {
     Accel::open_with_timeout(&DeviceAddr::parse(d)?, timeout)
 }
 
-/// "4G" → bytes.
-fn parse_size(s: &str) -> Result<u64> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| Error::Invalid(format!("'{s}' is not a size (try 512M or 4G)")))?;
-    let mult = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        "t" | "tb" | "tib" => 1 << 40,
-        _ => {
-            return Err(Error::Invalid(format!(
-                "'{s}': unknown unit (use K, M, G or T)"
-            )))
-        }
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| Error::Invalid(format!("'{s}' is too large")))
-}
-
-fn granules(bytes: u64, shift: u8) -> Result<u32> {
-    let g = 1u64 << shift;
-    if bytes == 0 || !bytes.is_multiple_of(g) {
-        return Err(Error::Invalid(format!(
-            "memory must be a positive multiple of the {} MiB granule",
-            g >> 20
-        )));
-    }
-    u32::try_from(bytes / g).map_err(|_| Error::Invalid("memory size too large".into()))
-}
-
 fn spec_from(res: &ResArgs, base: Option<&VfInfo>, shift: u8) -> Result<VfSpec> {
     let need = |what: &str| {
         Error::Invalid(format!(
@@ -514,17 +480,6 @@ async fn run(cli: Cli, out: &Out) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("4G").unwrap(), 4 << 30);
-        assert_eq!(parse_size("512MiB").unwrap(), 512 << 20);
-        assert!(parse_size("4X").is_err());
-        assert!(parse_size("G").is_err());
-        assert_eq!(granules(4 << 30, 21).unwrap(), 2048);
-        assert!(granules(3 << 20, 21).is_err());
-        assert!(granules(0, 21).is_err());
-    }
 
     #[test]
     fn cli_parses() {
