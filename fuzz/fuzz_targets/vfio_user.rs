@@ -1,42 +1,30 @@
-//! Arbitrary bytes to the device model's vfio-user sockets (the PF's and a VF's), after a
-//! valid VERSION or instead of it: whatever a client sends, the device must answer the next
-//! client. One device model serves the whole run.
+//! Arbitrary bytes to the device model's vfio-user message handling, for the PF and a VF,
+//! after a valid VERSION or instead of it. Each input is one client connection over a socket
+//! pair, served in process to its end; afterwards the device must still serve a new client.
+//! One device model serves the whole run.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
+use sim::device::Func;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
-fn device() -> &'static (PathBuf, PathBuf) {
-    static D: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+fn device() -> &'static sim::inprocess::InProcess {
+    static D: OnceLock<sim::inprocess::InProcess> = OnceLock::new();
     D.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("accelvirt-fuzz-{}", std::process::id()));
-        let _ = std::fs::create_dir_all(&dir);
-        let pf = dir.join("pf.sock");
-        let dev = sim::Device::new(shared_abi::board::Board::DEFAULT, 4).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        sim::fwhost::spawn(dev.clone(), stop.clone(), 1).unwrap();
-        dev.spawn_dataplane(stop.clone()).unwrap();
-        let (d, p) = (dev.clone(), pf.clone());
-        std::thread::spawn(move || {
-            let _ = sim::vfio_user::server::Server::run(d, &p, stop);
-        });
-        while UnixStream::connect(&pf).is_err() {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        let d = sim::inprocess::InProcess::start(4).unwrap();
         // One VF, through the PF's own registers and config space as a driver would.
-        let t = host_driver::vfio_user::VfioUser::connect(&pf, true).unwrap();
-        let acc = host_driver::Accel::with_transport(Arc::new(t), Duration::from_secs(5)).unwrap();
+        let t = host_driver::vfio_user::VfioUser::connect(&d.sock, true).unwrap();
+        let acc = host_driver::Accel::with_transport(std::sync::Arc::new(t), Duration::from_secs(5))
+            .unwrap();
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap()
             .block_on(acc.create_vfs(1, host_driver::CreateSpec::Equal))
             .unwrap();
-        (pf.clone(), vfio_user_wire::vf_socket_path(&pf, 0))
+        d
     })
 }
 
@@ -55,42 +43,34 @@ fn version() -> Vec<u8> {
     m
 }
 
-/// The device negotiates with a fresh client: it is alive and serving.
-fn alive(path: &PathBuf) {
-    let mut s = UnixStream::connect(path).expect("the device accepts a new client");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(&version()).unwrap();
-    let mut h = [0u8; 16];
-    s.read_exact(&mut h).expect("the device answers VERSION");
-    assert_eq!(
-        u32::from_ne_bytes(h[12..16].try_into().unwrap()),
-        0,
-        "VERSION accepted"
-    );
+/// Serves `input` as one connection of `func` and returns when the device has hung up.
+fn connection(func: Func, input: &[u8]) -> Vec<u8> {
+    let d = device();
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let mut ours = ours;
+    let _ = ours.write_all(input);
+    let _ = ours.shutdown(std::net::Shutdown::Write);
+    // The replies are drained on this thread while the device serves on another: a reply the
+    // client does not read would (rightly) stall the device for its send timeout.
+    let dev = d.dev.clone();
+    let server = std::thread::spawn(move || sim::vfio_user::serve_connection(dev, func, theirs));
+    let mut out = Vec::new();
+    let _ = ours.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = ours.take(1 << 24).read_to_end(&mut out);
+    server.join().expect("the device's handler does not panic");
+    out
 }
 
 fuzz_target!(|data: &[u8]| {
     let Some((&how, bytes)) = data.split_first() else {
         return;
     };
-    let (pf, vf) = device();
-    let path = if how & 1 == 0 { pf } else { vf };
-    let Ok(mut s) = UnixStream::connect(path) else {
-        return;
-    };
-    let _ = s.set_write_timeout(Some(Duration::from_millis(200)));
-    let _ = s.set_read_timeout(Some(Duration::from_millis(2)));
-    if how & 2 == 0 {
-        let _ = s.write_all(&version());
-    }
-    let _ = s.write_all(bytes);
-    // Take whatever comes back, briefly; then hang up mid-whatever.
-    let mut sink = [0u8; 4096];
-    for _ in 0..4 {
-        if !matches!(s.read(&mut sink), Ok(n) if n > 0) {
-            break;
-        }
-    }
-    drop(s);
-    alive(path);
+    let func = if how & 1 == 0 { Func::Pf } else { Func::Vf(0) };
+    let mut input = if how & 2 == 0 { version() } else { Vec::new() };
+    input.extend_from_slice(bytes);
+    connection(func, &input);
+    // Still serving: a fresh client negotiates.
+    let reply = connection(func, &version());
+    assert!(reply.len() >= 16, "the device answers VERSION");
+    assert_eq!(u32::from_ne_bytes(reply[12..16].try_into().unwrap()), 0, "VERSION accepted");
 });
