@@ -464,6 +464,30 @@ fn saturate(
     worker(sock, stop, 16, 256 << 10)
 }
 
+/// VFs 0 and 1 kept saturated until `finish`.
+struct Saturated {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    workers: Vec<std::thread::JoinHandle<u64>>,
+}
+
+impl Saturated {
+    fn start(sim: &Sim) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let workers = (0..2)
+            .map(|v| saturate(vf_socket(sim, v), stop.clone()))
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        Saturated { stop, workers }
+    }
+
+    fn finish(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for w in self.workers {
+            assert!(w.join().unwrap() > 0);
+        }
+    }
+}
+
 /// Engine time each VF got over `d` while both are saturated.
 fn shares(sim: &Sim, d: Duration) -> (f64, f64) {
     let us = |s: &serde_json::Value, v: usize| s["vfs"][v]["engine_us"].as_u64().unwrap() as f64;
@@ -491,12 +515,7 @@ fn a_saturated_engine_is_shared_by_weight_and_set_qos_changes_it_live() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     sim.ctl_json(&["vf", "qos", "0", "--weight", "100"]);
     sim.ctl_json(&["vf", "qos", "1", "--weight", "300"]);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let workers = [
-        saturate(vf_socket(&sim, 0), stop.clone()),
-        saturate(vf_socket(&sim, 1), stop.clone()),
-    ];
-    std::thread::sleep(Duration::from_millis(300));
+    let load = Saturated::start(&sim);
     let (a, b) = shares(&sim, Duration::from_millis(1500));
     assert!(
         a > 0.0 && b / a > 2.0 && b / a < 4.5,
@@ -510,10 +529,7 @@ fn a_saturated_engine_is_shared_by_weight_and_set_qos_changes_it_live() {
         b / a > 0.6 && b / a < 1.6,
         "weights 100:100 gave {a}:{b} µs"
     );
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for w in workers {
-        assert!(w.join().unwrap() > 0);
-    }
+    load.finish();
 }
 
 #[test]
@@ -523,21 +539,13 @@ fn vfs_on_their_own_engines_are_not_shared_by_weight() {
     let sim = with_vfs(2);
     sim.ctl_json(&["vf", "qos", "0", "--weight", "100"]);
     sim.ctl_json(&["vf", "qos", "1", "--weight", "1000"]);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let workers = [
-        saturate(vf_socket(&sim, 0), stop.clone()),
-        saturate(vf_socket(&sim, 1), stop.clone()),
-    ];
-    std::thread::sleep(Duration::from_millis(300));
+    let load = Saturated::start(&sim);
     let (a, b) = shares(&sim, Duration::from_millis(1500));
     assert!(
         a > 0.0 && b / a > 0.6 && b / a < 1.6,
         "own engines gave {a}:{b} µs"
     );
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for w in workers {
-        assert!(w.join().unwrap() > 0);
-    }
+    load.finish();
 }
 
 #[test]
@@ -546,28 +554,7 @@ fn resetting_a_vf_mid_traffic_stops_only_its_jobs() {
     let sim = with_vfs(2);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     // VF 1 runs checked jobs throughout.
-    let bystander = {
-        let (sock, stop) = (vf_socket(&sim, 1), stop.clone());
-        std::thread::spawn(move || {
-            let mut dev = VfDev::open(&sock, 2 << 20).unwrap();
-            let mut q = dev.queue(0, 8).unwrap();
-            let buf = dev.alloc(128 << 10, 4096).unwrap();
-            let data = pattern(buf.len, 11);
-            dev.write(buf, 0, &data).unwrap();
-            let want = jobs::crc32c(0, &data) as u64;
-            let mut n = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let c = run(
-                    &dev,
-                    &mut q,
-                    job_of(JobOp::Crc32c, Some(buf.into()), None, buf.len as u32, 0),
-                );
-                assert_eq!((c.status, c.result), (JobStatus::Ok, want));
-                n += 1;
-            }
-            n
-        })
-    };
+    let bystander = worker(vf_socket(&sim, 1), stop.clone(), 2, 128 << 10);
     // VF 0 fills its ring with long copies, then is reset while they run.
     let mut dev = VfDev::open(&vf_socket(&sim, 0), 40 << 20).unwrap();
     let mut q = dev.queue(0, 8).unwrap();

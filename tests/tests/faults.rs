@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-#[test]
-fn a_failing_scrubber_faults_the_firmware_but_not_the_other_tenants_jobs() {
+/// An in-process device model with two VFs, a runtime, and a management handle.
+fn device_with_two_vfs() -> (sim::inprocess::InProcess, tokio::runtime::Runtime, Accel) {
     let r = sim::inprocess::InProcess::start(8).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -18,6 +18,12 @@ fn a_failing_scrubber_faults_the_firmware_but_not_the_other_tenants_jobs() {
         .unwrap();
     let acc = Accel::open(&host_driver::DeviceAddr::Socket(r.sock.clone())).unwrap();
     rt.block_on(acc.create_vfs(2, CreateSpec::Equal)).unwrap();
+    (r, rt, acc)
+}
+
+#[test]
+fn a_failing_scrubber_faults_the_firmware_but_not_the_other_tenants_jobs() {
+    let (r, rt, acc) = device_with_two_vfs();
     // VF 1's tenant runs checked jobs throughout.
     let stop = Arc::new(AtomicBool::new(false));
     let tenant = {
@@ -79,13 +85,7 @@ fn a_failing_scrubber_faults_the_firmware_but_not_the_other_tenants_jobs() {
 
 #[test]
 fn a_hung_firmware_times_management_out_and_tenants_jobs_run_on() {
-    let r = sim::inprocess::InProcess::start(8).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let acc = Accel::open(&host_driver::DeviceAddr::Socket(r.sock.clone())).unwrap();
-    rt.block_on(acc.create_vfs(2, CreateSpec::Equal)).unwrap();
+    let (r, rt, acc) = device_with_two_vfs();
     let mut dev = VfDev::open(&r.vf_socket(0), 1 << 20).unwrap();
     let mut q = dev.queue(0, 4).unwrap();
     let buf = dev.alloc(4096, 4096).unwrap();
