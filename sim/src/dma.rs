@@ -11,6 +11,7 @@
 //! bounded by [`MAX_FILES`], not by its map count. Memory mapped without a descriptor is
 //! reached with DMA_READ/DMA_WRITE messages to the client ([`MessageDma`]).
 
+use std::ops::Range;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 use vfio_user_wire::proto;
@@ -93,18 +94,10 @@ impl DmaTable {
     /// Whether `[iova, iova + len)` is mapped and backed by files all the way (device
     /// structures the engine touches under its locks, rings, must be).
     pub fn file_backed(&self, iova: u64, len: u64) -> bool {
-        let mut at = iova;
-        let end = match iova.checked_add(len) {
-            Some(e) => e,
-            None => return false,
-        };
-        while at < end {
-            match self.find(at) {
-                Ok((m, left)) if m.file.is_some() => at = at.saturating_add(left),
-                _ => return false,
-            }
-        }
-        true
+        usize::try_from(len).is_ok_and(|n| {
+            self.spans(iova, n)
+                .all(|p| p.is_ok_and(|(m, _, _)| m.file.is_some()))
+        })
     }
 
     /// Mappings held.
@@ -228,84 +221,99 @@ impl DmaTable {
         Ok((m, (m.last - iova).saturating_add(1)))
     }
 
+    /// `[iova, iova + len)` cut at mapping boundaries: each piece's mapping, its IOVA and its
+    /// bytes of the range; an unmapped byte ends it with an error. Lazy, so the engine's
+    /// per-poll 4-byte reads allocate nothing.
+    fn spans(
+        &self,
+        iova: u64,
+        len: usize,
+    ) -> impl Iterator<Item = Result<(&Mapping, u64, Range<usize>), DmaError>> + '_ {
+        let mut done = 0usize;
+        let mut failed = false;
+        std::iter::from_fn(move || {
+            if done >= len || failed {
+                return None;
+            }
+            let piece = iova
+                .checked_add(done as u64)
+                .ok_or(DmaError::Unmapped(iova))
+                .and_then(|at| self.find(at).map(|(m, left)| (m, at, left)))
+                .map(|(m, at, left)| {
+                    let n = (len - done).min(usize::try_from(left).unwrap_or(usize::MAX));
+                    let r = done..done + n;
+                    done += n;
+                    (m, at, r)
+                });
+            failed = piece.is_err();
+            Some(piece)
+        })
+    }
+
     /// Reads `buf.len()` bytes at `iova`, across mappings if they are contiguous.
     pub fn read(&self, iova: u64, buf: &mut [u8]) -> Result<(), DmaError> {
-        let mut done = 0usize;
-        while done < buf.len() {
-            let at = iova
-                .checked_add(done as u64)
-                .ok_or(DmaError::Unmapped(iova))?;
-            let (m, left) = self.find(at)?;
-            let n = (buf.len() - done).min(usize::try_from(left).unwrap_or(usize::MAX));
-            let chunk = &mut buf[done..done + n];
-            let Some(f) = m.file.as_ref() else {
-                self.messages
-                    .as_ref()
-                    .ok_or(DmaError::NoFile(at))?
-                    .read(at, chunk)?;
-                done += n;
-                continue;
-            };
-            let off = file_offset(m, at)?;
-            let mut got = 0;
-            while got < n {
-                let r = nix::sys::uio::pread(f.fd.as_fd(), &mut chunk[got..], off + got as i64)
-                    .map_err(|e| DmaError::Io(at, e))?;
-                if r == 0 {
-                    return Err(DmaError::Short(at + got as u64));
+        for piece in self.spans(iova, buf.len()) {
+            let (m, at, r) = piece?;
+            let chunk = &mut buf[r];
+            match &m.file {
+                None => self.messages(at)?.read(at, chunk)?,
+                Some(f) => {
+                    let off = file_offset(m, at)?;
+                    let mut got = 0;
+                    while got < chunk.len() {
+                        let n =
+                            nix::sys::uio::pread(f.fd.as_fd(), &mut chunk[got..], off + got as i64)
+                                .map_err(|e| DmaError::Io(at, e))?;
+                        if n == 0 {
+                            return Err(DmaError::Short(at + got as u64));
+                        }
+                        got += n;
+                    }
                 }
-                got += r;
             }
-            done += n;
         }
         Ok(())
     }
 
     /// Writes `data` at `iova`, across mappings if they are contiguous. Every mapping touched
-    /// must be writable, checked before any byte is written.
+    /// must be writable and reachable, checked before any byte is written.
     pub fn write(&self, iova: u64, data: &[u8]) -> Result<(), DmaError> {
-        let mut done = 0usize;
-        // First pass: the whole range is mapped, writable and file-backed.
-        while done < data.len() {
-            let at = iova
-                .checked_add(done as u64)
-                .ok_or(DmaError::Unmapped(iova))?;
-            let (m, left) = self.find(at)?;
+        let spans = self
+            .spans(iova, data.len())
+            .collect::<Result<Vec<_>, _>>()?;
+        for (m, at, _) in &spans {
             if !m.writable {
-                return Err(DmaError::ReadOnly(at));
+                return Err(DmaError::ReadOnly(*at));
             }
-            if m.file.is_none() && self.messages.is_none() {
-                return Err(DmaError::NoFile(at));
+            if m.file.is_none() {
+                self.messages(*at)?;
             }
-            done += (data.len() - done).min(usize::try_from(left).unwrap_or(usize::MAX));
         }
-        done = 0;
-        while done < data.len() {
-            let at = iova + done as u64;
-            let (m, left) = self.find(at)?;
-            let n = (data.len() - done).min(usize::try_from(left).unwrap_or(usize::MAX));
-            let chunk = &data[done..done + n];
-            let Some(f) = m.file.as_ref() else {
-                self.messages
-                    .as_ref()
-                    .ok_or(DmaError::NoFile(at))?
-                    .write(at, chunk)?;
-                done += n;
-                continue;
-            };
-            let off = file_offset(m, at)?;
-            let mut put = 0;
-            while put < n {
-                let r = nix::sys::uio::pwrite(f.fd.as_fd(), &chunk[put..], off + put as i64)
-                    .map_err(|e| DmaError::Io(at, e))?;
-                if r == 0 {
-                    return Err(DmaError::Short(at + put as u64));
+        for (m, at, r) in spans {
+            let chunk = &data[r];
+            match &m.file {
+                None => self.messages(at)?.write(at, chunk)?,
+                Some(f) => {
+                    let off = file_offset(m, at)?;
+                    let mut put = 0;
+                    while put < chunk.len() {
+                        let n =
+                            nix::sys::uio::pwrite(f.fd.as_fd(), &chunk[put..], off + put as i64)
+                                .map_err(|e| DmaError::Io(at, e))?;
+                        if n == 0 {
+                            return Err(DmaError::Short(at + put as u64));
+                        }
+                        put += n;
+                    }
                 }
-                put += r;
             }
-            done += n;
         }
         Ok(())
+    }
+
+    /// The way to memory mapped without a file (at `at`), if the client gave one.
+    fn messages(&self, at: u64) -> Result<&dyn MessageDma, DmaError> {
+        self.messages.as_deref().ok_or(DmaError::NoFile(at))
     }
 }
 
