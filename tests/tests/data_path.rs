@@ -529,6 +529,14 @@ fn a_saturated_engine_is_shared_by_weight_and_set_qos_changes_it_live() {
         b / a > 0.6 && b / a < 1.6,
         "weights 100:100 gave {a}:{b} µs"
     );
+    // A heavy VF first in line does not starve a light one behind it.
+    sim.ctl_json(&["vf", "qos", "0", "--weight", "1000"]);
+    std::thread::sleep(Duration::from_millis(200));
+    let (a, b) = shares(&sim, Duration::from_millis(1500));
+    assert!(
+        b > 0.0 && a / b > 4.0 && a / b < 20.0,
+        "weights 1000:100 gave {a}:{b} µs"
+    );
     load.finish();
 }
 

@@ -19,10 +19,6 @@ use zerocopy::{FromBytes, IntoBytes};
 
 /// Jobs taken from one queue before the engine moves on to the next (round robin).
 const BATCH: usize = 8;
-/// Time a VF of weight 100 may spend on one engine per pass over the engines (deficit round
-/// robin per engine: a VF's share of a saturated engine is its weight over the total of the
-/// busy VFs that own that engine).
-const QUANTUM_NS: i64 = 50_000;
 /// An engine's turn on the thread: its owners run (in DRR rounds) until they have used this
 /// much, or have nothing left to run.
 const TURN_NS: i64 = 200_000;
@@ -56,6 +52,8 @@ pub struct Engine {
     deficit: Vec<i64>,
     /// Per VF: the queue its next turn starts at, so every queue gets turns.
     cursor: Vec<usize>,
+    /// Per engine: which owner its next turn's rounds start with.
+    rotation: Vec<usize>,
     /// Each VF's IOTLB.
     tlbs: Vec<Tlb>,
     buf: Vec<u8>,
@@ -69,6 +67,7 @@ impl Engine {
             ns: vec![0; shared_abi::pci::MAX_VFS],
             deficit: vec![0; dev.board.engines as usize * MAX_VFS],
             cursor: vec![0; MAX_VFS],
+            rotation: vec![0; dev.board.engines as usize],
             tlbs: (0..shared_abi::pci::MAX_VFS)
                 .map(|_| Tlb::default())
                 .collect(),
@@ -129,7 +128,8 @@ impl Device {
     /// accel-sim runs every engine on this one thread, one engine's turn after another; a
     /// turn lasts until the engine's owners have used TURN of engine time or have nothing to
     /// run. Within a turn the owners share it by deficit round robin: each round, each gains
-    /// QUANTUM × weight / 100 and runs jobs (from any of its queues) while it has some left.
+    /// TURN / 4 × its weight / the heaviest owner's weight, and runs jobs (from any of its
+    /// queues) while it has some left.
     /// A VF with nothing to run keeps no credit (it cannot save up while idle); one that
     /// overran carries the debt into the next round. So a VF owning more engines gets more of
     /// the machine, a sole owner gets its engine whatever its weight, and VFs sharing an
@@ -153,20 +153,26 @@ impl Device {
         let mut done = 0;
         for eng in 0..self.board.engines as usize {
             let owners: Vec<_> = vfs.iter().filter(|o| o.1 & (1 << eng) != 0).collect();
+            let Some(heaviest) = owners.iter().map(|o| o.2).max() else {
+                continue;
+            };
+            // Quanta scaled so the heaviest owner's is a quarter of the turn: every owner gets
+            // rounds in every turn, in proportion to its weight. The round starts one owner
+            // later each pass, so no owner is always the one a turn runs out on.
+            let start = e.rotation[eng];
+            e.rotation[eng] = e.rotation[eng].wrapping_add(1);
             let mut used = 0i64;
-            loop {
+            'turn: loop {
                 // Whether anyone ran, and whether anyone sat this round out paying a debt
                 // (it gets another round: its credit grows each round).
                 let (mut any, mut owing) = (false, false);
-                for (v, _, weight, dma) in &owners {
-                    let slot = eng * MAX_VFS + *v as usize;
-                    let credit = e.deficit[slot].saturating_add(QUANTUM_NS * weight / 100);
-                    // Within what is left of the engine's turn: a sole owner gets the turn,
-                    // whatever its weight, and no more.
+                for i in 0..owners.len() {
                     if used >= TURN_NS {
-                        e.deficit[slot] = credit;
-                        continue;
+                        break 'turn;
                     }
+                    let (v, _, weight, dma) = owners[(start + i) % owners.len()];
+                    let slot = eng * MAX_VFS + *v as usize;
+                    let credit = e.deficit[slot].saturating_add(TURN_NS / 4 * weight / heaviest);
                     if credit <= 0 {
                         e.deficit[slot] = credit;
                         owing = true;
@@ -185,7 +191,7 @@ impl Device {
                     any |= ran > 0;
                     done += ran;
                 }
-                if (!any && !owing) || used >= TURN_NS {
+                if !any && !owing {
                     break;
                 }
             }
