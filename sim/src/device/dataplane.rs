@@ -151,8 +151,14 @@ impl Device {
             }
         }
         let mut done = 0;
+        // VFs found with nothing to run: their other engines' turns this pass skip them
+        // (each look at a ring is a read of the tenant's memory).
+        let mut idle = 0u64;
         for eng in 0..self.board.engines as usize {
-            let owners: Vec<_> = vfs.iter().filter(|o| o.1 & (1 << eng) != 0).collect();
+            let owners: Vec<_> = vfs
+                .iter()
+                .filter(|o| o.1 & (1 << eng) != 0 && idle & (1 << o.0) == 0)
+                .collect();
             let Some(heaviest) = owners.iter().map(|o| o.2).max() else {
                 continue;
             };
@@ -184,6 +190,7 @@ impl Device {
                     let spent = allowed - e.deficit[slot];
                     used += spent;
                     e.deficit[slot] = if ran == 0 {
+                        idle |= 1 << v;
                         credit.min(0)
                     } else {
                         credit - spent
