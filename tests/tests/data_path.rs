@@ -488,6 +488,17 @@ impl Saturated {
     }
 }
 
+/// Sets VF 0's and VF 1's weights and returns VF 1's engine time over VF 0's while both are
+/// saturated.
+fn weighted(sim: &Sim, w0: u16, w1: u16) -> f64 {
+    sim.ctl_json(&["vf", "qos", "0", "--weight", &w0.to_string()]);
+    sim.ctl_json(&["vf", "qos", "1", "--weight", &w1.to_string()]);
+    std::thread::sleep(Duration::from_millis(200));
+    let (a, b) = shares(sim, Duration::from_millis(1500));
+    assert!(a > 0.0 && b > 0.0, "both VFs ran: {a}:{b} µs");
+    b / a
+}
+
 /// Engine time each VF got over `d` while both are saturated.
 fn shares(sim: &Sim, d: Duration) -> (f64, f64) {
     let us = |s: &serde_json::Value, v: usize| s["vfs"][v]["engine_us"].as_u64().unwrap() as f64;
@@ -513,30 +524,15 @@ fn a_saturated_engine_is_shared_by_weight_and_set_qos_changes_it_live() {
         "8",
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    sim.ctl_json(&["vf", "qos", "0", "--weight", "100"]);
-    sim.ctl_json(&["vf", "qos", "1", "--weight", "300"]);
     let load = Saturated::start(&sim);
-    let (a, b) = shares(&sim, Duration::from_millis(1500));
-    assert!(
-        a > 0.0 && b / a > 2.0 && b / a < 4.5,
-        "weights 100:300 gave {a}:{b} µs"
-    );
+    let r = weighted(&sim, 100, 300);
+    assert!(r > 2.0 && r < 4.5, "weights 100:300 gave 1:{r}");
     // Live: equal weights, equal shares.
-    sim.ctl_json(&["vf", "qos", "1", "--weight", "100"]);
-    std::thread::sleep(Duration::from_millis(200));
-    let (a, b) = shares(&sim, Duration::from_millis(1500));
-    assert!(
-        b / a > 0.6 && b / a < 1.6,
-        "weights 100:100 gave {a}:{b} µs"
-    );
+    let r = weighted(&sim, 100, 100);
+    assert!(r > 0.6 && r < 1.6, "weights 100:100 gave 1:{r}");
     // A heavy VF first in line does not starve a light one behind it.
-    sim.ctl_json(&["vf", "qos", "0", "--weight", "1000"]);
-    std::thread::sleep(Duration::from_millis(200));
-    let (a, b) = shares(&sim, Duration::from_millis(1500));
-    assert!(
-        b > 0.0 && a / b > 4.0 && a / b < 20.0,
-        "weights 1000:100 gave {a}:{b} µs"
-    );
+    let r = weighted(&sim, 1000, 100);
+    assert!(r > 0.05 && r < 0.25, "weights 1000:100 gave 1:{r}");
     load.finish();
 }
 
@@ -545,13 +541,11 @@ fn vfs_on_their_own_engines_are_not_shared_by_weight() {
     // Equal split: VF 0 owns engines 0-7, VF 1 engines 8-15. Weights only divide an engine
     // between the VFs that share it, so 100:1000 still gives each half of the machine.
     let sim = with_vfs(2);
-    sim.ctl_json(&["vf", "qos", "0", "--weight", "100"]);
-    sim.ctl_json(&["vf", "qos", "1", "--weight", "1000"]);
     let load = Saturated::start(&sim);
-    let (a, b) = shares(&sim, Duration::from_millis(1500));
+    let r = weighted(&sim, 100, 1000);
     assert!(
-        a > 0.0 && b / a > 0.6 && b / a < 1.6,
-        "own engines gave {a}:{b} µs"
+        r > 0.6 && r < 1.6,
+        "own engines with weights 100:1000 gave 1:{r}"
     );
     load.finish();
 }
