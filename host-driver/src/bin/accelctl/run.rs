@@ -89,11 +89,26 @@ pub fn run(target: &Target, load: Load) -> Result<Report> {
             jobs::MAX_JOB_LEN >> 20
         )));
     }
+    // Checked before sizing this process's memory by them.
+    if load.queues == 0 || load.queues as usize > shared_abi::regs::VF_MAX_QUEUES {
+        return Err(Error::Invalid(format!(
+            "--queues {}: from 1 to the VF's queue count",
+            load.queues
+        )));
+    }
+    if !load.depth.is_power_of_two() || !(jobs::MIN_RING..=jobs::MAX_RING).contains(&load.depth) {
+        return Err(Error::Invalid(format!(
+            "queue depth {}: a power of two from {} to {}",
+            load.depth,
+            jobs::MIN_RING,
+            jobs::MAX_RING
+        )));
+    }
     let size = load.size as usize;
     let rings = load.depth as usize * (jobs::SQE_SIZE + jobs::CQE_SIZE) + 8192;
     let mem = load.queues as usize * (2 * size.div_ceil(4096) * 4096 + rings);
     let mut dev = open(target, mem)?;
-    if load.queues == 0 || load.queues > dev.queue_count() {
+    if load.queues > dev.queue_count() {
         return Err(Error::Invalid(format!(
             "--queues {}: the VF owns {}",
             load.queues,
