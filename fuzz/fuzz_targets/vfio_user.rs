@@ -1,18 +1,46 @@
-//! Arbitrary bytes to the device model's vfio-user message handling, for the PF and a VF,
-//! after a valid VERSION or instead of it. Each input is one client connection over a socket
-//! pair, served in process to its end; afterwards the device must still serve a new client.
-//! One device model serves the whole run.
+//! Arbitrary bytes and descriptors to the device model's vfio-user message handling, for the
+//! PF and a VF, after a valid VERSION or instead of it. Each input is one client connection
+//! over a socket pair, served in process on this thread; afterwards the device must still
+//! serve a new client. One device model serves the whole run.
+//!
+//! Input: one byte (bit 0: PF or VF 0; bit 1: no VERSION first), then segments, each sent
+//! with one `sendmsg`: a control byte (low 2 bits: how many descriptors ride with it), one
+//! byte per descriptor choosing it from a fixed pool (memfds of several sizes, an eventfd,
+//! both ends of a pipe, a socket, /dev/null), a 16-bit length, and the bytes. What does not
+//! parse as a segment is sent as plain bytes.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 use sim::device::Func;
-use std::io::{Read, Write};
+use std::io::{IoSlice, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-fn device() -> &'static sim::inprocess::InProcess {
-    static D: OnceLock<sim::inprocess::InProcess> = OnceLock::new();
-    D.get_or_init(|| {
+/// Inputs larger than this are skipped: the whole input is queued in the socket before the
+/// device reads it, so it must fit the socket's buffer.
+const MAX_INPUT: usize = 64 << 10;
+
+struct Rig {
+    dev: sim::inprocess::InProcess,
+    /// Descriptors a segment can pass (the kernel duplicates them per message).
+    pool: Vec<OwnedFd>,
+    /// Inputs served, for the periodic fresh-client check.
+    inputs: AtomicU64,
+}
+
+fn memfd(size: u64) -> OwnedFd {
+    let fd = nix::sys::memfd::memfd_create(c"fuzz", nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC)
+        .expect("memfd");
+    nix::unistd::ftruncate(&fd, size as i64).expect("ftruncate");
+    fd
+}
+
+fn rig() -> &'static Rig {
+    static R: OnceLock<Rig> = OnceLock::new();
+    R.get_or_init(|| {
         let d = sim::inprocess::InProcess::start(4).unwrap();
         // One VF, through the PF's own registers and config space as a driver would.
         let t = host_driver::vfio_user::VfioUser::connect(&d.sock, true).unwrap();
@@ -24,7 +52,24 @@ fn device() -> &'static sim::inprocess::InProcess {
             .unwrap()
             .block_on(acc.create_vfs(1, host_driver::CreateSpec::Equal))
             .unwrap();
-        d
+        let (p_read, p_write) = nix::unistd::pipe().unwrap();
+        let (s_a, _s_b) = UnixStream::pair().unwrap();
+        let pool = vec![
+            memfd(0),
+            memfd(4096),
+            memfd(1 << 20),
+            memfd(4096 + 1),
+            nix::sys::eventfd::EventFd::new().unwrap().into(),
+            p_read,
+            p_write,
+            s_a.into(),
+            std::fs::File::open("/dev/null").unwrap().into(),
+        ];
+        Rig {
+            dev: d,
+            pool,
+            inputs: AtomicU64::new(0),
+        }
     })
 }
 
@@ -43,34 +88,89 @@ fn version() -> Vec<u8> {
     m
 }
 
-/// Serves `input` as one connection of `func` and returns when the device has hung up.
-fn connection(func: Func, input: &[u8]) -> Vec<u8> {
-    let d = device();
+/// Sends `input`'s segments on `s`, each with its descriptors.
+fn send_segments(r: &Rig, s: &UnixStream, mut input: &[u8]) {
+    while let Some((&ctl, rest)) = input.split_first() {
+        let nfds = (ctl & 3) as usize;
+        if rest.len() < nfds + 2 {
+            let _ = (&*s).write_all(input);
+            return;
+        }
+        let fds: Vec<RawFd> = rest[..nfds]
+            .iter()
+            .map(|&b| r.pool[b as usize % r.pool.len()].as_raw_fd())
+            .collect();
+        let len = u16::from_le_bytes([rest[nfds], rest[nfds + 1]]) as usize;
+        let body = &rest[nfds + 2..];
+        let (seg, next) = body.split_at(len.min(body.len()));
+        let rights = [ControlMessage::ScmRights(&fds)];
+        let cmsgs: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &rights };
+        // A segment of no bytes still carries its descriptors (as a lone control message).
+        let one = [0u8];
+        let iov = [IoSlice::new(if seg.is_empty() { &one } else { seg })];
+        if sendmsg::<()>(s.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None).is_err() {
+            return; // the socket is full: the rest is not sent
+        }
+        input = next;
+    }
+}
+
+/// Serves one connection of `func` whose client sends `prefix` then `input`'s segments, on
+/// this thread. The client's bytes are queued before the device reads them and its replies
+/// wait in the socket until it is closed, so both directions get large buffers (the forced
+/// size needs CAP_NET_ADMIN; without it the kernel's maximum applies): what does not fit is
+/// not sent, and a reply that does not fit ends the connection after the device's send
+/// timeout, as it would for a client that stops reading. A second thread draining the
+/// replies halved the rate (a wake-up, or a spinning core, per input).
+fn connection(r: &Rig, func: Func, prefix: &[u8], input: &[u8]) {
+    use nix::sys::socket::{setsockopt, sockopt};
     let (ours, theirs) = UnixStream::pair().unwrap();
-    let mut ours = ours;
-    let _ = ours.write_all(input);
+    for (s, size) in [(&ours, 8usize << 20), (&theirs, 256 << 20)] {
+        if setsockopt(s, sockopt::SndBufForce, &size).is_err() {
+            let _ = setsockopt(s, sockopt::SndBuf, &size);
+        }
+    }
+    ours.set_nonblocking(true).unwrap();
+    let _ = (&ours).write_all(prefix);
+    send_segments(r, &ours, input);
     let _ = ours.shutdown(std::net::Shutdown::Write);
-    // The replies are drained on this thread while the device serves on another: a reply the
-    // client does not read would (rightly) stall the device for its send timeout.
-    let dev = d.dev.clone();
-    let server = std::thread::spawn(move || sim::vfio_user::serve_connection(dev, func, theirs));
-    let mut out = Vec::new();
-    let _ = ours.set_read_timeout(Some(Duration::from_secs(5)));
-    let _ = ours.take(1 << 24).read_to_end(&mut out);
-    server.join().expect("the device's handler does not panic");
-    out
+    sim::vfio_user::serve_connection(r.dev.dev.clone(), func, theirs);
+}
+
+/// A fresh client's VERSION is answered and accepted.
+fn still_serving(r: &Rig, func: Func) {
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    (&ours).write_all(&version()).unwrap();
+    ours.shutdown(std::net::Shutdown::Write).unwrap();
+    // The reply is small enough to wait in the socket while the device serves here.
+    sim::vfio_user::serve_connection(r.dev.dev.clone(), func, theirs);
+    let mut reply = Vec::new();
+    (&ours).read_to_end(&mut reply).unwrap();
+    assert!(reply.len() >= 16, "the device answers VERSION");
+    assert_eq!(u32::from_ne_bytes(reply[12..16].try_into().unwrap()), 0, "VERSION accepted");
 }
 
 fuzz_target!(|data: &[u8]| {
     let Some((&how, bytes)) = data.split_first() else {
         return;
     };
+    if bytes.len() > MAX_INPUT {
+        return;
+    }
+    let r = rig();
     let func = if how & 1 == 0 { Func::Pf } else { Func::Vf(0) };
-    let mut input = if how & 2 == 0 { version() } else { Vec::new() };
-    input.extend_from_slice(bytes);
-    connection(func, &input);
-    // Still serving: a fresh client negotiates.
-    let reply = connection(func, &version());
-    assert!(reply.len() >= 16, "the device answers VERSION");
-    assert_eq!(u32::from_ne_bytes(reply[12..16].try_into().unwrap()), 0, "VERSION accepted");
+    let prefix = if how & 2 == 0 { version() } else { Vec::new() };
+    connection(r, func, &prefix, bytes);
+    // What a client holds is released when it goes: the mailbox lock and the function's DMA
+    // space (a new owner can take it).
+    let dev = &r.dev.dev;
+    let lock = dev.bar0().read32(shared_abi::regs::pf::MBOX_LOCK.offset());
+    assert_eq!(lock, 0, "a departed client left the mailbox locked");
+    assert!(dev.dma_space(func, u64::MAX).is_some(), "a departed client kept its DMA space");
+    dev.release_dma(func, u64::MAX);
+    // And a fresh client is served (a wedged lock would hang here: libFuzzer's timeout).
+    // Every 64th input: a connection of its own costs as much as the input's.
+    if r.inputs.fetch_add(1, Ordering::Relaxed) % 64 == 0 {
+        still_serving(r, func);
+    }
 });

@@ -54,9 +54,29 @@ impl Sim {
     pub fn start_with(args: &[&str]) -> Sim {
         let dir = tempfile::tempdir().expect("tempdir");
         let sock = dir.path().join("accel0.sock");
+        let child = Self::spawn(&sock, args);
+        Sim {
+            child: Some(child),
+            dir,
+            sock,
+        }
+    }
+
+    /// SIGKILL (a power cut: nothing is flushed or said), then a new device model on the
+    /// same socket path and directory, as a restarted service would be.
+    pub fn kill_and_restart(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.child = Some(Self::spawn(&self.sock, &[]));
+    }
+
+    fn spawn(sock: &Path, args: &[&str]) -> Child {
+        let _ = std::fs::remove_file(sock);
         let child = Command::new(bin("accel-sim"))
             .arg("--socket")
-            .arg(&sock)
+            .arg(sock)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -64,18 +84,14 @@ impl Sim {
             .spawn()
             .expect("start accel-sim");
         let t = Instant::now();
-        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+        while std::os::unix::net::UnixStream::connect(sock).is_err() {
             assert!(
                 t.elapsed() < Duration::from_secs(10),
                 "accel-sim did not come up"
             );
             std::thread::sleep(Duration::from_millis(5));
         }
-        Sim {
-            child: Some(child),
-            dir,
-            sock,
-        }
+        child
     }
 
     /// The process id.

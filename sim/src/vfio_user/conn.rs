@@ -41,8 +41,8 @@ pub(super) struct Conn {
     dev: Arc<Device>,
     func: Func,
     id: u64,
-    stream: UnixStream,
-    /// The same socket for sending, shared with the device's own requests to the client.
+    /// The socket: read by this connection's loop, written by its replies and by the
+    /// device's own requests to the client.
     peer: Arc<super::peer::Peer>,
     alive: Arc<AtomicBool>,
     negotiated: bool,
@@ -89,17 +89,11 @@ impl Conn {
         // A client that stops reading its replies loses its connection, not a thread forever:
         // a reply that cannot be sent within this ends the connection.
         let _ = stream.set_write_timeout(Some(SEND_TIMEOUT));
-        // A clone that cannot be made leaves a peer on a dead socket: its requests fail.
-        let out = stream.try_clone().unwrap_or_else(|_| {
-            let (a, _) = UnixStream::pair().expect("socketpair");
-            a
-        });
         Conn {
             dev,
             func,
             id,
-            stream,
-            peer: Arc::new(super::peer::Peer::new(out)),
+            peer: Arc::new(super::peer::Peer::new(stream)),
             alive,
             negotiated: false,
             irqs_installed: false,
@@ -169,7 +163,7 @@ impl Conn {
             deadline: Instant::now() + Duration::from_secs(10),
             alive: &self.alive,
         };
-        framing::recv(&self.stream, proto::MAX_MESSAGE, &mut wait).map_err(|e| match e {
+        framing::recv(self.peer.stream(), proto::MAX_MESSAGE, &mut wait).map_err(|e| match e {
             RecvError::Closed => ConnError::Closed,
             RecvError::Framing | RecvError::TimedOut => ConnError::Framing,
             RecvError::Io(_) => ConnError::Io,

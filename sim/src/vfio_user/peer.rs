@@ -33,7 +33,7 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// The device's end of `stream` (a clone of the connection's socket).
+    /// The device's end of the connection's socket.
     pub fn new(stream: UnixStream) -> Self {
         Peer {
             stream,
@@ -42,6 +42,11 @@ impl Peer {
             next: AtomicU16::new(u16::MAX),
             pending: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The connection's socket, which the connection's receive loop reads.
+    pub fn stream(&self) -> &UnixStream {
+        &self.stream
     }
 
     /// Sends one message, never interleaved with another.
