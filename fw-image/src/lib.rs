@@ -155,6 +155,41 @@ impl core::fmt::Display for ImageError {
     }
 }
 
+impl ImageError {
+    /// The reason as one byte, for a device's refusal on the wire (`pf::FLASH_STATUS`).
+    pub const fn code(&self) -> u8 {
+        match self {
+            ImageError::Truncated { .. } => 1,
+            ImageError::TrailingBytes => 2,
+            ImageError::BadMagic => 3,
+            ImageError::UnsupportedFormat(_) => 4,
+            ImageError::BadHeader => 5,
+            ImageError::TooLarge(_) => 6,
+            ImageError::BadCrc { .. } => 7,
+            ImageError::BadSignature => 8,
+            ImageError::WrongBoard { .. } => 9,
+            ImageError::BelowRollbackFloor { .. } => 10,
+        }
+    }
+
+    /// What a reason byte from a device means, in words.
+    pub const fn describe(code: u8) -> &'static str {
+        match code {
+            1 => "truncated image",
+            2 => "bytes after the image's payload",
+            3 => "not a firmware image (bad magic)",
+            4 => "unsupported image format",
+            5 => "malformed image header",
+            6 => "image larger than a flash slot",
+            7 => "payload CRC mismatch",
+            8 => "signature does not verify with the device's key",
+            9 => "image built for another board",
+            10 => "version below the running firmware's rollback floor (--allow-downgrade to override)",
+            _ => "image refused",
+        }
+    }
+}
+
 /// A version word shown as `major.minor.patch`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Version(pub u32);

@@ -48,7 +48,7 @@ pub use mailbox::{DecodeError, EncodeError, Header, Opcode, Status};
 /// ABI major version: bumped on any incompatible change to registers or the mailbox format.
 pub const ABI_MAJOR: u16 = 2;
 /// ABI minor version: bumped when something is added compatibly (new opcode, new register).
-pub const ABI_MINOR: u16 = 1;
+pub const ABI_MINOR: u16 = 2;
 
 /// ABI version as it appears in the `ABI_VERSION` registers: major in bits 31..16, minor in 15..0.
 pub const fn abi_version_word() -> u32 {

@@ -135,6 +135,22 @@ pub struct FwBeginReq {
     pub reserved: U16,
 }
 
+/// FW_DOWNLOAD_BEGIN response. 8 bytes.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
+#[repr(C)]
+pub struct FwBeginResp {
+    /// The slot being written.
+    pub slot: u8,
+    /// Reserved, zero.
+    pub reserved: [u8; 3],
+    /// Bytes already written: 0 for a new download; for the download in progress of the
+    /// same image (same length and CRC), where its next chunk starts (resuming after a lost
+    /// connection).
+    pub resume_from: U32,
+}
+
 /// FW_DOWNLOAD_CHUNK request head. 8 bytes; `len` data bytes follow.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
@@ -272,7 +288,7 @@ opcodes! {
         /// Counters of one VF or of the device.
         GetStats = 0x0016, "GET_STATS", query Target, "VfRef (flag ALL)", "VfStats, or DeviceStats + VfStats × n";
         /// Start a firmware download into a flash slot.
-        FwDownloadBegin = 0x0020, "FW_DOWNLOAD_BEGIN", command &'a FwBeginReq, "`total_len u32, image_crc u32, slot u8, flags u8 (bit 0 allow downgrade), reserved u16`", "—";
+        FwDownloadBegin = 0x0020, "FW_DOWNLOAD_BEGIN", command &'a FwBeginReq, "`total_len u32, image_crc u32, slot u8, flags u8 (bit 0 allow downgrade), reserved u16`", "`slot u8, reserved u8[3], resume_from u32`";
         /// One chunk of a firmware image.
         FwDownloadChunk = 0x0021, "FW_DOWNLOAD_CHUNK", command FwChunk<'a>, "`offset u32, len u32` + data", "—";
         /// Verify and commit the downloaded image.
@@ -652,6 +668,7 @@ mod tests {
         assert_eq!(size_of::<HeartbeatResp>(), 16);
         assert_eq!(size_of::<FwBeginReq>(), 12);
         assert_eq!(size_of::<FwChunkReq>(), 8);
+        assert_eq!(size_of::<FwBeginResp>(), 8);
         assert_eq!(size_of::<FwActivateReq>(), 4);
         assert_eq!(size_of::<FwSlotInfo>(), 16);
         assert_eq!(size_of::<IndexReq>(), 4);

@@ -210,6 +210,69 @@ impl AccessDoc for VfAccess {
     }
 }
 
+/// A command to the flash controller ([`pf::FLASH_CMD`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum FlashCmd {
+    /// Start writing slot `ARG0`: its old content stops counting at once (the slot reads as
+    /// empty until a commit verifies the new image). The running slot is refused.
+    Erase = 1,
+    /// Program `ARG2` bytes from [`pf::FLASH_BUF`] into slot `ARG0` at offset `ARG1`.
+    Write = 2,
+    /// Verify slot `ARG0`'s image (structure, CRC, board, signature; the rollback floor of
+    /// the running image unless `ARG1` bit 0) and, if it passes, make it the slot the next
+    /// reset boots.
+    Commit = 3,
+    /// Make valid slot `ARG0` the one the next reset boots.
+    Activate = 4,
+}
+
+impl FlashCmd {
+    /// The command for a register value.
+    pub const fn from_wire(v: u32) -> Option<Self> {
+        Some(match v {
+            1 => FlashCmd::Erase,
+            2 => FlashCmd::Write,
+            3 => FlashCmd::Commit,
+            4 => FlashCmd::Activate,
+            _ => return None,
+        })
+    }
+}
+
+/// [`pf::FLASH_STATUS`] values: 0 done; image refusals are `IMAGE | reason` (the reason as
+/// `fw_image::ImageError::code` numbers it).
+pub mod flash_result {
+    /// Done.
+    pub const OK: u32 = 0;
+    /// This device has no flash controller (or no flash).
+    pub const NO_FLASH: u32 = 1;
+    /// Not a slot, or the slot the running image came from.
+    pub const BAD_SLOT: u32 = 2;
+    /// Past the end of the slot, or past the buffer.
+    pub const BAD_RANGE: u32 = 3;
+    /// The flash could not be written or read.
+    pub const IO: u32 = 4;
+    /// The slot holds no verified image (Activate).
+    pub const NOT_VALID: u32 = 5;
+    /// Unknown command.
+    pub const BAD_COMMAND: u32 = 6;
+    /// The image was refused; the low byte says why.
+    pub const IMAGE: u32 = 0x100;
+}
+
+/// Flags of a [`crate::messages::FwSlotInfo`] (and of [`pf::FLASH_SLOTS`]).
+pub mod slot_flags {
+    /// The slot holds an image that verified.
+    pub const VALID: u8 = 1 << 0;
+    /// The running image came from this slot.
+    pub const RUNNING: u8 = 1 << 1;
+    /// The next reset boots this slot.
+    pub const PENDING: u8 = 1 << 2;
+    /// The slot failed verification or never became ready; it is not booted again.
+    pub const BAD: u8 = 1 << 3;
+}
+
 /// Magic value of PF BAR0 `MAGIC` ("ACVT" in little-endian bytes).
 pub const PF_MAGIC: u32 = u32::from_le_bytes(*b"ACVT");
 /// Magic value of VF BAR0 `MAGIC` ("ACVF").
@@ -284,6 +347,21 @@ pub mod pf {
         /// a VF's [`VF_HW_STATUS`] word, after setting it: the firmware scans those words
         /// only when this moves, not on every poll.
         FLR_SEQ = 0x064, Hardware;
+        /// WO by firmware: a [`super::FlashCmd`] for the flash controller, with its arguments
+        /// in `FLASH_ARG0..2` (and data in [`FLASH_BUF`]); the controller answers in
+        /// [`FLASH_STATUS`].
+        FLASH_CMD = 0x070, FirmwareWo;
+        /// RW by firmware: first argument of the next [`FLASH_CMD`] (a slot).
+        FLASH_ARG0 = 0x074, Firmware;
+        /// RW by firmware: second argument (an offset, or flags).
+        FLASH_ARG1 = 0x078, Firmware;
+        /// RW by firmware: third argument (a length).
+        FLASH_ARG2 = 0x07C, Firmware;
+        /// RO (hardware): the last flash command's result, a [`super::FlashResult`].
+        FLASH_STATUS = 0x080, Hardware;
+        /// RO (hardware): the slot the running image was booted from (0 A, 1 B; 0xFF: not
+        /// booted from flash).
+        FLASH_RUNNING = 0x084, Hardware;
         /// RW: host writes an incrementing value after filling the request buffer.
         MBOX_DOORBELL = 0x1000, Rw;
         /// RW: length in bytes of the request in the request buffer.
@@ -320,6 +398,12 @@ pub mod pf {
         offset: 0x0000,
         len: 0x1000,
     };
+    /// RO (hardware): the flash slots as the controller sees them, one
+    /// [`crate::messages::FwSlotInfo`] (16 bytes) per slot, A then B.
+    pub const FLASH_SLOTS: Window = Window {
+        offset: 0x0A0,
+        len: 0x20,
+    };
     /// Mailbox/ring control page: may be mapped into the host.
     pub const MBOX_CTRL_PAGE: Window = Window {
         offset: 0x1000,
@@ -344,6 +428,11 @@ pub mod pf {
     pub const LOG_RING: Window = Window {
         offset: 0x5000,
         len: 0x2000,
+    };
+    /// Firmware only: data for a [`super::FlashCmd::Write`] (never mapped, never the host's).
+    pub const FLASH_BUF: Window = Window {
+        offset: 0x7000,
+        len: 0x1000,
     };
     /// RO to the host: VF banks, [`super::VF_BANK_SIZE`] bytes each, VF n at `offset + n*0x80`.
     pub const VF_BANKS: Window = Window {
@@ -375,6 +464,23 @@ pub mod pf {
         offset: 0x3_8000,
         len: 0x1000,
     };
+
+    /// Whether a firmware write at `off` is a transaction the hardware acts on, not a plain
+    /// store: a register with a side effect, or state the virtualization unit enforces (VF
+    /// banks, translation entries, queue blocks). A firmware core that reaches the register
+    /// file over shared memory sends these over its bus, in order; reads of them, and any
+    /// handoff write, wait until the hardware has taken the earlier ones (as a PCIe read
+    /// flushes posted writes).
+    pub const fn hardware_acts_on(off: usize) -> bool {
+        let o = off as u64;
+        off == SCRUB_CTRL.offset()
+            || off == IRQ_RAISE.offset()
+            || off == VF_IRQ_RAISE.offset()
+            || off == FLASH_CMD.offset()
+            || VF_BANKS.contains(o, 4)
+            || TT_POOL.contains(o, 4)
+            || QUEUES.contains(o, 4)
+    }
 
     /// Offset of VF `vf`'s bank.
     pub const fn vf_bank(vf: usize) -> usize {

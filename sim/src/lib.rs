@@ -11,6 +11,7 @@ pub mod config_space;
 pub mod device;
 pub mod devmem;
 pub mod dma;
+pub mod flash;
 pub mod fwhost;
 pub mod inprocess;
 pub mod msix;

@@ -2,6 +2,7 @@
 //!
 //! - `firmware`: build the freestanding firmware image for the simulated board and print its
 //!   section sizes.
+//! - `image`: build the firmware and package it as a signed image (see `image.rs`).
 //! - `demo`: the main job on the simulated device: start `accel-sim`, create 4 VFs, show
 //!   them, use them, destroy them, stop the sim.
 //! - `vm`: boot a Linux guest under QEMU with vfio-user devices attached (see `vm.rs`).
@@ -46,7 +47,7 @@ pub(crate) fn build_debug(root: &Path, args: &[&str]) -> Result<PathBuf, String>
 }
 
 /// A stable id for the firmware sources: CRC32 of every file under firmware/ and shared-abi/.
-fn build_id(root: &Path) -> u32 {
+pub(crate) fn build_id(root: &Path) -> u32 {
     let crc = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
     let mut d = crc.digest();
     let mut files = Vec::new();
@@ -77,6 +78,11 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
 
 /// Builds the image; returns its path.
 pub fn build_firmware(root: &Path) -> Result<PathBuf, String> {
+    build_firmware_version(root, None)
+}
+
+/// Builds the image with `version` (`X.Y.Z`, else the source's); returns its path.
+fn build_firmware_version(root: &Path, version: Option<&str>) -> Result<PathBuf, String> {
     let id = build_id(root);
     let status = cargo()
         .current_dir(root)
@@ -93,6 +99,7 @@ pub fn build_firmware(root: &Path) -> Result<PathBuf, String> {
         .args(["--target", FW_TARGET, "--profile", "fw"])
         .env("DEFMT_LOG", "info")
         .env("ACCEL_FW_BUILD_ID", format!("{id:08x}"))
+        .env("ACCEL_FW_VERSION", version.unwrap_or(DEFAULT_VERSION))
         .env(
             "CARGO_TARGET_X86_64_UNKNOWN_NONE_RUSTFLAGS",
             "-C relocation-model=static",
@@ -140,12 +147,20 @@ fn firmware() -> Result<(), String> {
 }
 
 mod demo;
+mod image;
 mod vm;
+
+/// The version an image build gets unless `--version` says otherwise.
+const DEFAULT_VERSION: &str = "0.1.0";
 
 fn main() -> ExitCode {
     let task = std::env::args().nth(1).unwrap_or_default();
     let r = match task.as_str() {
         "firmware" => firmware(),
+        "image" => {
+            let args: Vec<String> = std::env::args().skip(2).collect();
+            image::run(&root(), &args)
+        }
         "demo" => demo::run(&root()),
         "vm" => {
             let args: Vec<String> = std::env::args().skip(2).collect();
@@ -156,7 +171,7 @@ fn main() -> ExitCode {
             }
         }
         _ => {
-            eprintln!("usage: cargo xtask <firmware|demo|vm>");
+            eprintln!("usage: cargo xtask <firmware|image|demo|vm>");
             return ExitCode::from(2);
         }
     };
