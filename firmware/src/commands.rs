@@ -38,6 +38,16 @@ pub struct Ctx<'a, R: Regs, C: Clock> {
     pub counters: &'a mut Counters,
     /// Build id.
     pub build_id: u32,
+    /// The firmware download in progress.
+    pub download: &'a mut Option<crate::update::Download>,
+    /// Why an image was refused, for an IMAGE_REJECTED response's payload.
+    pub reason: Option<u8>,
+}
+
+/// A refusal from the update path: its status, with the reason noted for the response.
+fn refused<R: Regs, C: Clock>(ctx: &mut Ctx<'_, R, C>, r: crate::update::Refusal) -> Status {
+    ctx.reason = r.1;
+    r.0
 }
 
 /// A hardware step failed: record the fault so the host can tell, answer INTERNAL.
@@ -146,14 +156,26 @@ pub fn execute<R: Regs, C: Clock>(
                 w.put(&vf_stats(ctx, vf)).map_err(enc)?;
             }
         }
-        // This board has no flash controller yet: the opcodes are reserved and refused.
-        Request::FwDownloadBegin(_)
-        | Request::FwDownloadChunk(_)
-        | Request::FwDownloadCommit(())
-        | Request::FwActivate(_)
-        | Request::FwQuerySlots(())
-        | Request::GetLog(_)
-        | Request::AckEvents(_) => return Err(Status::NotSupported),
+        Request::FwDownloadBegin(req) => {
+            let r =
+                crate::update::begin(ctx.regs, ctx.download, req).map_err(|e| refused(ctx, e))?;
+            w.put(&r).map_err(enc)?
+        }
+        Request::FwDownloadChunk(ref c) => {
+            crate::update::chunk(ctx.regs, ctx.download, c).map_err(|e| refused(ctx, e))?
+        }
+        Request::FwDownloadCommit(()) => {
+            crate::update::commit(ctx.regs, ctx.download).map_err(|e| refused(ctx, e))?
+        }
+        Request::FwActivate(a) => {
+            crate::update::activate(ctx.regs, a.slot).map_err(|e| refused(ctx, e))?
+        }
+        Request::FwQuerySlots(()) => {
+            let slots = crate::update::slots(ctx.regs).map_err(|e| refused(ctx, e))?;
+            w.put(&slots[..]).map_err(enc)?
+        }
+        // Not in this firmware: the opcodes are reserved and refused.
+        Request::GetLog(_) | Request::AckEvents(_) => return Err(Status::NotSupported),
     }
     Ok(w.len())
 }

@@ -24,6 +24,7 @@ pub mod hal;
 pub mod mailbox;
 pub mod mmio;
 pub mod ram;
+pub mod update;
 pub mod vf;
 
 pub use hal::{Clock, Regs};
@@ -121,6 +122,8 @@ pub struct Firmware<R: Regs, C: Clock> {
     leases_expired: u32,
     /// The `FLR_SEQ` value whose FLRs have been handled.
     flr_seen: u32,
+    /// The firmware download in progress (lost with a reset, as RAM is).
+    download: Option<update::Download>,
 }
 
 /// How long a holder may keep the mailbox lock without sending a command.
@@ -149,6 +152,7 @@ impl<R: Regs, C: Clock> Firmware<R, C> {
             lease: None,
             leases_expired: 0,
             flr_seen: 0,
+            download: None,
         })
     }
 
@@ -160,7 +164,13 @@ impl<R: Regs, C: Clock> Firmware<R, C> {
         r.write32(pf::MAGIC.offset(), shared_abi::regs::PF_MAGIC);
         r.write32(pf::ABI_VERSION.offset(), shared_abi::abi_version_word());
         r.write32(pf::FW_VERSION.offset(), FW_VERSION);
-        r.write32(pf::CAPS.offset(), CAPS.bits());
+        // Updates only where there is a flash controller and the image came from its flash.
+        let caps = match update::running_slot(r) {
+            Some(_) => CAPS | DevCaps::FW_UPDATE,
+            None => CAPS,
+        };
+        r.write32(pf::CAPS.offset(), caps.bits());
+        self.download = None;
         r.write32(pf::FW_BUILD_ID.offset(), self.build_id);
         r.write32(pf::FAULT_CODE.offset(), FaultCode::None.wire());
         r.write32(pf::BOARD_ENGINES.offset(), self.board.engines as u32);
@@ -341,6 +351,8 @@ impl<R: Regs, C: Clock> Firmware<R, C> {
                 events: &mut self.events,
                 counters: &mut self.counters,
                 build_id: self.build_id,
+                download: &mut self.download,
+                reason: None,
             },
         )
     }

@@ -160,7 +160,15 @@ fn handle<R: Regs, C: Clock>(mbox: &mut Mailbox, ctx: &mut Ctx<'_, R, C>) -> Out
             let before = (!request.opcode().is_query()).then_some(*ctx.books);
             let r = match commands::execute(ctx, &request, &mut mbox.resp[HEADER_LEN..]) {
                 Ok(n) => (Status::Ok, n),
-                Err(s) => (s, 0),
+                // An image refusal says why: `reason u32`.
+                Err(s) => match ctx.reason.take() {
+                    Some(why) => {
+                        mbox.resp[HEADER_LEN..HEADER_LEN + 4]
+                            .copy_from_slice(&(why as u32).to_le_bytes());
+                        (s, 4)
+                    }
+                    None => (s, 0),
+                },
             };
             mbox.books_changed = before.is_some_and(|b| b != *ctx.books);
             r

@@ -473,7 +473,7 @@ fn malformed_messages_get_specific_statuses_and_change_nothing() {
 }
 
 #[test]
-fn firmware_update_opcodes_are_refused_on_this_board() {
+fn firmware_update_opcodes_are_refused_without_a_flash_controller() {
     let mut d = Dev::new();
     for req in [
         Request::FwDownloadCommit(()),

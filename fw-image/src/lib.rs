@@ -12,55 +12,9 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+pub use shared_abi::image::*;
 use zerocopy::little_endian::{U16, U32};
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
-
-/// First bytes of every image.
-pub const MAGIC: [u8; 8] = *b"ACVTFWIM";
-/// The header layout this crate reads and writes.
-pub const FORMAT: u16 = 1;
-/// Bytes of [`Header`].
-pub const HEADER_SIZE: usize = 64;
-/// Bytes of the ed25519 signature after the header.
-pub const SIGNATURE_SIZE: usize = 64;
-/// Where the payload starts.
-pub const PAYLOAD_OFFSET: usize = HEADER_SIZE + SIGNATURE_SIZE;
-/// Bytes of one flash slot: the largest image a device takes.
-pub const SLOT_SIZE: usize = 4 << 20;
-/// The largest payload that fits a slot.
-pub const MAX_PAYLOAD: usize = SLOT_SIZE - PAYLOAD_OFFSET;
-/// Board id of the simulated board (`accel-sim`).
-pub const BOARD_SIM: u32 = u32::from_le_bytes(*b"SIM1");
-
-/// The image header. 64 bytes.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
-)]
-#[repr(C)]
-pub struct Header {
-    /// [`MAGIC`].
-    pub magic: [u8; 8],
-    /// [`FORMAT`].
-    pub format: U16,
-    /// [`HEADER_SIZE`].
-    pub header_size: U16,
-    /// Reserved, zero.
-    pub flags: U32,
-    /// Firmware version: major << 24 | minor << 16 | patch (as `pf::FW_VERSION`).
-    pub fw_version: U32,
-    /// Build id (as `pf::FW_BUILD_ID`): a hash of the firmware's sources.
-    pub build_id: U32,
-    /// Payload bytes.
-    pub payload_size: U32,
-    /// CRC-32 (ISO-HDLC, as zlib's) of the payload.
-    pub payload_crc: U32,
-    /// The board the image is built for ([`BOARD_SIM`]).
-    pub board: U32,
-    /// The lowest firmware version this image lets be installed after it (anti-rollback).
-    pub min_rollback: U32,
-    /// Reserved, zero.
-    pub reserved: [u8; 24],
-}
+use zerocopy::{FromBytes, IntoBytes};
 
 /// Why an image is refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -159,32 +113,34 @@ impl ImageError {
     /// The reason as one byte, for a device's refusal on the wire (`pf::FLASH_STATUS`).
     pub const fn code(&self) -> u8 {
         match self {
-            ImageError::Truncated { .. } => 1,
-            ImageError::TrailingBytes => 2,
-            ImageError::BadMagic => 3,
-            ImageError::UnsupportedFormat(_) => 4,
-            ImageError::BadHeader => 5,
-            ImageError::TooLarge(_) => 6,
-            ImageError::BadCrc { .. } => 7,
-            ImageError::BadSignature => 8,
-            ImageError::WrongBoard { .. } => 9,
-            ImageError::BelowRollbackFloor { .. } => 10,
+            ImageError::Truncated { .. } => reason::TRUNCATED,
+            ImageError::TrailingBytes => reason::TRAILING,
+            ImageError::BadMagic => reason::BAD_MAGIC,
+            ImageError::UnsupportedFormat(_) => reason::FORMAT,
+            ImageError::BadHeader => reason::BAD_HEADER,
+            ImageError::TooLarge(_) => reason::TOO_LARGE,
+            ImageError::BadCrc { .. } => reason::BAD_CRC,
+            ImageError::BadSignature => reason::BAD_SIGNATURE,
+            ImageError::WrongBoard { .. } => reason::WRONG_BOARD,
+            ImageError::BelowRollbackFloor { .. } => reason::BELOW_FLOOR,
         }
     }
 
     /// What a reason byte from a device means, in words.
     pub const fn describe(code: u8) -> &'static str {
         match code {
-            1 => "truncated image",
-            2 => "bytes after the image's payload",
-            3 => "not a firmware image (bad magic)",
-            4 => "unsupported image format",
-            5 => "malformed image header",
-            6 => "image larger than a flash slot",
-            7 => "payload CRC mismatch",
-            8 => "signature does not verify with the device's key",
-            9 => "image built for another board",
-            10 => "version below the running firmware's rollback floor (--allow-downgrade to override)",
+            reason::TRUNCATED => "truncated image",
+            reason::TRAILING => "bytes after the image's payload",
+            reason::BAD_MAGIC => "not a firmware image (bad magic)",
+            reason::FORMAT => "unsupported image format",
+            reason::BAD_HEADER => "malformed image header",
+            reason::TOO_LARGE => "image larger than a flash slot",
+            reason::BAD_CRC => "image CRC mismatch",
+            reason::BAD_SIGNATURE => "signature does not verify with the device's key",
+            reason::WRONG_BOARD => "image built for another board",
+            reason::BELOW_FLOOR => {
+                "version below the running firmware's rollback floor (--allow-downgrade to override)"
+            }
             _ => "image refused",
         }
     }

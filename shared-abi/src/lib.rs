@@ -35,6 +35,7 @@ macro_rules! wire_enum {
 
 pub mod board;
 pub mod events;
+pub mod image;
 pub mod jobs;
 pub mod mailbox;
 pub mod messages;

@@ -240,6 +240,9 @@ impl FlashCmd {
     }
 }
 
+/// [`pf::FLASH_RUNNING`]: the running image was booted from flash.
+pub const FLASH_BOOTED: u32 = 1 << 8;
+
 /// [`pf::FLASH_STATUS`] values: 0 done; image refusals are `IMAGE | reason` (the reason as
 /// `fw_image::ImageError::code` numbers it).
 pub mod flash_result {
@@ -359,8 +362,9 @@ pub mod pf {
         FLASH_ARG2 = 0x07C, Firmware;
         /// RO (hardware): the last flash command's result, a [`super::FlashResult`].
         FLASH_STATUS = 0x080, Hardware;
-        /// RO (hardware): the slot the running image was booted from (0 A, 1 B; 0xFF: not
-        /// booted from flash).
+        /// RO (hardware): [`super::FLASH_BOOTED`] and, in bits 7..0, the slot the running
+        /// image was booted from (0 A, 1 B); 0 when the image did not come from flash (or
+        /// there is no flash controller).
         FLASH_RUNNING = 0x084, Hardware;
         /// RW: host writes an incrementing value after filling the request buffer.
         MBOX_DOORBELL = 0x1000, Rw;

@@ -345,6 +345,24 @@ impl Flash {
         self.write_record()
     }
 
+    /// Takes the flash for this process alone (an advisory lock other device models respect);
+    /// false if another holds it.
+    pub fn lock_exclusive(&self) -> bool {
+        use nix::fcntl::{Flock, FlockArg};
+        match self
+            .file
+            .try_clone()
+            .map(|f| Flock::lock(f, FlockArg::LockExclusiveNonblock))
+        {
+            Ok(Ok(l)) => {
+                // Held for the life of the process: the lock goes with the last descriptor.
+                std::mem::forget(l);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The slot the running image came from.
     pub fn running(&self) -> Option<u8> {
         self.running.map(|r| r.0)
@@ -381,21 +399,27 @@ impl Flash {
             .map_err(|_| flash_result::IO)
     }
 
-    /// COMMIT: verify what slot `slot` holds (and the rollback floor unless allowed) and make
-    /// it the slot the next reset boots.
-    pub fn commit(&mut self, slot: u32, allow_downgrade: bool) -> Result<(), u32> {
+    /// COMMIT: verify the `len` bytes slot `slot` holds (and the rollback floor unless
+    /// allowed) and make it the slot the next reset boots.
+    pub fn commit(&mut self, slot: u32, allow_downgrade: bool, len: u32) -> Result<(), u32> {
         let s = self.writable(slot)?;
         if SlotState::from(self.rec.state[s as usize]) != SlotState::Empty {
             return Err(flash_result::BAD_SLOT);
         }
+        if len as usize > SLOT_SIZE {
+            return Err(flash_result::BAD_RANGE);
+        }
         self.file.sync_data().map_err(|_| flash_result::IO)?;
-        let img = self
-            .read_verified(s)
-            .map_err(|e| flash_result::IMAGE | e.code() as u32)?;
-        let h = fw_image::header(&img).map_err(|e| flash_result::IMAGE | e.code() as u32)?;
+        let mut img = vec![0u8; len as usize];
+        self.file
+            .read_exact_at(&mut img, slot_at(s))
+            .map_err(|_| flash_result::IO)?;
+        let refused = |e: ImageError| flash_result::IMAGE | e.code() as u32;
+        let h = fw_image::verify(&img, &self.key, self.board)
+            .map_err(refused)?
+            .header;
         let floor = self.running.map_or(0, |r| r.1);
-        fw_image::check_rollback(h.fw_version.get(), floor, allow_downgrade)
-            .map_err(|e| flash_result::IMAGE | e.code() as u32)?;
+        fw_image::check_rollback(h.fw_version.get(), floor, allow_downgrade).map_err(refused)?;
         self.note_image(s, &h);
         self.rec.state[s as usize] = SlotState::Valid as u8;
         self.rec.pending = s;
@@ -478,7 +502,7 @@ mod tests {
         for (i, c) in img.chunks(7).enumerate() {
             f.write(slot, (i * 7) as u32, c)?;
         }
-        f.commit(slot, allow)
+        f.commit(slot, allow, img.len() as u32)
     }
 
     #[test]
@@ -580,7 +604,7 @@ mod tests {
                 f.write(1, (i * 7) as u32, c).unwrap();
             }
             if cut > new.len().div_ceil(7) {
-                f.commit(1, false).unwrap();
+                f.commit(1, false, new.len() as u32).unwrap();
             }
             let mut f = reopen(&dir);
             let (slot, img) = f.choose_boot().unwrap();

@@ -7,6 +7,7 @@
 //! PF and each VF out of process. The firmware runs linked in, on its own thread.
 #![forbid(unsafe_code)]
 
+pub mod boot;
 pub mod config_space;
 pub mod device;
 pub mod devmem;

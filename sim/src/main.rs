@@ -33,6 +33,59 @@ struct Args {
     /// Write the PF config space (SR-IOV enabled with 4 VFs) in `lspci -xxxx` format and exit.
     #[arg(long, value_name = "FILE")]
     dump_config: Option<PathBuf>,
+    /// The device's flash (persists across runs) [default: the socket's path with `.flash`].
+    #[arg(long, value_name = "FILE")]
+    flash: Option<PathBuf>,
+    /// The image an empty flash is provisioned with (`cargo xtask image` builds it).
+    #[arg(long, value_name = "FILE", env = "ACCEL_FW_IMAGE", default_value = DEFAULT_IMAGE)]
+    install_image: PathBuf,
+    /// The public key an empty flash's OTP page is provisioned with (`cargo xtask image`
+    /// makes the development key pair).
+    #[arg(long, value_name = "FILE", env = "ACCEL_FW_KEY", default_value = DEFAULT_KEY)]
+    key: PathBuf,
+}
+
+const DEFAULT_IMAGE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/fw/accel-fw.img");
+const DEFAULT_KEY: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../target/accelvirt-keys/dev-ed25519.pub"
+);
+
+/// Opens the flash (provisioning an empty one), held for this process alone.
+fn open_flash(args: &Args, socket: &std::path::Path) -> Result<sim::flash::Flash, String> {
+    let path = args
+        .flash
+        .clone()
+        .unwrap_or_else(|| socket.with_extension("flash"));
+    let (image, key) = (args.install_image.clone(), args.key.clone());
+    let provision = move || {
+        let hint = "build one with `cargo xtask image`, or give --install-image and --key";
+        let img = std::fs::read(&image).map_err(|e| {
+            format!(
+                "no firmware image to install ({}: {e}); {hint}",
+                image.display()
+            )
+        })?;
+        let k = std::fs::read(&key).map_err(|e| {
+            format!(
+                "no public key to provision ({}: {e}); {hint}",
+                key.display()
+            )
+        })?;
+        let k: [u8; 32] = k
+            .try_into()
+            .map_err(|_| format!("{}: not a 32-byte ed25519 public key", key.display()))?;
+        Ok((k, img))
+    };
+    let flash = sim::flash::Flash::open(&path, fw_image::BOARD_SIM, provision)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if !flash.lock_exclusive() {
+        return Err(format!(
+            "flash {} is in use by another device model",
+            path.display()
+        ));
+    }
+    Ok(flash)
 }
 
 fn main() -> ExitCode {
@@ -46,13 +99,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// How long the device may take to come up: the boot stage's watchdog for each slot, and
+/// some.
+const BOOT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(8);
+
 fn run(args: Args) -> Result<(), String> {
     let dev = Device::new(Board::DEFAULT, args.total_vfs)
         .map_err(|e| format!("cannot create the device: {e}"))?;
-    if let Some(file) = args.dump_config {
-        return dump_config(&dev, &file);
+    if let Some(file) = &args.dump_config {
+        return dump_config(&dev, file);
     }
-    let Some(socket) = args.socket else {
+    let Some(socket) = args.socket.clone() else {
         return Err("--socket is required".into());
     };
     let stop = Arc::new(AtomicBool::new(false));
@@ -60,8 +117,26 @@ fn run(args: Args) -> Result<(), String> {
         signal_hook::flag::register(sig, stop.clone())
             .map_err(|e| format!("cannot handle signals: {e}"))?;
     }
-    let fw = sim::fwhost::spawn(dev.clone(), stop.clone(), 0)
-        .map_err(|e| format!("cannot start the firmware: {e}"))?;
+    let dir = socket.parent().filter(|d| !d.as_os_str().is_empty());
+    if dir.is_some_and(|d| !d.is_dir()) {
+        return Err(format!(
+            "cannot create socket {}: its directory does not exist",
+            socket.display()
+        ));
+    }
+    if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+        return Err(format!(
+            "socket {} is in use by another server",
+            socket.display()
+        ));
+    }
+    dev.attach_flash(open_flash(&args, &socket)?);
+    let fw = sim::boot::spawn(
+        dev.clone(),
+        stop.clone(),
+        Box::new(|m: &str| eprintln!("accel-sim: {m}")),
+    )
+    .map_err(|e| format!("cannot start the boot stage: {e}"))?;
     // Like silicon after reset, the device shows up only once its firmware is ready.
     let t = std::time::Instant::now();
     let ready = shared_abi::regs::DevStatus::READY.bits();
@@ -71,10 +146,13 @@ fn run(args: Args) -> Result<(), String> {
         & ready
         == 0
     {
-        if t.elapsed() > std::time::Duration::from_secs(5) {
+        if t.elapsed() > BOOT_TIMEOUT {
             stop.store(true, Ordering::Release);
             let _ = fw.join();
-            return Err("the firmware did not become ready within 5 s".into());
+            return Err(format!(
+                "the firmware did not become ready within {} s",
+                BOOT_TIMEOUT.as_secs()
+            ));
         }
         std::thread::sleep(std::time::Duration::from_micros(200));
     }

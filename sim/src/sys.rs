@@ -12,6 +12,8 @@ use vfio_user_wire::shared::Shared;
 #[derive(Debug)]
 pub struct SharedMem {
     fd: Option<OwnedFd>,
+    /// The whole file: for the device's own cores (the firmware), never for clients.
+    whole: OwnedFd,
     map: Shared,
 }
 
@@ -23,10 +25,10 @@ impl SharedMem {
             nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC,
         )?;
         nix::unistd::ftruncate(&fd, len as i64)?;
-        // The fd closes here: the mapping is the only way to the file, so nobody can resize it.
         Ok(SharedMem {
             fd: None,
             map: Shared::map(fd.as_fd(), 0, len)?,
+            whole: fd,
         })
     }
 
@@ -75,6 +77,12 @@ impl SharedMem {
     /// (none for [`SharedMem::create`]).
     pub fn fd(&self) -> Option<BorrowedFd<'_>> {
         self.fd.as_ref().map(|f| f.as_fd())
+    }
+
+    /// What the device's firmware core maps: the whole file, and the client window's file
+    /// (mapped over the whole at the same offsets) if there is one.
+    pub fn core_fds(&self) -> (BorrowedFd<'_>, Option<BorrowedFd<'_>>) {
+        (self.whole.as_fd(), self.fd())
     }
 
     /// Reads a 32-bit word (all ones outside, as a bus reads nothing).

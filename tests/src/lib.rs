@@ -1,6 +1,7 @@
 //! Helpers for the end-to-end tests: start `accel-sim` processes, run `accelctl`.
 #![forbid(unsafe_code)]
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -32,6 +33,42 @@ pub fn root() -> PathBuf {
         .parent()
         .expect("workspace root")
         .to_path_buf()
+}
+
+/// The target directory the tests build firmware images in (its own, so that a test's cargo
+/// does not wait for the one running the tests).
+pub fn image_target_dir() -> PathBuf {
+    root().join("target").join("fw-image-test")
+}
+
+/// A signed firmware image of the current sources, and the public key of the development
+/// key that signed it: what a fresh device model's flash is provisioned with. Built once per
+/// test process (`cargo xtask image`); concurrent builds are serialized by cargo.
+pub fn firmware_image() -> &'static (PathBuf, PathBuf) {
+    static IMAGE: std::sync::OnceLock<(PathBuf, PathBuf)> = std::sync::OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let target = image_target_dir();
+        let image = target.join("fw").join("accel-fw.img");
+        build_image(&image, &[]);
+        (image, target.join("accelvirt-keys").join("dev-ed25519.pub"))
+    })
+}
+
+/// `cargo xtask image --out OUT ARGS` in the tests' image target directory.
+pub fn build_image(out: &Path, args: &[&str]) {
+    let o = Command::new(env!("CARGO"))
+        .current_dir(root())
+        .args(["xtask", "image", "--out"])
+        .arg(out)
+        .args(args)
+        .env("CARGO_TARGET_DIR", image_target_dir())
+        .output()
+        .expect("run cargo xtask image");
+    assert!(
+        o.status.success(),
+        "cargo xtask image: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 /// A running `accel-sim` in its own temporary directory.
@@ -74,7 +111,12 @@ impl Sim {
 
     fn spawn(sock: &Path, args: &[&str]) -> Child {
         let _ = std::fs::remove_file(sock);
+        let (image, key) = firmware_image();
         let child = Command::new(bin("accel-sim"))
+            // Its own process group, with its firmware core: freezing the device freezes both.
+            .process_group(0)
+            .env("ACCEL_FW_IMAGE", image)
+            .env("ACCEL_FW_KEY", key)
             .arg("--socket")
             .arg(sock)
             .args(args)
@@ -99,9 +141,9 @@ impl Sim {
         nix::unistd::Pid::from_raw(self.child.as_ref().map_or(0, |c| c.id() as i32))
     }
 
-    /// Sends a signal.
+    /// Sends a signal to the device model and its firmware core (its process group).
     pub fn signal(&self, s: nix::sys::signal::Signal) {
-        let _ = nix::sys::signal::kill(self.pid(), s);
+        let _ = nix::sys::signal::killpg(self.pid(), s);
     }
 
     /// Stops the process (SIGSTOP) and waits until it is really stopped.

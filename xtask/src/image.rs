@@ -78,7 +78,10 @@ pub fn build(
     if let Some(d) = out.parent() {
         std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
     }
-    std::fs::write(&out, &img).map_err(|e| format!("{}: {e}", out.display()))?;
+    // Written aside and renamed: a device model reading the image never sees half of it.
+    let tmp = out.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, &img).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, &out).map_err(|e| format!("{}: {e}", out.display()))?;
     Ok(out)
 }
 

@@ -127,6 +127,8 @@ pub struct Device {
     scrub_fails: AtomicBool,
     /// Fault injection: the firmware's core stops (as a hung firmware would).
     firmware_stalled: AtomicBool,
+    /// The flash and its controller, on a device that boots from flash.
+    flash: std::sync::OnceLock<Mutex<crate::flash::Flash>>,
 }
 
 impl std::fmt::Debug for Device {
@@ -179,7 +181,12 @@ impl Device {
             pf_refused_writes: AtomicU64::new(0),
             scrub_fails: AtomicBool::new(false),
             firmware_stalled: AtomicBool::new(false),
+            flash: std::sync::OnceLock::new(),
         }))
+        .inspect(|d| {
+            d.bar0
+                .write32(pf::FLASH_STATUS.offset(), regs::flash_result::NO_FLASH);
+        })
     }
 
     /// The board as the firmware sees it (TotalVFs as configured).

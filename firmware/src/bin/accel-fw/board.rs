@@ -5,16 +5,22 @@
 use core::arch::asm;
 use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 use firmware::mmio::Mmio;
-use firmware::Clock;
+use firmware::{Clock, Regs};
 use shared_abi::mailbox::FaultCode;
 use shared_abi::regs::{pf, DevStatus};
 
+const SYS_READ: usize = 0;
 const SYS_WRITE: usize = 1;
 const SYS_MMAP: usize = 9;
 const SYS_NANOSLEEP: usize = 35;
+const SYS_FCNTL: usize = 72;
+const SYS_GETPPID: usize = 110;
+const SYS_PRCTL: usize = 157;
 const SYS_EXIT_GROUP: usize = 231;
 const SYS_CLOCK_GETTIME: usize = 228;
 const REGS_FD: usize = 3;
+const WINDOW_FD: usize = 4;
+const BUS_FD: usize = 5;
 const LOG_FD: usize = 2;
 
 static REGS: AtomicPtr<u32> = AtomicPtr::new(core::ptr::null_mut());
@@ -34,19 +40,149 @@ unsafe fn syscall6(nr: usize, a: [usize; 6]) -> isize {
     ret
 }
 
-/// Maps the register file from fd 3.
+fn fd_open(fd: usize) -> bool {
+    const F_GETFD: usize = 1;
+    // SAFETY: F_GETFD only reads the descriptor's flags.
+    unsafe { syscall6(SYS_FCNTL, [fd, F_GETFD, 0, 0, 0, 0]) >= 0 }
+}
+
+/// The image dies with the device model that started it: the kernel kills it when its parent
+/// goes, and a parent already gone (reparented to init) ends it now.
+pub fn die_with_parent() {
+    const PR_SET_PDEATHSIG: usize = 1;
+    const SIGKILL: usize = 9;
+    // SAFETY: prctl(PR_SET_PDEATHSIG) and getppid take no pointers.
+    let ppid = unsafe {
+        syscall6(SYS_PRCTL, [PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0, 0]);
+        syscall6(SYS_GETPPID, [0; 6])
+    };
+    if ppid == 1 {
+        exit(0);
+    }
+}
+
+/// Maps the register file from fd 3, and the host-mappable window (fd 4, file offsets equal
+/// register offsets) over its part of it when the board provides one.
 pub fn map_registers(len: usize) -> Option<Mmio> {
     const PROT_RW: usize = 0x3;
     const MAP_SHARED: usize = 0x1;
+    const MAP_FIXED: usize = 0x10;
     // SAFETY: mmap with a null hint only creates a new mapping; it touches no existing memory.
     let p = unsafe { syscall6(SYS_MMAP, [0, len, PROT_RW, MAP_SHARED, REGS_FD, 0]) };
     if p < 0 {
         return None;
     }
+    if fd_open(WINDOW_FD) {
+        let off = pf::MBOX_CTRL_PAGE.offset as usize;
+        let wlen = pf::MBOX_RESP.end() as usize - off;
+        // SAFETY: MAP_FIXED replaces pages inside the mapping just made (`off + wlen` is
+        // within `len`), which nothing references yet.
+        let w = unsafe {
+            syscall6(
+                SYS_MMAP,
+                [
+                    p as usize + off,
+                    wlen,
+                    PROT_RW,
+                    MAP_SHARED | MAP_FIXED,
+                    WINDOW_FD,
+                    off,
+                ],
+            )
+        };
+        if w < 0 {
+            return None;
+        }
+    }
     REGS.store(p as *mut u32, Ordering::Release);
     // SAFETY: the kernel just mapped `len` bytes, page-aligned, for reading and writing, and
     // nothing else in the image references them.
     Some(unsafe { Mmio::new(p as *mut u32, len) })
+}
+
+/// The register file as this board's core reaches it: loads and stores on the mapping, and
+/// the writes the hardware acts on (`pf::hardware_acts_on`) as messages on the bus socket
+/// (fd 5), posted in order. A read of a register the hardware answers in, and any handoff
+/// write, first waits until the hardware has taken every posted write (a sync message and its
+/// answer), as a PCIe read flushes posted writes. Without a bus (fd 5 closed) every access is
+/// a plain load or store.
+#[derive(Debug)]
+pub struct BoardRegs {
+    mmio: Mmio,
+    bus: bool,
+    posted: core::cell::Cell<bool>,
+}
+
+/// The sync message's offset.
+const SYNC: u32 = u32::MAX;
+
+impl BoardRegs {
+    pub fn new(mmio: Mmio) -> Self {
+        BoardRegs {
+            mmio,
+            bus: fd_open(BUS_FD),
+            posted: core::cell::Cell::new(false),
+        }
+    }
+
+    fn send(&self, off: u32, val: u32) -> bool {
+        let mut m = [0u8; 8];
+        m[..4].copy_from_slice(&off.to_le_bytes());
+        m[4..].copy_from_slice(&val.to_le_bytes());
+        // SAFETY: the buffer is valid for reads of its length.
+        let n = unsafe { syscall6(SYS_WRITE, [BUS_FD, m.as_ptr() as usize, 8, 0, 0, 0]) };
+        n == 8
+    }
+
+    fn sync(&self) {
+        if !self.posted.replace(false) {
+            return;
+        }
+        if !self.send(SYNC, 0) {
+            exit(4); // the hardware is gone
+        }
+        let mut b = [0u8; 8];
+        // SAFETY: the buffer is valid for writes of its length.
+        let n = unsafe { syscall6(SYS_READ, [BUS_FD, b.as_mut_ptr() as usize, 8, 0, 0, 0]) };
+        if n <= 0 {
+            exit(4);
+        }
+    }
+
+    /// Whether the hardware writes an answer into the register at `off`.
+    fn answered(off: usize) -> bool {
+        pf::hardware_acts_on(off)
+            || off == pf::FLASH_STATUS.offset()
+            || off == pf::FLASH_RUNNING.offset()
+            || pf::FLASH_SLOTS.contains(off as u64, 4)
+    }
+}
+
+impl Regs for BoardRegs {
+    fn read32(&self, off: usize) -> u32 {
+        if Self::answered(off) {
+            self.sync();
+        }
+        self.mmio.read32(off)
+    }
+    fn write32(&self, off: usize, val: u32) {
+        if self.bus && pf::hardware_acts_on(off) {
+            if !self.send(off as u32, val) {
+                exit(4);
+            }
+            self.posted.set(true);
+        } else {
+            self.mmio.write32(off, val);
+        }
+    }
+    fn publish32(&self, off: usize, val: u32) {
+        self.sync();
+        shared_abi::ordering::publish();
+        self.mmio.write32(off, val);
+    }
+    fn cas32(&self, off: usize, old: u32, new: u32) -> bool {
+        self.mmio.cas32(off, old, new)
+    }
 }
 
 /// Writes to the log sink; errors are ignored (logging must never stop the firmware).
@@ -95,6 +231,11 @@ pub fn exit(code: i32) -> ! {
 }
 
 fn monotonic_ms() -> u64 {
+    monotonic_ns() / 1_000_000
+}
+
+/// Nanoseconds on the monotonic clock.
+pub fn monotonic_ns() -> u64 {
     let mut ts = [0u64; 2];
     const CLOCK_MONOTONIC: usize = 1;
     // SAFETY: `ts` is a writable timespec.
@@ -104,7 +245,7 @@ fn monotonic_ms() -> u64 {
             [CLOCK_MONOTONIC, ts.as_mut_ptr() as usize, 0, 0, 0, 0],
         )
     };
-    ts[0] * 1000 + ts[1] / 1_000_000
+    ts[0] * 1_000_000_000 + ts[1]
 }
 
 static START_MS: AtomicU32 = AtomicU32::new(0);
@@ -159,7 +300,6 @@ fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
         // SAFETY: `p` was mapped by `map_registers` for the register file's length, which
         // covers these two registers.
         let regs = unsafe { Mmio::new(p, pf::ID_PAGE.len as usize) };
-        use firmware::Regs;
         regs.write32(pf::FAULT_CODE.offset(), FaultCode::Panic.wire());
         regs.write32(
             pf::DEV_STATUS.offset(),

@@ -1,0 +1,93 @@
+//! The firmware image's byte layout (the checks, with the signature, are in `fw-image`).
+//!
+//! ```text
+//! 0    header      64 bytes  (Header, little endian)
+//! 64   signature   64 bytes  ed25519 over header || SHA-256(payload)
+//! 128  payload     payload_size bytes (the firmware's ELF)
+//! ```
+
+use zerocopy::little_endian::{U16, U32};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+/// First bytes of every image.
+pub const MAGIC: [u8; 8] = *b"ACVTFWIM";
+/// The header layout this crate reads and writes.
+pub const FORMAT: u16 = 1;
+/// Bytes of [`Header`].
+pub const HEADER_SIZE: usize = 64;
+/// Bytes of the ed25519 signature after the header.
+pub const SIGNATURE_SIZE: usize = 64;
+/// Where the payload starts.
+pub const PAYLOAD_OFFSET: usize = HEADER_SIZE + SIGNATURE_SIZE;
+/// Bytes of one flash slot: the largest image a device takes.
+pub const SLOT_SIZE: usize = 4 << 20;
+/// The largest payload that fits a slot.
+pub const MAX_PAYLOAD: usize = SLOT_SIZE - PAYLOAD_OFFSET;
+/// Board id of the simulated board (`accel-sim`).
+pub const BOARD_SIM: u32 = u32::from_le_bytes(*b"SIM1");
+
+/// The image header. 64 bytes.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
+#[repr(C)]
+pub struct Header {
+    /// [`MAGIC`].
+    pub magic: [u8; 8],
+    /// [`FORMAT`].
+    pub format: U16,
+    /// [`HEADER_SIZE`].
+    pub header_size: U16,
+    /// Reserved, zero.
+    pub flags: U32,
+    /// Firmware version: major << 24 | minor << 16 | patch (as `pf::FW_VERSION`).
+    pub fw_version: U32,
+    /// Build id (as `pf::FW_BUILD_ID`): a hash of the firmware's sources.
+    pub build_id: U32,
+    /// Payload bytes.
+    pub payload_size: U32,
+    /// CRC-32 (ISO-HDLC, as zlib's) of the payload.
+    pub payload_crc: U32,
+    /// The board the image is built for ([`BOARD_SIM`]).
+    pub board: U32,
+    /// The lowest firmware version this image lets be installed after it (anti-rollback).
+    pub min_rollback: U32,
+    /// Reserved, zero.
+    pub reserved: [u8; 24],
+}
+
+/// Why a device refused an image: the low byte of `FLASH_STATUS` after `IMAGE`, and the
+/// `reason u32` of an IMAGE_REJECTED response.
+pub mod reason {
+    /// Fewer bytes than the header says.
+    pub const TRUNCATED: u8 = 1;
+    /// More bytes than the header accounts for.
+    pub const TRAILING: u8 = 2;
+    /// Not an image.
+    pub const BAD_MAGIC: u8 = 3;
+    /// A header format the device does not read.
+    pub const FORMAT: u8 = 4;
+    /// Header size or reserved fields wrong.
+    pub const BAD_HEADER: u8 = 5;
+    /// Larger than a slot.
+    pub const TOO_LARGE: u8 = 6;
+    /// A CRC (of the payload, or of the whole image as the download announced it) differs.
+    pub const BAD_CRC: u8 = 7;
+    /// The signature does not verify with the device's key.
+    pub const BAD_SIGNATURE: u8 = 8;
+    /// Built for another board.
+    pub const WRONG_BOARD: u8 = 9;
+    /// Below the running firmware's rollback floor.
+    pub const BELOW_FLOOR: u8 = 10;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_is_64_bytes() {
+        assert_eq!(core::mem::size_of::<Header>(), HEADER_SIZE);
+        assert_eq!(PAYLOAD_OFFSET, 128);
+    }
+}
