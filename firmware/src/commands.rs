@@ -358,7 +358,7 @@ fn device_info<R: Regs, C: Clock>(ctx: &Ctx<'_, R, C>) -> DeviceInfo {
         abi_minor: U16::new(shared_abi::ABI_MINOR),
         fw_version: U32::new(crate::FW_VERSION),
         build_id: U32::new(ctx.build_id),
-        caps: U32::new(crate::CAPS.bits()),
+        caps: U32::new(ctx.regs.read32(pf::CAPS.offset())),
         engines: b.engines,
         granule_shift: b.granule_shift,
         total_vfs: U16::new(b.total_vfs),

@@ -69,6 +69,9 @@ pub enum Error {
         status: Status,
     },
     /// The firmware's response was malformed.
+    /// The device refused a firmware image.
+    #[error("the device refused the image: {0}")]
+    ImageRejected(&'static str),
     #[error("malformed firmware response: {0}")]
     BadResponse(&'static str),
     /// Kernel sysfs / VFIO.
@@ -112,7 +115,7 @@ impl Error {
             Error::Connect { .. } | Error::NotOurDevice(_) | Error::Kernel { .. } => 3,
             Error::Timeout { .. } | Error::MailboxBusy(_) | Error::Conflict(_) => 4,
             Error::Io(_) | Error::Remote { .. } | Error::Protocol(_) | Error::BadResponse(_) => 5,
-            Error::Firmware { .. } => 1,
+            Error::Firmware { .. } | Error::ImageRejected(_) => 1,
             Error::FirmwareFaulted { .. } => 6,
         }
     }

@@ -16,6 +16,7 @@ pub mod mailbox;
 pub mod spec;
 pub mod sys;
 pub mod transport;
+pub mod update;
 pub mod vf;
 pub mod vfio_user;
 

@@ -1,6 +1,7 @@
 //! `accelctl`: create, list, show, resize, reset and destroy the accelerator's VFs.
 #![forbid(unsafe_code)]
 
+mod flash;
 mod output;
 mod run;
 
@@ -89,6 +90,23 @@ enum Cmd {
     /// Run jobs on the VF given with -d (its vfio-user socket, or its PCI address inside a VM
     /// or on a host whose PF is bound to vfio-pci), as a tenant would: see `vf run`.
     Run(RunArgs),
+    /// Write a signed firmware image (`cargo xtask image`) into the device's inactive flash
+    /// slot; the device verifies it and boots it at the next reset. A download cut off
+    /// (a lost connection) resumes when the same image is flashed again.
+    Flash {
+        /// The image file.
+        image: PathBuf,
+        /// Reset into the new image now and report its version (SR-IOV and every VF go with
+        /// the reset: refused while VFs exist).
+        #[arg(long)]
+        activate: bool,
+        /// Allow an image below the running firmware's rollback floor.
+        #[arg(long)]
+        allow_downgrade: bool,
+    },
+    /// Reset the device: the firmware reboots from flash (a pending slot is tried; one that
+    /// never becomes ready rolls back). SR-IOV and every VF go with the reset.
+    FwReset,
     /// Device and per-VF counters.
     Stats {
         /// Print them again every SECONDS (like `nvidia-smi -l`), until interrupted.
@@ -330,7 +348,47 @@ async fn run(cli: Cli, out: &Out) -> Result<()> {
             let a = open(&cli.device, timeout)?;
             let info = a.device_info().await?;
             let free = a.free_resources().await?;
-            out.info(&a.transport().describe(), &info, &free, a.health()?);
+            let caps = shared_abi::regs::DevCaps::from_bits_truncate(info.caps.get());
+            let slots = if caps.contains(shared_abi::regs::DevCaps::FW_UPDATE) {
+                Some(a.slots().await?)
+            } else {
+                None
+            };
+            out.info(&a.transport().describe(), &info, &free, a.health()?, slots);
+            Ok(())
+        }
+        Cmd::Flash {
+            image,
+            activate,
+            allow_downgrade,
+        } => {
+            let bytes = std::fs::read(&image)
+                .map_err(|e| Error::Invalid(format!("{}: {e}", image.display())))?;
+            let a = open(&cli.device, timeout)?;
+            if activate && a.device_info().await?.vfs_in_use.get() != 0 {
+                return Err(Error::Conflict(
+                    "--activate resets the device, and the reset destroys every VF: destroy                      them first (`accelctl destroy-vf --all`), or flash without --activate and                      reset later"
+                        .into(),
+                ));
+            }
+            let f = flash::run(&a, &bytes, allow_downgrade, out.json).await?;
+            let mut activated = None;
+            if activate {
+                let (v, b) = a.fw_reset(timeout.max(Duration::from_secs(10)))?;
+                if b != f.header.build_id.get() || v != f.header.fw_version.get() {
+                    return Err(Error::ImageRejected(
+                        "the new image did not become ready, and the device rolled back to the                          image it ran before (see `accelctl info`)",
+                    ));
+                }
+                activated = Some((v, b));
+            }
+            out.flashed(&f, bytes.len(), activated);
+            Ok(())
+        }
+        Cmd::FwReset => {
+            let a = open(&cli.device, timeout)?;
+            let (v, b) = a.fw_reset(timeout.max(Duration::from_secs(10)))?;
+            out.fw_reset(v, b);
             Ok(())
         }
         Cmd::CreateVf(c) => {

@@ -195,6 +195,7 @@ impl Out {
         i: &DeviceInfo,
         f: &FreeResources,
         (st, fault): (shared_abi::regs::DevStatus, u32),
+        slots: Option<[host_driver::update::Slot; 2]>,
     ) {
         use shared_abi::regs::DevStatus;
         let faulted = st.intersects(DevStatus::FAULT | DevStatus::HALTED);
@@ -240,6 +241,13 @@ impl Out {
                 "vectors": f.vectors.get(),
                 "vf_slots": f.free_vf_slots.get(),
             },
+            "flash": slots.map(|s| s.map(|s| json!({
+                "slot": s.name,
+                "state": s.state,
+                "version": version(s.version),
+                "build_id": format!("{:08x}", s.build_id),
+                "size": s.size,
+            }))),
         });
         if self.json {
             return print_json(&j);
@@ -260,6 +268,21 @@ impl Out {
             i.num_vfs_enabled.get(),
             i.total_vfs.get()
         );
+        if let Some(slots) = slots {
+            let s: Vec<String> = slots
+                .iter()
+                .map(|s| match s.state {
+                    "empty" => format!("{} empty", s.name),
+                    st => format!(
+                        "{} {st} {} (build {:08x})",
+                        s.name,
+                        version(s.version),
+                        s.build_id
+                    ),
+                })
+                .collect();
+            println!("flash       {}", s.join(", "));
+        }
         println!();
         table(
             &["RESOURCE", "TOTAL", "FREE", "LARGEST FREE RUN"],
@@ -367,6 +390,45 @@ impl Out {
             r.latency_us_p50, r.latency_us_p99, r.latency_us_max
         );
         println!("every result matched the host's");
+    }
+
+    pub fn flashed(&self, r: &crate::flash::Report, bytes: usize, activated: Option<(u32, u32)>) {
+        let slot = if r.flashed.slot == 0 { "A" } else { "B" };
+        let secs = r.elapsed.as_secs_f64().max(1e-9);
+        let mib_s = bytes as f64 / secs / (1 << 20) as f64;
+        let (v, b) = (r.header.fw_version.get(), r.header.build_id.get());
+        if self.json {
+            print_json(&json!({
+                "slot": slot,
+                "version": version(v),
+                "build_id": format!("{b:08x}"),
+                "bytes": bytes,
+                "resumed_from": r.flashed.resumed_from,
+                "seconds": secs,
+                "mib_per_s": mib_s,
+                "running": activated.map(|(v, b)| json!({
+                    "version": version(v),
+                    "build_id": format!("{b:08x}"),
+                })),
+            }));
+            return;
+        }
+        println!(
+            "flashed {} (build {b:08x}) into slot {slot}: {bytes} bytes in {secs:.2} s ({mib_s:.1} MiB/s), verified by the device",
+            version(v)
+        );
+        match activated {
+            Some((v, b)) => println!("running {} (build {b:08x})", version(v)),
+            None => println!("it boots at the next reset (`accelctl fw-reset`)"),
+        }
+    }
+
+    pub fn fw_reset(&self, v: u32, b: u32) {
+        if self.json {
+            print_json(&json!({ "version": version(v), "build_id": format!("{b:08x}") }));
+        } else {
+            println!("running {} (build {b:08x})", version(v));
+        }
     }
 
     pub fn destroyed(&self, n: u16) {
