@@ -21,8 +21,10 @@ use std::time::{Duration, Instant};
 pub const WATCHDOG: Duration = Duration::from_secs(3);
 /// How often the boot stage looks at its core (exit, reset requests, stall injection).
 const TICK: Duration = Duration::from_millis(1);
-/// The bus's sync message.
+/// The bus's sync record.
 const SYNC: u32 = u32::MAX;
+/// The largest bus message the core sends (64 records).
+const BUS_MESSAGE: usize = 512;
 
 /// What the boot stage reports as it goes (for accel-sim's log).
 pub type Report = Box<dyn Fn(&str) + Send>;
@@ -96,25 +98,28 @@ fn start(dev: &Arc<Device>, elf: &[u8]) -> std::io::Result<Core> {
     })
 }
 
-/// Applies the core's writes in order; answers a sync once the earlier ones are done. Ends
-/// when the core's end closes (it exited or was killed).
+/// Applies the core's writes in order (a message carries a batch of 8-byte records);
+/// answers a sync record once the earlier ones are done. Ends when the core's end closes (it
+/// exited or was killed).
 fn serve_bus(dev: &Device, bus: OwnedFd) {
-    let mut buf = [0u8; 8];
+    let mut buf = [0u8; BUS_MESSAGE];
     loop {
-        match nix::unistd::read(bus.as_raw_fd(), &mut buf) {
-            Ok(8) => {}
+        let n = match nix::unistd::read(bus.as_raw_fd(), &mut buf) {
+            Ok(n) if n > 0 => n,
             Ok(_) | Err(_) => return,
-        }
-        let off = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
-        let val = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
-        if off == SYNC {
-            if nix::unistd::write(bus.as_fd(), &buf).is_err() {
-                return;
+        };
+        for r in buf[..n].chunks_exact(8) {
+            let off = u32::from_le_bytes([r[0], r[1], r[2], r[3]]);
+            let val = u32::from_le_bytes([r[4], r[5], r[6], r[7]]);
+            if off == SYNC {
+                if nix::unistd::write(bus.as_fd(), r).is_err() {
+                    return;
+                }
+            } else if pf::hardware_acts_on(off as usize) {
+                dev.firmware_write32(off as usize, val);
             }
-        } else if pf::hardware_acts_on(off as usize) {
-            dev.firmware_write32(off as usize, val);
+            // Anything else is not a bus transaction: dropped, as a bus drops a bad address.
         }
-        // Anything else is not a bus transaction: dropped, as a bus drops a bad address.
     }
 }
 

@@ -1,4 +1,6 @@
-//! Runs the firmware, linked in, on its own thread against the device's register file. The
+//! Runs the firmware, linked in, on its own thread against the device's register file: the
+//! in-process model's core (tests, fuzzing; `accel-sim` boots an image from flash instead,
+//! see `boot`). The
 //! firmware's view of the registers goes through [`FwPort`], where hardware side effects of
 //! its writes (scrubber, interrupt raise) happen, exactly as a bus would deliver them.
 
@@ -119,9 +121,11 @@ pub fn spawn(
                         break;
                     }
                     if dev.firmware_stalled() {
+                        dev.set_core_held(true);
                         std::thread::sleep(NAP);
                         continue;
                     }
+                    dev.set_core_held(false);
                     if fw.poll() {
                         idle.busy();
                     } else {

@@ -55,11 +55,31 @@ pub fn run(root: &Path) -> Result<(), String> {
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let sock = dir.join("demo0.sock");
 
-    step("start the simulated accelerator");
-    println!("$ accel-sim --socket {} &", sock.display());
+    step("build and sign the firmware image (a development key is made on first use)");
+    println!("$ cargo xtask image");
+    let image = super::image::build(root, super::DEFAULT_VERSION, super::DEFAULT_VERSION, None)?;
+    let key = super::image::key_dir(root).join("dev-ed25519.pub");
+    println!("{}", image.display());
+
+    step("start the simulated accelerator: a fresh flash gets that image, and it boots from it");
+    let flash = dir.join("demo0.flash");
+    let _ = std::fs::remove_file(&flash);
+    println!(
+        "$ accel-sim --socket {} --flash {} --install-image {} --key {} &",
+        sock.display(),
+        flash.display(),
+        image.display(),
+        key.display()
+    );
     let child = Command::new(&sim_bin)
         .arg("--socket")
         .arg(&sock)
+        .arg("--flash")
+        .arg(&flash)
+        .arg("--install-image")
+        .arg(&image)
+        .arg("--key")
+        .arg(&key)
         .stdin(Stdio::null())
         .spawn()
         .map_err(|e| e.to_string())?;
@@ -183,8 +203,15 @@ pub fn run(root: &Path) -> Result<(), String> {
     ctl(&ctl_bin, &sock, &["vf", "list"])?;
     ctl(&ctl_bin, &sock, &["stats"])?;
 
-    step("destroy the VFs and stop the simulator");
+    step("destroy the VFs");
     ctl(&ctl_bin, &sock, &["destroy-vf", "--all"])?;
+
+    step("build firmware 0.1.1, flash it into the other slot and boot it");
+    println!("$ cargo xtask image --version 0.1.1 --out target/fw/accel-fw-0.1.1.img");
+    let next = image.with_file_name("accel-fw-0.1.1.img");
+    super::image::build(root, "0.1.1", super::DEFAULT_VERSION, Some(next.clone()))?;
+    let next_s = next.to_string_lossy().into_owned();
+    ctl(&ctl_bin, &sock, &["flash", &next_s, "--activate"])?;
     ctl(&ctl_bin, &sock, &["info"])?;
     println!("\ndemo complete");
     Ok(())

@@ -127,6 +127,8 @@ pub struct Device {
     scrub_fails: AtomicBool,
     /// Fault injection: the firmware's core stops (as a hung firmware would).
     firmware_stalled: AtomicBool,
+    /// The core's side of the stall: whether it is held now (set by whatever runs the core).
+    core_held: AtomicBool,
     /// The flash and its controller, on a device that boots from flash.
     flash: std::sync::OnceLock<Mutex<crate::flash::Flash>>,
 }
@@ -181,6 +183,7 @@ impl Device {
             pf_refused_writes: AtomicU64::new(0),
             scrub_fails: AtomicBool::new(false),
             firmware_stalled: AtomicBool::new(false),
+            core_held: AtomicBool::new(false),
             flash: std::sync::OnceLock::new(),
         }))
         .inspect(|d| {
@@ -258,6 +261,19 @@ impl Device {
     /// firmware: no mailbox answers, no FLR handling); the hardware around it goes on.
     pub fn inject_firmware_stall(&self, on: bool) {
         self.firmware_stalled.store(on, Ordering::Release);
+        // Returns once the core is held (or runs again): a command sent after this call is
+        // not picked up by a poll that was already under way.
+        let t = std::time::Instant::now();
+        while self.core_held.load(Ordering::Acquire) != on
+            && t.elapsed() < std::time::Duration::from_secs(2)
+        {
+            std::thread::sleep(std::time::Duration::from_micros(100));
+        }
+    }
+
+    /// Whatever runs the firmware's core says whether it holds it now.
+    pub fn set_core_held(&self, held: bool) {
+        self.core_held.store(held, Ordering::Release);
     }
 
     /// Whether the firmware's core is held stalled (`inject_firmware_stall`).

@@ -101,17 +101,24 @@ pub fn map_registers(len: usize) -> Option<Mmio> {
 }
 
 /// The register file as this board's core reaches it: loads and stores on the mapping, and
-/// the writes the hardware acts on (`pf::hardware_acts_on`) as messages on the bus socket
-/// (fd 5), posted in order. A read of a register the hardware answers in, and any handoff
-/// write, first waits until the hardware has taken every posted write (a sync message and its
-/// answer), as a PCIe read flushes posted writes. Without a bus (fd 5 closed) every access is
-/// a plain load or store.
+/// the writes the hardware acts on (`pf::hardware_acts_on`) as records on the bus socket
+/// (fd 5), posted in order and sent in batches (one message per batch: a message per write
+/// cost a wake-up of the hardware's side each). A read of a register the hardware answers
+/// in, and any handoff write, first sends what is batched and waits until the hardware has
+/// taken it (a sync record and its answer), as a PCIe read flushes posted writes; the main
+/// loop sends what is left after every poll. Without a bus (fd 5 closed) every access is a
+/// plain load or store.
 #[derive(Debug)]
 pub struct BoardRegs {
     mmio: Mmio,
     bus: bool,
+    /// Sent, not yet known to be applied.
     posted: core::cell::Cell<bool>,
+    batch: core::cell::RefCell<heapless::Vec<u8, BATCH>>,
 }
+
+/// Bytes of posted writes sent as one bus message (64 records).
+const BATCH: usize = 512;
 
 /// The sync message's offset.
 const SYNC: u32 = u32::MAX;
@@ -122,25 +129,45 @@ impl BoardRegs {
             mmio,
             bus: fd_open(BUS_FD),
             posted: core::cell::Cell::new(false),
+            batch: core::cell::RefCell::new(heapless::Vec::new()),
         }
     }
 
-    fn send(&self, off: u32, val: u32) -> bool {
-        let mut m = [0u8; 8];
-        m[..4].copy_from_slice(&off.to_le_bytes());
-        m[4..].copy_from_slice(&val.to_le_bytes());
+    fn post(&self, off: u32, val: u32) {
+        let full = {
+            let mut b = self.batch.borrow_mut();
+            let _ = b.extend_from_slice(&off.to_le_bytes());
+            let _ = b.extend_from_slice(&val.to_le_bytes());
+            b.len() + 8 > BATCH
+        };
+        if full {
+            self.flush();
+        }
+    }
+
+    /// Sends the batched writes (without waiting for them).
+    pub fn flush(&self) {
+        let mut b = self.batch.borrow_mut();
+        if b.is_empty() {
+            return;
+        }
         // SAFETY: the buffer is valid for reads of its length.
-        let n = unsafe { syscall6(SYS_WRITE, [BUS_FD, m.as_ptr() as usize, 8, 0, 0, 0]) };
-        n == 8
+        let n = unsafe { syscall6(SYS_WRITE, [BUS_FD, b.as_ptr() as usize, b.len(), 0, 0, 0]) };
+        if n != b.len() as isize {
+            exit(4); // the hardware is gone
+        }
+        b.clear();
+        self.posted.set(true);
     }
 
     fn sync(&self) {
+        self.flush();
         if !self.posted.replace(false) {
             return;
         }
-        if !self.send(SYNC, 0) {
-            exit(4); // the hardware is gone
-        }
+        self.post(SYNC, 0);
+        self.flush();
+        self.posted.set(false);
         let mut b = [0u8; 8];
         // SAFETY: the buffer is valid for writes of its length.
         let n = unsafe { syscall6(SYS_READ, [BUS_FD, b.as_mut_ptr() as usize, 8, 0, 0, 0]) };
@@ -167,10 +194,7 @@ impl Regs for BoardRegs {
     }
     fn write32(&self, off: usize, val: u32) {
         if self.bus && pf::hardware_acts_on(off) {
-            if !self.send(off as u32, val) {
-                exit(4);
-            }
-            self.posted.set(true);
+            self.post(off as u32, val);
         } else {
             self.mmio.write32(off, val);
         }

@@ -45,7 +45,10 @@ extern "C" fn accel_main() -> ! {
     let mut quiet_since: Option<u64> = None;
     let (mut polls, mut napping) = (0u32, false);
     loop {
-        if fw.poll() {
+        let busy = fw.poll();
+        // What the poll posted (an interrupt, bank writes) reaches the hardware now.
+        fw.regs().flush();
+        if busy {
             quiet_since = None;
             continue;
         }
