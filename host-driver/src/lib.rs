@@ -12,6 +12,7 @@
 pub mod accel;
 pub mod error;
 pub mod kernel;
+pub mod logs;
 pub mod mailbox;
 pub mod spec;
 pub mod sys;

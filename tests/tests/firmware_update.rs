@@ -311,3 +311,67 @@ fn vfs_live_through_a_flash_and_go_with_the_reset() {
     assert_eq!(i["vfs_in_use"], 0);
     assert_eq!(i["vfs_enabled"], 0);
 }
+
+/// `accelctl logs` decodes the running firmware's log ring with the ELF of the image it runs
+/// (found by build id and version), after an update too; `--follow` shows lines as they come.
+#[test]
+fn logs_decode_with_the_running_image_and_follow() {
+    use std::io::BufRead;
+    let sim = Sim::start();
+    let images = image_target_dir().join("fw");
+    let logs = |args: &[&str]| {
+        let mut c = std::process::Command::new(accelvirt_tests::bin("accelctl"));
+        c.arg("-d")
+            .arg(&sim.sock)
+            .arg("logs")
+            .args(args)
+            .env("ACCEL_FW_IMAGES", &images)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        c
+    };
+    let o = logs(&[]).output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        text.contains("INFO  accelvirt firmware image starting"),
+        "{text}"
+    );
+    assert!(text.contains("ready: 16 engines, 8192 granules"), "{text}");
+
+    let mut follow = logs(&["--follow"]).spawn().unwrap();
+    let mut lines = std::io::BufReader::new(follow.stdout.take().unwrap()).lines();
+    sim.ctl_json(&["create-vf", "--count", "3"]);
+    let seen = lines
+        .by_ref()
+        .take(20)
+        .map(|l| l.unwrap())
+        .any(|l| l.ends_with("created 3 VFs"));
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(seen, "--follow shows the new line");
+
+    // After an update the log decodes with the new image's table.
+    sim.ctl_json(&["destroy-vf", "--all"]);
+    let up_s = upgrade().to_string_lossy().into_owned();
+    sim.ctl_json(&["flash", &up_s, "--activate"]);
+    let o = logs(&["--json"]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let last: Vec<Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        last.iter().any(|l| l["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("firmware 20000 ready")),
+        "{last:?}"
+    );
+    // An image that is not the running one is refused, not misread.
+    let base_s = firmware_image().0.to_string_lossy().into_owned();
+    let o = logs(&["--image", &base_s]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not the running image"));
+}

@@ -28,11 +28,12 @@ const DEEP_NAP_US: u32 = 1000;
 
 extern "C" fn accel_main() -> ! {
     board::die_with_parent();
-    defmt::info!("accelvirt firmware image starting");
+    // Mapped first, so that the log ring in it has every line.
     let Some(regs) = board::map_registers(PF_BAR0_SIZE as usize).map(board::BoardRegs::new) else {
         defmt::error!("no register file on fd 3");
         board::exit(2);
     };
+    defmt::info!("accelvirt firmware image starting");
     let mut fw = match Firmware::new(regs, board::Uptime, Board::DEFAULT, board::build_id()) {
         Ok(fw) => fw,
         Err(code) => {

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod flash;
+mod logs;
 mod output;
 mod run;
 
@@ -107,6 +108,16 @@ enum Cmd {
     /// Reset the device: the firmware reboots from flash (a pending slot is tried; one that
     /// never becomes ready rolls back). SR-IOV and every VF go with the reset.
     FwReset,
+    /// The running firmware's log (defmt frames from its log ring, decoded with its image's
+    /// ELF, found by build id in --image, $ACCEL_FW_IMAGES or target/fw).
+    Logs {
+        /// Keep printing new lines until interrupted.
+        #[arg(long)]
+        follow: bool,
+        /// The running image (or its ELF).
+        #[arg(long)]
+        image: Option<PathBuf>,
+    },
     /// Device and per-VF counters.
     Stats {
         /// Print them again every SECONDS (like `nvidia-smi -l`), until interrupted.
@@ -384,6 +395,10 @@ async fn run(cli: Cli, out: &Out) -> Result<()> {
             }
             out.flashed(&f, bytes.len(), activated);
             Ok(())
+        }
+        Cmd::Logs { follow, image } => {
+            let a = open(&cli.device, timeout)?;
+            logs::run(&a, image.as_deref(), follow, out.json)
         }
         Cmd::FwReset => {
             let a = open(&cli.device, timeout)?;

@@ -1,0 +1,125 @@
+//! `accelctl logs [--follow]`: the running firmware's log ring, decoded with its image's ELF
+//! (the defmt table in it), as probe-rs shows an RTT log. The image is found by the running
+//! build id and version among `--image`, `$ACCEL_FW_IMAGES` (a directory) and `target/fw`.
+
+use host_driver::error::{Error, Result};
+use host_driver::Accel;
+use shared_abi::regs::pf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The ELF of the image the device runs.
+fn running_elf(a: &Accel, given: Option<&Path>) -> Result<Vec<u8>> {
+    let t = a.transport();
+    let (version, build) = (
+        t.read32(pf::FW_VERSION.offset())?,
+        t.read32(pf::FW_BUILD_ID.offset())?,
+    );
+    let matches = |bytes: &[u8]| {
+        fw_image::header(bytes)
+            .is_ok_and(|h| h.build_id.get() == build && h.fw_version.get() == version)
+    };
+    let payload = |bytes: Vec<u8>| bytes[fw_image::PAYLOAD_OFFSET..].to_vec();
+    if let Some(p) = given {
+        let b = std::fs::read(p).map_err(|e| Error::Invalid(format!("{}: {e}", p.display())))?;
+        if b.starts_with(b"\x7fELF") {
+            return Ok(b);
+        }
+        if !matches(&b) {
+            return Err(Error::Invalid(format!(
+                "{} is not the running image ({} build {build:08x})",
+                p.display(),
+                fw_image::Version(version)
+            )));
+        }
+        return Ok(payload(b));
+    }
+    let mut dirs: Vec<PathBuf> = std::env::var_os("ACCEL_FW_IMAGES")
+        .map(|d| vec![PathBuf::from(d)])
+        .unwrap_or_default();
+    dirs.push(PathBuf::from("target/fw"));
+    dirs.push(PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../target/fw"
+    )));
+    for d in &dirs {
+        let Ok(rd) = std::fs::read_dir(d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "img") {
+                if let Ok(b) = std::fs::read(&p) {
+                    if matches(&b) {
+                        return Ok(payload(b));
+                    }
+                }
+            }
+        }
+    }
+    Err(Error::Invalid(format!(
+        "no image of the running firmware ({} build {build:08x}) in $ACCEL_FW_IMAGES or \
+         target/fw: give it with --image",
+        fw_image::Version(version)
+    )))
+}
+
+/// Prints the log, and with `follow` keeps printing what comes until interrupted.
+pub fn run(a: &Accel, image: Option<&Path>, follow: bool, json: bool) -> Result<()> {
+    let elf = running_elf(a, image)?;
+    let table = defmt_decoder::Table::parse(&elf)
+        .map_err(|e| Error::Invalid(format!("the image's ELF: {e}")))?
+        .ok_or_else(|| Error::Invalid("the image carries no defmt table".into()))?;
+    let mut dec = table.new_stream_decoder();
+    let mut first = a.read_log(None)?;
+    // Started inside a frame (the ring wrapped): decode from the next frame boundary.
+    if first.next as usize > first.bytes.len() || first.lost > 0 {
+        let cut = first
+            .bytes
+            .iter()
+            .position(|&b| b == 0)
+            .map_or(first.bytes.len(), |i| i + 1);
+        first.bytes.drain(..cut);
+    }
+    let mut next = first.next;
+    let mut feed = |bytes: &[u8], lost: u32| {
+        if lost > 0 {
+            eprintln!("accelctl: {lost} log bytes were overwritten before they were read");
+        }
+        dec.received(bytes);
+        loop {
+            match dec.decode() {
+                Ok(f) => {
+                    let ts = f
+                        .display_timestamp()
+                        .map(|t| t.to_string())
+                        .unwrap_or_default();
+                    let level = f.level().map(|l| l.as_str()).unwrap_or("print");
+                    let msg = f.display_message().to_string();
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::json!({"timestamp": ts, "level": level, "message": msg})
+                        );
+                    } else {
+                        println!("{ts} {:<5} {msg}", level.to_uppercase());
+                    }
+                }
+                Err(defmt_decoder::DecodeError::UnexpectedEof) => break,
+                Err(defmt_decoder::DecodeError::Malformed) => {
+                    eprintln!("accelctl: a malformed log frame (skipped)");
+                }
+            }
+        }
+    };
+    feed(&first.bytes, first.lost);
+    if !follow {
+        return Ok(());
+    }
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let r = a.read_log(Some(next))?;
+        next = r.next;
+        feed(&r.bytes, r.lost);
+    }
+}
