@@ -123,14 +123,23 @@ fn send_segments(r: &Rig, s: &UnixStream, mut input: &[u8]) {
 /// timeout, as it would for a client that stops reading. A second thread draining the
 /// replies halved the rate (a wake-up, or a spinning core, per input).
 fn connection(r: &Rig, func: Func, prefix: &[u8], input: &[u8]) {
-    use nix::sys::socket::{setsockopt, sockopt};
-    let (ours, theirs) = UnixStream::pair().unwrap();
-    for (s, size) in [(&ours, 8usize << 20), (&theirs, 256 << 20)] {
-        if setsockopt(s, sockopt::SndBufForce, &size).is_err() {
+    use nix::sys::socket::{setsockopt, socketpair, sockopt, AddressFamily, SockFlag, SockType};
+    // Non-blocking from the start (the device's end is made blocking when it is served).
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+    )
+    .unwrap();
+    let (ours, theirs) = (UnixStream::from(ours), UnixStream::from(theirs));
+    // Many small segments need more room than the default buffer (a message each).
+    let sizes = [(&ours, 8usize << 20, input.len() > 2048), (&theirs, 256 << 20, true)];
+    for (s, size, needed) in sizes {
+        if needed && setsockopt(s, sockopt::SndBufForce, &size).is_err() {
             let _ = setsockopt(s, sockopt::SndBuf, &size);
         }
     }
-    ours.set_nonblocking(true).unwrap();
     let _ = (&ours).write_all(prefix);
     send_segments(r, &ours, input);
     let _ = ours.shutdown(std::net::Shutdown::Write);

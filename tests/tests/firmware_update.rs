@@ -375,3 +375,31 @@ fn logs_decode_with_the_running_image_and_follow() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("not the running image"));
 }
+
+/// A device model whose flash is empty and that has no image to install says how to get one;
+/// a damaged flash is named, not booted.
+#[test]
+fn an_empty_flash_without_an_image_says_how_to_get_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |flash: &std::path::Path| {
+        std::process::Command::new(accelvirt_tests::bin("accel-sim"))
+            .arg("--socket")
+            .arg(dir.path().join("a.sock"))
+            .arg("--flash")
+            .arg(flash)
+            .env("ACCEL_FW_IMAGE", dir.path().join("missing.img"))
+            .env("ACCEL_FW_KEY", &firmware_image().1)
+            .output()
+            .unwrap()
+    };
+    let o = run(&dir.path().join("a.flash"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("cargo xtask image"), "{err}");
+    let damaged = dir.path().join("damaged.flash");
+    std::fs::write(&damaged, b"not a flash this device wrote").unwrap();
+    let o = run(&damaged);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("OTP page is damaged"), "{err}");
+}
