@@ -171,3 +171,13 @@ pub fn async_eventfd(
             .map_err(std::io::Error::from)
     }
 }
+
+/// Restores the default action for SIGPIPE (Rust's runtime ignores it), so that a command
+/// line tool whose output pipe closes (`accelctl info | head -1`) ends quietly, as other
+/// tools do, instead of panicking on the failed write.
+pub fn default_sigpipe() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: SIG_DFL installs no handler, so no code of ours runs in signal context; this is
+    // called at start-up before other threads exist.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}

@@ -264,6 +264,7 @@ impl RunArgs {
 }
 
 fn main() -> ExitCode {
+    host_driver::sys::default_sigpipe();
     let cli = Cli::parse();
     let out = Out { json: cli.json };
     let rt = match tokio::runtime::Builder::new_current_thread()
