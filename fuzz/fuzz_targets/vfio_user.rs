@@ -88,30 +88,49 @@ fn version() -> Vec<u8> {
     m
 }
 
-/// Sends `input`'s segments on `s`, each with its descriptors.
-fn send_segments(r: &Rig, s: &UnixStream, mut input: &[u8]) {
+/// One `sendmsg` of `bytes` with `fds`; false when the socket is full (the rest is not sent).
+fn send(s: &UnixStream, bytes: &[u8], fds: &[RawFd]) -> bool {
+    let rights = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &rights };
+    let iov = [IoSlice::new(bytes)];
+    sendmsg::<()>(s.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None).is_ok()
+}
+
+/// Sends `prefix`, then `input`'s segments, each with its descriptors. Bytes without
+/// descriptors go out together (a stream has no boundaries to keep; a message each cost a
+/// system call); a segment with descriptors is sent on its own, so they arrive with its
+/// first byte.
+fn send_segments(r: &Rig, s: &UnixStream, prefix: &[u8], mut input: &[u8]) {
+    let mut plain = prefix.to_vec();
     while let Some((&ctl, rest)) = input.split_first() {
         let nfds = (ctl & 3) as usize;
         if rest.len() < nfds + 2 {
-            let _ = (&*s).write_all(input);
-            return;
+            plain.extend_from_slice(input);
+            break;
+        }
+        let len = u16::from_le_bytes([rest[nfds], rest[nfds + 1]]) as usize;
+        let body = &rest[nfds + 2..];
+        let (seg, next) = body.split_at(len.min(body.len()));
+        input = next;
+        if nfds == 0 {
+            plain.extend_from_slice(seg);
+            continue;
         }
         let fds: Vec<RawFd> = rest[..nfds]
             .iter()
             .map(|&b| r.pool[b as usize % r.pool.len()].as_raw_fd())
             .collect();
-        let len = u16::from_le_bytes([rest[nfds], rest[nfds + 1]]) as usize;
-        let body = &rest[nfds + 2..];
-        let (seg, next) = body.split_at(len.min(body.len()));
-        let rights = [ControlMessage::ScmRights(&fds)];
-        let cmsgs: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &rights };
-        // A segment of no bytes still carries its descriptors (as a lone control message).
-        let one = [0u8];
-        let iov = [IoSlice::new(if seg.is_empty() { &one } else { seg })];
-        if sendmsg::<()>(s.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None).is_err() {
-            return; // the socket is full: the rest is not sent
+        if !plain.is_empty() && !send(s, &plain, &[]) {
+            return;
         }
-        input = next;
+        plain.clear();
+        // A segment of no bytes still carries its descriptors, with one byte.
+        if !send(s, if seg.is_empty() { &[0] } else { seg }, &fds) {
+            return;
+        }
+    }
+    if !plain.is_empty() {
+        send(s, &plain, &[]);
     }
 }
 
@@ -140,8 +159,7 @@ fn connection(r: &Rig, func: Func, prefix: &[u8], input: &[u8]) {
             let _ = setsockopt(s, sockopt::SndBuf, &size);
         }
     }
-    let _ = (&ours).write_all(prefix);
-    send_segments(r, &ours, input);
+    send_segments(r, &ours, prefix, input);
     let _ = ours.shutdown(std::net::Shutdown::Write);
     sim::vfio_user::serve_connection(r.dev.dev.clone(), func, theirs);
 }
