@@ -50,10 +50,14 @@ fn fd_open(fd: usize) -> bool {
 /// goes, and a parent already gone (reparented to init) ends it now.
 pub fn die_with_parent() {
     const PR_SET_PDEATHSIG: usize = 1;
+    const PR_SET_NAME: usize = 15;
     const SIGKILL: usize = 9;
-    // SAFETY: prctl(PR_SET_PDEATHSIG) and getppid take no pointers.
+    static NAME: [u8; 9] = *b"accel-fw\0";
+    // SAFETY: prctl(PR_SET_PDEATHSIG) and getppid take no pointers; PR_SET_NAME reads a
+    // NUL-terminated string that lives for the program.
     let ppid = unsafe {
         syscall6(SYS_PRCTL, [PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0, 0]);
+        syscall6(SYS_PRCTL, [PR_SET_NAME, NAME.as_ptr() as usize, 0, 0, 0, 0]);
         syscall6(SYS_GETPPID, [0; 6])
     };
     if ppid == 1 {
@@ -112,7 +116,8 @@ pub fn map_registers(len: usize) -> Option<Mmio> {
 pub struct BoardRegs {
     mmio: Mmio,
     bus: bool,
-    /// Sent, not yet known to be applied.
+    /// Writes batched or sent that a handoff must wait for (all but interrupt triggers: an
+    /// interrupt follows the handoff it announces, and nothing waits for it).
     posted: core::cell::Cell<bool>,
     batch: core::cell::RefCell<heapless::Vec<u8, BATCH>>,
 }
@@ -134,6 +139,10 @@ impl BoardRegs {
     }
 
     fn post(&self, off: u32, val: u32) {
+        let o = off as usize;
+        if o != pf::IRQ_RAISE.offset() && o != pf::VF_IRQ_RAISE.offset() && off != SYNC {
+            self.posted.set(true);
+        }
         let full = {
             let mut b = self.batch.borrow_mut();
             let _ = b.extend_from_slice(&off.to_le_bytes());
@@ -157,17 +166,15 @@ impl BoardRegs {
             exit(4); // the hardware is gone
         }
         b.clear();
-        self.posted.set(true);
     }
 
     fn sync(&self) {
-        self.flush();
         if !self.posted.replace(false) {
+            self.flush();
             return;
         }
         self.post(SYNC, 0);
         self.flush();
-        self.posted.set(false);
         let mut b = [0u8; 8];
         // SAFETY: the buffer is valid for writes of its length.
         let n = unsafe { syscall6(SYS_READ, [BUS_FD, b.as_mut_ptr() as usize, 8, 0, 0, 0]) };
