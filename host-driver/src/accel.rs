@@ -75,10 +75,17 @@ impl Accel {
     pub fn with_transport(t: Arc<dyn Transport>, timeout: Duration) -> Result<Self> {
         // A device just reset (or just started) shows its identity once its firmware is up.
         let deadline = std::time::Instant::now() + timeout.min(Duration::from_secs(5));
-        let ready = shared_abi::regs::DevStatus::READY.bits();
-        while t.read32(shared_abi::regs::pf::DEV_STATUS.offset())? & ready == 0
-            && std::time::Instant::now() < deadline
-        {
+        // A halted one will not come up by waiting (its commands say why; a reset is the way
+        // back, and needs this handle).
+        use shared_abi::regs::DevStatus;
+        loop {
+            let st =
+                DevStatus::from_bits_retain(t.read32(shared_abi::regs::pf::DEV_STATUS.offset())?);
+            if st.intersects(DevStatus::READY | DevStatus::HALTED)
+                || std::time::Instant::now() >= deadline
+            {
+                break;
+            }
             std::thread::sleep(Duration::from_millis(1));
         }
         let magic = t.read32(shared_abi::regs::pf::MAGIC.offset())?;

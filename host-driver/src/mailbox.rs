@@ -191,6 +191,9 @@ impl Mailbox {
         Ok(Some(buf))
     }
 
+    /// How often a wait that has stopped spinning looks whether the firmware is there at all.
+    const FAULT_CHECK: Duration = Duration::from_millis(5);
+
     /// Polls for the answer to `doorbell`. `None` on timeout.
     async fn wait(&self, doorbell: u32, limit: Duration) -> Result<Option<Vec<u8>>> {
         let t = &*self.t;
@@ -211,7 +214,8 @@ impl Mailbox {
         } else {
             SPIN
         };
-        let mut polls = 0u32;
+        // When to look at DEV_STATUS next (by time: an interrupt wait can take 10 ms a turn).
+        let mut check_at = spin;
         loop {
             if let Some(r) = self.answered(doorbell)? {
                 return Ok(Some(r));
@@ -219,14 +223,14 @@ impl Mailbox {
             if start.elapsed() > limit {
                 return Ok(None);
             }
-            polls += 1;
             // Spin first: a busy firmware answers in microseconds, and an idle one wakes from
             // its nap within `spin`; a sleep would cost a whole timer tick (1 ms). Past that,
             // sleep on the completion interrupt where there is one, else back off, and check
             // now and then that the firmware is there at all (a fault is reported now, not at
             // the timeout; the fast path never pays for this read).
             if start.elapsed() >= spin {
-                if polls % 64 == 1 {
+                if start.elapsed() >= check_at {
+                    check_at = start.elapsed() + Self::FAULT_CHECK;
                     let st = DevStatus::from_bits_retain(t.read32(pf::DEV_STATUS.offset())?);
                     if st.intersects(DevStatus::HALTED | DevStatus::FAULT) {
                         let code = t.read32(pf::FAULT_CODE.offset())?;

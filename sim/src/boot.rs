@@ -8,6 +8,7 @@
 
 use crate::device::Device;
 use command_fds::{CommandFdExt, FdMapping};
+use shared_abi::mailbox::FaultCode;
 use shared_abi::regs::{pf, DevStatus};
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -36,6 +37,8 @@ struct Core {
     child: Child,
     bus: Option<JoinHandle<()>>,
     stopped: bool,
+    /// The process ended while the device ran it.
+    dead: bool,
 }
 
 impl Core {
@@ -97,6 +100,7 @@ fn start(dev: &Arc<Device>, elf: &[u8]) -> std::io::Result<Core> {
         child,
         bus: Some(bus),
         stopped: false,
+        dead: false,
     })
 }
 
@@ -241,6 +245,23 @@ fn run(dev: &Arc<Device>, stop: &AtomicBool, report: &Report) {
             }
             if dev.take_fw_reset() {
                 continue 'boot;
+            }
+            if !c.dead && matches!(c.child.try_wait(), Ok(Some(_))) {
+                // The core is gone (killed, or it crashed without its panic handler): the
+                // device says so, as a hardware watchdog would, until a reset boots it again.
+                c.dead = true;
+                let r = dev.bar0();
+                if r.read32(pf::FAULT_CODE.offset()) == 0 {
+                    r.write32(pf::FAULT_CODE.offset(), FaultCode::Watchdog.wire());
+                }
+                r.write32(
+                    pf::DEV_STATUS.offset(),
+                    (DevStatus::FAULT | DevStatus::HALTED).bits(),
+                );
+                report(&format!(
+                    "firmware core from slot {} stopped: the device is halted until a reset",
+                    slot_name(slot)
+                ));
             }
             let stall = dev.firmware_stalled();
             if stall != c.stopped {

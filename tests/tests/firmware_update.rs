@@ -403,3 +403,57 @@ fn an_empty_flash_without_an_image_says_how_to_get_one() {
     assert!(!o.status.success());
     assert!(err.contains("OTP page is damaged"), "{err}");
 }
+
+/// A firmware core that dies under a running device (killed here) leaves the device halted
+/// and saying so, not silently deaf; a reset boots it again.
+#[test]
+fn a_dead_firmware_core_halts_the_device_until_a_reset() {
+    let sim = Sim::start();
+    sim.ctl_json(&["create-vf", "--count", "2"]);
+    let children =
+        std::fs::read_to_string(format!("/proc/{}/task/{}/children", sim.pid(), sim.pid()))
+            .unwrap_or_default();
+    // The core is a child of the boot stage's thread; find it among all the tasks' children.
+    let mut core = None;
+    for t in std::fs::read_dir(format!("/proc/{}/task", sim.pid())).unwrap() {
+        let p = t.unwrap().path().join("children");
+        for pid in std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .split_whitespace()
+        {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim() == "accel-fw" {
+                core = Some(pid.parse::<i32>().unwrap());
+            }
+        }
+    }
+    let core = core.unwrap_or_else(|| panic!("no accel-fw child ({children})"));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(core),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let t = std::time::Instant::now();
+    // Every command says so (exit 6, the fault named), quickly: nothing waits for a core
+    // that is not there.
+    loop {
+        let t0 = std::time::Instant::now();
+        let o = sim.ctl(&["create-vf", "--count", "1"]);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        if o.status.code() == Some(6) {
+            assert!(err.contains("watchdog"), "{err}");
+            assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the device never said so: {err}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let r = sim.ctl_json(&["fw-reset"]);
+    assert_eq!(r["version"], "0.1.0");
+    let i = info(&sim);
+    assert_eq!(i["health"], "ok");
+    assert_eq!(i["vfs_in_use"], 0);
+}
