@@ -99,6 +99,14 @@ impl Record {
         }
     }
 
+    /// Whether every slot it names is a slot: the file is an input like any other, and a
+    /// record this device did not write must not index past the slots.
+    fn well_formed(&self) -> bool {
+        [self.active, self.pending, self.trial]
+            .iter()
+            .all(|&s| s <= 1 || s == NONE)
+    }
+
     fn crc_of(&self) -> u32 {
         let b = self.as_bytes();
         fw_image::crc32(&b[..b.len() - 4])
@@ -217,7 +225,10 @@ impl Flash {
             let Ok(r) = Record::read_from_bytes(&b) else {
                 continue;
             };
-            if r.magic == RECORD_MAGIC && r.crc == r.crc_of() && best.is_none_or(|b| r.seq > b.seq)
+            if r.magic == RECORD_MAGIC
+                && r.crc == r.crc_of()
+                && r.well_formed()
+                && best.is_none_or(|b| r.seq > b.seq)
             {
                 best = Some(r);
             }
@@ -644,6 +655,27 @@ mod tests {
         let mut f = reopen(&dir);
         assert_eq!(f.choose_boot().unwrap().0, 1);
         assert_eq!(f.slots()[0].flags, slot_flags::BAD);
+    }
+
+    #[test]
+    fn a_record_naming_no_slot_is_not_trusted() {
+        // A record with a good CRC that names slot 7 (a file this device did not write): the
+        // other copy counts, and nothing indexes past the two slots.
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = fresh(&dir);
+        f.choose_boot().unwrap();
+        f.confirm(0).unwrap();
+        let mut r = f.rec;
+        r.seq += 1;
+        r.pending = 7;
+        r.trial = 7;
+        r.crc = r.crc_of();
+        f.file
+            .write_all_at(r.as_bytes(), RECORD_AT[(r.seq % 2) as usize])
+            .unwrap();
+        let mut f = reopen(&dir);
+        assert_eq!(f.choose_boot().unwrap().0, 0);
+        assert_eq!(f.slots()[0].flags, slot_flags::VALID | slot_flags::RUNNING);
     }
 
     #[test]

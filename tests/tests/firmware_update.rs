@@ -317,6 +317,7 @@ fn vfs_live_through_a_flash_and_go_with_the_reset() {
 #[test]
 fn logs_decode_with_the_running_image_and_follow() {
     use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
     let sim = Sim::start();
     let images = image_target_dir().join("fw");
     let logs = |args: &[&str]| {
@@ -373,7 +374,16 @@ fn logs_decode_with_the_running_image_and_follow() {
     let base_s = firmware_image().0.to_string_lossy().into_owned();
     let o = logs(&["--image", &base_s]).output().unwrap();
     assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("not the running image"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not an image of the running firmware"));
+    // Nor is the running image's header with too little behind it (a cut-off copy).
+    let cut = write_tmp(&tmp, "cut.img", &read(upgrade())[..100]);
+    let o = logs(&["--image", &cut]).output().unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 /// A device model whose flash is empty and that has no image to install says how to get one;

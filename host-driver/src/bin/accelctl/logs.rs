@@ -15,24 +15,26 @@ fn running_elf(a: &Accel, given: Option<&Path>) -> Result<Vec<u8>> {
         t.read32(pf::FW_VERSION.offset())?,
         t.read32(pf::FW_BUILD_ID.offset())?,
     );
-    let matches = |bytes: &[u8]| {
-        fw_image::header(bytes)
-            .is_ok_and(|h| h.build_id.get() == build && h.fw_version.get() == version)
+    // The ELF of `bytes` if they are a whole image of the running firmware (structure
+    // checked, so a short or damaged file is not one).
+    let running = |bytes: &[u8]| {
+        fw_image::parse(bytes)
+            .ok()
+            .filter(|p| p.header.build_id.get() == build && p.header.fw_version.get() == version)
+            .map(|p| p.payload.to_vec())
     };
-    let payload = |bytes: Vec<u8>| bytes[fw_image::PAYLOAD_OFFSET..].to_vec();
     if let Some(p) = given {
         let b = std::fs::read(p).map_err(|e| Error::Invalid(format!("{}: {e}", p.display())))?;
         if b.starts_with(b"\x7fELF") {
             return Ok(b);
         }
-        if !matches(&b) {
-            return Err(Error::Invalid(format!(
-                "{} is not the running image ({} build {build:08x})",
+        return running(&b).ok_or_else(|| {
+            Error::Invalid(format!(
+                "{} is not an image of the running firmware ({} build {build:08x})",
                 p.display(),
                 fw_image::Version(version)
-            )));
-        }
-        return Ok(payload(b));
+            ))
+        });
     }
     let mut dirs: Vec<PathBuf> = std::env::var_os("ACCEL_FW_IMAGES")
         .map(|d| vec![PathBuf::from(d)])
@@ -49,10 +51,8 @@ fn running_elf(a: &Accel, given: Option<&Path>) -> Result<Vec<u8>> {
         for e in rd.flatten() {
             let p = e.path();
             if p.extension().is_some_and(|x| x == "img") {
-                if let Ok(b) = std::fs::read(&p) {
-                    if matches(&b) {
-                        return Ok(payload(b));
-                    }
+                if let Some(elf) = std::fs::read(&p).ok().and_then(|b| running(&b)) {
+                    return Ok(elf);
                 }
             }
         }
