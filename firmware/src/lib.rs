@@ -35,35 +35,14 @@ use shared_abi::regs::{pf, DevCaps, DevStatus, SriovCtrl, VfHwStatus};
 
 /// Firmware version: major.minor.patch packed as in `pf::FW_VERSION`. An image build may set
 /// it with `ACCEL_FW_VERSION=X.Y.Z` (`cargo xtask image --version`), so that its header and
-/// the running firmware's register agree.
+/// the running firmware's register agree; a malformed one fails the build.
 pub const FW_VERSION: u32 = match option_env!("ACCEL_FW_VERSION") {
-    Some(v) => parse_version(v.as_bytes()),
-    None => fw_version(0, 1, 0),
+    Some(v) => match shared_abi::image::parse_version(v.as_bytes()) {
+        Some(w) => w,
+        None => panic!("ACCEL_FW_VERSION: X.Y.Z"),
+    },
+    None => shared_abi::image::version_word(0, 1, 0),
 };
-
-/// `X.Y.Z` as a version word (a malformed string fails the build).
-const fn parse_version(s: &[u8]) -> u32 {
-    let mut parts = [0u32; 3];
-    let (mut i, mut n) = (0, 0);
-    while i < s.len() {
-        let c = s[i];
-        if c == b'.' {
-            n += 1;
-            assert!(n < 3, "ACCEL_FW_VERSION: X.Y.Z");
-        } else {
-            assert!(c.is_ascii_digit(), "ACCEL_FW_VERSION: X.Y.Z");
-            parts[n] = parts[n] * 10 + (c - b'0') as u32;
-        }
-        i += 1;
-    }
-    assert!(n == 2 && parts[0] < 256 && parts[1] < 256 && parts[2] < 65536);
-    fw_version(parts[0] as u8, parts[1] as u8, parts[2] as u16)
-}
-
-/// Packs a version word.
-pub const fn fw_version(major: u8, minor: u8, patch: u16) -> u32 {
-    (major as u32) << 24 | (minor as u32) << 16 | patch as u32
-}
 
 /// What this board supports. EVENTS stays off until something consumes the event ring.
 pub const CAPS: DevCaps = DevCaps::SRIOV

@@ -4,13 +4,11 @@
 //! that the bytes arrived as announced (length, and the CRC of the whole image).
 
 use crate::hal::Regs;
-use shared_abi::image::{reason, PAYLOAD_OFFSET, SLOT_SIZE};
+use shared_abi::image::{reason, CRC32, PAYLOAD_OFFSET, SLOT_SIZE};
 use shared_abi::mailbox::Status;
 use shared_abi::messages::{FwBeginReq, FwBeginResp, FwChunk};
 use shared_abi::regs::{flash_result, pf, FlashCmd};
 use zerocopy::little_endian::U32;
-
-static CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
 
 /// The download in progress.
 #[derive(Clone)]

@@ -146,17 +146,6 @@ impl ImageError {
     }
 }
 
-/// A version word shown as `major.minor.patch`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Version(pub u32);
-
-impl core::fmt::Display for Version {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        let v = self.0;
-        write!(f, "{}.{}.{}", v >> 24, (v >> 16) & 0xFF, v & 0xFFFF)
-    }
-}
-
 /// An image whose structure is sound (not yet verified): header, signature, payload.
 #[derive(Clone, Copy, Debug)]
 pub struct Parsed<'a> {
@@ -172,7 +161,7 @@ pub struct Parsed<'a> {
 
 /// CRC-32 (ISO-HDLC) as the header records it.
 pub fn crc32(data: &[u8]) -> u32 {
-    crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC).checksum(data)
+    CRC32.checksum(data)
 }
 
 /// Reads the header of `bytes` (the first [`HEADER_SIZE`] bytes or more) and checks it alone.

@@ -55,7 +55,7 @@ impl Slot {
             "empty"
         };
         Slot {
-            name: if s.slot == 0 { "A" } else { "B" },
+            name: shared_abi::image::slot_name(s.slot),
             state,
             version: s.version.get(),
             build_id: s.build_id.get(),

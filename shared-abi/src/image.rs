@@ -56,6 +56,67 @@ pub struct Header {
     pub reserved: [u8; 24],
 }
 
+/// The CRC-32 images use (ISO-HDLC, as zlib's): the payload's in the header, and the whole
+/// image's as a download announces it.
+pub static CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+
+/// A firmware version word: major << 24 | minor << 16 | patch, as the image header and
+/// `pf::FW_VERSION` carry it.
+pub const fn version_word(major: u8, minor: u8, patch: u16) -> u32 {
+    (major as u32) << 24 | (minor as u32) << 16 | patch as u32
+}
+
+/// `X.Y.Z` as a version word (`None` if it is not one). A `const fn`, so a build can take
+/// its version from the environment.
+pub const fn parse_version(s: &[u8]) -> Option<u32> {
+    let mut parts = [0u32; 3];
+    let (mut i, mut n, mut digits) = (0, 0, 0);
+    while i < s.len() {
+        let c = s[i];
+        if c == b'.' {
+            if digits == 0 || n == 2 {
+                return None;
+            }
+            n += 1;
+            digits = 0;
+        } else if c.is_ascii_digit() && digits < 5 {
+            parts[n] = parts[n] * 10 + (c - b'0') as u32;
+            digits += 1;
+        } else {
+            return None;
+        }
+        i += 1;
+    }
+    if n != 2 || digits == 0 || parts[0] > 255 || parts[1] > 255 || parts[2] > 65535 {
+        return None;
+    }
+    Some(version_word(
+        parts[0] as u8,
+        parts[1] as u8,
+        parts[2] as u16,
+    ))
+}
+
+/// A version word shown as `major.minor.patch`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Version(pub u32);
+
+impl core::fmt::Display for Version {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let v = self.0;
+        write!(f, "{}.{}.{}", v >> 24, (v >> 16) & 0xFF, v & 0xFFFF)
+    }
+}
+
+/// A flash slot's name: 0 is A, 1 is B.
+pub const fn slot_name(slot: u8) -> &'static str {
+    match slot {
+        0 => "A",
+        1 => "B",
+        _ => "?",
+    }
+}
+
 /// Why a device refused an image: the low byte of `FLASH_STATUS` after `IMAGE`, and the
 /// `reason u32` of an IMAGE_REJECTED response.
 pub mod reason {
@@ -84,6 +145,29 @@ pub mod reason {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn version_words() {
+        assert_eq!(parse_version(b"1.2.3"), Some(0x0102_0003));
+        assert_eq!(parse_version(b"255.255.65535"), Some(u32::MAX));
+        for bad in [
+            &b"1.2"[..],
+            b"1.2.3.4",
+            b"256.0.0",
+            b"0.0.65536",
+            b"1..3",
+            b".1.2",
+            b"1.2.",
+            b"a.b.c",
+            b"",
+            b"1.2.99999999999",
+        ] {
+            assert_eq!(parse_version(bad), None, "{:?}", core::str::from_utf8(bad));
+        }
+        extern crate std;
+        assert_eq!(std::format!("{}", Version(0x0102_0003)), "1.2.3");
+        assert_eq!((slot_name(0), slot_name(1)), ("A", "B"));
+    }
 
     #[test]
     fn header_is_64_bytes() {

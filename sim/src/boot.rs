@@ -8,6 +8,7 @@
 
 use crate::device::Device;
 use command_fds::{CommandFdExt, FdMapping};
+use shared_abi::image::slot_name;
 use shared_abi::mailbox::FaultCode;
 use shared_abi::regs::{pf, DevStatus};
 use std::io::Write;
@@ -287,13 +288,4 @@ fn fail(dev: &Device, slot: u8) {
         let _ = f.fail(slot);
     }
     dev.publish_flash_slots();
-}
-
-/// "A" or "B".
-pub fn slot_name(slot: u8) -> &'static str {
-    match slot {
-        0 => "A",
-        1 => "B",
-        _ => "?",
-    }
 }

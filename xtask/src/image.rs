@@ -45,15 +45,8 @@ fn signing_seed(root: &Path) -> Result<[u8; 32], String> {
 }
 
 fn parse_version(s: &str) -> Result<u32, String> {
-    let p: Vec<u32> = s
-        .split('.')
-        .map(|x| x.parse::<u32>())
-        .collect::<Result<_, _>>()
-        .map_err(|_| format!("{s}: a version is X.Y.Z"))?;
-    match p[..] {
-        [a, b, c] if a < 256 && b < 256 && c < 65536 => Ok(a << 24 | b << 16 | c),
-        _ => Err(format!("{s}: a version is X.Y.Z (X, Y < 256; Z < 65536)")),
-    }
+    fw_image::parse_version(s.as_bytes())
+        .ok_or_else(|| format!("{s}: a version is X.Y.Z (X, Y < 256; Z < 65536)"))
 }
 
 /// Builds and signs an image; returns its path.

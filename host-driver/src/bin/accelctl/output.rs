@@ -48,7 +48,7 @@ fn table(head: &[&str], rows: &[Vec<String>]) {
 }
 
 fn version(v: u32) -> String {
-    format!("{}.{}.{}", v >> 24, (v >> 16) & 0xFF, v & 0xFFFF)
+    shared_abi::image::Version(v).to_string()
 }
 
 fn human(bytes: u64) -> String {
@@ -393,7 +393,7 @@ impl Out {
     }
 
     pub fn flashed(&self, r: &crate::flash::Report, bytes: usize, activated: Option<(u32, u32)>) {
-        let slot = if r.flashed.slot == 0 { "A" } else { "B" };
+        let slot = shared_abi::image::slot_name(r.flashed.slot);
         let secs = r.elapsed.as_secs_f64().max(1e-9);
         let mib_s = bytes as f64 / secs / (1 << 20) as f64;
         let (v, b) = (r.header.fw_version.get(), r.header.build_id.get());
