@@ -198,6 +198,16 @@ pub fn find_ext_cap(t: &dyn Transport, id: u16) -> Result<Option<u64>> {
     Ok(None)
 }
 
+/// PCI Express capability registers (PCIe base spec).
+pub mod pcie {
+    /// Capability ID.
+    pub const ID: u8 = 0x10;
+    /// Device Control.
+    pub const DEVCTL: u64 = 0x08;
+    /// Device Control: Initiate Function Level Reset.
+    pub const DEVCTL_FLR: u16 = 1 << 15;
+}
+
 /// SR-IOV capability register offsets (PCIe base spec, as read by drivers/pci/iov.c).
 pub mod sriov {
     /// Extended capability ID.

@@ -164,16 +164,13 @@ impl Accel {
     /// Returns the running version and build id.
     pub fn fw_reset(&self, timeout: Duration) -> Result<(u32, u32)> {
         let t = self.transport();
-        // PCI Express Base: capability id 0x10, Device Control at +0x08, bit 15 Initiate FLR.
-        const CAP_ID_PCIE: u8 = 0x10;
-        const DEVCTL: u64 = 0x08;
-        const DEVCTL_FLR: u16 = 1 << 15;
-        let cap = crate::transport::find_cap(&**t, CAP_ID_PCIE)?
+        use crate::transport::pcie;
+        let cap = crate::transport::find_cap(&**t, pcie::ID)?
             .ok_or(Error::BadResponse("no PCI Express capability"))?;
+        let devctl = cap + pcie::DEVCTL;
         let mut v = [0u8; 2];
-        t.config_read(cap + DEVCTL, &mut v)?;
-        let v = u16::from_le_bytes(v) | DEVCTL_FLR;
-        let devctl = cap + DEVCTL;
+        t.config_read(devctl, &mut v)?;
+        let v = u16::from_le_bytes(v) | pcie::DEVCTL_FLR;
         t.config_write(devctl, &v.to_le_bytes())?;
         let start = Instant::now();
         loop {
