@@ -550,6 +550,33 @@ fn vfs_on_their_own_engines_are_not_shared_by_weight() {
     load.finish();
 }
 
+/// VF `v` with its queue 0 (`depth` entries) full of copies of `size` bytes each, still
+/// running; returns the device, the queue and the copies' destination.
+fn busy(
+    sim: &Sim,
+    v: u16,
+    depth: u32,
+    size: usize,
+) -> (VfDev, host_driver::vf::Queue, host_driver::vf::Buf) {
+    let mut dev = VfDev::open(&vf_socket(sim, v), 2 * size + (4 << 20)).unwrap();
+    let mut q = dev.queue(0, depth).unwrap();
+    let (src, dst) = (
+        dev.alloc(size, 4096).unwrap(),
+        dev.alloc(size, 4096).unwrap(),
+    );
+    let copy = job_of(
+        JobOp::Copy,
+        Some(src.into()),
+        Some(dst.into()),
+        src.len as u32,
+        0,
+    );
+    for _ in 0..depth {
+        dev.submit(&mut q, &copy).unwrap();
+    }
+    (dev, q, dst)
+}
+
 #[test]
 fn resetting_a_vf_mid_traffic_stops_only_its_jobs() {
     use shared_abi::regs::{queue, vf};
@@ -558,25 +585,7 @@ fn resetting_a_vf_mid_traffic_stops_only_its_jobs() {
     // VF 1 runs checked jobs throughout.
     let bystander = worker(vf_socket(&sim, 1), stop.clone(), 2, 128 << 10);
     // VF 0 fills its ring with long copies, then is reset while they run.
-    let mut dev = VfDev::open(&vf_socket(&sim, 0), 40 << 20).unwrap();
-    let mut q = dev.queue(0, 8).unwrap();
-    let (src, dst) = (
-        dev.alloc(4 << 20, 4096).unwrap(),
-        dev.alloc(4 << 20, 4096).unwrap(),
-    );
-    for _ in 0..8 {
-        dev.submit(
-            &mut q,
-            &job_of(
-                JobOp::Copy,
-                Some(src.into()),
-                Some(dst.into()),
-                src.len as u32,
-                0,
-            ),
-        )
-        .unwrap();
-    }
+    let (mut dev, mut q, dst) = busy(&sim, 0, 8, 4 << 20);
     let r = sim.ctl_json(&["vf", "reset", "0"]);
     assert_eq!(r["vfs"][0]["flr_count"], 1, "{r}");
     // The reset disabled VF 0's queue; nothing more completes on it.
@@ -930,22 +939,7 @@ fn destroying_or_resizing_a_vf_mid_traffic_leaves_the_others_running() {
     // VF 1 keeps its queue 0 through a resize that takes half its queues away.
     let resized = worker(vf_socket(&sim, 1), stop.clone(), 2, 64 << 10);
     // VF 0 fills its ring with long jobs and is destroyed under them.
-    let mut dev = VfDev::open(&vf_socket(&sim, 0), 20 << 20).unwrap();
-    let mut q = dev.queue(0, 4).unwrap();
-    let (src, dst) = (
-        dev.alloc(8 << 20, 4096).unwrap(),
-        dev.alloc(8 << 20, 4096).unwrap(),
-    );
-    for _ in 0..4 {
-        let j = job_of(
-            JobOp::Copy,
-            Some(src.into()),
-            Some(dst.into()),
-            src.len as u32,
-            0,
-        );
-        dev.submit(&mut q, &j).unwrap();
-    }
+    let (dev, mut q, _) = busy(&sim, 0, 4, 8 << 20);
     std::thread::sleep(Duration::from_millis(50));
     let r = sim.ctl(&["vf", "resize", "1", "--queues", "32"]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
