@@ -20,6 +20,7 @@
 //! and the previous one boots.
 
 use fw_image::{ImageError, PAYLOAD_OFFSET, SLOT_SIZE};
+use nix::fcntl::{Flock, FlockArg};
 use shared_abi::messages::FwSlotInfo;
 use shared_abi::regs::{flash_result, slot_flags};
 use std::fs::File;
@@ -119,6 +120,9 @@ pub enum FlashError {
     /// The flash file.
     #[error("flash {0}")]
     Io(#[from] std::io::Error),
+    /// Another device model holds it.
+    #[error("flash is in use by another device model")]
+    InUse,
     /// Not provisioned, and nothing to provision it with.
     #[error("flash is empty: {0}")]
     Unprovisioned(String),
@@ -136,7 +140,7 @@ pub enum FlashError {
 /// The flash and its controller.
 #[derive(Debug)]
 pub struct Flash {
-    file: File,
+    file: Flock<File>,
     key: [u8; 32],
     board: u32,
     rec: Record,
@@ -162,6 +166,10 @@ impl Flash {
             .create(true)
             .truncate(false)
             .open(path)?;
+        // Taken before anything is read or written (provisioning writes): one device model
+        // per flash. Held as long as this value lives (a process that dies lets it go).
+        let file =
+            Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|_| FlashError::InUse)?;
         let mut otp = [0u8; 48];
         let n = file.read_at(&mut otp, 0)?;
         if n == 0 || otp[..8] == [0; 8] {
@@ -187,7 +195,12 @@ impl Flash {
         })
     }
 
-    fn provision(file: File, key: [u8; 32], board: u32, image: &[u8]) -> Result<Self, FlashError> {
+    fn provision(
+        file: Flock<File>,
+        key: [u8; 32],
+        board: u32,
+        image: &[u8],
+    ) -> Result<Self, FlashError> {
         let p = fw_image::verify(image, &key, board).map_err(FlashError::Install)?;
         file.set_len(slot_at(2))?;
         // The slot and its record first, the OTP page last: a provisioning cut short leaves
@@ -356,24 +369,6 @@ impl Flash {
         self.write_record()
     }
 
-    /// Takes the flash for this process alone (an advisory lock other device models respect);
-    /// false if another holds it.
-    pub fn lock_exclusive(&self) -> bool {
-        use nix::fcntl::{Flock, FlockArg};
-        match self
-            .file
-            .try_clone()
-            .map(|f| Flock::lock(f, FlockArg::LockExclusiveNonblock))
-        {
-            Ok(Ok(l)) => {
-                // Held for the life of the process: the lock goes with the last descriptor.
-                std::mem::forget(l);
-                true
-            }
-            _ => false,
-        }
-    }
-
     /// The slot the running image came from.
     pub fn running(&self) -> Option<u8> {
         self.running.map(|r| r.0)
@@ -533,10 +528,12 @@ mod tests {
         assert_eq!(s[1].flags, slot_flags::VALID | slot_flags::PENDING);
         assert_eq!(s[0].flags, slot_flags::VALID | slot_flags::RUNNING);
         // The record survives the process.
+        drop(f);
         let mut f = reopen(&dir);
         let (slot, img) = f.choose_boot().unwrap();
         assert_eq!((slot, &img[PAYLOAD_OFFSET..]), (1, &b"two"[..]));
         f.confirm(1).unwrap();
+        drop(f);
         let mut f = reopen(&dir);
         assert_eq!(
             f.choose_boot().unwrap().0,
@@ -589,6 +586,7 @@ mod tests {
         download(&mut f, 1, &image(0x0200_0000, 0, b"two"), false).unwrap();
         assert_eq!(f.choose_boot().unwrap().0, 1);
         // Power lost during the trial (no confirm, no fail): the next boot is the old one.
+        drop(f);
         let mut f = reopen(&dir);
         assert_eq!(f.choose_boot().unwrap().0, 0);
         assert_eq!(f.slots()[1].flags, slot_flags::BAD);
@@ -617,6 +615,7 @@ mod tests {
             if cut > new.len().div_ceil(7) {
                 f.commit(1, false, new.len() as u32).unwrap();
             }
+            drop(f);
             let mut f = reopen(&dir);
             let (slot, img) = f.choose_boot().unwrap();
             assert!(fw_image::verify(&img, &fw_image::public_key(&SEED), BOARD).is_ok());
@@ -639,6 +638,7 @@ mod tests {
         // Tear the newest record copy: the one before (slot 1 not yet pending) counts.
         let at = RECORD_AT[(f.rec.seq % 2) as usize];
         f.file.write_all_at(&[0xEE; 8], at + 10).unwrap();
+        drop(f);
         let mut f = reopen(&dir);
         let (slot, _) = f.choose_boot().unwrap();
         assert_eq!(slot, 0);
@@ -652,6 +652,7 @@ mod tests {
         f.file
             .write_all_at(&[0], slot_at(0) + PAYLOAD_OFFSET as u64)
             .unwrap();
+        drop(f);
         let mut f = reopen(&dir);
         assert_eq!(f.choose_boot().unwrap().0, 1);
         assert_eq!(f.slots()[0].flags, slot_flags::BAD);
@@ -673,9 +674,32 @@ mod tests {
         f.file
             .write_all_at(r.as_bytes(), RECORD_AT[(r.seq % 2) as usize])
             .unwrap();
+        drop(f);
         let mut f = reopen(&dir);
         assert_eq!(f.choose_boot().unwrap().0, 0);
         assert_eq!(f.slots()[0].flags, slot_flags::VALID | slot_flags::RUNNING);
+    }
+
+    #[test]
+    fn one_device_model_per_flash() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = fresh(&dir);
+        let e = Flash::open(&dir.path().join("flash"), BOARD, || Err("".into())).unwrap_err();
+        assert!(matches!(e, FlashError::InUse), "{e}");
+        drop(f);
+        reopen(&dir);
+        // An empty flash is not provisioned by a second model either (the lock comes first).
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("flash");
+        let held = Flock::lock(
+            std::fs::File::create(&p).unwrap(),
+            FlockArg::LockExclusiveNonblock,
+        )
+        .unwrap();
+        let e = Flash::open(&p, BOARD, || panic!("provisioned under another's lock")).unwrap_err();
+        assert!(matches!(e, FlashError::InUse), "{e}");
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), 0);
+        drop(held);
     }
 
     #[test]
