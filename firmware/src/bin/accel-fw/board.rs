@@ -194,7 +194,8 @@ impl BoardRegs {
 
 impl Regs for BoardRegs {
     fn read32(&self, off: usize) -> u32 {
-        if Self::answered(off) {
+        // The flag first: the main loop's polls read with nothing posted.
+        if self.posted.get() && Self::answered(off) {
             self.sync();
         }
         self.mmio.read32(off)
