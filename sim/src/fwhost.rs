@@ -84,12 +84,13 @@ impl Idle {
         if !self.napping && !self.polls.is_multiple_of(64) {
             return;
         }
+        // Naps are parks: an event for this thread (`Device::wake_core`) ends them early.
         let quiet = since.elapsed();
         if quiet >= QUIET_BEFORE_DEEP {
-            std::thread::sleep(DEEP_NAP);
+            std::thread::park_timeout(DEEP_NAP);
         } else if quiet >= SPIN_BEFORE_NAP {
             self.napping = true;
-            std::thread::sleep(NAP);
+            std::thread::park_timeout(NAP);
         }
     }
 }
@@ -103,6 +104,7 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("firmware".into())
         .spawn(move || {
+            dev.set_core_thread(Some(std::thread::current()));
             while !stop.load(Ordering::Acquire) {
                 dev.take_fw_reset();
                 let port = FwPort(dev.clone());

@@ -122,6 +122,9 @@ impl Device {
                 // Trapped writes arrive in order, like posted PCIe writes: each one publishes
                 // what came before it (the request bytes before the doorbell).
                 self.bar0.publish32(w, v);
+                if w == pf::MBOX_DOORBELL.offset() {
+                    self.wake_core();
+                }
             } else {
                 self.pf_refused_writes.fetch_add(1, Ordering::Relaxed);
             }

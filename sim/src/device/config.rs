@@ -161,14 +161,10 @@ impl Device {
                 break;
             }
         }
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while Instant::now() < deadline {
-            if self.bar0.read32(hw) & VfHwStatus::FLR_PENDING.bits() == 0 {
-                return true;
-            }
-            std::thread::sleep(Duration::from_micros(200));
-        }
-        false
+        self.wake_core();
+        wait_for(Duration::from_secs(2), || {
+            self.bar0.read32(hw) & VfHwStatus::FLR_PENDING.bits() == 0
+        })
     }
 
     /// Resets the whole device: SR-IOV off, config space and MSI-X to power-on state, device
@@ -193,19 +189,41 @@ impl Device {
         }
         self.bar0.write32(pf::DEV_STATUS.offset(), 0);
         self.fw_reset.store(true, Ordering::Release);
+        self.wake_core();
         if had_vfs {
             self.notify(0);
         }
         let deadline = Instant::now() + Duration::from_secs(2);
-        while Instant::now() < deadline && self.fw_reset.load(Ordering::Acquire) {
-            std::thread::sleep(Duration::from_micros(200));
-        }
-        while Instant::now() < deadline
-            && self.bar0.read32(pf::DEV_STATUS.offset()) & regs::DevStatus::READY.bits() == 0
-        {
-            std::thread::sleep(Duration::from_micros(200));
+        let restarted = wait_for(Duration::from_secs(2), || {
+            !self.fw_reset.load(Ordering::Acquire)
+        });
+        if restarted {
+            let left = deadline.saturating_duration_since(Instant::now());
+            wait_for(left, || {
+                self.bar0.read32(pf::DEV_STATUS.offset()) & regs::DevStatus::READY.bits() != 0
+            });
         }
     }
+}
+
+/// Waits up to `limit` for the firmware to make `done` true. A core that was woken answers
+/// within microseconds, so the first checks only yield the CPU; after that, short naps (a
+/// first nap of 200 µs was most of an FLR's time).
+fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    for _ in 0..64 {
+        if done() {
+            return true;
+        }
+        std::thread::yield_now();
+    }
+    while start.elapsed() < limit {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_micros(50));
+    }
+    done()
 }
 
 /// Whether a config write of `data` at `o` sets any of `mask` in the 16-bit register at `reg`.

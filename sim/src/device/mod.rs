@@ -129,6 +129,10 @@ pub struct Device {
     firmware_stalled: AtomicBool,
     /// The core's side of the stall: whether it is held now (set by whatever runs the core).
     core_held: AtomicBool,
+    /// The thread running the firmware's core, when it runs in this process: host events the
+    /// firmware must act on (an FLR, a device reset, a trapped doorbell) cut its idle nap
+    /// short, as an interrupt wakes a core from wait-for-interrupt.
+    core_thread: Mutex<Option<std::thread::Thread>>,
     /// The flash and its controller, on a device that boots from flash.
     flash: std::sync::OnceLock<Mutex<crate::flash::Flash>>,
 }
@@ -184,6 +188,7 @@ impl Device {
             scrub_fails: AtomicBool::new(false),
             firmware_stalled: AtomicBool::new(false),
             core_held: AtomicBool::new(false),
+            core_thread: Mutex::new(None),
             flash: std::sync::OnceLock::new(),
         }))
         .inspect(|d| {
@@ -274,6 +279,19 @@ impl Device {
     /// Whatever runs the firmware's core says whether it holds it now.
     pub fn set_core_held(&self, held: bool) {
         self.core_held.store(held, Ordering::Release);
+    }
+
+    /// Names the thread that runs the firmware's core (`None`: none in this process), so
+    /// host events wake it from its idle nap (`std::thread::park_timeout`).
+    pub fn set_core_thread(&self, t: Option<std::thread::Thread>) {
+        *lock(&self.core_thread) = t;
+    }
+
+    /// Wakes the firmware's core if it naps: the host gave it something to do.
+    pub(crate) fn wake_core(&self) {
+        if let Some(t) = lock(&self.core_thread).as_ref() {
+            t.unpark();
+        }
     }
 
     /// Whether the firmware's core is held stalled (`inject_firmware_stall`).
