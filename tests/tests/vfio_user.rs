@@ -454,3 +454,75 @@ fn a_client_that_never_reads_is_cut_off_and_blocks_nothing() {
         "the device closed the connection (read {got} bytes, then {why})"
     );
 }
+
+/// A conversation queued whole in a socket (a replayed session; the fuzz target's inputs) is
+/// answered message by message, ends where the bytes end (a cut-off message is answered as
+/// one that stalled), releases what the client held, and leaves the socket for the next.
+#[test]
+fn a_queued_conversation_is_served_to_its_end() {
+    use nix::sys::socket::{sendmsg, socketpair, AddressFamily, ControlMessage, MsgFlags};
+    use nix::sys::socket::{SockFlag, SockType};
+    use sim::device::Func;
+    let d = sim::inprocess::InProcess::start(1).unwrap();
+    let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
+    let (client, server) = socketpair(AddressFamily::Unix, SockType::Stream, None, flags).unwrap();
+    let (client, server) = (UnixStream::from(client), UnixStream::from(server));
+    let mem =
+        nix::sys::memfd::memfd_create(c"dma", nix::sys::memfd::MemFdCreateFlag::empty()).unwrap();
+    nix::unistd::ftruncate(&mem, 1 << 20).unwrap();
+    let mut map = Vec::new();
+    for v in [32u32, 3] {
+        map.extend_from_slice(&v.to_ne_bytes());
+    }
+    for v in [0u64, 0x10_0000, 1 << 20] {
+        map.extend_from_slice(&v.to_ne_bytes());
+    }
+    (&client).write_all(&msg(1, 1, &version_payload())).unwrap();
+    let dma_map = msg(2, 2, &map);
+    let fds = [mem.as_raw_fd()];
+    let iov = [std::io::IoSlice::new(&dma_map)];
+    let rights = [ControlMessage::ScmRights(&fds)];
+    sendmsg::<()>(client.as_raw_fd(), &iov, &rights, MsgFlags::empty(), None).unwrap();
+    (&client).write_all(&msg(3, 4, &[])).unwrap(); // DEVICE_GET_INFO
+    (&client).write_all(&msg(4, 4, &[])[..8]).unwrap(); // half a header
+    let serve = |s: &UnixStream| {
+        let (dev, s) = (d.dev.clone(), s.try_clone().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(sim::vfio_user::serve_queued(dev, Func::Pf, &s)));
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("the conversation ends where its bytes end")
+            .unwrap();
+    };
+    serve(&server);
+    let mut replies = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    while let Ok(n) = (&client).read(&mut buf) {
+        replies.extend_from_slice(&buf[..n]);
+    }
+    let mut at = 0;
+    let mut got = Vec::new();
+    while at + 16 <= replies.len() {
+        let h = &replies[at..at + 16];
+        let size = u32::from_ne_bytes(h[4..8].try_into().unwrap()) as usize;
+        got.push((le16(h), u32::from_ne_bytes(h[12..16].try_into().unwrap())));
+        at += size;
+    }
+    assert_eq!(at, replies.len(), "whole replies only");
+    let einval = nix::errno::Errno::EINVAL as u32;
+    assert_eq!(got, [(1, 0), (2, 0), (3, 0), (0, einval)]);
+    // Its DMA space went with it: another owner can take the PF's.
+    assert!(
+        d.dev.dma_space(Func::Pf, u64::MAX).is_some(),
+        "the DMA space was released"
+    );
+    d.dev.release_dma(Func::Pf, u64::MAX);
+    // The same socket carries the next conversation.
+    (&client).write_all(&msg(5, 1, &version_payload())).unwrap();
+    serve(&server);
+    let mut h = [0u8; 16];
+    (&client).read_exact(&mut h).unwrap();
+    assert_eq!(
+        (le16(&h), u32::from_ne_bytes(h[12..16].try_into().unwrap())),
+        (5, 0)
+    );
+}

@@ -29,6 +29,18 @@ impl Wait for MidMessage<'_> {
     }
 }
 
+/// The wait of a conversation queued in a non-blocking socket: an empty socket is its end.
+struct Drained;
+
+impl Wait for Drained {
+    fn idle(&mut self) -> bool {
+        true
+    }
+    fn more(&mut self) -> bool {
+        false
+    }
+}
+
 /// Why a connection ended or a message could not be read.
 #[derive(Debug)]
 enum ConnError {
@@ -45,6 +57,9 @@ pub(super) struct Conn {
     /// device's own requests to the client.
     peer: Arc<super::peer::Peer>,
     alive: Arc<AtomicBool>,
+    /// The whole conversation is already in the (non-blocking) socket: it ends when the
+    /// socket is empty, as a live one ends when the client hangs up.
+    queued: bool,
     negotiated: bool,
     irqs_installed: bool,
     err_fd: Option<OwnedFd>,
@@ -89,12 +104,32 @@ impl Conn {
         // A client that stops reading its replies loses its connection, not a thread forever:
         // a reply that cannot be sent within this ends the connection.
         let _ = stream.set_write_timeout(Some(SEND_TIMEOUT));
+        Self::with_stream(dev, func, id, stream, alive, false)
+    }
+
+    /// A connection whose client's whole conversation is already queued in `stream`, which
+    /// is non-blocking: served until the socket is empty (a reply that does not fit in the
+    /// client's buffer ends it, as the send timeout does for a live client).
+    pub(super) fn queued(dev: Arc<Device>, func: Func, id: u64, stream: UnixStream) -> Self {
+        let alive = Arc::new(AtomicBool::new(true));
+        Self::with_stream(dev, func, id, stream, alive, true)
+    }
+
+    fn with_stream(
+        dev: Arc<Device>,
+        func: Func,
+        id: u64,
+        stream: UnixStream,
+        alive: Arc<AtomicBool>,
+        queued: bool,
+    ) -> Self {
         Conn {
             dev,
             func,
             id,
             peer: Arc::new(super::peer::Peer::new(stream)),
             alive,
+            queued,
             negotiated: false,
             irqs_installed: false,
             err_fd: None,
@@ -109,6 +144,7 @@ impl Conn {
             }
             let (h, body, fds) = match self.recv() {
                 Ok(Some(m)) => m,
+                Ok(None) if self.queued => break,
                 Ok(None) => continue,
                 Err(ConnError::Framing) => {
                     // The stream is no longer aligned on message boundaries: say so and hang up.
@@ -159,11 +195,17 @@ impl Conn {
 
     /// Reads one message. `Ok(None)`: nothing arrived within the poll interval.
     fn recv(&mut self) -> Result<Option<Incoming>, ConnError> {
-        let mut wait = MidMessage {
-            deadline: Instant::now() + Duration::from_secs(10),
-            alive: &self.alive,
+        let stream = self.peer.stream();
+        let got = if self.queued {
+            framing::recv(stream, proto::MAX_MESSAGE, &mut Drained)
+        } else {
+            let mut wait = MidMessage {
+                deadline: Instant::now() + Duration::from_secs(10),
+                alive: &self.alive,
+            };
+            framing::recv(stream, proto::MAX_MESSAGE, &mut wait)
         };
-        framing::recv(self.peer.stream(), proto::MAX_MESSAGE, &mut wait).map_err(|e| match e {
+        got.map_err(|e| match e {
             RecvError::Closed => ConnError::Closed,
             RecvError::Framing | RecvError::TimedOut => ConnError::Framing,
             RecvError::Io(_) => ConnError::Io,

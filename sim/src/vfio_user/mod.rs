@@ -18,7 +18,30 @@ use std::sync::Arc;
 /// server does for each accepted connection, for embedding the device model (and for fuzzing
 /// the message handling without a listening socket).
 pub fn serve_connection(dev: Arc<Device>, func: Func, stream: UnixStream) {
+    conn::Conn::new(
+        dev,
+        func,
+        embedded_id(),
+        stream,
+        Arc::new(AtomicBool::new(true)),
+    )
+    .serve();
+}
+
+/// Serves, on this thread, one client of `func` whose whole conversation is already queued in
+/// `stream` (which must be non-blocking): every message is answered as a live client's would
+/// be, and the conversation ends, as if the client had hung up, when the socket is empty; a
+/// message cut off there is answered as one that stalled. What the client held is released
+/// before this returns. The socket stays open for another conversation (after a framing
+/// error, what followed it is still queued). For replaying a recorded session, and for
+/// fuzzing without a socket pair per input.
+pub fn serve_queued(dev: Arc<Device>, func: Func, stream: &UnixStream) -> std::io::Result<()> {
+    conn::Conn::queued(dev, func, embedded_id(), stream.try_clone()?).serve();
+    Ok(())
+}
+
+/// A connection id for a client served outside the server's accept loops.
+fn embedded_id() -> u64 {
     static IDS: AtomicU64 = AtomicU64::new(1 << 48);
-    let id = IDS.fetch_add(1, Ordering::Relaxed);
-    conn::Conn::new(dev, func, id, stream, Arc::new(AtomicBool::new(true))).serve();
+    IDS.fetch_add(1, Ordering::Relaxed)
 }
