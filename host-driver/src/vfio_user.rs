@@ -23,7 +23,7 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub struct VfioUser {
     path: PathBuf,
-    stream: Mutex<(UnixStream, u16)>,
+    stream: Mutex<(UnixStream, u16, framing::Reader)>,
     /// Set after a timeout: a late reply may still be in the stream, so it cannot be reused.
     broken: std::sync::atomic::AtomicBool,
     /// (offset within BAR0, mapping)
@@ -99,7 +99,7 @@ impl VfioUser {
         let mut dev = VfioUser {
             // Canonical once: VF sockets sit beside it, so their paths need no lookups.
             path: std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()),
-            stream: Mutex::new((stream, 0)),
+            stream: Mutex::new((stream, 0, framing::Reader::new())),
             broken: Default::default(),
             bar0_map: None,
             io_timeout_ms: (io_timeout.as_millis().max(1) as u64).into(),
@@ -163,7 +163,7 @@ impl VfioUser {
         payload: &[u8],
         fds: &[RawFd],
         no_reply: bool,
-    ) -> Result<std::sync::MutexGuard<'_, (UnixStream, u16)>> {
+    ) -> Result<std::sync::MutexGuard<'_, (UnixStream, u16, framing::Reader)>> {
         if self.broken.load(std::sync::atomic::Ordering::Acquire) {
             return Err(Error::Io(std::io::Error::new(
                 std::io::ErrorKind::BrokenPipe,
@@ -171,7 +171,7 @@ impl VfioUser {
             )));
         }
         let mut g = self.stream.lock().unwrap_or_else(|e| e.into_inner());
-        let (stream, next) = &mut *g;
+        let (stream, next, _) = &mut *g;
         *next = next.wrapping_add(1);
         let h = Header {
             msg_id: *next,
@@ -193,12 +193,13 @@ impl VfioUser {
         what: &'static str,
     ) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
         use std::sync::atomic::Ordering;
-        let g = self.send(command, payload, fds, false)?;
-        let (stream, id) = (&g.0, g.1);
+        let mut g = self.send(command, payload, fds, false)?;
+        let (stream, id, reader) = &mut *g;
+        let id = *id;
         let limit = self.io_timeout_ms.load(Ordering::Relaxed);
         let mut wait = Deadline(Instant::now() + Duration::from_millis(limit));
         let (rh, body, rfds) =
-            match framing::recv(stream, vfio_user_wire::proto::MAX_MESSAGE, &mut wait) {
+            match reader.recv(stream, vfio_user_wire::proto::MAX_MESSAGE, &mut wait) {
                 Ok(Some(m)) => m,
                 Ok(None) | Err(RecvError::TimedOut) | Err(RecvError::Framing) if !wait.more() => {
                     self.broken.store(true, Ordering::Release);

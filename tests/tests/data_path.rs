@@ -1091,12 +1091,13 @@ fn jobs_reach_memory_mapped_without_a_file_through_dma_messages() {
     let mut memory = pattern(1 << 20, 5);
     let original = memory.clone();
     let (mut reads, mut writes) = (0, 0);
+    let mut reader = framing::Reader::new();
     // Answers the device's requests until `done` says the awaited reply or completion came.
     let mut serve = |memory: &mut Vec<u8>, until: &mut dyn FnMut(&Header) -> bool| {
         let deadline = std::time::Instant::now() + T;
         loop {
             assert!(std::time::Instant::now() < deadline, "nothing came");
-            let Some((h, body, _)) = framing::recv(&s, 2 << 20, &mut Poll).unwrap() else {
+            let Some((h, body, _)) = reader.recv(&s, 2 << 20, &mut Poll).unwrap() else {
                 if until(&Header::default()) {
                     return;
                 }

@@ -1,11 +1,11 @@
-//! Reading and writing whole messages on a UNIX stream socket: the header with any
-//! descriptors (SCM_RIGHTS), then the body. The socket has a read timeout; what to do when it
-//! expires is the caller's [`Wait`].
+//! Reading and writing whole messages on a UNIX stream socket, with their descriptors
+//! (SCM_RIGHTS). The socket has a read timeout; what to do when it expires is the caller's
+//! [`Wait`].
 
 use crate::proto::{Header, HEADER_SIZE, MAX_MSG_FDS};
 use nix::errno::Errno;
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
-use std::io::{IoSlice, IoSliceMut, Read};
+use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use zerocopy::{FromBytes, IntoBytes};
@@ -36,84 +36,148 @@ pub trait Wait {
     fn more(&mut self) -> bool;
 }
 
-/// Reads one message of at most `max` bytes. `Ok(None)`: idle, as [`Wait::idle`] asked.
-pub fn recv(
-    stream: &UnixStream,
-    max: usize,
-    wait: &mut impl Wait,
-) -> Result<Option<Message>, RecvError> {
-    let mut hdr = [0u8; HEADER_SIZE];
-    let mut got = 0;
-    let mut fds = Vec::new();
-    while got < HEADER_SIZE {
+/// Bytes a [`Reader`] keeps for reading; a larger message grows it while it is read.
+const READ_BUF: usize = 64 << 10;
+/// Descriptors a [`Reader`] holds for messages not yet complete; more are closed.
+const MAX_PENDING_FDS: usize = 4 * MAX_MSG_FDS;
+
+/// Reads whole messages from one stream through a buffer. One system call brings a message's
+/// header and body together, and every message already queued (reading the header, then the
+/// body, took two per message).
+///
+/// Descriptors belong to the message holding the last byte of the read that brought them:
+/// the kernel ends a read with the bytes that carried descriptors, and a sender passes a
+/// message's descriptors with it. Descriptors that would belong to no message are closed.
+#[derive(Debug, Default)]
+pub struct Reader {
+    buf: Vec<u8>,
+    /// Unread bytes: `buf[start..end]`.
+    start: usize,
+    end: usize,
+    /// Stream position of `buf[start]`.
+    pos: u64,
+    /// Descriptors not yet handed out, each with the stream position just past the read
+    /// that brought it.
+    fds: Vec<(u64, OwnedFd)>,
+}
+
+impl Reader {
+    /// An empty reader (its buffer is allocated by the first read).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Reads one message of at most `max` bytes. `Ok(None)`: idle, as [`Wait::idle`] asked.
+    /// After an error other than `TimedOut`, the stream is no longer aligned on messages.
+    pub fn recv(
+        &mut self,
+        stream: &UnixStream,
+        max: usize,
+        wait: &mut impl Wait,
+    ) -> Result<Option<Message>, RecvError> {
+        loop {
+            let need = match self.next_size(max)? {
+                Some(size) if self.end - self.start >= size => return Ok(Some(self.take(size))),
+                Some(size) => size,
+                None => HEADER_SIZE,
+            };
+            match self.fill(stream, need) {
+                Ok(0) => return Err(RecvError::Closed),
+                Ok(_) => {}
+                Err(Errno::EAGAIN | Errno::EINTR) => {
+                    let partial = self.start != self.end;
+                    if !partial && wait.idle() {
+                        return Ok(None);
+                    }
+                    if !wait.more() {
+                        return Err(if partial {
+                            RecvError::Framing
+                        } else {
+                            RecvError::TimedOut
+                        });
+                    }
+                }
+                Err(e) => return Err(RecvError::Io(e)),
+            }
+        }
+    }
+
+    /// The size of the next message, once its header is here.
+    fn next_size(&self, max: usize) -> Result<Option<usize>, RecvError> {
+        let Ok((h, _)) = Header::read_from_prefix(&self.buf[self.start..self.end]) else {
+            return Ok(None);
+        };
+        let size = h.size as usize;
+        if !(HEADER_SIZE..=max).contains(&size) {
+            return Err(RecvError::Framing);
+        }
+        Ok(Some(size))
+    }
+
+    /// Takes the next message, `size` bytes that are all here, with its descriptors.
+    fn take(&mut self, size: usize) -> Message {
+        let bytes = &self.buf[self.start..self.start + size];
+        let (h, _) = Header::read_from_prefix(bytes).expect("a whole header");
+        let body = bytes[HEADER_SIZE..].to_vec();
+        let (from, to) = (self.pos, self.pos + size as u64);
+        let mut fds = Vec::new();
+        let mut later = Vec::new();
+        for (at, fd) in self.fds.drain(..) {
+            if at > to {
+                later.push((at, fd));
+            } else if at > from {
+                fds.push(fd);
+            }
+        }
+        self.fds = later;
+        self.start += size;
+        self.pos = to;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+            if self.buf.len() > READ_BUF {
+                // A large message is gone: give its room back.
+                self.buf.truncate(READ_BUF);
+                self.buf.shrink_to_fit();
+            }
+        }
+        (h, body, fds)
+    }
+
+    /// One read of whatever is queued, into room for at least `need` unread bytes.
+    fn fill(&mut self, stream: &UnixStream, need: usize) -> Result<usize, Errno> {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.buf.len() < need.max(READ_BUF) {
+            self.buf.resize(need.max(READ_BUF), 0);
+        }
         let mut cmsg = nix::cmsg_space!([RawFd; MAX_MSG_FDS]);
-        let mut iov = [IoSliceMut::new(&mut hdr[got..])];
-        match recvmsg::<()>(
+        let mut iov = [IoSliceMut::new(&mut self.buf[self.end..])];
+        let m = recvmsg::<()>(
             stream.as_raw_fd(),
             &mut iov,
             Some(&mut cmsg),
             MsgFlags::MSG_CMSG_CLOEXEC,
-        ) {
-            Ok(m) => {
-                if let Ok(cm) = m.cmsgs() {
-                    for c in cm {
-                        if let ControlMessageOwned::ScmRights(raw) = c {
-                            fds.extend(own_fds(&raw));
+        )?;
+        let n = m.bytes;
+        let tag = self.pos + (self.end - self.start + n) as u64;
+        if let Ok(cm) = m.cmsgs() {
+            for c in cm {
+                if let ControlMessageOwned::ScmRights(raw) = c {
+                    for fd in own_fds(&raw) {
+                        if self.fds.len() < MAX_PENDING_FDS {
+                            self.fds.push((tag, fd));
                         }
                     }
                 }
-                if m.bytes == 0 {
-                    return Err(RecvError::Closed);
-                }
-                got += m.bytes;
-            }
-            Err(Errno::EAGAIN | Errno::EINTR) => {
-                if got == 0 && wait.idle() {
-                    return Ok(None);
-                }
-                if !wait.more() {
-                    return Err(if got == 0 {
-                        RecvError::TimedOut
-                    } else {
-                        RecvError::Framing
-                    });
-                }
-            }
-            Err(e) => return Err(RecvError::Io(e)),
-        }
-    }
-    let (h, _) = Header::read_from_prefix(&hdr).map_err(|_| RecvError::Framing)?;
-    let size = h.size as usize;
-    if !(HEADER_SIZE..=max).contains(&size) {
-        return Err(RecvError::Framing);
-    }
-    let mut body = vec![0u8; size - HEADER_SIZE];
-    let mut have = 0;
-    let mut s = stream;
-    while have < body.len() {
-        match s.read(&mut body[have..]) {
-            Ok(0) => return Err(RecvError::Closed),
-            Ok(n) => have += n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock
-                        | std::io::ErrorKind::TimedOut
-                        | std::io::ErrorKind::Interrupted
-                ) =>
-            {
-                if !wait.more() {
-                    return Err(RecvError::Framing);
-                }
-            }
-            Err(e) => {
-                return Err(RecvError::Io(Errno::from_raw(
-                    e.raw_os_error().unwrap_or(0),
-                )))
             }
         }
+        self.end += n;
+        Ok(n)
     }
-    Ok(Some((h, body, fds)))
 }
 
 /// Sends one message; descriptors go with its first bytes.
@@ -180,8 +244,9 @@ mod tests {
             flags: flags::TYPE_COMMAND,
             error: 0,
         };
+        let mut r = Reader::new();
         send(&a, &h, b"hello", &[efd.as_raw_fd()]).unwrap();
-        let (rh, body, fds) = recv(&b, 4096, &mut Forever).unwrap().unwrap();
+        let (rh, body, fds) = r.recv(&b, 4096, &mut Forever).unwrap().unwrap();
         assert_eq!(
             (rh.msg_id, rh.command, body.as_slice()),
             (7, 2, &b"hello"[..])
@@ -191,13 +256,66 @@ mod tests {
         let bad = Header { size: 8, ..h };
         send(&a, &bad, &[], &[]).unwrap();
         assert!(matches!(
-            recv(&b, 4096, &mut Forever),
+            r.recv(&b, 4096, &mut Forever),
             Err(RecvError::Framing)
         ));
         drop(a);
         assert!(matches!(
-            recv(&b, 4096, &mut Forever),
+            Reader::new().recv(&b, 4096, &mut Forever),
             Err(RecvError::Closed)
         ));
+    }
+
+    /// Messages queued together are read together and come out one by one, each with the
+    /// descriptors sent with it; a message larger than the buffer is read whole.
+    #[test]
+    fn queued_messages_come_out_one_by_one_with_their_descriptors() {
+        let (a, b) = UnixStream::pair().unwrap();
+        b.set_nonblocking(true).unwrap();
+        let e1 = nix::sys::eventfd::EventFd::new().unwrap();
+        let e2 = nix::sys::eventfd::EventFd::new().unwrap();
+        let big = vec![0xAB; 3 * READ_BUF + 5];
+        let msgs: [(u16, &[u8], Vec<RawFd>); 5] = [
+            (1, b"one", vec![]),
+            (2, b"two", vec![e1.as_raw_fd()]),
+            (3, b"", vec![]),
+            (4, &big, vec![e1.as_raw_fd(), e2.as_raw_fd()]),
+            (5, b"five", vec![]),
+        ];
+        let mut r = Reader::new();
+        // Written from another thread: the large one does not fit in the socket's buffer.
+        let sent = msgs
+            .iter()
+            .map(|(id, p, f)| (*id, p.to_vec(), f.clone()))
+            .collect::<Vec<_>>();
+        let writer = std::thread::spawn(move || {
+            for (id, p, f) in sent {
+                let h = Header {
+                    msg_id: id,
+                    command: 1,
+                    size: (HEADER_SIZE + p.len()) as u32,
+                    flags: flags::TYPE_COMMAND,
+                    error: 0,
+                };
+                send(&a, &h, &p, &f).unwrap();
+            }
+            a
+        });
+        let mut got = Vec::new();
+        while got.len() < msgs.len() {
+            if let Some((h, body, fds)) = r.recv(&b, 1 << 20, &mut Forever).unwrap() {
+                got.push((h.msg_id, body, fds.len()));
+            }
+        }
+        let _a = writer.join().unwrap();
+        let want: Vec<(u16, Vec<u8>, usize)> = msgs
+            .iter()
+            .map(|(id, p, f)| (*id, p.to_vec(), f.len()))
+            .collect();
+        assert_eq!(got, want);
+        assert!(
+            r.buf.len() <= READ_BUF,
+            "the large message's room was given back"
+        );
     }
 }

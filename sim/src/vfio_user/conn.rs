@@ -56,6 +56,8 @@ pub(super) struct Conn {
     /// The socket: read by this connection's loop, written by its replies and by the
     /// device's own requests to the client.
     peer: Arc<super::peer::Peer>,
+    /// What has been read of the socket and not yet served.
+    reader: framing::Reader,
     alive: Arc<AtomicBool>,
     /// The whole conversation is already in the (non-blocking) socket: it ends when the
     /// socket is empty, as a live one ends when the client hangs up.
@@ -128,6 +130,7 @@ impl Conn {
             func,
             id,
             peer: Arc::new(super::peer::Peer::new(stream)),
+            reader: framing::Reader::new(),
             alive,
             queued,
             negotiated: false,
@@ -197,13 +200,13 @@ impl Conn {
     fn recv(&mut self) -> Result<Option<Incoming>, ConnError> {
         let stream = self.peer.stream();
         let got = if self.queued {
-            framing::recv(stream, proto::MAX_MESSAGE, &mut Drained)
+            self.reader.recv(stream, proto::MAX_MESSAGE, &mut Drained)
         } else {
             let mut wait = MidMessage {
                 deadline: Instant::now() + Duration::from_secs(10),
                 alive: &self.alive,
             };
-            framing::recv(stream, proto::MAX_MESSAGE, &mut wait)
+            self.reader.recv(stream, proto::MAX_MESSAGE, &mut wait)
         };
         got.map_err(|e| match e {
             RecvError::Closed => ConnError::Closed,
