@@ -1,7 +1,10 @@
 //! Arbitrary bytes and descriptors to the device model's vfio-user message handling, for the
 //! PF and a VF, after a valid VERSION or instead of it. Each input is one client connection
-//! over a socket pair, served in process on this thread; afterwards the device must still
-//! serve a new client. One device model serves the whole run.
+//! over the run's socket pair, served in process on this thread; afterwards the device must
+//! still serve a new client. Two device models serve the whole run: one for the PF's inputs,
+//! which may do anything a PF's client can (reset the device, end SR-IOV), and one whose PF no
+//! input touches, for VF 0's inputs, so that VF exists for the whole run (with one device, the
+//! first PF reset removed it, and every later VF input met a function that was gone).
 //!
 //! Input: one byte (bit 0: PF or VF 0; bit 1: no VERSION first), then segments, each sent
 //! with one `sendmsg`: a control byte (low 2 bits: how many descriptors ride with it), one
@@ -11,12 +14,13 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
-use sim::device::Func;
+use shared_abi::resources::VfSpec;
+use sim::device::{Device, Func};
 use std::io::{IoSlice, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// Inputs larger than this are skipped: the whole input is queued in the socket before the
@@ -24,7 +28,16 @@ use std::time::Duration;
 const MAX_INPUT: usize = 64 << 10;
 
 struct Rig {
-    dev: sim::inprocess::InProcess,
+    /// The device the PF's inputs go to.
+    pf_dev: sim::inprocess::InProcess,
+    /// The device VF 0's inputs go to; its PF serves no input.
+    vf_dev: sim::inprocess::InProcess,
+    /// The client's end of the socket pair every input's connection runs over, and the
+    /// device's. Both are non-blocking; both directions have large buffers (the forced size
+    /// needs CAP_NET_ADMIN; without it the kernel's maximum applies): an input's bytes are
+    /// queued before the device reads them, and its replies wait until it is done.
+    client: UnixStream,
+    server: UnixStream,
     /// Descriptors a segment can pass (the kernel duplicates them per message).
     pool: Vec<OwnedFd>,
     /// Inputs served, for the periodic fresh-client check.
@@ -38,20 +51,32 @@ fn memfd(size: u64) -> OwnedFd {
     fd
 }
 
+/// One VF with a tenant's share (2 engines, 16 granules, 4 queue pairs, 8 vectors), made
+/// through the PF's own registers and config space as a driver would. An equal share of the
+/// whole device made every FLR clear 8,192 translation entries and 256 queues: a quarter of
+/// the run's time, in the firmware thread the FLR waits for.
+fn create_vf(d: &sim::inprocess::InProcess) {
+    let t = host_driver::vfio_user::VfioUser::connect(&d.sock, true).unwrap();
+    let acc = host_driver::Accel::with_transport(Arc::new(t), Duration::from_secs(5)).unwrap();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(acc.create_vfs(
+            1,
+            host_driver::CreateSpec::Uniform(VfSpec::new(2, 16, 4, 8, 0)),
+        ))
+        .unwrap();
+}
+
 fn rig() -> &'static Rig {
     static R: OnceLock<Rig> = OnceLock::new();
     R.get_or_init(|| {
-        let d = sim::inprocess::InProcess::start(4).unwrap();
-        // One VF, through the PF's own registers and config space as a driver would.
-        let t = host_driver::vfio_user::VfioUser::connect(&d.sock, true).unwrap();
-        let acc = host_driver::Accel::with_transport(std::sync::Arc::new(t), Duration::from_secs(5))
-            .unwrap();
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(acc.create_vfs(1, host_driver::CreateSpec::Equal))
-            .unwrap();
+        // Both start with one VF (the PF's inputs can then resize, reset or destroy it).
+        let pf_dev = sim::inprocess::InProcess::start(4).unwrap();
+        create_vf(&pf_dev);
+        let vf_dev = sim::inprocess::InProcess::start(4).unwrap();
+        create_vf(&vf_dev);
         let (p_read, p_write) = nix::unistd::pipe().unwrap();
         let (s_a, _s_b) = UnixStream::pair().unwrap();
         let pool = vec![
@@ -65,8 +90,26 @@ fn rig() -> &'static Rig {
             s_a.into(),
             std::fs::File::open("/dev/null").unwrap().into(),
         ];
+        use nix::sys::socket::{
+            setsockopt, socketpair, sockopt, AddressFamily, SockFlag, SockType,
+        };
+        let (client, server) = socketpair(
+            AddressFamily::Unix,
+            SockType::Stream,
+            None,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        for (s, size) in [(&client, 8usize << 20), (&server, 256 << 20)] {
+            if setsockopt(s, sockopt::SndBufForce, &size).is_err() {
+                let _ = setsockopt(s, sockopt::SndBuf, &size);
+            }
+        }
         Rig {
-            dev: d,
+            pf_dev,
+            vf_dev,
+            client: client.into(),
+            server: server.into(),
             pool,
             inputs: AtomicU64::new(0),
         }
@@ -135,33 +178,24 @@ fn send_segments(r: &Rig, s: &UnixStream, prefix: &[u8], mut input: &[u8]) {
 }
 
 /// Serves one connection of `func` whose client sends `prefix` then `input`'s segments, on
-/// this thread. The client's bytes are queued before the device reads them and its replies
-/// wait in the socket until it is closed, so both directions get large buffers (the forced
-/// size needs CAP_NET_ADMIN; without it the kernel's maximum applies): what does not fit is
-/// not sent, and a reply that does not fit ends the connection after the device's send
-/// timeout, as it would for a client that stops reading. A second thread draining the
-/// replies halved the rate (a wake-up, or a spinning core, per input).
+/// this thread, over the run's one socket pair: the client's bytes are queued first and the
+/// connection ends, as if the client hung up, when the device has read them all
+/// (`serve_queued`); what it left unread (after a framing error) and its replies are then
+/// drained, descriptors included, so the next input starts on empty sockets. A socket pair
+/// per input, ended by a shutdown, cost twice the system calls (creating and closing the
+/// sockets, setting their buffers and modes), about half of each input's time.
 fn connection(r: &Rig, func: Func, prefix: &[u8], input: &[u8]) {
-    use nix::sys::socket::{setsockopt, socketpair, sockopt, AddressFamily, SockFlag, SockType};
-    // Non-blocking from the start (the device's end is made blocking when it is served).
-    let (ours, theirs) = socketpair(
-        AddressFamily::Unix,
-        SockType::Stream,
-        None,
-        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-    )
-    .unwrap();
-    let (ours, theirs) = (UnixStream::from(ours), UnixStream::from(theirs));
-    // Many small segments need more room than the default buffer (a message each).
-    let sizes = [(&ours, 8usize << 20, input.len() > 2048), (&theirs, 256 << 20, true)];
-    for (s, size, needed) in sizes {
-        if needed && setsockopt(s, sockopt::SndBufForce, &size).is_err() {
-            let _ = setsockopt(s, sockopt::SndBuf, &size);
-        }
-    }
-    send_segments(r, &ours, prefix, input);
-    let _ = ours.shutdown(std::net::Shutdown::Write);
-    sim::vfio_user::serve_connection(r.dev.dev.clone(), func, theirs);
+    send_segments(r, &r.client, prefix, input);
+    sim::vfio_user::serve_queued(r.dev(func).clone(), func, &r.server).expect("serve");
+    drain(&r.server);
+    drain(&r.client);
+}
+
+/// Reads `s` until it is empty; descriptors that came with the bytes are closed by the
+/// kernel (no room was given for them).
+fn drain(s: &UnixStream) {
+    thread_local!(static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 64 << 10]));
+    BUF.with_borrow_mut(|buf| while matches!((&*s).read(buf), Ok(n) if n > 0) {});
 }
 
 /// A fresh client's VERSION is answered and accepted.
@@ -170,11 +204,25 @@ fn still_serving(r: &Rig, func: Func) {
     (&ours).write_all(&version()).unwrap();
     ours.shutdown(std::net::Shutdown::Write).unwrap();
     // The reply is small enough to wait in the socket while the device serves here.
-    sim::vfio_user::serve_connection(r.dev.dev.clone(), func, theirs);
+    sim::vfio_user::serve_connection(r.dev(func).clone(), func, theirs);
     let mut reply = Vec::new();
     (&ours).read_to_end(&mut reply).unwrap();
     assert!(reply.len() >= 16, "the device answers VERSION");
-    assert_eq!(u32::from_ne_bytes(reply[12..16].try_into().unwrap()), 0, "VERSION accepted");
+    assert_eq!(
+        u32::from_ne_bytes(reply[12..16].try_into().unwrap()),
+        0,
+        "VERSION accepted"
+    );
+}
+
+impl Rig {
+    /// The device `func`'s inputs go to.
+    fn dev(&self, func: Func) -> &Arc<Device> {
+        match func {
+            Func::Pf => &self.pf_dev.dev,
+            Func::Vf(_) => &self.vf_dev.dev,
+        }
+    }
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -190,10 +238,13 @@ fuzz_target!(|data: &[u8]| {
     connection(r, func, &prefix, bytes);
     // What a client holds is released when it goes: the mailbox lock and the function's DMA
     // space (a new owner can take it).
-    let dev = &r.dev.dev;
+    let dev = r.dev(func);
     let lock = dev.bar0().read32(shared_abi::regs::pf::MBOX_LOCK.offset());
     assert_eq!(lock, 0, "a departed client left the mailbox locked");
-    assert!(dev.dma_space(func, u64::MAX).is_some(), "a departed client kept its DMA space");
+    assert!(
+        dev.dma_space(func, u64::MAX).is_some(),
+        "a departed client kept its DMA space"
+    );
     dev.release_dma(func, u64::MAX);
     // And a fresh client is served (a wedged lock would hang here: libFuzzer's timeout).
     // Every 64th input: a connection of its own costs as much as the input's.
