@@ -318,4 +318,46 @@ mod tests {
             "the large message's room was given back"
         );
     }
+
+    /// A message that never completes cannot make the reader hold descriptors without bound.
+    #[test]
+    fn descriptors_ahead_of_their_message_are_bounded() {
+        struct Once;
+        impl Wait for Once {
+            fn idle(&mut self) -> bool {
+                true
+            }
+            fn more(&mut self) -> bool {
+                false
+            }
+        }
+        let (a, b) = UnixStream::pair().unwrap();
+        b.set_nonblocking(true).unwrap();
+        let efd = nix::sys::eventfd::EventFd::new().unwrap();
+        let h = Header {
+            msg_id: 1,
+            command: 2,
+            size: (HEADER_SIZE + 4096) as u32,
+            flags: flags::TYPE_COMMAND,
+            error: 0,
+        };
+        send(&a, &h, &[], &[]).unwrap();
+        for _ in 0..3 * MAX_PENDING_FDS {
+            let fds = [efd.as_raw_fd()];
+            let iov = [IoSlice::new(&[0])];
+            let rights = [ControlMessage::ScmRights(&fds)];
+            sendmsg::<()>(a.as_raw_fd(), &iov, &rights, MsgFlags::empty(), None).unwrap();
+        }
+        let mut r = Reader::new();
+        assert!(matches!(
+            r.recv(&b, 1 << 20, &mut Once),
+            Err(RecvError::Framing)
+        ));
+        assert_eq!(
+            r.end - r.start,
+            HEADER_SIZE + 3 * MAX_PENDING_FDS,
+            "all of it was read"
+        );
+        assert_eq!(r.fds.len(), MAX_PENDING_FDS);
+    }
 }
