@@ -38,6 +38,8 @@ pub trait Wait {
 
 /// Bytes a [`Reader`] keeps for reading; a larger message grows it while it is read.
 const READ_BUF: usize = 64 << 10;
+/// Bytes a [`Reader`] starts with.
+const MIN_BUF: usize = 4 << 10;
 /// Descriptors a [`Reader`] holds for messages not yet complete; more are closed.
 const MAX_PENDING_FDS: usize = 4 * MAX_MSG_FDS;
 
@@ -146,13 +148,22 @@ impl Reader {
 
     /// One read of whatever is queued, into room for at least `need` unread bytes.
     fn fill(&mut self, stream: &UnixStream, need: usize) -> Result<usize, Errno> {
+        // The last read filled the buffer: more may be queued than it holds.
+        let filled = !self.buf.is_empty() && self.end == self.buf.len();
         if self.start > 0 {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
         }
-        if self.buf.len() < need.max(READ_BUF) {
-            self.buf.resize(need.max(READ_BUF), 0);
+        // Room grows as reads fill it (a connection's first read zeroed all 64 KiB), and to
+        // the whole message being read.
+        let room = match self.buf.len() {
+            0 => MIN_BUF,
+            n if filled => (2 * n).min(READ_BUF).max(n),
+            n => n,
+        };
+        if self.buf.len() < need.max(room) {
+            self.buf.resize(need.max(room), 0);
         }
         let mut cmsg = nix::cmsg_space!([RawFd; MAX_MSG_FDS]);
         let mut iov = [IoSliceMut::new(&mut self.buf[self.end..])];
@@ -359,5 +370,35 @@ mod tests {
             "all of it was read"
         );
         assert_eq!(r.fds.len(), MAX_PENDING_FDS);
+    }
+
+    /// A reader starts with a small buffer and grows it while reads fill it.
+    #[test]
+    fn the_buffer_starts_small_and_grows_with_what_is_queued() {
+        let (a, b) = UnixStream::pair().unwrap();
+        b.set_nonblocking(true).unwrap();
+        let payload = [5u8; 96];
+        for id in 0..100u16 {
+            let h = Header {
+                msg_id: id,
+                command: 1,
+                size: (HEADER_SIZE + payload.len()) as u32,
+                flags: flags::TYPE_COMMAND,
+                error: 0,
+            };
+            send(&a, &h, &payload, &[]).unwrap();
+        }
+        let mut r = Reader::new();
+        let first = r.recv(&b, 4096, &mut Forever).unwrap().unwrap();
+        assert_eq!((first.0.msg_id, r.buf.len()), (0, MIN_BUF));
+        for id in 1..100u16 {
+            let (h, body, _) = r.recv(&b, 4096, &mut Forever).unwrap().unwrap();
+            assert_eq!((h.msg_id, body.as_slice()), (id, &payload[..]));
+        }
+        assert!(
+            r.buf.len() > MIN_BUF && r.buf.len() <= READ_BUF,
+            "{}",
+            r.buf.len()
+        );
     }
 }
