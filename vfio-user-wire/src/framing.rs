@@ -234,6 +234,17 @@ mod tests {
     use super::*;
     use crate::proto::flags;
 
+    /// The header of command `command` with id `id` and `payload` bytes.
+    fn command(id: u16, command: u16, payload: usize) -> Header {
+        Header {
+            msg_id: id,
+            command,
+            size: (HEADER_SIZE + payload) as u32,
+            flags: flags::TYPE_COMMAND,
+            error: 0,
+        }
+    }
+
     struct Forever;
     impl Wait for Forever {
         fn idle(&mut self) -> bool {
@@ -248,13 +259,7 @@ mod tests {
     fn a_message_and_its_descriptors_round_trip() {
         let (a, b) = UnixStream::pair().unwrap();
         let efd = nix::sys::eventfd::EventFd::new().unwrap();
-        let h = Header {
-            msg_id: 7,
-            command: 2,
-            size: (HEADER_SIZE + 5) as u32,
-            flags: flags::TYPE_COMMAND,
-            error: 0,
-        };
+        let h = command(7, 2, 5);
         let mut r = Reader::new();
         send(&a, &h, b"hello", &[efd.as_raw_fd()]).unwrap();
         let (rh, body, fds) = r.recv(&b, 4096, &mut Forever).unwrap().unwrap();
@@ -301,13 +306,7 @@ mod tests {
             .collect::<Vec<_>>();
         let writer = std::thread::spawn(move || {
             for (id, p, f) in sent {
-                let h = Header {
-                    msg_id: id,
-                    command: 1,
-                    size: (HEADER_SIZE + p.len()) as u32,
-                    flags: flags::TYPE_COMMAND,
-                    error: 0,
-                };
+                let h = command(id, 1, p.len());
                 send(&a, &h, &p, &f).unwrap();
             }
             a
@@ -345,13 +344,7 @@ mod tests {
         let (a, b) = UnixStream::pair().unwrap();
         b.set_nonblocking(true).unwrap();
         let efd = nix::sys::eventfd::EventFd::new().unwrap();
-        let h = Header {
-            msg_id: 1,
-            command: 2,
-            size: (HEADER_SIZE + 4096) as u32,
-            flags: flags::TYPE_COMMAND,
-            error: 0,
-        };
+        let h = command(1, 2, 4096);
         send(&a, &h, &[], &[]).unwrap();
         for _ in 0..3 * MAX_PENDING_FDS {
             let fds = [efd.as_raw_fd()];
@@ -379,13 +372,7 @@ mod tests {
         b.set_nonblocking(true).unwrap();
         let payload = [5u8; 96];
         for id in 0..100u16 {
-            let h = Header {
-                msg_id: id,
-                command: 1,
-                size: (HEADER_SIZE + payload.len()) as u32,
-                flags: flags::TYPE_COMMAND,
-                error: 0,
-            };
+            let h = command(id, 1, payload.len());
             send(&a, &h, &payload, &[]).unwrap();
         }
         let mut r = Reader::new();
