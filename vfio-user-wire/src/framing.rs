@@ -78,9 +78,11 @@ impl Reader {
         wait: &mut impl Wait,
     ) -> Result<Option<Message>, RecvError> {
         loop {
-            let need = match self.next_size(max)? {
-                Some(size) if self.end - self.start >= size => return Ok(Some(self.take(size))),
-                Some(size) => size,
+            let need = match self.next_header(max)? {
+                Some(h) if self.end - self.start >= h.size as usize => {
+                    return Ok(Some(self.take(h)))
+                }
+                Some(h) => h.size as usize,
                 None => HEADER_SIZE,
             };
             match self.fill(stream, need) {
@@ -104,30 +106,29 @@ impl Reader {
         }
     }
 
-    /// The size of the next message, once its header is here.
-    fn next_size(&self, max: usize) -> Result<Option<usize>, RecvError> {
+    /// The next message's header, once it is here, its size checked against `max`.
+    fn next_header(&self, max: usize) -> Result<Option<Header>, RecvError> {
         let Ok((h, _)) = Header::read_from_prefix(&self.buf[self.start..self.end]) else {
             return Ok(None);
         };
-        let size = h.size as usize;
-        if !(HEADER_SIZE..=max).contains(&size) {
+        if !(HEADER_SIZE..=max).contains(&(h.size as usize)) {
             return Err(RecvError::Framing);
         }
-        Ok(Some(size))
+        Ok(Some(h))
     }
 
-    /// Takes the next message, `size` bytes that are all here, with its descriptors.
-    fn take(&mut self, size: usize) -> Message {
-        let bytes = &self.buf[self.start..self.start + size];
-        let (h, _) = Header::read_from_prefix(bytes).expect("a whole header");
-        let body = bytes[HEADER_SIZE..].to_vec();
+    /// Takes the next message, whose header is `h` and whose bytes are all here, with its
+    /// descriptors (at most [`MAX_MSG_FDS`], as one read brings; more are closed).
+    fn take(&mut self, h: Header) -> Message {
+        let size = h.size as usize;
+        let body = self.buf[self.start + HEADER_SIZE..self.start + size].to_vec();
         let (from, to) = (self.pos, self.pos + size as u64);
         let mut fds = Vec::new();
         let mut later = Vec::new();
         for (at, fd) in self.fds.drain(..) {
             if at > to {
                 later.push((at, fd));
-            } else if at > from {
+            } else if at > from && fds.len() < MAX_MSG_FDS {
                 fds.push(fd);
             }
         }
@@ -233,6 +234,7 @@ fn own_fds(raw: &[RawFd]) -> Vec<OwnedFd> {
 mod tests {
     use super::*;
     use crate::proto::flags;
+    use std::io::Write;
 
     /// The header of command `command` with id `id` and `payload` bytes.
     fn command(id: u16, command: u16, payload: usize) -> Header {
@@ -363,6 +365,12 @@ mod tests {
             "all of it was read"
         );
         assert_eq!(r.fds.len(), MAX_PENDING_FDS);
+        // Completed, the message carries no more than one read can bring.
+        let rest = vec![0u8; 4096 - 3 * MAX_PENDING_FDS];
+        (&a).write_all(&rest).unwrap();
+        let (h, body, fds) = r.recv(&b, 1 << 20, &mut Forever).unwrap().unwrap();
+        assert_eq!((h.msg_id, body.len(), fds.len()), (1, 4096, MAX_MSG_FDS));
+        assert!(r.fds.is_empty());
     }
 
     /// A reader starts with a small buffer and grows it while reads fill it.
