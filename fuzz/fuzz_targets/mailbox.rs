@@ -3,8 +3,8 @@
 //! change any register when it refuses the input.
 //!
 //! Input: one byte (odd: a length register value follows, four bytes; even: the length is the
-//! message's), then the message. Its CRC is made right unless the message's length is a
-//! multiple of eleven. The seed corpus is one valid request of every opcode.
+//! message's), then the message. Its CRC is made right unless the input's length after its
+//! first byte is a multiple of eleven. The seed corpus is one valid request of every opcode.
 #![no_main]
 
 use firmware::hal::NoClock;

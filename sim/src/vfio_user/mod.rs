@@ -32,9 +32,10 @@ pub fn serve_connection(dev: Arc<Device>, func: Func, stream: UnixStream) {
 /// `stream` (which must be non-blocking): every message is answered as a live client's would
 /// be, and the conversation ends, as if the client had hung up, when the socket is empty; a
 /// message cut off there is answered as one that stalled. What the client held is released
-/// before this returns. The socket stays open for another conversation (after a framing
-/// error, what followed it is still queued). For replaying a recorded session, and for
-/// fuzzing without a socket pair per input.
+/// before this returns. The socket stays open for another conversation; after a framing
+/// error, the rest of this one may still be queued (what the connection had read ahead is
+/// gone with it), so drain it first. For replaying a recorded session, and for fuzzing
+/// without a socket pair per input.
 pub fn serve_queued(dev: Arc<Device>, func: Func, stream: &UnixStream) -> std::io::Result<()> {
     conn::Conn::queued(dev, func, embedded_id(), stream.try_clone()?).serve();
     Ok(())
