@@ -28,7 +28,10 @@ impl InProcess {
         let dev = Device::new(Board::DEFAULT, total_vfs)?;
         let stop = Arc::new(AtomicBool::new(false));
         crate::fwhost::spawn(dev.clone(), stop.clone(), 1)?;
-        dev.spawn_dataplane(stop.clone())?;
+        dev.spawn_dataplane(
+            stop.clone(),
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+        )?;
         let (d, s, p) = (dev.clone(), stop.clone(), sock.clone());
         std::thread::Builder::new()
             .name("vfio-user-server".into())

@@ -43,6 +43,10 @@ struct Args {
     /// makes the development key pair).
     #[arg(long, value_name = "FILE", env = "ACCEL_FW_KEY", default_value = DEFAULT_KEY)]
     key: PathBuf,
+    /// Worker threads of the queue engine: the board's engines run on them in parallel
+    /// [default: the host's cores].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    engine_threads: Option<u16>,
 }
 
 const DEFAULT_IMAGE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/fw/accel-fw.img");
@@ -50,6 +54,14 @@ const DEFAULT_KEY: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../target/accelvirt-keys/dev-ed25519.pub"
 );
+
+/// The queue engine's workers: as asked, or one per core.
+fn engine_threads(asked: Option<u16>) -> usize {
+    asked.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        usize::from,
+    )
+}
 
 /// Opens the flash (provisioning an empty one), held for this process alone.
 fn open_flash(args: &Args, socket: &std::path::Path) -> Result<sim::flash::Flash, String> {
@@ -155,12 +167,14 @@ fn run(args: Args) -> Result<(), String> {
         args.total_vfs
     );
     let engine = dev
-        .spawn_dataplane(stop.clone())
+        .spawn_dataplane(stop.clone(), engine_threads(args.engine_threads))
         .map_err(|e| format!("cannot start the queue engine: {e}"))?;
     let served = Server::run(dev, &socket, stop.clone());
     stop.store(true, Ordering::Release);
     let _ = fw.join();
-    let _ = engine.join();
+    for t in engine {
+        let _ = t.join();
+    }
     served.map_err(|e| e.to_string())?;
     eprintln!("accel-sim: stopped");
     Ok(())

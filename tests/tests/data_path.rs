@@ -421,17 +421,18 @@ fn accelctl_vf_run_reports_checked_throughput_for_every_job_type() {
     }
 }
 
-/// Keeps `depth` CRC32C jobs of `len` bytes in flight on `sock`'s queue 0 until `stop`,
-/// checking every result; returns how many completed.
+/// Keeps `depth` CRC32C jobs of `len` bytes in flight on each of `sock`'s first `queues`
+/// queues until `stop`, checking every result; returns how many completed.
 fn worker(
     sock: PathBuf,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     depth: u32,
     len: usize,
+    queues: u32,
 ) -> std::thread::JoinHandle<u64> {
     std::thread::spawn(move || {
-        let mut dev = VfDev::open(&sock, 2 << 20).unwrap();
-        let mut q = dev.queue(0, depth).unwrap();
+        let mut dev = VfDev::open(&sock, 4 << 20).unwrap();
+        let mut qs: Vec<_> = (0..queues).map(|i| dev.queue(i, depth).unwrap()).collect();
         let buf = dev.alloc(len, 4096).unwrap();
         let data = pattern(len, 77);
         dev.write(buf, 0, &data).unwrap();
@@ -443,25 +444,30 @@ fn worker(
             assert_eq!((c.status, c.result), (JobStatus::Ok, want));
         };
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-            while q.inflight() < q.depth() {
-                dev.submit(&mut q, &job).unwrap();
+            for q in &mut qs {
+                while q.inflight() < q.depth() {
+                    dev.submit(q, &job).unwrap();
+                }
+                reap(&dev, q);
+                done += 1;
             }
-            reap(&dev, &mut q);
-            done += 1;
         }
-        while q.inflight() > 0 {
-            reap(&dev, &mut q);
+        for q in &mut qs {
+            while q.inflight() > 0 {
+                reap(&dev, q);
+            }
         }
         done
     })
 }
 
-/// A VF kept saturated (16 jobs of 256 KiB in flight).
+/// A VF kept saturated: 16 jobs of 256 KiB in flight on each of 4 queues, more than the
+/// engine's workers can run at once, so the engines it shares are contended.
 fn saturate(
     sock: PathBuf,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> std::thread::JoinHandle<u64> {
-    worker(sock, stop, 16, 256 << 10)
+    worker(sock, stop, 16, 256 << 10, 4)
 }
 
 /// VFs 0 and 1 kept saturated until `finish`.
@@ -583,7 +589,7 @@ fn resetting_a_vf_mid_traffic_stops_only_its_jobs() {
     let sim = with_vfs(2);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     // VF 1 runs checked jobs throughout.
-    let bystander = worker(vf_socket(&sim, 1), stop.clone(), 2, 128 << 10);
+    let bystander = worker(vf_socket(&sim, 1), stop.clone(), 2, 128 << 10, 1);
     // VF 0 fills its ring with long copies, then is reset while they run.
     let (mut dev, mut q, dst) = busy(&sim, 0, 8, 4 << 20);
     let r = sim.ctl_json(&["vf", "reset", "0"]);
@@ -935,9 +941,9 @@ mod translation {
 fn destroying_or_resizing_a_vf_mid_traffic_leaves_the_others_running() {
     let sim = with_vfs(3);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let bystander = worker(vf_socket(&sim, 2), stop.clone(), 2, 64 << 10);
+    let bystander = worker(vf_socket(&sim, 2), stop.clone(), 2, 64 << 10, 1);
     // VF 1 keeps its queue 0 through a resize that takes half its queues away.
-    let resized = worker(vf_socket(&sim, 1), stop.clone(), 2, 64 << 10);
+    let resized = worker(vf_socket(&sim, 1), stop.clone(), 2, 64 << 10, 1);
     // VF 0 fills its ring with long jobs and is destroyed under them.
     let (dev, mut q, _) = busy(&sim, 0, 4, 8 << 20);
     std::thread::sleep(Duration::from_millis(50));

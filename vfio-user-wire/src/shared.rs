@@ -208,6 +208,183 @@ impl Shared {
     }
 }
 
+/// A client's memory mapped into the device (a sealed memfd a VMM handed over for DMA): the
+/// payload a job reads and writes in place. Handoff words in it (a ring entry's first or
+/// last dword) use [`ClientMem::observe32`]/[`ClientMem::publish32`]; payload bytes are moved
+/// with plain bulk copies, as a DMA engine moves them, never through references that outlive
+/// one call. Mapped read-only unless the client allowed writes; writes to a read-only mapping
+/// are refused here, before any byte moves.
+#[derive(Debug)]
+pub struct ClientMem {
+    ptr: NonNull<u8>,
+    len: usize,
+    writable: bool,
+}
+
+// SAFETY: the pointer is never handed out beyond one call; the memory is shared with another
+// process by design, so moving or sharing the owner between threads adds no aliasing.
+unsafe impl Send for ClientMem {}
+// SAFETY: as above.
+unsafe impl Sync for ClientMem {}
+
+impl ClientMem {
+    /// Maps `len` bytes of `fd` from `offset` (page aligned), shared, writable if `writable`.
+    ///
+    /// The caller must know the file cannot shrink under the mapping (an access past a file's
+    /// end raises SIGBUS): accel-sim maps only memfds sealed with `F_SEAL_SHRINK` on tmpfs.
+    pub fn map(
+        fd: BorrowedFd<'_>,
+        offset: u64,
+        len: usize,
+        writable: bool,
+    ) -> std::io::Result<Self> {
+        use nix::sys::mman::{mmap, MapFlags, ProtFlags};
+        let nz = std::num::NonZeroUsize::new(len).ok_or(std::io::ErrorKind::InvalidInput)?;
+        let off = i64::try_from(offset).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+        let prot = if writable {
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE
+        } else {
+            ProtFlags::PROT_READ
+        };
+        // SAFETY: a new mapping at a kernel-chosen address aliases no Rust object; it is
+        // unmapped only in Drop.
+        let p = unsafe { mmap(None, nz, prot, MapFlags::MAP_SHARED, fd, off)? };
+        Ok(ClientMem {
+            ptr: p.cast(),
+            len,
+            writable,
+        })
+    }
+
+    /// Bytes mapped.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    /// Whether empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// Whether the device may write it.
+    pub fn writable(&self) -> bool {
+        self.writable
+    }
+
+    #[inline]
+    fn range(&self, off: usize, len: usize) -> Option<*mut u8> {
+        // SAFETY: `off <= self.len` is checked first, so the pointer stays inside (or one
+        // past) the mapping.
+        (off.checked_add(len)? <= self.len).then(|| unsafe { self.ptr.as_ptr().add(off) })
+    }
+
+    /// Copies `buf.len()` bytes out from `off`; false (nothing read) if out of range.
+    #[inline]
+    pub fn read(&self, off: usize, buf: &mut [u8]) -> bool {
+        let Some(p) = self.range(off, buf.len()) else {
+            return false;
+        };
+        // SAFETY: `p..p + len` is inside the live mapping (checked) and `buf` is our own
+        // memory, so the two do not overlap. The client's process may write the same bytes
+        // meanwhile; a DMA engine's read races the same way, and gives whatever bytes it saw.
+        unsafe { std::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), buf.len()) };
+        true
+    }
+
+    /// Copies `data` in at `off`; false (nothing written) if out of range or read-only.
+    #[inline]
+    pub fn write(&self, off: usize, data: &[u8]) -> bool {
+        let Some(p) = self.range(off, data.len()).filter(|_| self.writable) else {
+            return false;
+        };
+        // SAFETY: inside the live mapping, which is mapped writable (checked); `data` is not
+        // in client memory mapped here unless a caller copies between mappings, which goes
+        // through `copy` instead.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), p, data.len()) };
+        true
+    }
+
+    /// Sets `len` bytes at `off` to `byte`; false (nothing written) if out of range or
+    /// read-only.
+    #[inline]
+    pub fn fill(&self, off: usize, len: usize, byte: u8) -> bool {
+        let Some(p) = self.range(off, len).filter(|_| self.writable) else {
+            return false;
+        };
+        // SAFETY: inside the live mapping, mapped writable (checked).
+        unsafe { std::ptr::write_bytes(p, byte, len) };
+        true
+    }
+
+    /// Copies `len` bytes from `src` at `soff` to `dst` at `doff` (memmove: the ranges may
+    /// overlap); false (nothing moved) if either is out of range or `dst` is read-only.
+    #[inline]
+    pub fn copy(src: &ClientMem, soff: usize, dst: &ClientMem, doff: usize, len: usize) -> bool {
+        let (Some(s), Some(d)) = (
+            src.range(soff, len),
+            dst.range(doff, len).filter(|_| dst.writable),
+        ) else {
+            return false;
+        };
+        // SAFETY: both ranges are inside live mappings (checked), the destination writable;
+        // `copy` is a memmove, so an overlap within one mapping is fine.
+        unsafe { std::ptr::copy(s, d, len) };
+        true
+    }
+
+    /// Runs `f` over `len` bytes at `off` in place (checksums read client memory without a
+    /// copy); `None` if out of range.
+    ///
+    /// The bytes are the client's and may change while `f` runs (its process writes its own
+    /// memory, and another of its jobs may be writing them): `f` must treat them as opaque
+    /// input, as a checksum does, whose result is then only as good as the client made it.
+    #[inline]
+    pub fn with_bytes<R>(&self, off: usize, len: usize, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        let p = self.range(off, len)?;
+        // SAFETY: inside the live mapping (checked), which outlives the call; the slice does
+        // not escape `f`. Rust's model does not cover bytes another process writes: we take
+        // the stance of rust-vmm's vm-memory for guest memory, that a concurrent writer can
+        // change what `f` computes, never what memory it may touch.
+        Some(f(unsafe { std::slice::from_raw_parts(p, len) }))
+    }
+
+    #[inline]
+    fn word(&self, off: usize) -> Option<&AtomicU32> {
+        if !off.is_multiple_of(4) || off.checked_add(4)? > self.len {
+            return None;
+        }
+        // SAFETY: in bounds and aligned (the mapping is page-aligned); AtomicU32 has u32's
+        // layout, and atomic access is sound for memory shared with other processes.
+        Some(unsafe { &*(self.ptr.as_ptr().add(off) as *const AtomicU32) })
+    }
+
+    /// Reads a handoff dword (`shared_abi::ordering`): later reads happen after it.
+    #[inline]
+    pub fn observe32(&self, off: usize) -> Option<u32> {
+        let v = self.word(off)?.load(Ordering::Relaxed);
+        shared_abi::ordering::observe();
+        Some(v)
+    }
+
+    /// Writes a handoff dword (`shared_abi::ordering`): every earlier write is visible first;
+    /// false if out of range, unaligned or read-only.
+    #[inline]
+    pub fn publish32(&self, off: usize, v: u32) -> bool {
+        if !self.writable {
+            return false;
+        }
+        shared_abi::ordering::publish();
+        self.word(off)
+            .map(|w| w.store(v, Ordering::Relaxed))
+            .is_some()
+    }
+}
+
+impl Drop for ClientMem {
+    fn drop(&mut self) {
+        // SAFETY: ptr/len came from a successful mmap; no borrow outlives a `&self` call.
+        let _ = unsafe { nix::sys::mman::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
 impl Drop for Shared {
     fn drop(&mut self) {
         // SAFETY: ptr/len came from a successful mmap, and nothing borrows the mapping beyond

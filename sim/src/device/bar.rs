@@ -164,7 +164,7 @@ impl Device {
     }
 
     fn vf_bar0_access(&self, v: u16, o: usize, acc: Access<'_>) -> Result<(), AccessError> {
-        let _vu = lock(&self.vu);
+        let _vu = vu_shared(&self.vu);
         let mut g = lock(&self.inner);
         self.sync_vf(&mut g, v)?;
         let state = self.vf_state(v);
@@ -309,7 +309,7 @@ impl Device {
 
     /// VF BAR2: VF-local addresses are translated through the VF's table to device memory.
     fn vf_mem_access(&self, v: u16, offset: u64, mut acc: Access<'_>) -> Result<(), AccessError> {
-        let _vu = lock(&self.vu);
+        let _vu = vu_shared(&self.vu);
         {
             let g = lock(&self.inner);
             if g.vfs.get(v as usize).is_none() {

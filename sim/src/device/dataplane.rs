@@ -1,77 +1,125 @@
 //! The queue engine: hardware that polls every enabled VF's submission rings in host memory
-//! (the polling patent: a doorbell is never needed), fetches each job by DMA through that VF's
-//! map table, runs it, writes its completion and raises the queue's vector when asked.
+//! (the polling patent: a doorbell is never needed), fetches each job through that VF's DMA
+//! space, runs it, writes its completion and raises the queue's vector when asked.
+//!
+//! The board's engines are served by a pool of worker threads (`accel-sim --engine-threads`):
+//! a worker takes any engine no other worker holds, runs that engine's turn, and moves on, so
+//! engines run in parallel up to the host's cores. Within a turn the engine's owners share it
+//! by deficit round robin on their QoS weights. A job runs in steps of at most `jobs::STEP`
+//! bytes and an engine can switch to another VF's job between them, so a long job shares its
+//! engine at a fine grain.
+//!
+//! The engine never waits on a tenant: a queue's rings are pinned, when it is armed, to the
+//! memory they were in (mapped here or a memory file, never messages), so fetching a job and
+//! writing its completion are memory accesses; a job step that would wait on the client
+//! (memory reached through DMA_READ/DMA_WRITE) is parked on the client's own thread
+//! (`dma::Space::park`) while its queue waits and every other queue goes on; the DMA table is
+//! taken with `try_read`, never waited for.
 //!
 //! It reads only what the firmware programmed (banks, queue ownership) and what the VF wrote
-//! into its own queue blocks; it reaches host memory only through the VF's own DMA table, so a
-//! job can name nothing but its VF's memory. Everything that lands in a queue's registers, the
-//! VF's counters or its completion ring is written under the virtualization unit's lock after
-//! checking that the queue is still the VF's and was not re-armed or reset meanwhile.
+//! into its own queue blocks. A job holds a grant (`jobs::Grant`) checked before every step:
+//! once the VF is reset, resized or destroyed, or its translation registers or DMA client
+//! change, the job stops with ABORTED and no byte of it moves after that.
 
-use super::jobs::{JobCtx, Outcome, Tlb, CHUNK};
+use super::jobs::{JobCtx, Outcome, Step, Task, Tlb, STEP};
 use super::*;
-use crate::dma::DmaTable;
-use shared_abi::jobs::{self, queue_status, Cqe, Sqe, SqeHead};
+use crate::dma::{Direct, Space};
+use shared_abi::jobs::{self, queue_status, Cqe, JobStatus, Sqe, SqeHead};
 use shared_abi::regs::QueueCtrl;
-use std::sync::atomic::{fence, AtomicU32};
-use std::sync::RwLock;
+use std::sync::atomic::AtomicU32;
 use zerocopy::{FromBytes, IntoBytes};
 
-/// Jobs taken from one queue before the engine moves on to the next (round robin).
-const BATCH: usize = 8;
-/// An engine's turn on the thread: its owners run (in DRR rounds) until they have used this
-/// much, or have nothing left to run.
+/// Jobs one queue completes before the engine looks at the next (its completions, counters
+/// and interrupt are published once per visit).
+const BATCH: usize = 32;
+/// An engine's turn: its owners run (in DRR rounds) until they have used this much, or have
+/// nothing left to run.
 const TURN_NS: i64 = 200_000;
 const MAX_VFS: usize = shared_abi::pci::MAX_VFS;
 
-/// What the engine knows of one physical queue between polls.
-#[derive(Clone, Copy, Debug, Default)]
+/// A job on its client's thread: the job and how it went, once it is over.
+type ParkedSlot = Arc<Mutex<Option<(Task, Outcome)>>>;
+
+/// What the engine knows of one physical queue.
+#[derive(Debug, Default)]
 struct Run {
     epoch: u32,
     vf: u16,
     armed: bool,
     failed: bool,
-    sq: u64,
+    /// The DMA space the queue was armed with, and its unmap count then.
+    space: Option<Arc<Space>>,
+    version: u64,
+    sq: Option<(u64, Direct)>,
     sq_size: u32,
-    cq: u64,
+    cq: Option<(u64, Direct)>,
     cq_size: u32,
     head: u32,
     phase: u8,
     tail: u32,
     cq_phase: u8,
+    /// The job taken from the ring and not yet complete.
+    task: Option<Task>,
+    /// Set while that job runs on its client's thread.
+    parked: Option<ParkedSlot>,
+    tlb: Tlb,
+    /// Engine time not yet whole microseconds.
+    ns: u64,
 }
 
-/// The engine's own state: per-queue progress and its DMA buffers.
+/// One engine's scheduling state.
 #[derive(Debug)]
-pub struct Engine {
-    runs: Vec<Run>,
-    /// Engine time not yet whole microseconds, per VF.
-    ns: Vec<u64>,
-    /// Time each VF may still spend on each engine this pass (deficit round robin, in ns),
-    /// at `engine * MAX_VFS + vf`.
+struct Sched {
+    /// Time each VF may still spend on this engine (deficit round robin, in ns).
     deficit: Vec<i64>,
     /// Per VF: the queue its next turn starts at, so every queue gets turns.
     cursor: Vec<usize>,
-    /// Per engine: which owner its next turn's rounds start with.
-    rotation: Vec<usize>,
-    /// Each VF's IOTLB.
-    tlbs: Vec<Tlb>,
-    buf: Vec<u8>,
+    /// Which owner the next turn's rounds start with.
+    rotation: usize,
 }
 
-impl Engine {
-    /// An engine for `dev`.
+/// The queue engine's state, shared by its workers.
+#[derive(Debug)]
+pub struct Engines {
+    queues: Vec<Mutex<Run>>,
+    sched: Vec<Mutex<Sched>>,
+    /// Per VF: its 64-bit counters are read, added to and written back.
+    counters: Vec<Mutex<()>>,
+}
+
+impl Engines {
+    /// The engine state for `dev`.
     pub fn new(dev: &Device) -> Self {
-        Engine {
-            runs: vec![Run::default(); dev.board.queues as usize],
-            ns: vec![0; shared_abi::pci::MAX_VFS],
-            deficit: vec![0; dev.board.engines as usize * MAX_VFS],
-            cursor: vec![0; MAX_VFS],
-            rotation: vec![0; dev.board.engines as usize],
-            tlbs: (0..shared_abi::pci::MAX_VFS)
-                .map(|_| Tlb::default())
+        Engines {
+            queues: (0..dev.board.queues).map(|_| Mutex::default()).collect(),
+            sched: (0..dev.board.engines)
+                .map(|_| {
+                    Mutex::new(Sched {
+                        deficit: vec![0; MAX_VFS],
+                        cursor: vec![0; MAX_VFS],
+                        rotation: 0,
+                    })
+                })
                 .collect(),
-            buf: vec![0; CHUNK],
+            counters: (0..MAX_VFS).map(|_| Mutex::default()).collect(),
+        }
+    }
+}
+
+/// One worker's own buffers.
+#[derive(Debug)]
+pub struct Worker {
+    scratch: Vec<u8>,
+    /// The engine this worker looks at first next pass.
+    next: usize,
+}
+
+impl Worker {
+    /// Worker `i` of `n`: workers start their passes at different engines.
+    pub fn new(engines: &Engines, i: usize, n: usize) -> Self {
+        Worker {
+            scratch: vec![0; STEP],
+            next: i * engines.sched.len() / n.max(1),
         }
     }
 }
@@ -88,26 +136,36 @@ fn valid_ring(size: u32) -> bool {
     size.is_power_of_two() && (jobs::MIN_RING..=jobs::MAX_RING).contains(&size)
 }
 
+/// An enabled VF as one pass sees it: id, engine mask, weight.
+type Owner = (u16, u32, i64);
+
 impl Device {
-    /// Starts the queue engine thread; it runs until `stop`.
+    /// Starts the queue engine's `threads` workers (at least one); they run until `stop`.
     pub fn spawn_dataplane(
         self: &Arc<Self>,
         stop: Arc<AtomicBool>,
-    ) -> std::io::Result<std::thread::JoinHandle<()>> {
-        let dev = self.clone();
-        std::thread::Builder::new()
-            .name("queue-engine".into())
-            .spawn(move || {
-                let mut e = Engine::new(&dev);
-                let mut idle = crate::fwhost::Idle::default();
-                while !stop.load(Ordering::Acquire) {
-                    if dev.dataplane_poll(&mut e) > 0 {
-                        idle.busy();
-                    } else {
-                        idle.idle();
-                    }
-                }
+        threads: usize,
+    ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
+        let engines = Arc::new(Engines::new(self));
+        let n = threads.max(1);
+        (0..n)
+            .map(|i| {
+                let (dev, stop, engines) = (self.clone(), stop.clone(), engines.clone());
+                std::thread::Builder::new()
+                    .name(format!("queue-engine-{i}"))
+                    .spawn(move || {
+                        let mut w = Worker::new(&engines, i, n);
+                        let mut idle = crate::fwhost::Idle::default();
+                        while !stop.load(Ordering::Acquire) {
+                            if dev.dataplane_poll(&engines, &mut w) > 0 {
+                                idle.busy();
+                            } else {
+                                idle.idle();
+                            }
+                        }
+                    })
             })
+            .collect()
     }
 
     /// Bumps a queue's epoch: its CONTROL register was written.
@@ -123,132 +181,160 @@ impl Device {
             .map_or(0, |e: &AtomicU32| e.load(Ordering::Acquire))
     }
 
-    /// One pass over the engines. Returns the jobs completed.
-    ///
-    /// accel-sim runs every engine on this one thread, one engine's turn after another; a
-    /// turn lasts until the engine's owners have used TURN of engine time or have nothing to
-    /// run. Within a turn the owners share it by deficit round robin: each round, each gains
-    /// TURN / 4 × its weight / the heaviest owner's weight, and runs jobs (from any of its
-    /// queues) while it has some left.
-    /// A VF with nothing to run keeps no credit (it cannot save up while idle); one that
-    /// overran carries the debt into the next round. So a VF owning more engines gets more of
-    /// the machine, a sole owner gets its engine whatever its weight, and VFs sharing an
-    /// engine split it by weight.
-    pub fn dataplane_poll(&self, e: &mut Engine) -> usize {
-        let mut vfs = Vec::new();
-        for v in 0..self.num_vfs() {
-            let enabled = self.vf_state(v) == Some(VfState::Enabled);
-            match self.vf_dma(v) {
-                Some(dma) if enabled => {
-                    let weight = self.bank(v, vf_bank::QOS_WEIGHT).clamp(1, 1000) as i64;
-                    vfs.push((v, self.bank(v, vf_bank::ENGINE_MASK), weight, dma));
-                }
-                _ => {
-                    for eng in 0..self.board.engines as usize {
-                        e.deficit[eng * MAX_VFS + v as usize] = 0;
-                    }
-                }
-            }
-        }
+    /// The enabled VFs, from the registers alone (no lock).
+    fn owners(&self) -> Vec<Owner> {
+        let num = SriovCtrl::from_bits_retain(self.bar0.read32(pf::SRIOV_CTRL.offset())).num_vfs();
+        (0..num.min(MAX_VFS as u16))
+            .filter(|&v| self.vf_state(v) == Some(VfState::Enabled))
+            .map(|v| {
+                let weight = self.bank(v, vf_bank::QOS_WEIGHT).clamp(1, 1000) as i64;
+                (v, self.bank(v, vf_bank::ENGINE_MASK), weight)
+            })
+            .collect()
+    }
+
+    /// One pass of a worker over the engines no other worker holds. Returns the jobs
+    /// completed.
+    pub fn dataplane_poll(self: &Arc<Self>, e: &Engines, w: &mut Worker) -> usize {
+        let vfs = self.owners();
+        let count = e.sched.len();
+        let start = w.next;
+        w.next = (w.next + 1) % count.max(1);
         let mut done = 0;
         // VFs found with nothing to run: their other engines' turns this pass skip them
         // (each look at a ring is a read of the tenant's memory).
         let mut idle = 0u64;
-        for eng in 0..self.board.engines as usize {
-            let owners: Vec<_> = vfs
-                .iter()
-                .filter(|o| o.1 & (1 << eng) != 0 && idle & (1 << o.0) == 0)
-                .collect();
-            let Some(heaviest) = owners.iter().map(|o| o.2).max() else {
+        for k in 0..count {
+            let eng = (start + k) % count;
+            let Ok(mut s) = e.sched[eng].try_lock() else {
                 continue;
             };
-            // Quanta scaled so the heaviest owner's is a quarter of the turn: every owner gets
-            // rounds in every turn, in proportion to its weight. The round starts one owner
-            // later each pass, so no owner is always the one a turn runs out on.
-            let start = e.rotation[eng];
-            e.rotation[eng] = e.rotation[eng].wrapping_add(1);
-            let mut used = 0i64;
-            'turn: loop {
-                // Whether anyone ran, and whether anyone sat this round out paying a debt
-                // (it gets another round: its credit grows each round).
-                let (mut any, mut owing) = (false, false);
-                for i in 0..owners.len() {
-                    if used >= TURN_NS {
-                        break 'turn;
-                    }
-                    let (v, _, weight, dma) = owners[(start + i) % owners.len()];
-                    let slot = eng * MAX_VFS + *v as usize;
-                    let credit = e.deficit[slot].saturating_add(TURN_NS / 4 * weight / heaviest);
-                    if credit <= 0 {
-                        e.deficit[slot] = credit;
-                        owing = true;
-                        continue;
-                    }
-                    let allowed = credit.min(TURN_NS - used);
-                    e.deficit[slot] = allowed;
-                    let ran = self.serve_vf(e, *v, dma, slot);
-                    let spent = allowed - e.deficit[slot];
-                    used += spent;
-                    e.deficit[slot] = if ran == 0 {
-                        idle |= 1 << v;
-                        credit.min(0)
-                    } else {
-                        credit - spent
-                    };
-                    any |= ran > 0;
-                    done += ran;
+            done += self.engine_turn(e, w, eng, &mut s, &vfs, &mut idle);
+        }
+        done
+    }
+
+    /// One turn of engine `eng`.
+    ///
+    /// A turn lasts until the engine's owners have used TURN of engine time or have nothing
+    /// to run. Within it the owners share it by deficit round robin: each round, each gains
+    /// TURN / 4 × its weight / the heaviest owner's weight, and runs job steps (from any of
+    /// its queues) while it has some left. A VF with nothing to run keeps no credit (it cannot
+    /// save up while idle); one that overran carries the debt into the next round. So a VF
+    /// owning more engines gets more of the machine, a sole owner gets its engine whatever its
+    /// weight, and VFs sharing an engine split it by weight.
+    fn engine_turn(
+        self: &Arc<Self>,
+        e: &Engines,
+        w: &mut Worker,
+        eng: usize,
+        s: &mut Sched,
+        vfs: &[Owner],
+        idle: &mut u64,
+    ) -> usize {
+        let on = |v: u16| vfs.iter().any(|o| o.0 == v && o.1 & (1 << eng) != 0);
+        for v in 0..MAX_VFS as u16 {
+            if !on(v) {
+                s.deficit[v as usize] = 0;
+            }
+        }
+        let owners: Vec<_> = vfs
+            .iter()
+            .filter(|o| o.1 & (1 << eng) != 0 && *idle & (1 << o.0) == 0)
+            .collect();
+        let Some(heaviest) = owners.iter().map(|o| o.2).max() else {
+            return 0;
+        };
+        // Quanta scaled so the heaviest owner's is a quarter of the turn: every owner gets
+        // rounds in every turn, in proportion to its weight. The round starts one owner later
+        // each turn, so no owner is always the one a turn runs out on.
+        let first = s.rotation;
+        s.rotation = s.rotation.wrapping_add(1);
+        let (mut used, mut done) = (0i64, 0);
+        'turn: loop {
+            // Whether anyone ran, and whether anyone sat this round out paying a debt (it
+            // gets another round: its credit grows each round).
+            let (mut any, mut owing) = (false, false);
+            for i in 0..owners.len() {
+                if used >= TURN_NS {
+                    break 'turn;
                 }
-                if !any && !owing {
-                    break;
+                let &(v, _, weight) = owners[(first + i) % owners.len()];
+                let slot = v as usize;
+                let credit = s.deficit[slot].saturating_add(TURN_NS / 4 * weight / heaviest);
+                if credit <= 0 {
+                    s.deficit[slot] = credit;
+                    owing = true;
+                    continue;
                 }
+                let mut allowed = credit.min(TURN_NS - used);
+                let given = allowed;
+                let ran = self.serve_vf(e, w, v, &mut s.cursor[slot], &mut allowed);
+                let spent = given - allowed;
+                used += spent;
+                s.deficit[slot] = if ran == 0 {
+                    *idle |= 1 << v;
+                    credit.min(0)
+                } else {
+                    credit - spent
+                };
+                any |= ran > 0;
+                done += ran;
+            }
+            if !any && !owing {
+                break;
             }
         }
         done
     }
 
-    /// Runs VF `v`'s jobs, queue after queue from where its last turn stopped, while its
-    /// credit at `slot` lasts.
-    fn serve_vf(&self, e: &mut Engine, v: u16, dma: &RwLock<DmaTable>, slot: usize) -> usize {
+    /// Runs VF `v`'s job steps, queue after queue from where its last turn stopped, while its
+    /// credit lasts. A queue another worker is serving is passed over. Returns steps run.
+    fn serve_vf(
+        self: &Arc<Self>,
+        e: &Engines,
+        w: &mut Worker,
+        v: u16,
+        cursor: &mut usize,
+        credit: &mut i64,
+    ) -> usize {
         let qbase = self.bank(v, vf_bank::QUEUE_BASE) as usize;
         let qcount = self.bank(v, vf_bank::QUEUE_COUNT) as usize;
-        let start = e.cursor[v as usize];
+        let start = *cursor;
         let mut ran = 0;
         for i in 0..qcount {
-            if e.deficit[slot] <= 0 {
+            if *credit <= 0 {
                 break;
             }
             let q = (start + i) % qcount;
-            if self.owns_queue(v, qbase + q) {
-                let n = self.serve_queue(e, v, qbase + q, dma, slot);
-                if n > 0 {
-                    e.cursor[v as usize] = q + 1;
-                }
-                ran += n;
+            let pq = qbase + q;
+            if !self.owns_queue(v, pq) {
+                continue;
             }
+            let Some(Ok(mut run)) = e.queues.get(pq).map(|m| m.try_lock()) else {
+                continue;
+            };
+            let n = self.serve_queue(e, w, &mut run, v, pq, credit);
+            if n > 0 {
+                *cursor = q + 1;
+            }
+            ran += n;
         }
         ran
     }
 
+    /// Serves one queue: a parked job's outcome, then job steps while `credit` lasts (at most
+    /// [`BATCH`] completions). Returns steps run plus jobs completed.
     fn serve_queue(
-        &self,
-        e: &mut Engine,
+        self: &Arc<Self>,
+        e: &Engines,
+        w: &mut Worker,
+        run: &mut Run,
         v: u16,
         pq: usize,
-        dma: &RwLock<DmaTable>,
-        credit: usize,
+        credit: &mut i64,
     ) -> usize {
         let epoch = self.epoch(pq);
-        let Engine {
-            runs,
-            ns,
-            deficit,
-            tlbs,
-            buf,
-            ..
-        } = e;
-        let Some(run) = runs.get_mut(pq) else {
-            return 0;
-        };
         if run.epoch != epoch || run.vf != v {
             *run = Run {
                 epoch,
@@ -263,69 +349,94 @@ impl Device {
         if !ctrl.contains(QueueCtrl::ENABLE) {
             return 0;
         }
-        if !run.armed && !self.arm(run, v, pq, ctrl, dma) {
+        if !run.armed && !self.arm(run, v, pq, ctrl) {
             return 0;
         }
-        let mut done = 0;
-        for _ in 0..BATCH {
-            if deficit[credit] <= 0 {
-                break;
-            }
-            let slot = run.sq + run.head as u64 * jobs::SQE_SIZE as u64;
-            let t = dma.read().unwrap_or_else(|e| e.into_inner());
-            let mut w = [0u8; 4];
-            if t.read(slot, &mut w).is_err() {
-                drop(t);
+        let Some(space) = run.space.clone() else {
+            return 0;
+        };
+        if space.revoked() {
+            // The client that armed the queue is gone: its memory is not the next client's.
+            self.stop_queue(run, v, pq, queue_status::DMA_ERROR);
+            return 0;
+        }
+        if space.version() != run.version && !self.rings_still_mapped(run, &space) {
+            if run.failed {
                 self.stop_queue(run, v, pq, queue_status::DMA_ERROR);
-                break;
             }
-            let head = SqeHead::from_word(u32::from_le_bytes(w));
-            if head.phase & 1 != run.phase {
-                break; // nothing new
+            return 0;
+        }
+        let mut done = Vec::new();
+        let mut steps = 0;
+        if let Some(slot) = run.parked.clone() {
+            let Some((task, outcome)) = lock(&slot).take() else {
+                return 0; // still on the client's thread
+            };
+            run.parked = None;
+            self.advance(run);
+            done.push((task.sqe, outcome, 0));
+        }
+        while done.len() < BATCH && *credit > 0 && !run.failed {
+            if run.task.is_none() {
+                match self.fetch(run) {
+                    Ok(None) => break,
+                    Ok(Some((sqe, head))) => match Task::new(self, v, &sqe, head) {
+                        Ok(t) => run.task = Some(t),
+                        Err(outcome) => {
+                            self.advance(run);
+                            done.push((sqe, outcome, 0));
+                            continue;
+                        }
+                    },
+                    Err(()) => {
+                        self.stop_queue(run, v, pq, queue_status::DMA_ERROR);
+                        break;
+                    }
+                }
             }
-            // The head dword hands the entry over (shared_abi::jobs, ordering).
-            fence(Ordering::Acquire);
-            let mut raw = [0u8; jobs::SQE_SIZE];
-            if t.read(slot, &mut raw).is_err() {
-                drop(t);
-                self.stop_queue(run, v, pq, queue_status::DMA_ERROR);
-                break;
-            }
-            let Ok(sqe) = Sqe::read_from_bytes(&raw) else {
+            let Some(table) = space.try_table() else {
+                break; // a map or unmap holds it: next turn
+            };
+            let t0 = Instant::now();
+            let Some(task) = run.task.as_mut() else {
                 break;
             };
-            let start = Instant::now();
-            let tlb = &mut tlbs[v as usize];
-            let (status, result, bytes) = JobCtx {
+            let step = task.step(&mut JobCtx {
                 dev: self,
                 v,
-                dma: &t,
-                tlb,
+                space: &space,
+                dma: &table,
+                tlb: &mut run.tlb,
+                scratch: &mut w.scratch,
+                block: false,
+            });
+            drop(table);
+            let spent = t0.elapsed().as_nanos() as u64;
+            *credit = credit.saturating_sub(spent as i64);
+            steps += 1;
+            match step {
+                Step::More => {
+                    self.charge(e, v, run, spent);
+                }
+                Step::Done(outcome) => {
+                    let task = run.task.take();
+                    if let Some(t) = task {
+                        self.advance(run);
+                        done.push((t.sqe, outcome, spent));
+                    }
+                }
+                Step::Park => {
+                    self.charge(e, v, run, spent);
+                    if let Some(t) = run.task.take() {
+                        self.park(run, v, &space, t);
+                    }
+                    break;
+                }
             }
-            .run(&sqe, head, buf);
-            let spent = start.elapsed().as_nanos() as u64;
-            deficit[credit] = deficit[credit].saturating_sub(spent as i64);
-            drop(t);
-            let outcome = (status, result, bytes);
-            let tlb = &mut tlbs[v as usize];
-            let counts = (
-                std::mem::take(&mut tlb.hits),
-                std::mem::take(&mut tlb.misses),
-            );
-            if !self.complete(
-                run,
-                &mut ns[v as usize],
-                pq,
-                v,
-                &sqe,
-                outcome,
-                spent,
-                counts,
-                dma,
-            ) {
-                break;
-            }
-            done += 1;
+        }
+        let n = done.len();
+        if n > 0 {
+            self.complete(e, run, pq, v, &done);
             if ctrl.contains(QueueCtrl::IRQ_ENABLE) {
                 let vector = self.bar0.read32(queue_reg(pq, queue::MSIX_VECTOR));
                 if vector < self.bank(v, vf_bank::VECTOR_COUNT) {
@@ -333,22 +444,98 @@ impl Device {
                 }
             }
         }
-        done
+        steps + n
     }
 
-    /// Checks a newly enabled queue's rings; says why in STATUS if they are unusable.
-    fn arm(
-        &self,
-        run: &mut Run,
-        v: u16,
-        pq: usize,
-        ctrl: QueueCtrl,
-        dma: &RwLock<DmaTable>,
-    ) -> bool {
+    /// Reads the next submission entry, if the driver has published one.
+    fn fetch(&self, run: &Run) -> Result<Option<(Sqe, SqeHead)>, ()> {
+        let Some((_, sq)) = &run.sq else {
+            return Err(());
+        };
+        let at = run.head as u64 * jobs::SQE_SIZE as u64;
+        // The head dword hands the entry over (shared_abi::jobs, ordering).
+        let head = SqeHead::from_word(sq.observe32(at).map_err(|_| ())?);
+        if head.phase & 1 != run.phase {
+            return Ok(None); // nothing new
+        }
+        let mut raw = [0u8; jobs::SQE_SIZE];
+        sq.read(at, &mut raw).map_err(|_| ())?;
+        let sqe = Sqe::read_from_bytes(&raw).map_err(|_| ())?;
+        Ok(Some((sqe, head)))
+    }
+
+    /// Moves past the entry at the head: the job is taken.
+    fn advance(&self, run: &mut Run) {
+        run.head += 1;
+        if run.head == run.sq_size {
+            run.head = 0;
+            run.phase ^= 1;
+        }
+    }
+
+    /// Adds engine time of an unfinished job to the VF's counter.
+    fn charge(&self, e: &Engines, v: u16, run: &mut Run, spent: u64) {
+        run.ns += spent;
+        let us = run.ns / 1000;
+        run.ns %= 1000;
+        if us > 0 {
+            let _c = lock(&e.counters[v as usize]);
+            self.add64(
+                pf::vf_bank(v as usize),
+                vf_bank::ENGINE_US_LO,
+                vf_bank::ENGINE_US_HI,
+                us,
+            );
+        }
+    }
+
+    /// Hands a job whose next step waits on the client to the client's own thread; the
+    /// queue waits for it, and nothing else does.
+    fn park(self: &Arc<Self>, run: &mut Run, v: u16, space: &Arc<Space>, mut task: Task) {
+        let slot: ParkedSlot = Arc::default();
+        let (dev, sp, back) = (self.clone(), space.clone(), slot.clone());
+        let parked = space.park(Box::new(move || {
+            let mut tlb = Tlb::default();
+            let mut scratch = vec![0u8; STEP];
+            let outcome = loop {
+                let table = sp.snapshot();
+                let step = task.step(&mut JobCtx {
+                    dev: &dev,
+                    v,
+                    space: &sp,
+                    dma: &table,
+                    tlb: &mut tlb,
+                    scratch: &mut scratch,
+                    block: true,
+                });
+                match step {
+                    Step::More => {}
+                    Step::Done(o) => break o,
+                    Step::Park => break (JobStatus::HostDma, 0, 0),
+                }
+            };
+            *lock(&back) = Some((task, outcome));
+        }));
+        if parked {
+            run.parked = Some(slot);
+        } else {
+            // The client is gone (or no thread could be had): the queue stops.
+            run.failed = true;
+        }
+    }
+
+    /// Checks a newly enabled queue's rings and pins them to the memory they are in; says
+    /// why in STATUS if they are unusable. False: not armed (yet, or ever).
+    fn arm(&self, run: &mut Run, v: u16, pq: usize, ctrl: QueueCtrl) -> bool {
+        let Some(space) = self.vf_dma(v) else {
+            return false; // no client has mapped memory yet
+        };
         let r = |reg| self.bar0.read32(queue_reg(pq, reg));
         let sq = ring_base(r(queue::SQ_BASE_LO), r(queue::SQ_BASE_HI));
         let cq = ring_base(r(queue::CQ_BASE_LO), r(queue::CQ_BASE_HI));
         let (sq_size, cq_size) = (r(queue::SQ_SIZE), r(queue::CQ_SIZE));
+        let version = space.version();
+        let mut rings = None;
         let status = if !valid_ring(sq_size) || !valid_ring(cq_size) || cq_size < sq_size {
             queue_status::BAD_SIZE
         } else if !sq.is_multiple_of(jobs::SQE_SIZE as u64)
@@ -359,119 +546,155 @@ impl Device {
             && r(queue::MSIX_VECTOR) >= self.bank(v, vf_bank::VECTOR_COUNT)
         {
             queue_status::BAD_VECTOR
-        } else if !{
-            // Rings are written under the engine's locks: they must be in memory the device
-            // reaches directly, not through messages to the client.
-            let t = dma.read().unwrap_or_else(|e| e.into_inner());
-            t.file_backed(sq, sq_size as u64 * jobs::SQE_SIZE as u64)
-                && t.file_backed(cq, cq_size as u64 * jobs::CQE_SIZE as u64)
-        } {
-            queue_status::DMA_ERROR
         } else {
-            queue_status::OK
+            let Some(t) = space.try_table() else {
+                return false;
+            };
+            // Rings are memory the device reaches directly, pinned now: never messages to
+            // the client, whatever it maps at those addresses later.
+            let s = t.direct(sq, sq_size as u64 * jobs::SQE_SIZE as u64);
+            let c = t.direct(cq, cq_size as u64 * jobs::CQE_SIZE as u64);
+            match (s, c) {
+                (Some(s), Some(c)) => {
+                    rings = Some(((sq, s), (cq, c)));
+                    queue_status::OK
+                }
+                _ => queue_status::DMA_ERROR,
+            }
         };
-        let _vu = lock(&self.vu);
+        let _vu = vu_shared(&self.vu);
         if self.epoch(pq) != run.epoch || !self.owns_queue(v, pq) {
             return false;
         }
         self.bar0.write32(queue_reg(pq, queue::STATUS), status);
         self.bar0.write32(queue_reg(pq, queue::SQ_HEAD), 0);
         self.bar0.write32(queue_reg(pq, queue::CQ_TAIL), 0);
-        if status != queue_status::OK {
+        let Some((s, c)) = rings.filter(|_| status == queue_status::OK) else {
             run.failed = true;
             return false;
-        }
+        };
         *run = Run {
             armed: true,
-            sq,
+            space: Some(space),
+            version,
+            sq: Some(s),
             sq_size,
-            cq,
+            cq: Some(c),
             cq_size,
             phase: 1,
             cq_phase: 1,
-            ..*run
+            ..std::mem::take(run)
         };
         true
     }
 
+    /// After an unmap: whether the queue's rings are still mapped to the memory they were
+    /// pinned to (false with `run.failed` set if not; false alone if the table was busy).
+    fn rings_still_mapped(&self, run: &mut Run, space: &Space) -> bool {
+        let version = space.version();
+        let Some(t) = space.try_table() else {
+            return false;
+        };
+        let same = |ring: &Option<(u64, Direct)>, size: u64| {
+            ring.as_ref()
+                .is_some_and(|(iova, d)| t.direct(*iova, size).is_some_and(|now| now.same(d)))
+        };
+        let ok = same(&run.sq, run.sq_size as u64 * jobs::SQE_SIZE as u64)
+            && same(&run.cq, run.cq_size as u64 * jobs::CQE_SIZE as u64);
+        if ok {
+            run.version = version;
+        } else {
+            run.failed = true;
+        }
+        ok
+    }
+
     fn stop_queue(&self, run: &mut Run, v: u16, pq: usize, status: u32) {
         run.failed = true;
-        let _vu = lock(&self.vu);
+        run.task = None;
+        let _vu = vu_shared(&self.vu);
         if self.epoch(pq) == run.epoch && self.owns_queue(v, pq) {
             self.bar0.write32(queue_reg(pq, queue::STATUS), status);
         }
     }
 
-    /// Writes a job's completion and counts it, unless the queue was re-armed, reset or taken
-    /// from the VF while the job ran (then nothing is written and the queue's run restarts
-    /// from the registers). Returns whether the queue goes on.
-    #[allow(clippy::too_many_arguments)]
+    /// Writes the completions of jobs taken from the ring and counts them, unless the queue
+    /// was re-armed, reset or taken from the VF meanwhile (then nothing is written and the
+    /// queue's run restarts from the registers).
     fn complete(
         &self,
+        e: &Engines,
         run: &mut Run,
-        ns: &mut u64,
         pq: usize,
         v: u16,
-        sqe: &Sqe,
-        (status, result, bytes): Outcome,
-        spent_ns: u64,
-        (hits, misses): (u32, u32),
-        dma: &RwLock<DmaTable>,
-    ) -> bool {
-        let _vu = lock(&self.vu);
+        done: &[(Sqe, Outcome, u64)],
+    ) {
+        let _vu = vu_shared(&self.vu);
         if self.epoch(pq) != run.epoch || !self.owns_queue(v, pq) {
             run.armed = false;
-            return false;
+            return;
         }
-        let cqe = Cqe {
-            result: result.into(),
-            tag: sqe.tag,
-            status: Cqe::status_word(status, run.cq_phase).into(),
+        let Some((_, cq)) = run.cq.clone() else {
+            return;
         };
-        let at = run.cq + run.tail as u64 * jobs::CQE_SIZE as u64;
-        let b = cqe.as_bytes();
-        let t = dma.read().unwrap_or_else(|e| e.into_inner());
-        // Result and tag first; the status dword hands the entry over.
-        let wrote = t.write(at, &b[..Cqe::STATUS_OFFSET]).is_ok() && {
-            fence(Ordering::Release);
-            t.write(at + Cqe::STATUS_OFFSET as u64, &b[Cqe::STATUS_OFFSET..])
-                .is_ok()
-        };
-        drop(t);
-        if !wrote {
-            run.failed = true;
-            self.bar0
-                .write32(queue_reg(pq, queue::STATUS), queue_status::DMA_ERROR);
-            return false;
-        }
-        run.head += 1;
-        if run.head == run.sq_size {
-            run.head = 0;
-            run.phase ^= 1;
-        }
-        run.tail += 1;
-        if run.tail == run.cq_size {
-            run.tail = 0;
-            run.cq_phase ^= 1;
+        let (mut jobs_done, mut bytes, mut ns) = (0u64, 0u64, 0u64);
+        for (sqe, (status, result, n), spent) in done {
+            let cqe = Cqe {
+                result: (*result).into(),
+                tag: sqe.tag,
+                status: Cqe::status_word(*status, run.cq_phase).into(),
+            };
+            let at = run.tail as u64 * jobs::CQE_SIZE as u64;
+            let b = cqe.as_bytes();
+            // Result and tag first; the status dword hands the entry over.
+            let status_word = u32::from_le_bytes(
+                b[Cqe::STATUS_OFFSET..Cqe::STATUS_OFFSET + 4]
+                    .try_into()
+                    .unwrap_or_default(),
+            );
+            if cq
+                .write(at, &b[..Cqe::STATUS_OFFSET], Some(status_word))
+                .is_err()
+            {
+                run.failed = true;
+                self.bar0
+                    .write32(queue_reg(pq, queue::STATUS), queue_status::DMA_ERROR);
+                break;
+            }
+            run.tail += 1;
+            if run.tail == run.cq_size {
+                run.tail = 0;
+                run.cq_phase ^= 1;
+            }
+            jobs_done += 1;
+            bytes += n;
+            ns += spent;
         }
         self.bar0.write32(queue_reg(pq, queue::SQ_HEAD), run.head);
         self.bar0.write32(queue_reg(pq, queue::CQ_TAIL), run.tail);
-        *ns += spent_ns;
-        let us = *ns / 1000;
-        *ns %= 1000;
+        run.ns += ns;
+        let us = run.ns / 1000;
+        run.ns %= 1000;
+        let (hits, misses) = (
+            std::mem::take(&mut run.tlb.hits),
+            std::mem::take(&mut run.tlb.misses),
+        );
         let base = pf::vf_bank(v as usize);
-        self.add64(base, vf_bank::JOBS_LO, vf_bank::JOBS_HI, 1);
+        let _c = lock(&e.counters[v as usize]);
+        self.add64(base, vf_bank::JOBS_LO, vf_bank::JOBS_HI, jobs_done);
         self.add64(base, vf_bank::BYTES_LO, vf_bank::BYTES_HI, bytes);
         self.add64(base, vf_bank::ENGINE_US_LO, vf_bank::ENGINE_US_HI, us);
         for (r, n) in [(vf_bank::IOTLB_HITS, hits), (vf_bank::IOTLB_MISSES, misses)] {
-            let cur = self.bar0.read32(r.at(base));
-            self.bar0.write32(r.at(base), cur.saturating_add(n));
+            if n > 0 {
+                let cur = self.bar0.read32(r.at(base));
+                self.bar0.write32(r.at(base), cur.saturating_add(n));
+            }
         }
-        true
     }
 
     /// Adds to a 64-bit counter kept as two registers. Bit 31 of the high word is set while
     /// the pair changes (docs/abi.md §3), so a reader retries instead of seeing half of it.
+    /// The caller holds the VF's counter lock.
     fn add64(&self, base: usize, lo: regs::Reg, hi: regs::Reg, n: u64) {
         if n == 0 {
             return;

@@ -47,7 +47,7 @@ impl Device {
         if self.firmware_side_effect(off, val) {
             return;
         }
-        let _vu = pf::hardware_acts_on(off).then(|| lock(&self.vu));
+        let _vu = pf::hardware_acts_on(off).then(|| vu_exclusive(&self.vu));
         self.bar0.write32(off, val);
         if pf::QUEUES.contains(off as u64, 4)
             && (off - pf::QUEUES.start()) % regs::QUEUE_REGS_SIZE == queue::CONTROL.offset()

@@ -17,16 +17,17 @@ use crate::dma::{DmaError, DmaTable};
 use shared_abi::jobs::{self, flags, xlat, JobOp, JobStatus, Sqe, SqeHead};
 use std::collections::HashMap;
 
-/// Bytes moved per step of a job.
-pub(super) const CHUNK: usize = 1 << 20;
-/// Translations one VF's IOTLB holds before it starts over.
+/// Bytes of a job moved in one step. A step is the unit of preemption: an engine can switch
+/// to another VF's job between steps, and the grant is checked before each.
+pub(super) const STEP: usize = 256 << 10;
+/// Translations one IOTLB holds before it starts over.
 const TLB_ENTRIES: usize = 4096;
 const PAGE: u64 = 1 << xlat::PAGE_SHIFT;
 
 /// How a job went: status, the completion's result, and bytes processed.
 pub(super) type Outcome = (JobStatus, u64, u64);
 
-/// One VF's translation cache.
+/// A translation cache (one per queue: a queue's jobs run on one engine at a time).
 #[derive(Debug, Default)]
 pub(super) struct Tlb {
     /// What the cached translations were made under: bank generation, XLAT_ROOT, XLAT_PAGES
@@ -40,51 +41,143 @@ pub(super) struct Tlb {
 }
 
 /// Where a job reads or writes.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 enum Place {
     Host(u64),
     Device(u64),
 }
 
 impl Place {
+    /// `off` bytes in; a job's ranges were checked not to pass 2^64 when it was taken.
     fn at(self, off: usize) -> Place {
         match self {
-            Place::Host(a) => Place::Host(a.wrapping_add(off as u64)),
-            Place::Device(a) => Place::Device(a.wrapping_add(off as u64)),
+            Place::Host(a) => Place::Host(a + off as u64),
+            Place::Device(a) => Place::Device(a + off as u64),
         }
     }
 }
 
-fn host(e: DmaError) -> JobStatus {
-    let _ = e;
-    JobStatus::HostDma
+/// What a job may touch, fixed when it is taken: it holds while the VF's bank generation
+/// (moved by every resize, reset and destroy), its state, its translation epoch and the DMA
+/// space the job's queue was armed with stay as they were. Checked before every step, and for
+/// device memory again under the device memory's lock, so no byte moves once the VF's memory
+/// has changed hands.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Grant {
+    generation: u32,
+    xlat: u32,
 }
 
-/// A job's view of the machine.
+impl Device {
+    fn grant(&self, v: u16) -> Grant {
+        Grant {
+            generation: self.bank(v, vf_bank::GENERATION),
+            xlat: self.xlat_epoch(v),
+        }
+    }
+
+    /// Whether `g` still holds for VF `v` and `space`.
+    pub(super) fn grant_holds(&self, v: u16, g: &Grant, space: &crate::dma::Space) -> bool {
+        !space.revoked()
+            && self.vf_state(v) == Some(VfState::Enabled)
+            && self.bank(v, vf_bank::GENERATION) == g.generation
+            && self.xlat_epoch(v) == g.xlat
+    }
+}
+
+/// Running state a job carries from step to step.
+#[derive(Debug)]
+enum Acc {
+    None,
+    Crc(u32),
+    Sha(Box<sha2::Sha256>),
+}
+
+/// One job, taken from its ring and run a step at a time.
+#[derive(Debug)]
+pub(super) struct Task {
+    pub sqe: Sqe,
+    op: JobOp,
+    len: usize,
+    src: Place,
+    dst: Place,
+    value: u32,
+    /// Bytes done.
+    pos: usize,
+    /// An overlapping copy to a higher address runs from the end (memmove).
+    backwards: bool,
+    acc: Acc,
+    grant: Grant,
+}
+
+/// What a step came to.
+#[derive(Debug)]
+pub(super) enum Step {
+    /// The job is over.
+    Done(Outcome),
+    /// More steps to go.
+    More,
+    /// The next step waits on the client (memory reached through messages): it belongs on
+    /// the client's own thread, not an engine. Nothing of the step was done.
+    Park,
+}
+
+/// A job's view of the machine for one step.
 pub(super) struct JobCtx<'a> {
     pub dev: &'a Device,
     pub v: u16,
+    pub space: &'a crate::dma::Space,
     pub dma: &'a DmaTable,
     pub tlb: &'a mut Tlb,
+    pub scratch: &'a mut [u8],
+    /// Whether this step may wait on the client (message DMA).
+    pub block: bool,
 }
 
-impl JobCtx<'_> {
-    /// Runs one job.
-    pub fn run(&mut self, s: &Sqe, head: SqeHead, buf: &mut [u8]) -> Outcome {
+fn host(e: DmaError) -> Step {
+    match e {
+        DmaError::WouldBlock(_) => Step::Park,
+        _ => Step::Done((JobStatus::HostDma, 0, 0)),
+    }
+}
+
+enum Fail {
+    Status(JobStatus),
+    Dma(DmaError),
+}
+
+impl From<JobStatus> for Fail {
+    fn from(s: JobStatus) -> Self {
+        Fail::Status(s)
+    }
+}
+impl From<DmaError> for Fail {
+    fn from(e: DmaError) -> Self {
+        Fail::Dma(e)
+    }
+}
+
+impl Task {
+    /// Takes a job from its submission entry, or says at once why it cannot run.
+    pub fn new(dev: &Device, v: u16, s: &Sqe, head: SqeHead) -> Result<Task, Outcome> {
         let bad = (JobStatus::BadDescriptor, 0, 0);
         if head.version != jobs::VERSION
             || head.flags & !flags::ALL != 0
             || s.reserved.iter().any(|r| r.get() != 0)
             || head.phase & !1 != 0
         {
-            return bad;
+            return Err(bad);
         }
-        let Some(op) = JobOp::from_wire(head.op) else {
-            return (JobStatus::BadOpcode, 0, 0);
-        };
+        let op = JobOp::from_wire(head.op).ok_or((JobStatus::BadOpcode, 0, 0))?;
         let len = s.len.get() as usize;
         if len == 0 || len > jobs::MAX_JOB_LEN as usize {
-            return bad;
+            return Err(bad);
+        }
+        // A range that runs past the top of the address space is malformed, not wrapped.
+        if s.src.get().checked_add(len as u64).is_none()
+            || s.dst.get().checked_add(len as u64).is_none()
+        {
+            return Err(bad);
         }
         let place = |bit: u8, a: u64| {
             if head.flags & bit != 0 {
@@ -93,217 +186,318 @@ impl JobCtx<'_> {
                 Place::Host(a)
             }
         };
-        // A range that runs past the top of the address space is malformed, not wrapped.
-        if s.src.get().checked_add(len as u64).is_none()
-            || s.dst.get().checked_add(len as u64).is_none()
-        {
-            return bad;
-        }
-        let src = place(flags::SRC_DEVICE, s.src.get());
-        let dst = place(flags::DST_DEVICE, s.dst.get());
+        let (src, dst) = (
+            place(flags::SRC_DEVICE, s.src.get()),
+            place(flags::DST_DEVICE, s.dst.get()),
+        );
         let value = s.value.get();
-        if head.flags & flags::ALL != 0 {
-            self.refresh_tlb();
+        let acc = match op {
+            JobOp::Copy | JobOp::Sha256 if value != 0 => return Err(bad),
+            JobOp::Fill if value > 0xFF => return Err(bad),
+            JobOp::Crc32c => Acc::Crc(value),
+            JobOp::Sha256 => Acc::Sha(Box::default()),
+            JobOp::Copy | JobOp::Fill => Acc::None,
+        };
+        let backwards = op == JobOp::Copy
+            && match (src, dst) {
+                (Place::Host(s), Place::Host(d)) | (Place::Device(s), Place::Device(d)) => {
+                    d > s && d < s + len as u64
+                }
+                _ => false,
+            };
+        Ok(Task {
+            sqe: *s,
+            op,
+            len,
+            src,
+            dst,
+            value,
+            pos: 0,
+            backwards,
+            acc,
+            grant: dev.grant(v),
+        })
+    }
+
+    /// Whether the job names device memory (its IOTLB must be current before it starts).
+    pub fn device_side(&self) -> bool {
+        matches!(self.src, Place::Device(_)) || matches!(self.dst, Place::Device(_))
+    }
+
+    /// Runs one step: at most [`STEP`] bytes (and never more than `cx.scratch` holds).
+    pub fn step(&mut self, cx: &mut JobCtx<'_>) -> Step {
+        if !cx.dev.grant_holds(cx.v, &self.grant, cx.space) {
+            return Step::Done((JobStatus::Aborted, 0, 0));
         }
-        let r = match op {
-            JobOp::Copy if value != 0 => return bad,
-            JobOp::Copy => self.copy(src, dst, len, buf).map(|_| len as u64),
-            JobOp::Fill if value > 0xFF => return bad,
-            JobOp::Fill => {
-                buf.fill(value as u8);
-                (0..len)
-                    .step_by(CHUNK)
-                    .try_for_each(|o| self.write(dst.at(o), &buf[..CHUNK.min(len - o)]))
-                    .map(|_| len as u64)
+        if self.pos == 0 && self.device_side() {
+            cx.refresh_tlb(&self.grant);
+        }
+        let n = (self.len - self.pos).min(STEP).min(cx.scratch.len());
+        let o = if self.backwards {
+            self.len - self.pos - n
+        } else {
+            self.pos
+        };
+        let r = match (self.op, &mut self.acc) {
+            (JobOp::Copy, _) => match (self.src, self.dst) {
+                (Place::Host(s), Place::Host(d)) => cx
+                    .dma
+                    .copy(s + o as u64, d + o as u64, n, cx.scratch, cx.block)
+                    .map_err(Fail::from),
+                (s, d) => cx
+                    .read(s.at(o), n, &self.grant)
+                    .and_then(|_| cx.write_scratch(d.at(o), n, &self.grant)),
+            },
+            (JobOp::Fill, _) => match self.dst {
+                Place::Host(d) => cx
+                    .dma
+                    .fill(d + o as u64, n, self.value as u8, cx.scratch, cx.block)
+                    .map_err(Fail::from),
+                d => {
+                    cx.scratch[..n].fill(self.value as u8);
+                    cx.write_scratch(d.at(o), n, &self.grant)
+                }
+            },
+            (JobOp::Crc32c, Acc::Crc(crc)) => {
+                let mut c = *crc;
+                let r = cx.visit(self.src.at(o), n, &self.grant, |b| {
+                    c = crc32c::crc32c_append(c, b)
+                });
+                r.map(|_| *crc = c)
             }
-            JobOp::Crc32c => (0..len)
-                .step_by(CHUNK)
-                .try_fold(value, |crc, o| {
-                    let n = CHUNK.min(len - o);
-                    self.read(src.at(o), &mut buf[..n])?;
-                    Ok(jobs::crc32c(crc, &buf[..n]))
-                })
-                .map(u64::from),
-            JobOp::Sha256 if value != 0 => return bad,
-            JobOp::Sha256 => {
+            (JobOp::Sha256, Acc::Sha(h)) => {
                 use sha2::Digest;
-                let mut h = sha2::Sha256::new();
-                (0..len)
-                    .step_by(CHUNK)
-                    .try_for_each(|o| {
-                        let n = CHUNK.min(len - o);
-                        self.read(src.at(o), &mut buf[..n])?;
-                        h.update(&buf[..n]);
-                        Ok(())
-                    })
-                    .and_then(|_| self.write(dst, &h.finalize()))
-                    .map(|_| 0)
+                // A step that fails part way must leave the running hash as it was.
+                let mut next = h.clone();
+                let r = cx.visit(self.src.at(o), n, &self.grant, |b| next.update(b));
+                r.map(|_| *h = next)
             }
+            _ => Err(Fail::Status(JobStatus::BadDescriptor)),
         };
         match r {
-            Ok(result) => (JobStatus::Ok, result, len as u64),
-            Err(st) => (st, 0, 0),
+            Ok(()) => {}
+            Err(Fail::Dma(e)) => return host(e),
+            Err(Fail::Status(st)) => return Step::Done((st, 0, 0)),
         }
-    }
-
-    /// Copies with `memmove` semantics: overlapping ranges copy as if through a temporary.
-    fn copy(
-        &mut self,
-        src: Place,
-        dst: Place,
-        len: usize,
-        buf: &mut [u8],
-    ) -> Result<(), JobStatus> {
-        let offsets: Vec<usize> = (0..len).step_by(CHUNK).collect();
-        let backwards = match (src, dst) {
-            (Place::Host(s), Place::Host(d)) | (Place::Device(s), Place::Device(d)) => {
-                d > s && d < s.saturating_add(len as u64)
+        self.pos += n;
+        if self.pos < self.len {
+            return Step::More;
+        }
+        let len = self.len as u64;
+        let result = match &self.acc {
+            Acc::Crc(c) => *c as u64,
+            Acc::Sha(h) => {
+                use sha2::Digest;
+                let digest = (**h).clone().finalize();
+                cx.scratch[..32].copy_from_slice(&digest);
+                // A digest that waits on the client parks the job whole: the next step
+                // (with no bytes left) comes back here.
+                match cx.write_scratch(self.dst, 32, &self.grant) {
+                    Ok(()) => 0,
+                    Err(Fail::Dma(e)) => return host(e),
+                    Err(Fail::Status(st)) => return Step::Done((st, 0, 0)),
+                }
             }
-            _ => false,
+            Acc::None => len,
         };
-        let mut step = |o: usize| {
-            let n = CHUNK.min(len - o);
-            self.read(src.at(o), &mut buf[..n])?;
-            self.write(dst.at(o), &buf[..n])
-        };
-        if backwards {
-            offsets.iter().rev().try_for_each(|&o| step(o))
-        } else {
-            offsets.iter().try_for_each(|&o| step(o))
-        }
+        Step::Done((JobStatus::Ok, result, len))
     }
+}
 
-    fn read(&mut self, p: Place, out: &mut [u8]) -> Result<(), JobStatus> {
+impl JobCtx<'_> {
+    /// Reads `n` bytes at `p` into the scratch buffer.
+    fn read(&mut self, p: Place, n: usize, g: &Grant) -> Result<(), Fail> {
         match p {
-            Place::Host(a) => self.dma.read(a, out).map_err(host),
-            Place::Device(va) => self.device(va, out.len(), false, |mem, g, off, r| {
-                mem.read(g, off, &mut out[r]);
-            }),
+            Place::Host(a) => Ok(self.dma.read(a, &mut self.scratch[..n], self.block)?),
+            Place::Device(va) => {
+                let out = &mut *self.scratch;
+                let (dev, v, tlb) = (self.dev, self.v, &mut *self.tlb);
+                device(
+                    dev,
+                    v,
+                    tlb,
+                    self.space,
+                    g,
+                    va,
+                    n,
+                    false,
+                    |mem, gr, off, r| {
+                        mem.read(gr, off, &mut out[r]);
+                    },
+                )
+            }
         }
     }
 
-    fn write(&mut self, p: Place, data: &[u8]) -> Result<(), JobStatus> {
+    /// Writes the scratch buffer's first `n` bytes at `p`.
+    fn write_scratch(&mut self, p: Place, n: usize, g: &Grant) -> Result<(), Fail> {
         match p {
-            Place::Host(a) => self.dma.write(a, data).map_err(host),
-            Place::Device(va) => self.device(va, data.len(), true, |mem, g, off, r| {
-                mem.write(g, off, &data[r]);
-            }),
+            Place::Host(a) => Ok(self.dma.write(a, &self.scratch[..n], self.block)?),
+            Place::Device(va) => {
+                let data = &*self.scratch;
+                let (dev, v, tlb) = (self.dev, self.v, &mut *self.tlb);
+                device(
+                    dev,
+                    v,
+                    tlb,
+                    self.space,
+                    g,
+                    va,
+                    n,
+                    true,
+                    |mem, gr, off, r| {
+                        mem.write(gr, off, &data[r]);
+                    },
+                )
+            }
         }
     }
 
-    /// Walks `len` bytes of device memory from VF virtual address `va` a page at a time,
-    /// translating each page before any byte moves (a fault leaves memory untouched).
-    fn device(
+    /// Runs `f` over `n` bytes at `p` (in place where the client's memory is mapped here).
+    fn visit(
         &mut self,
-        va: u64,
-        len: usize,
-        write: bool,
-        mut f: impl FnMut(&mut DevMem, u32, usize, std::ops::Range<usize>),
-    ) -> Result<(), JobStatus> {
-        let mut pages = Vec::with_capacity(len / PAGE as usize + 2);
-        let mut done = 0usize;
-        while done < len {
-            let a = va.checked_add(done as u64).ok_or(JobStatus::Stage1Fault)?;
-            let within = (a & (PAGE - 1)) as usize;
-            let n = (PAGE as usize - within).min(len - done);
-            let dev = self.translate(a, write)?;
-            pages.push((dev, done..done + n));
-            done += n;
+        p: Place,
+        n: usize,
+        g: &Grant,
+        mut f: impl FnMut(&[u8]),
+    ) -> Result<(), Fail> {
+        match p {
+            Place::Host(a) => Ok(self.dma.visit(a, n, self.scratch, self.block, f)?),
+            Place::Device(_) => {
+                self.read(p, n, g)?;
+                f(&self.scratch[..n]);
+                Ok(())
+            }
         }
-        let shift = self.dev.board.granule_shift;
-        let mut mem = lock(&self.dev.devmem);
-        for (dev, r) in pages {
-            let g = (dev >> shift) as u32;
-            let off = (dev & ((1u64 << shift) - 1)) as usize;
-            f(&mut mem, g, off, r);
-        }
-        Ok(())
     }
 
     /// Starts the IOTLB over if what its translations were made under has changed.
-    fn refresh_tlb(&mut self) {
+    fn refresh_tlb(&mut self, g: &Grant) {
         let d = self.dev;
         let key = (
-            d.bank(self.v, vf_bank::GENERATION),
+            g.generation,
             ring_addr(
                 d.bank(self.v, vf_bank::XLAT_ROOT_LO),
                 d.bank(self.v, vf_bank::XLAT_ROOT_HI),
             ),
             d.bank(self.v, vf_bank::XLAT_PAGES),
-            d.xlat_epoch(self.v),
+            g.xlat,
         );
         if self.tlb.key != key {
             self.tlb.key = key;
             self.tlb.map.clear();
         }
     }
+}
 
-    /// VF virtual address → device address, through the IOTLB or both stages.
-    fn translate(&mut self, va: u64, write: bool) -> Result<u64, JobStatus> {
-        let page = va >> xlat::PAGE_SHIFT;
-        let within = va & (PAGE - 1);
-        if let Some(&(dev, writable)) = self.tlb.map.get(&page) {
-            self.tlb.hits = self.tlb.hits.saturating_add(1);
-            return if write && !writable {
-                Err(JobStatus::Stage1Fault)
-            } else {
-                Ok(dev | within)
-            };
-        }
-        self.tlb.misses = self.tlb.misses.saturating_add(1);
-        let (_, root, pages, _) = self.tlb.key;
-        if page >= pages as u64 {
-            return Err(JobStatus::Stage1Fault);
-        }
-        // The table lives in the VF's own memory: reading it goes through stage 2 too.
-        let at = self.stage2(root + page * xlat::ENTRY_SIZE as u64)?;
-        let mut e = [0u8; xlat::ENTRY_SIZE];
-        {
-            let shift = self.dev.board.granule_shift;
-            let mem = lock(&self.dev.devmem);
-            mem.read(
-                (at >> shift) as u32,
-                (at & ((1u64 << shift) - 1)) as usize,
-                &mut e,
-            );
-        }
-        let e = u64::from_le_bytes(e);
-        if e & xlat::VALID == 0 {
-            return Err(JobStatus::Stage1Fault);
-        }
-        let writable = e & xlat::WRITABLE != 0;
-        let dev = self.stage2(e & xlat::ADDR_MASK)?;
-        if self.tlb.map.len() >= TLB_ENTRIES {
-            self.tlb.map.clear();
-        }
-        self.tlb.map.insert(page, (dev, writable));
-        if write && !writable {
-            return Err(JobStatus::Stage1Fault);
-        }
-        Ok(dev | within)
+/// Walks `len` bytes of device memory from VF virtual address `va` a page at a time,
+/// translating each page before any byte moves (a fault leaves memory untouched), then moves
+/// them under the device memory's lock once the grant is seen to hold there: the firmware's
+/// scrub of memory it takes back waits for that lock, so no byte lands after it.
+#[allow(clippy::too_many_arguments)]
+fn device(
+    dev: &Device,
+    v: u16,
+    tlb: &mut Tlb,
+    space: &crate::dma::Space,
+    g: &Grant,
+    va: u64,
+    len: usize,
+    write: bool,
+    mut f: impl FnMut(&mut DevMem, u32, usize, std::ops::Range<usize>),
+) -> Result<(), Fail> {
+    let mut pages = Vec::with_capacity(len / PAGE as usize + 2);
+    let mut done = 0usize;
+    while done < len {
+        let a = va.checked_add(done as u64).ok_or(JobStatus::Stage1Fault)?;
+        let within = (a & (PAGE - 1)) as usize;
+        let n = (PAGE as usize - within).min(len - done);
+        let d = translate(dev, v, tlb, a, write)?;
+        pages.push((d, done..done + n));
+        done += n;
     }
+    let shift = dev.board.granule_shift;
+    let mut mem = lock(&dev.devmem);
+    if !dev.grant_holds(v, g, space) {
+        return Err(Fail::Status(JobStatus::Aborted));
+    }
+    for (d, r) in pages {
+        let gr = (d >> shift) as u32;
+        let off = (d & ((1u64 << shift) - 1)) as usize;
+        f(&mut mem, gr, off, r);
+    }
+    Ok(())
+}
 
-    /// VF-physical (VF-local device memory) address → device address, as the firmware's
-    /// translation table says; a refusal is a fault on this VF.
-    fn stage2(&mut self, pa: u64) -> Result<u64, JobStatus> {
-        let d = self.dev;
-        let shift = d.board.granule_shift;
-        let local = pa >> shift;
-        let granules = d.bank(self.v, vf_bank::MEM_GRANULES) as u64;
-        let tt_len = d.bank(self.v, vf_bank::TT_LEN) as u64;
-        let fault = if local >= granules || local >= tt_len {
-            VfFault::MemOutOfWindow
+/// VF virtual address → device address, through the IOTLB or both stages.
+fn translate(dev: &Device, v: u16, tlb: &mut Tlb, va: u64, write: bool) -> Result<u64, JobStatus> {
+    let page = va >> xlat::PAGE_SHIFT;
+    let within = va & (PAGE - 1);
+    if let Some(&(d, writable)) = tlb.map.get(&page) {
+        tlb.hits = tlb.hits.saturating_add(1);
+        return if write && !writable {
+            Err(JobStatus::Stage1Fault)
         } else {
-            let base = d.bank(self.v, vf_bank::TT_BASE) as usize;
-            let e = TtEntry(d.bar0.read32(pf::tt_entry(base + local as usize)));
-            match e.granule() {
-                Some(g) => return Ok((g as u64) << shift | (pa & ((1u64 << shift) - 1))),
-                None => VfFault::TranslationMiss,
-            }
+            Ok(d | within)
         };
-        d.fault(self.v, fault);
-        Err(JobStatus::Stage2Fault)
     }
+    tlb.misses = tlb.misses.saturating_add(1);
+    let (_, root, pages, _) = tlb.key;
+    if page >= pages as u64 {
+        return Err(JobStatus::Stage1Fault);
+    }
+    // The table lives in the VF's own memory: reading it goes through stage 2 too. A root
+    // whose entry would lie past 2^64 is a stage-1 fault, not an address that wraps.
+    let entry = page
+        .checked_mul(xlat::ENTRY_SIZE as u64)
+        .and_then(|o| root.checked_add(o))
+        .ok_or(JobStatus::Stage1Fault)?;
+    let at = stage2(dev, v, entry)?;
+    let mut e = [0u8; xlat::ENTRY_SIZE];
+    {
+        let shift = dev.board.granule_shift;
+        let mem = lock(&dev.devmem);
+        mem.read(
+            (at >> shift) as u32,
+            (at & ((1u64 << shift) - 1)) as usize,
+            &mut e,
+        );
+    }
+    let e = u64::from_le_bytes(e);
+    if e & xlat::VALID == 0 {
+        return Err(JobStatus::Stage1Fault);
+    }
+    let writable = e & xlat::WRITABLE != 0;
+    let d = stage2(dev, v, e & xlat::ADDR_MASK)?;
+    if tlb.map.len() >= TLB_ENTRIES {
+        tlb.map.clear();
+    }
+    tlb.map.insert(page, (d, writable));
+    if write && !writable {
+        return Err(JobStatus::Stage1Fault);
+    }
+    Ok(d | within)
+}
+
+/// VF-physical (VF-local device memory) address → device address, as the firmware's
+/// translation table says; a refusal is a fault on this VF.
+fn stage2(dev: &Device, v: u16, pa: u64) -> Result<u64, JobStatus> {
+    let shift = dev.board.granule_shift;
+    let local = pa >> shift;
+    let granules = dev.bank(v, vf_bank::MEM_GRANULES) as u64;
+    let tt_len = dev.bank(v, vf_bank::TT_LEN) as u64;
+    let fault = if local >= granules || local >= tt_len {
+        VfFault::MemOutOfWindow
+    } else {
+        let base = dev.bank(v, vf_bank::TT_BASE) as usize;
+        let e = TtEntry(dev.bar0.read32(pf::tt_entry(base + local as usize)));
+        match e.granule() {
+            Some(g) => return Ok((g as u64) << shift | (pa & ((1u64 << shift) - 1))),
+            None => VfFault::TranslationMiss,
+        }
+    };
+    dev.fault(v, fault);
+    Err(JobStatus::Stage2Fault)
 }
 
 fn ring_addr(lo: u32, hi: u32) -> u64 {

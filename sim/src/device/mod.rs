@@ -85,13 +85,6 @@ struct Inner {
     lock_tokens: std::collections::HashMap<u64, u32>,
 }
 
-/// A function's DMA space and the connection that owns it.
-#[derive(Debug)]
-struct DmaSpace {
-    conn: u64,
-    table: Arc<std::sync::RwLock<crate::dma::DmaTable>>,
-}
-
 /// An SR-IOV change for the server: the new NumVFs, and where to say the VF endpoints match.
 pub type SriovChange = (u16, Sender<()>);
 
@@ -110,11 +103,13 @@ pub struct Device {
     /// last write, and every firmware write to the state that check reads (banks, translation
     /// entries, queue blocks) takes it, so revoking ownership and a VF's access are ordered:
     /// an access that passed its check lands before the firmware clears what it touched.
+    /// VF accesses and the queue engine's completions take it shared (they only read what
+    /// it guards), firmware writes exclusive.
     /// Order: `vu` before `inner` and before `devmem`.
-    vu: Mutex<()>,
+    vu: std::sync::RwLock<()>,
     sriov_notify: Mutex<Option<SriovNotify>>,
     /// Each function's DMA space: the map table of the one connection that maps into it.
-    dma: Mutex<std::collections::HashMap<Func, DmaSpace>>,
+    dma: Mutex<std::collections::HashMap<Func, Arc<crate::dma::Space>>>,
     /// Per physical queue: bumped on every write to its CONTROL register (by its VF or the
     /// firmware), so the queue engine drops what it knew of a queue that was re-armed or reset.
     queue_epochs: Vec<std::sync::atomic::AtomicU32>,
@@ -151,6 +146,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The virtualization unit's lock, shared (VF accesses, completions).
+fn vu_shared(l: &std::sync::RwLock<()>) -> std::sync::RwLockReadGuard<'_, ()> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The virtualization unit's lock, exclusive (firmware writes to what it enforces).
+fn vu_exclusive(l: &std::sync::RwLock<()>) -> std::sync::RwLockWriteGuard<'_, ()> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
+
 impl Device {
     /// A device with `board` resources and `total_vfs` advertised.
     pub fn new(board: Board, total_vfs: u16) -> std::io::Result<Arc<Self>> {
@@ -175,7 +180,7 @@ impl Device {
             }),
             devmem: Mutex::new(DevMem::new(board.mem_granules, board.granule_shift)),
             fw_reset: AtomicBool::new(false),
-            vu: Mutex::new(()),
+            vu: std::sync::RwLock::new(()),
             sriov_notify: Mutex::new(None),
             dma: Mutex::new(Default::default()),
             queue_epochs: (0..board.queues)
@@ -214,33 +219,35 @@ impl Device {
         *lock(&self.sriov_notify) = Some(notify);
     }
 
-    /// The DMA map table of `f` for connection `conn`. A function has one DMA space, as a
+    /// The DMA space of `f` for connection `conn`. A function has one DMA space, as a
     /// device has one IOMMU domain: the first connection that maps owns it until it goes;
     /// another gets `None` (EBUSY to the client).
-    pub fn dma_space(
-        &self,
-        f: Func,
-        conn: u64,
-    ) -> Option<Arc<std::sync::RwLock<crate::dma::DmaTable>>> {
+    pub fn dma_space(&self, f: Func, conn: u64) -> Option<Arc<crate::dma::Space>> {
         let mut m = lock(&self.dma);
-        let s = m.entry(f).or_insert_with(|| DmaSpace {
-            conn,
-            table: Default::default(),
-        });
-        (s.conn == conn).then(|| s.table.clone())
+        let s = m
+            .entry(f)
+            .or_insert_with(|| Arc::new(crate::dma::Space::new(conn)));
+        (s.conn() == conn).then(|| s.clone())
     }
 
-    /// Connection `conn` went away: its DMA space (if it owned one) goes with it.
+    /// Connection `conn` went away: its DMA space (if it owned one) goes with it, and every
+    /// job and queue that used it stops.
     pub fn release_dma(&self, f: Func, conn: u64) {
-        let mut m = lock(&self.dma);
-        if m.get(&f).is_some_and(|s| s.conn == conn) {
-            m.remove(&f);
+        let gone = {
+            let mut m = lock(&self.dma);
+            match m.get(&f) {
+                Some(s) if s.conn() == conn => m.remove(&f),
+                _ => None,
+            }
+        };
+        if let Some(s) = gone {
+            s.revoke();
         }
     }
 
-    /// The DMA map table a VF's jobs go through, if a client has mapped memory for it.
-    fn vf_dma(&self, v: u16) -> Option<Arc<std::sync::RwLock<crate::dma::DmaTable>>> {
-        lock(&self.dma).get(&Func::Vf(v)).map(|s| s.table.clone())
+    /// The DMA space a VF's queues are armed with, if a client has mapped memory for it.
+    fn vf_dma(&self, v: u16) -> Option<Arc<crate::dma::Space>> {
+        lock(&self.dma).get(&Func::Vf(v)).cloned()
     }
 
     fn xlat_epoch(&self, v: u16) -> u32 {

@@ -342,17 +342,15 @@ impl Conn {
         if fds.len() > 1 {
             return Err(Errno::EINVAL);
         }
-        let t = self.dev.dma_space(self.func, self.id).ok_or(Errno::EBUSY)?;
-        let mut t = t.write().unwrap_or_else(|e| e.into_inner());
-        t.map(&m, fds.pop())?;
-        t.set_messages(self.peer.clone());
+        let space = self.dev.dma_space(self.func, self.id).ok_or(Errno::EBUSY)?;
+        space.map(&m, fds.pop(), self.peer.clone())?;
         Ok((vec![], vec![]))
     }
 
     fn dma_unmap(&mut self, p: &[u8]) -> Reply {
         let (u, _) = view::<proto::DmaUnmap>(p)?;
-        let t = self.dev.dma_space(self.func, self.id).ok_or(Errno::EBUSY)?;
-        t.write().unwrap_or_else(|e| e.into_inner()).unmap(&u)?;
+        let space = self.dev.dma_space(self.func, self.id).ok_or(Errno::EBUSY)?;
+        space.unmap(&u)?;
         Ok((u.as_bytes().to_vec(), vec![]))
     }
 
