@@ -226,6 +226,9 @@ impl Task {
 
     /// Runs one step: at most [`STEP`] bytes (and never more than `cx.scratch` holds).
     pub fn step(&mut self, cx: &mut JobCtx<'_>) -> Step {
+        if let Some(d) = cx.dev.step_delay() {
+            std::thread::sleep(d);
+        }
         if !cx.dev.grant_holds(cx.v, &self.grant, cx.space) {
             return Step::Done((JobStatus::Aborted, 0, 0));
         }

@@ -122,6 +122,9 @@ pub struct Device {
     scrub_fails: AtomicBool,
     /// Fault injection: the firmware's core stops (as a hung firmware would).
     firmware_stalled: AtomicBool,
+    /// Fault injection: every job step first waits this many microseconds (a throttled
+    /// engine), so tests can act while a job is under way.
+    step_delay_us: AtomicU64,
     /// The core's side of the stall: whether it is held now (set by whatever runs the core).
     core_held: AtomicBool,
     /// The thread running the firmware's core, when it runs in this process: host events the
@@ -192,6 +195,7 @@ impl Device {
             pf_refused_writes: AtomicU64::new(0),
             scrub_fails: AtomicBool::new(false),
             firmware_stalled: AtomicBool::new(false),
+            step_delay_us: AtomicU64::new(0),
             core_held: AtomicBool::new(false),
             core_thread: Mutex::new(None),
             flash: std::sync::OnceLock::new(),
@@ -280,6 +284,21 @@ impl Device {
             && t.elapsed() < std::time::Duration::from_secs(2)
         {
             std::thread::sleep(std::time::Duration::from_micros(100));
+        }
+    }
+
+    /// Fault injection for tests: every job step waits `d` first (an engine slowed down), so a
+    /// long job is still running while a test resets, resizes or destroys its VF.
+    pub fn inject_step_delay(&self, d: Duration) {
+        self.step_delay_us
+            .store(d.as_micros() as u64, Ordering::Release);
+    }
+
+    /// The injected step delay, if any.
+    pub(crate) fn step_delay(&self) -> Option<Duration> {
+        match self.step_delay_us.load(Ordering::Acquire) {
+            0 => None,
+            us => Some(Duration::from_micros(us)),
         }
     }
 

@@ -1,0 +1,249 @@
+//! One tenant against another on the data path, through an in-process device whose engine can
+//! be slowed down (`Device::inject_step_delay`) so that a test acts while a job is under way:
+//! a job never outlives its VF's grant on memory, a replaced client's old jobs never run into
+//! the new client, and a translation root near the top of the address space is a fault, not
+//! a dead engine.
+use host_driver::vf::{Addr, Buf, Job, VfDev};
+use host_driver::{Accel, CreateSpec};
+use shared_abi::jobs::{self, xlat, JobOp, JobStatus};
+use shared_abi::resources::VfSpec;
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(10);
+/// Granules (2 MiB) each VF starts with: VF 0 holds [0, 512), VF 1 [512, 1024).
+const GRANULES: u32 = 512;
+const ROOT: u64 = 0x10_0000; // VF-physical address of VF 1's stage-1 table
+const DATA: u64 = 0x100_0000; // VF-physical pages the table maps
+const LEN: usize = 16 << 20; // one job: 64 steps of 256 KiB
+const PAGES: u32 = (LEN / 4096) as u32;
+/// VF 1's table maps its VA pages round a window of this many pages, so a job's later steps
+/// use translations its IOTLB cached in the first (the attack's way to outlive a grant).
+const WINDOW: usize = 64;
+
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn device(vfs: u16) -> (sim::inprocess::InProcess, tokio::runtime::Runtime, Accel) {
+    let r = sim::inprocess::InProcess::start(8).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let acc = Accel::open(&host_driver::DeviceAddr::Socket(r.sock.clone())).unwrap();
+    let spec = VfSpec::new(2, GRANULES, 4, 4, 0);
+    rt.block_on(acc.create_vfs(vfs, CreateSpec::Uniform(spec)))
+        .unwrap();
+    (r, rt, acc)
+}
+
+fn job(op: JobOp, src: Option<Addr>, dst: Option<Addr>, len: usize) -> Job {
+    Job {
+        op,
+        src,
+        dst,
+        len: len as u32,
+        value: 0,
+    }
+}
+
+/// Counts the 4 KiB pages of `got` equal to the same page of `theirs`.
+fn pages_equal(got: &[u8], theirs: &[u8]) -> usize {
+    got.chunks(4096)
+        .zip(theirs.chunks(4096))
+        .filter(|(a, b)| a == b)
+        .count()
+}
+
+/// The attack run's first finding: a long job of VF 1 kept its translations past
+/// `destroy-vf 1` and `vf resize 0`, and read and wrote VF 0's memory in VF 1's old granules.
+/// Now every step checks VF 1's grant: the jobs stop at their next step and no byte crosses.
+#[test]
+fn a_job_does_not_outlive_its_vfs_grant_on_memory() {
+    let (r, rt, acc) = device(2);
+    let mut dev = VfDev::open(&r.vf_socket(1), 2 * LEN + (1 << 20)).unwrap();
+    let mut q0 = dev.queue(0, 4).unwrap();
+    let mut q1 = dev.queue(1, 4).unwrap();
+    // VF 1's stage-1 table maps VA page i to VF-physical DATA + (i mod WINDOW) pages.
+    let entries: Vec<u8> = (0..PAGES as u64)
+        .flat_map(|i| xlat::entry(DATA + (i % WINDOW as u64) * 4096, true).to_le_bytes())
+        .collect();
+    dev.write_device(ROOT, &entries).unwrap();
+    dev.set_translation(ROOT, PAGES).unwrap();
+    let mine = pattern(WINDOW * 4096, 2).repeat(LEN / (WINDOW * 4096));
+    dev.write_device(DATA, &mine[..WINDOW * 4096]).unwrap();
+    let (out, src) = (dev.alloc(LEN, 4096).unwrap(), dev.alloc(LEN, 4096).unwrap());
+    let incoming = pattern(LEN, 3);
+    dev.write(src, 0, &incoming).unwrap();
+    // Two long jobs: device → host (reads VF 1's memory) and host → device (writes it).
+    r.dev.inject_step_delay(Duration::from_millis(20));
+    dev.submit(
+        &mut q0,
+        &job(JobOp::Copy, Some(Addr::Device(0)), Some(out.into()), LEN),
+    )
+    .unwrap();
+    dev.submit(
+        &mut q1,
+        &job(JobOp::Copy, Some(src.into()), Some(Addr::Device(0)), LEN),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    // The administrator destroys VF 1 and gives its memory to VF 0, whose tenant fills it.
+    rt.block_on(acc.destroy_vf(1)).unwrap();
+    let spec = VfSpec::new(2, 2 * GRANULES, 4, 4, 0);
+    let grown = rt.block_on(acc.resize(0, spec)).unwrap();
+    assert_eq!(
+        (grown.mem_base.get(), grown.mem_granules.get()),
+        (0, 2 * GRANULES),
+        "VF 0 grew in place over VF 1's granules (the test's premise)"
+    );
+    let victim = VfDev::open(&r.vf_socket(0), 4096).unwrap();
+    // VF 1's DATA, as VF 0 now addresses it.
+    let at = ((GRANULES as u64) << 21) + DATA;
+    let secret = pattern(WINDOW * 4096, 1);
+    victim.write_device(at, &secret).unwrap();
+    let secret_seen = secret.repeat(LEN / (WINDOW * 4096));
+    // Had VF 1's jobs gone on (a step every 20 ms), this is long enough for many more steps.
+    std::thread::sleep(Duration::from_millis(600));
+    let mut seen = vec![0u8; LEN];
+    dev.read(out, 0, &mut seen).unwrap();
+    let copied = pages_equal(&seen, &mine);
+    assert!(
+        copied > 0 && copied < LEN / 4096,
+        "VF 1's read job was cut short while under way ({copied} pages of its own data)"
+    );
+    assert_eq!(
+        pages_equal(&seen, &secret_seen),
+        0,
+        "no page of VF 0's data reached VF 1's tenant"
+    );
+    let mut now = vec![0u8; WINDOW * 4096];
+    victim.read_device(at, &mut now).unwrap();
+    assert_eq!(
+        pages_equal(&now, &secret),
+        WINDOW,
+        "no byte of VF 1's job landed in VF 0's memory"
+    );
+    r.dev.inject_step_delay(Duration::ZERO);
+    drop(q0);
+    drop(q1);
+}
+
+/// A job in flight when its client is replaced: the new client's queue works, and the old
+/// client's jobs do not run again into the new client's memory.
+#[test]
+fn a_replaced_client_gets_a_working_queue_and_none_of_the_old_jobs() {
+    let (r, _rt, _acc) = device(1);
+    r.dev.inject_step_delay(Duration::from_millis(20));
+    {
+        let mut old = VfDev::open(&r.vf_socket(0), 2 * LEN + (1 << 20)).unwrap();
+        let mut q = old.queue(0, 4).unwrap();
+        let (a, b) = (old.alloc(LEN, 4096).unwrap(), old.alloc(LEN, 4096).unwrap());
+        for _ in 0..4 {
+            old.submit(
+                &mut q,
+                &job(JobOp::Copy, Some(a.into()), Some(b.into()), LEN),
+            )
+            .unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    } // the old client goes with its jobs in flight
+    r.dev.inject_step_delay(Duration::ZERO);
+    let mut new = VfDev::open(&r.vf_socket(0), 2 << 20).unwrap();
+    let mut q = new.queue(0, 4).unwrap();
+    let buf: Buf = new.alloc(64 << 10, 4096).unwrap();
+    let data = pattern(buf.len, 9);
+    new.write(buf, 0, &data).unwrap();
+    let want = jobs::crc32c(0, &data) as u64;
+    for _ in 0..20 {
+        let tag = new
+            .submit(&mut q, &job(JobOp::Crc32c, Some(buf.into()), None, buf.len))
+            .unwrap();
+        let c = new.wait(&mut q, T).unwrap();
+        assert_eq!((c.tag, c.status, c.result), (tag, JobStatus::Ok, want));
+    }
+    assert_eq!(q.inflight(), 0, "no completion of an old job arrived");
+}
+
+/// A stage-1 root near 2^64: its entries' addresses would wrap. The job fails with a stage-1
+/// fault; the engine lives on and the next job runs.
+#[test]
+fn a_translation_root_near_the_top_of_the_address_space_faults_the_job_only() {
+    let (r, _rt, _acc) = device(1);
+    let mut dev = VfDev::open(&r.vf_socket(0), 2 << 20).unwrap();
+    let mut q = dev.queue(0, 4).unwrap();
+    let buf = dev.alloc(8192, 4096).unwrap();
+    dev.set_translation(u64::MAX - 4095, 1 << 20).unwrap();
+    let started = Instant::now();
+    dev.submit(
+        &mut q,
+        &job(
+            JobOp::Copy,
+            Some(Addr::Device(0x7000_0000)),
+            Some(buf.into()),
+            4096,
+        ),
+    )
+    .unwrap();
+    let c = dev.wait(&mut q, T).unwrap();
+    assert_eq!(c.status, JobStatus::Stage1Fault);
+    assert!(started.elapsed() < T);
+    let c = {
+        dev.submit(&mut q, &job(JobOp::Fill, None, Some(buf.into()), 4096))
+            .unwrap();
+        dev.wait(&mut q, T).unwrap()
+    };
+    assert_eq!(c.status, JobStatus::Ok, "the engine is alive");
+}
+
+/// The same grant, for a VF that stays enabled: VF 1 shrinks while its long job reads memory
+/// in the half it gives back. The job stops with ABORTED at its next step (its cached
+/// translations are not used again), and none of the released memory reaches its host buffer.
+#[test]
+fn a_vf_resized_under_a_running_job_aborts_it() {
+    let (r, rt, acc) = device(2);
+    let mut dev = VfDev::open(&r.vf_socket(1), LEN + (1 << 20)).unwrap();
+    let mut q = dev.queue(0, 4).unwrap();
+    // The window lies in VF 1's upper half, which the resize releases.
+    let data = (GRANULES as u64 / 2) << 21;
+    let entries: Vec<u8> = (0..PAGES as u64)
+        .flat_map(|i| xlat::entry(data + (i % WINDOW as u64) * 4096, true).to_le_bytes())
+        .collect();
+    dev.write_device(ROOT, &entries).unwrap();
+    dev.set_translation(ROOT, PAGES).unwrap();
+    let mine = pattern(WINDOW * 4096, 4);
+    dev.write_device(data, &mine).unwrap();
+    let out = dev.alloc(LEN, 4096).unwrap();
+    r.dev.inject_step_delay(Duration::from_millis(20));
+    let tag = dev
+        .submit(
+            &mut q,
+            &job(JobOp::Copy, Some(Addr::Device(0)), Some(out.into()), LEN),
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    let spec = VfSpec::new(2, GRANULES / 2, 4, 4, 0);
+    rt.block_on(acc.resize(1, spec)).unwrap();
+    let c = dev.wait(&mut q, T).unwrap();
+    r.dev.inject_step_delay(Duration::ZERO);
+    assert_eq!((c.tag, c.status), (tag, JobStatus::Aborted));
+    let mut seen = vec![0u8; LEN];
+    dev.read(out, 0, &mut seen).unwrap();
+    let zero = vec![0u8; 4096];
+    let scrubbed = seen.chunks(4096).filter(|p| *p == zero.as_slice()).count();
+    let copied = pages_equal(&seen, &mine.repeat(LEN / (WINDOW * 4096)));
+    assert!(copied > 0, "the job was under way");
+    assert_eq!(
+        copied + scrubbed,
+        LEN / 4096,
+        "every page is VF 1's own data or untouched"
+    );
+}
