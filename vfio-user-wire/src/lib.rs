@@ -10,6 +10,7 @@
 pub mod framing;
 pub mod proto;
 pub mod shared;
+mod sys;
 
 use std::path::{Path, PathBuf};
 
