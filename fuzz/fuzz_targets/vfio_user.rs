@@ -7,10 +7,10 @@
 //! first PF reset removed it, and every later VF input met a function that was gone).
 //!
 //! Input: one byte (bit 0: PF or VF 0; bit 1: no VERSION first), then segments, each sent
-//! with one `sendmsg`: a control byte (low 2 bits: how many descriptors ride with it), one
-//! byte per descriptor choosing it from a fixed pool (memfds of several sizes, an eventfd,
-//! both ends of a pipe, a socket, /dev/null), a 16-bit length, and the bytes. What does not
-//! parse as a segment is sent as plain bytes.
+//! with one `sendmsg`: a control byte (low 2 bits: how many descriptors ride with it; bit 2:
+//! [`FLOOD`]), one byte per descriptor choosing it from a fixed pool (memfds of several sizes,
+//! an eventfd, both ends of a pipe, a socket, /dev/null), a 16-bit length, and the bytes. What
+//! does not parse as a segment is sent as plain bytes.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
@@ -26,6 +26,12 @@ use std::time::Duration;
 /// Inputs larger than this are skipped: the whole input is queued in the socket before the
 /// device reads it, so it must fit the socket's buffer.
 const MAX_INPUT: usize = 64 << 10;
+
+/// Control-byte bit: the segment's descriptors are repeated to more than one message may
+/// carry (`MAX_MSG_FDS`), by the control byte's top 5 bits, up to all one sendmsg passes.
+const FLOOD: u8 = 1 << 2;
+/// Descriptors one sendmsg can pass (the kernel's SCM_MAX_FD).
+const SCM_MAX_FD: usize = 253;
 
 struct Rig {
     /// The device the PF's inputs go to.
@@ -159,10 +165,15 @@ fn send_segments(r: &Rig, s: &UnixStream, prefix: &[u8], mut input: &[u8]) {
             plain.extend_from_slice(seg);
             continue;
         }
-        let fds: Vec<RawFd> = rest[..nfds]
+        let mut fds: Vec<RawFd> = rest[..nfds]
             .iter()
             .map(|&b| r.pool[b as usize % r.pool.len()].as_raw_fd())
             .collect();
+        if ctl & FLOOD != 0 {
+            let n =
+                (vfio_user_wire::proto::MAX_MSG_FDS + 1 + (ctl >> 3) as usize * 8).min(SCM_MAX_FD);
+            fds = fds.iter().copied().cycle().take(n).collect();
+        }
         if !plain.is_empty() && !send(s, &plain, &[]) {
             return;
         }
