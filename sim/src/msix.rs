@@ -1,13 +1,30 @@
 //! MSI-X of one function: the table and PBA a driver programs, plus the eventfds a vfio-user
 //! client registered with SET_IRQS. A vector fires its eventfd unless masked (by the table's
 //! per-vector mask, the capability's Function Mask, or a SET_IRQS MASK); a masked vector
-//! becomes pending and fires when unmasked.
+//! becomes pending and fires when unmasked. Deciding happens under the device's lock; the
+//! eventfd writes wait for [`Signals::send`], after it is dropped (no I/O on a tenant's
+//! descriptor under a lock other tenants need).
 
 /// A vector range outside the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutOfRange;
 
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+
+/// Eventfds of vectors that fired, to write once the lock that decided it is dropped.
+#[derive(Debug, Default)]
+#[must_use = "an interrupt is delivered only when its eventfd is written"]
+pub struct Signals(Vec<Arc<OwnedFd>>);
+
+impl Signals {
+    /// Writes each eventfd (never blocks: they are non-blocking).
+    pub fn send(self) {
+        for fd in self.0 {
+            crate::sys::signal_eventfd(fd.as_fd());
+        }
+    }
+}
 
 const ENTRY: usize = 16;
 
@@ -17,7 +34,7 @@ pub struct Msix {
     table: Vec<[u32; 4]>,
     pending: Vec<bool>,
     client_mask: Vec<bool>,
-    fds: Vec<Option<OwnedFd>>,
+    fds: Vec<Option<Arc<OwnedFd>>>,
     /// Interrupts delivered (for tests and stats).
     pub delivered: u64,
 }
@@ -59,7 +76,14 @@ impl Msix {
     }
 
     /// Writes a table dword; returns false if out of range.
-    pub fn table_write(&mut self, off: usize, v: u32, enabled: bool, fn_mask: bool) -> bool {
+    pub fn table_write(
+        &mut self,
+        off: usize,
+        v: u32,
+        enabled: bool,
+        fn_mask: bool,
+        out: &mut Signals,
+    ) -> bool {
         let i = off / ENTRY;
         let Some(e) = self.table.get_mut(i) else {
             return false;
@@ -67,7 +91,7 @@ impl Msix {
         let w = (off % ENTRY) / 4;
         e[w] = if w == 3 { v & 1 } else { v };
         if w == 3 && v & 1 == 0 && self.pending[i] {
-            self.fire(i, enabled, fn_mask);
+            self.fire(i, enabled, fn_mask, out);
         }
         true
     }
@@ -100,7 +124,7 @@ impl Msix {
             return Err(OutOfRange);
         }
         for (slot, fd) in self.fds[start..start + count].iter_mut().zip(fds) {
-            *slot = Some(fd);
+            *slot = Some(Arc::new(fd));
         }
         Ok(())
     }
@@ -120,6 +144,7 @@ impl Msix {
         masked: bool,
         enabled: bool,
         fn_mask: bool,
+        out: &mut Signals,
     ) -> Result<(), OutOfRange> {
         if start.checked_add(count).is_none_or(|e| e > self.len()) {
             return Err(OutOfRange);
@@ -127,14 +152,15 @@ impl Msix {
         for i in start..start + count {
             self.client_mask[i] = masked;
             if !masked && self.pending[i] {
-                self.fire(i, enabled, fn_mask);
+                self.fire(i, enabled, fn_mask, out);
             }
         }
         Ok(())
     }
 
-    /// Raises vector `i`. Returns false if it does not exist.
-    pub fn fire(&mut self, i: usize, enabled: bool, fn_mask: bool) -> bool {
+    /// Raises vector `i`: its eventfd goes to `out` to be written. Returns false if it does
+    /// not exist.
+    pub fn fire(&mut self, i: usize, enabled: bool, fn_mask: bool, out: &mut Signals) -> bool {
         if i >= self.len() {
             return false;
         }
@@ -152,7 +178,7 @@ impl Msix {
         }
         self.pending[i] = false;
         if let Some(fd) = &self.fds[i] {
-            crate::sys::signal_eventfd(fd.as_fd());
+            out.0.push(fd.clone());
             self.delivered += 1;
         }
         true

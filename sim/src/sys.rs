@@ -4,7 +4,7 @@
 //! `shared_abi::ordering`), and interrupt delivery. Client DMA memory is never mapped here
 //! (see `dma`).
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use vfio_user_wire::shared::Shared;
 
 /// A memfd we create, mapped shared: the register file or device memory. Accesses go through
@@ -122,8 +122,32 @@ impl SharedMem {
     }
 }
 
-/// Writes 1 to an eventfd (interrupt delivery). Errors (a closed or full fd) are ignored: an
-/// interrupt nobody listens to is lost, as on hardware.
+/// Writes 1 to an eventfd (interrupt delivery); the fd is non-blocking ([`adopt_eventfds`]).
+/// Errors are ignored: EAGAIN means the counter is saturated, so the client's eventfd is
+/// signalled already; an interrupt nobody listens to is lost, as on hardware.
 pub fn signal_eventfd(fd: BorrowedFd<'_>) {
     let _ = nix::unistd::write(fd, &1u64.to_ne_bytes());
+}
+
+/// Whether `fd` is an eventfd: the only kind a write to cannot wait on a reader for ever once
+/// it is non-blocking, and what vfio takes for an interrupt.
+pub fn is_eventfd(fd: BorrowedFd<'_>) -> bool {
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .is_ok_and(|p| p.as_os_str() == "anon_inode:[eventfd]")
+}
+
+/// Takes a client's descriptors for interrupt delivery (SET_IRQS): EINVAL, and nothing
+/// changed, unless every one is an eventfd; then each is set O_NONBLOCK (on the open file,
+/// which the client shares: like the kernel's eventfd_signal, a signal never waits; QEMU's
+/// notifiers are non-blocking already).
+pub fn adopt_eventfds(fds: Vec<OwnedFd>) -> Result<Vec<OwnedFd>, nix::errno::Errno> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    if !fds.iter().all(|f| is_eventfd(f.as_fd())) {
+        return Err(nix::errno::Errno::EINVAL);
+    }
+    for f in &fds {
+        let fl = OFlag::from_bits_retain(fcntl(f.as_raw_fd(), FcntlArg::F_GETFL)?);
+        fcntl(f.as_raw_fd(), FcntlArg::F_SETFL(fl | OFlag::O_NONBLOCK))?;
+    }
+    Ok(fds)
 }

@@ -3,6 +3,7 @@
 
 use super::interrupts::msix_ctl;
 use super::*;
+use crate::msix::Signals;
 
 /// Connections whose lock token the device remembers at once; more fall back to the lease.
 const MAX_REGISTERED_OWNERS: usize = 1024;
@@ -99,7 +100,9 @@ impl Device {
             self.pf_refused_writes.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
-        for_words(o, data.len(), |w, i| {
+        // Vectors a table write unmasks are signalled after the words, outside the lock.
+        let mut out = Signals::default();
+        let r = for_words(o, data.len(), |w, i| {
             let v = get(data, i);
             if w == pf::MBOX_LOCK.offset() {
                 self.mbox_lock_write(v, conn);
@@ -117,7 +120,8 @@ impl Device {
             } else if pf::MSIX_TABLE.contains(w as u64, 4) {
                 let mut g = lock(&self.inner);
                 let (en, fm) = msix_ctl(&g.pf_cfg);
-                g.pf_msix.table_write(w - pf::MSIX_TABLE.start(), v, en, fm);
+                g.pf_msix
+                    .table_write(w - pf::MSIX_TABLE.start(), v, en, fm, &mut out);
             } else if pf::host_writable(w as u64) {
                 // Trapped writes arrive in order, like posted PCIe writes: each one publishes
                 // what came before it (the request bytes before the doorbell).
@@ -128,7 +132,9 @@ impl Device {
             } else {
                 self.pf_refused_writes.fetch_add(1, Ordering::Relaxed);
             }
-        })
+        });
+        out.send();
+        r
     }
 
     /// A trapped write of the mailbox lock word, applied as the swap a mapped client does: a
@@ -164,7 +170,7 @@ impl Device {
     }
 
     fn vf_bar0_access(&self, v: u16, o: usize, acc: Access<'_>) -> Result<(), AccessError> {
-        let _vu = vu_shared(&self.vu);
+        let vu = vu_shared(&self.vu);
         let mut g = lock(&self.inner);
         self.sync_vf(&mut g, v)?;
         let state = self.vf_state(v);
@@ -175,6 +181,7 @@ impl Device {
         let msix = &mut g.vfs[v as usize].msix;
         let mut faults: Vec<VfFault> = Vec::new();
         let mut irqs: Vec<usize> = Vec::new();
+        let mut out = Signals::default();
         let len = acc.len();
         let result = match acc {
             Access::Read(buf) => for_words(o, len, |w, i| {
@@ -229,7 +236,7 @@ impl Device {
                         }
                     }
                 } else if vf::MSIX_TABLE.contains(w as u64, 4) {
-                    if !msix.table_write(w - vf::MSIX_TABLE.start(), val, en, fm) {
+                    if !msix.table_write(w - vf::MSIX_TABLE.start(), val, en, fm, &mut out) {
                         faults.push(VfFault::VectorNotOwned);
                     }
                 } else if let Some(reg) = xlat_bank_reg(w) {
@@ -261,9 +268,11 @@ impl Device {
             }),
         };
         for i in irqs {
-            msix.fire(i, en, fm);
+            msix.fire(i, en, fm, &mut out);
         }
         drop(g);
+        drop(vu);
+        out.send();
         for f in faults {
             self.fault(v, f);
         }

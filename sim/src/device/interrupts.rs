@@ -2,6 +2,7 @@
 //! send it).
 
 use super::*;
+use crate::msix::Signals;
 
 impl Device {
     /// Installs eventfds for MSI-X vectors of a function.
@@ -34,15 +35,21 @@ impl Device {
         count: u32,
         masked: bool,
     ) -> Result<(), AccessError> {
+        let mut out = Signals::default();
         let mut g = lock(&self.inner);
         let (en, fm) = self.msix_ctl_of(&mut g, f)?;
         let m = self.msix_of(&mut g, f)?;
-        m.set_client_mask(start as usize, count as usize, masked, en, fm)
-            .map_err(|_| AccessError::OutOfRange)
+        let r = m
+            .set_client_mask(start as usize, count as usize, masked, en, fm, &mut out)
+            .map_err(|_| AccessError::OutOfRange);
+        drop(g);
+        out.send();
+        r
     }
 
     /// Raises vectors (SET_IRQS TRIGGER from the client, or device-internal sources).
     pub fn fire_msix(&self, f: Func, start: u32, count: u32) -> Result<(), AccessError> {
+        let mut out = Signals::default();
         let mut g = lock(&self.inner);
         let (en, fm) = self.msix_ctl_of(&mut g, f)?;
         let m = self.msix_of(&mut g, f)?;
@@ -53,8 +60,10 @@ impl Device {
             return Err(AccessError::OutOfRange);
         }
         for i in start..start + count {
-            m.fire(i as usize, en, fm);
+            m.fire(i as usize, en, fm, &mut out);
         }
+        drop(g);
+        out.send();
         Ok(())
     }
 

@@ -480,6 +480,7 @@ impl Conn {
                 if !fds.is_empty() && fds.len() != s.count as usize {
                     return Err(Errno::EINVAL);
                 }
+                let fds = crate::sys::adopt_eventfds(fds)?;
                 e(self.dev.set_msix_eventfds(self.func, s.start, s.count, fds))?;
                 self.irqs_installed = true;
             }
@@ -527,7 +528,7 @@ impl Conn {
         data_kind: u32,
         action: u32,
         data: &[u8],
-        mut fds: Vec<OwnedFd>,
+        fds: Vec<OwnedFd>,
     ) -> Reply {
         if action != proto::IRQ_ACTION_TRIGGER || s.start != 0 || s.count > 1 {
             return Err(Errno::EINVAL);
@@ -538,7 +539,9 @@ impl Conn {
             &mut self.req_fd
         };
         match data_kind {
-            proto::IRQ_DATA_EVENTFD if s.count == 1 && fds.len() <= 1 => *slot = fds.pop(),
+            proto::IRQ_DATA_EVENTFD if s.count == 1 && fds.len() <= 1 => {
+                *slot = crate::sys::adopt_eventfds(fds)?.pop()
+            }
             proto::IRQ_DATA_NONE if s.count == 0 => *slot = None,
             proto::IRQ_DATA_NONE if s.count == 1 => signal(slot),
             proto::IRQ_DATA_BOOL if s.count == 1 => {

@@ -1,0 +1,173 @@
+//! Interrupt descriptors a client hands the device (SET_IRQS), against an in-process device
+//! model: only eventfds are taken, and one the client made unwritable never stalls the device.
+use host_driver::transport::Transport;
+use host_driver::vfio_user::VfioUser;
+use host_driver::{Accel, CreateSpec};
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+fn le16(b: &[u8]) -> u16 {
+    u16::from_le_bytes([b[0], b[1]])
+}
+
+/// SET_IRQS for `index` (`start`, `count`) with `flags` and `fds`, over `t`.
+fn set_irqs(
+    t: &VfioUser,
+    index: u32,
+    flags: u32,
+    start: u32,
+    count: u32,
+    fds: &[std::os::fd::RawFd],
+) -> host_driver::Result<()> {
+    use vfio_user_wire::proto::IrqSet;
+    use zerocopy::IntoBytes;
+    let s = IrqSet {
+        argsz: std::mem::size_of::<IrqSet>() as u32,
+        flags,
+        index,
+        start,
+        count,
+    };
+    t.call(
+        vfio_user_wire::proto::cmd::DEVICE_SET_IRQS,
+        s.as_bytes(),
+        fds,
+        "set irqs",
+    )
+    .map(|_| ())
+}
+
+/// MSI-X Enable and Bus Master Enable on the function behind `t`: its vectors may fire.
+fn enable_msix(t: &VfioUser) {
+    let mut ctl = [0u8; 2];
+    t.config_read(0x52, &mut ctl).unwrap();
+    t.config_write(0x52, &(le16(&ctl) | 0x8000).to_le_bytes())
+        .unwrap();
+    t.config_read(0x04, &mut ctl).unwrap();
+    t.config_write(0x04, &(le16(&ctl) | 0x4).to_le_bytes())
+        .unwrap();
+}
+
+/// Only an eventfd is taken as an interrupt's descriptor: a pipe (which a write can block on
+/// for good once it is full) is refused for MSI-X and for the error and request notifiers,
+/// and nothing is installed: the vector stays pending, the pipe stays empty.
+#[test]
+fn set_irqs_refuses_what_is_not_an_eventfd() {
+    use vfio_user_wire::proto::{IRQ_ACTION_TRIGGER, IRQ_DATA_EVENTFD, IRQ_ERR, IRQ_MSIX, IRQ_REQ};
+    let d = sim::inprocess::InProcess::start(1).unwrap();
+    let t = VfioUser::connect(&d.sock, true).unwrap();
+    let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK).unwrap();
+    let install = IRQ_DATA_EVENTFD | IRQ_ACTION_TRIGGER;
+    for (index, fd) in [
+        (IRQ_MSIX, wr.as_raw_fd()),
+        (IRQ_MSIX, rd.as_raw_fd()),
+        (IRQ_ERR, wr.as_raw_fd()),
+        (IRQ_REQ, wr.as_raw_fd()),
+    ] {
+        let r = set_irqs(&t, index, install, 0, 1, &[fd]);
+        assert!(
+            matches!(
+                r,
+                Err(host_driver::Error::Remote {
+                    errno: nix::errno::Errno::EINVAL,
+                    ..
+                })
+            ),
+            "index {index}: {r:?}"
+        );
+    }
+    // Nothing was installed: a vector raised now is held pending, not written to the pipe.
+    enable_msix(&t);
+    set_irqs(
+        &t,
+        IRQ_MSIX,
+        vfio_user_wire::proto::IRQ_DATA_NONE | IRQ_ACTION_TRIGGER,
+        0,
+        1,
+        &[],
+    )
+    .unwrap();
+    let mut b = [0u8; 8];
+    assert!(
+        nix::unistd::read(rd.as_raw_fd(), &mut b).is_err(),
+        "the pipe is empty"
+    );
+    let mut pba = [0u8; 4];
+    t.region_read(0, shared_abi::regs::pf::MSIX_PBA.start() as u64, &mut pba)
+        .unwrap();
+    assert_eq!(u32::from_le_bytes(pba) & 1, 1, "vector 0 is pending");
+    // An eventfd is still taken.
+    let efd = nix::sys::eventfd::EventFd::new().unwrap();
+    set_irqs(&t, IRQ_MSIX, install, 0, 1, &[efd.as_raw_fd()]).unwrap();
+}
+
+/// A client whose eventfd cannot take another signal (its counter set to the largest value
+/// a write leaves, where a blocking write waits for a read that never comes) and which then
+/// raises its vector does not stall the device: the PF's firmware and another function's
+/// registers answer at once.
+#[test]
+fn a_saturated_eventfd_does_not_stall_the_device() {
+    use vfio_user_wire::proto::{IRQ_ACTION_TRIGGER, IRQ_DATA_EVENTFD, IRQ_DATA_NONE, IRQ_MSIX};
+    let d = sim::inprocess::InProcess::start(1).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let acc = Accel::open(&host_driver::DeviceAddr::Socket(d.sock.clone())).unwrap();
+    rt.block_on(acc.create_vfs(1, CreateSpec::Equal)).unwrap();
+    let t = VfioUser::connect_with(&d.sock, true, Duration::from_secs(2)).unwrap();
+    let efd = nix::sys::eventfd::EventFd::new().unwrap();
+    efd.write(0xffff_ffff_ffff_fffe).unwrap();
+    set_irqs(
+        &t,
+        IRQ_MSIX,
+        IRQ_DATA_EVENTFD | IRQ_ACTION_TRIGGER,
+        0,
+        1,
+        &[efd.as_raw_fd()],
+    )
+    .unwrap();
+    enable_msix(&t);
+    // Raised from its own connection (the reply may or may not come: the test does not wait
+    // on it).
+    let raiser = std::thread::spawn(move || {
+        let _ = set_irqs(&t, IRQ_MSIX, IRQ_DATA_NONE | IRQ_ACTION_TRIGGER, 0, 1, &[]);
+        t
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let within = |what: &str, f: Box<dyn FnOnce() + Send>| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            f();
+            let _ = tx.send(());
+        });
+        assert!(
+            rx.recv_timeout(Duration::from_secs(5)).is_ok(),
+            "{what} did not complete: the device is stalled"
+        );
+    };
+    let sock = d.sock.clone();
+    within(
+        "PF info",
+        Box::new(move || {
+            let acc = Accel::open(&host_driver::DeviceAddr::Socket(sock)).unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(acc.device_info()).unwrap();
+        }),
+    );
+    let vf0 = d.vf_socket(0);
+    within(
+        "a VF register read",
+        Box::new(move || {
+            let c = VfioUser::connect_with(&vf0, false, Duration::from_secs(10)).unwrap();
+            let mut w = [0u8; 4];
+            c.region_read(0, shared_abi::regs::vf::VF_INDEX.0 as u64, &mut w)
+                .unwrap();
+            assert_eq!(u32::from_le_bytes(w), 0);
+        }),
+    );
+    let _t = raiser.join().unwrap();
+}
