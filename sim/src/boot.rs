@@ -4,7 +4,9 @@
 //! gets the register file, the mailbox window and the bus on descriptors 3, 4 and 5 (the
 //! image's board contract), dies with the device model, and must report READY within
 //! [`WATCHDOG`]; an image that does not, or dies first, is marked bad and the other slot
-//! boots. The bus thread applies the core's posted writes to the hardware in order.
+//! boots. A core the host cannot start (out of descriptors, memory, processes) says nothing
+//! about its image: the slot stays as it was and the device waits for a reset. The bus thread
+//! applies the core's posted writes to the hardware in order.
 
 use crate::device::Device;
 use command_fds::{CommandFdExt, FdMapping};
@@ -52,8 +54,39 @@ impl Core {
     }
 }
 
+/// Why a core did not start.
+#[derive(Debug)]
+enum StartError {
+    /// The kernel refused to run the image (not an executable it can load).
+    Image(std::io::Error),
+    /// The host failed to set the process up: descriptors, memory, processes, I/O.
+    Host(std::io::Error),
+}
+
+impl From<std::io::Error> for StartError {
+    fn from(e: std::io::Error) -> Self {
+        StartError::Host(e)
+    }
+}
+
+impl From<nix::errno::Errno> for StartError {
+    fn from(e: nix::errno::Errno) -> Self {
+        StartError::Host(e.into())
+    }
+}
+
+/// A failed spawn: exec's verdict on the file is the image's; anything else (fork, the pipe
+/// and descriptors set up around it, EMFILE, ENOMEM, EAGAIN) is the host's.
+fn spawn_error(e: std::io::Error) -> StartError {
+    use nix::errno::Errno;
+    match e.raw_os_error().map(Errno::from_raw) {
+        Some(Errno::ENOEXEC | Errno::ELIBBAD | Errno::EINVAL) => StartError::Image(e),
+        _ => StartError::Host(e),
+    }
+}
+
 /// Starts `elf` as the firmware's core on `dev`'s register file.
-fn start(dev: &Arc<Device>, elf: &[u8]) -> std::io::Result<Core> {
+fn start(dev: &Arc<Device>, elf: &[u8]) -> Result<Core, StartError> {
     use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
     let image =
         nix::sys::memfd::memfd_create(c"accel-fw", nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC)?;
@@ -87,16 +120,26 @@ fn start(dev: &Arc<Device>, elf: &[u8]) -> std::io::Result<Core> {
     std::os::unix::process::CommandExt::arg0(&mut cmd, "accel-fw");
     cmd.fd_mappings(maps)
         .map_err(|e| std::io::Error::other(e.to_string()))?;
-    let child = cmd
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn()?;
+        .spawn()
+        .map_err(spawn_error)?;
     drop(image);
     let d = dev.clone();
-    let bus = std::thread::Builder::new()
+    let bus = match std::thread::Builder::new()
         .name("firmware-bus".into())
-        .spawn(move || serve_bus(&d, ours))?;
+        .spawn(move || serve_bus(&d, ours))
+    {
+        Ok(b) => b,
+        Err(e) => {
+            // No bus, no core: it must not run on unserved.
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(StartError::Host(e));
+        }
+    };
     Ok(Core {
         child,
         bus: Some(bus),
@@ -178,9 +221,7 @@ fn run(dev: &Arc<Device>, stop: &AtomicBool, report: &Report) {
             Some(Err(e)) => {
                 report(&format!("cannot boot: {e}"));
                 // Nothing to run: wait for a reset (a new image cannot arrive without one).
-                while !stop.load(Ordering::Acquire) && !dev.take_fw_reset() {
-                    std::thread::sleep(TICK * 10);
-                }
+                wait_for_reset(dev, stop);
                 continue;
             }
             None => {
@@ -191,12 +232,27 @@ fn run(dev: &Arc<Device>, stop: &AtomicBool, report: &Report) {
         let elf = &img[fw_image::PAYLOAD_OFFSET..];
         let c = match start(dev, elf) {
             Ok(c) => c,
-            Err(e) => {
+            Err(StartError::Image(e)) => {
                 report(&format!(
-                    "cannot start the firmware from slot {}: {e}",
+                    "cannot start the firmware from slot {}: {e}: slot marked bad",
                     slot_name(slot)
                 ));
                 fail(dev, slot);
+                continue;
+            }
+            Err(StartError::Host(e)) => {
+                report(&format!(
+                    "cannot start the firmware from slot {}: {e} (a host error: the slot \
+                     stays valid; a reset tries again)",
+                    slot_name(slot)
+                ));
+                if let Some(mut f) = dev.flash() {
+                    if let Err(e) = f.not_started(slot) {
+                        report(&format!("flash: {e}"));
+                    }
+                }
+                dev.publish_flash_slots();
+                wait_for_reset(dev, stop);
                 continue;
             }
         };
@@ -280,6 +336,13 @@ fn run(dev: &Arc<Device>, stop: &AtomicBool, report: &Report) {
     }
     if let Some((_, c)) = core.take() {
         c.kill();
+    }
+}
+
+/// Until a reset is asked for (or the end).
+fn wait_for_reset(dev: &Device, stop: &AtomicBool) {
+    while !stop.load(Ordering::Acquire) && !dev.take_fw_reset() {
+        std::thread::sleep(TICK * 10);
     }
 }
 

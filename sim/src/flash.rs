@@ -356,6 +356,18 @@ impl Flash {
         self.write_record()
     }
 
+    /// The image chosen from `slot` was never started, for a reason of the host's: it was not
+    /// tried, so nothing is marked; a trial is withdrawn (a pending slot stays pending, and
+    /// the next boot tries it again instead of counting it as failed).
+    pub fn not_started(&mut self, slot: u8) -> std::io::Result<()> {
+        self.running = None;
+        if self.rec.trial != slot {
+            return Ok(());
+        }
+        self.rec.trial = NONE;
+        self.write_record()
+    }
+
     /// The image booted from `slot` did not become ready (or died first): it is bad.
     pub fn fail(&mut self, slot: u8) -> std::io::Result<()> {
         self.rec.state[slot as usize] = SlotState::Bad as u8;
