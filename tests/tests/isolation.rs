@@ -157,7 +157,19 @@ fn a_replaced_client_gets_a_working_queue_and_none_of_the_old_jobs() {
         std::thread::sleep(Duration::from_millis(100));
     } // the old client goes with its jobs in flight
     r.dev.inject_step_delay(Duration::ZERO);
-    let mut new = VfDev::open(&r.vf_socket(0), 2 << 20).unwrap();
+    // The old client's connection lets go of the VF's DMA space as soon as its thread sees
+    // the hang-up (after the step under way): until then a new client's map gets EBUSY.
+    let deadline = Instant::now() + T;
+    let mut new = loop {
+        match VfDev::open(&r.vf_socket(0), 2 << 20) {
+            Ok(d) => break d,
+            Err(host_driver::Error::Remote {
+                errno: nix::errno::Errno::EBUSY,
+                ..
+            }) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => panic!("{e}"),
+        }
+    };
     let mut q = new.queue(0, 4).unwrap();
     let buf: Buf = new.alloc(64 << 10, 4096).unwrap();
     let data = pattern(buf.len, 9);
