@@ -228,3 +228,17 @@ pub fn accelctl(sock: &Path, args: &[&str]) -> Output {
         .output()
         .expect("run accelctl")
 }
+
+/// Deterministic pseudo-random bytes (xorshift), different for every seed: test data whose
+/// pages never match another seed's by chance.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}

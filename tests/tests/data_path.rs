@@ -2,7 +2,7 @@
 //! library) maps its own memory for DMA, sets up rings and runs every job type, each checked
 //! against a host reference; bad descriptors and unmapped addresses fail that job only; a VF's
 //! jobs reach only its own memory; counters count.
-use accelvirt_tests::Sim;
+use accelvirt_tests::{pattern, Sim};
 use host_driver::vf::{Buf, Job, VfDev};
 use shared_abi::jobs::{self, JobOp, JobStatus};
 use std::path::PathBuf;
@@ -19,19 +19,6 @@ fn with_vfs(n: u16) -> Sim {
     let o = sim.ctl(&["create-vf", "--count", &n.to_string()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     sim
-}
-
-/// Deterministic bytes.
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 fn run(dev: &VfDev, q: &mut host_driver::vf::Queue, job: Job) -> host_driver::vf::Completion {

@@ -3,6 +3,7 @@
 //! a job never outlives its VF's grant on memory, a replaced client's old jobs never run into
 //! the new client, and a translation root near the top of the address space is a fault, not
 //! a dead engine.
+use accelvirt_tests::pattern;
 use host_driver::vf::{Addr, Buf, Job, VfDev};
 use host_driver::{Accel, CreateSpec};
 use shared_abi::jobs::{self, xlat, JobOp, JobStatus};
@@ -19,18 +20,6 @@ const PAGES: u32 = (LEN / 4096) as u32;
 /// VF 1's table maps its VA pages round a window of this many pages, so a job's later steps
 /// use translations its IOTLB cached in the first (the attack's way to outlive a grant).
 const WINDOW: usize = 64;
-
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 fn device(vfs: u16) -> (sim::inprocess::InProcess, tokio::runtime::Runtime, Accel) {
     let r = sim::inprocess::InProcess::start(8).unwrap();
