@@ -13,8 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The device with one engine worker: a queue runs on one engine at a time, and the client
+/// gets the other core, as the bare limits below each get one.
 fn device() -> (sim::inprocess::InProcess, std::path::PathBuf) {
-    let d = sim::inprocess::InProcess::start(64).unwrap();
+    let d = sim::inprocess::InProcess::start_with(64, 1).unwrap();
     let t = host_driver::vfio_user::VfioUser::connect(&d.sock, true).unwrap();
     let acc = host_driver::Accel::with_transport(Arc::new(t), Duration::from_secs(5)).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -21,17 +21,23 @@ pub struct InProcess {
 }
 
 impl InProcess {
-    /// Starts a device with `total_vfs` and waits until its PF socket answers.
+    /// Starts a device with `total_vfs` and waits until its PF socket answers; its queue
+    /// engine has a worker per core.
     pub fn start(total_vfs: u16) -> std::io::Result<Self> {
+        Self::start_with(
+            total_vfs,
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+        )
+    }
+
+    /// The same with `engine_threads` queue engine workers.
+    pub fn start_with(total_vfs: u16, engine_threads: usize) -> std::io::Result<Self> {
         let dir = tempfile_free::Dir::new()?;
         let sock = dir.0.join("accel0.sock");
         let dev = Device::new(Board::DEFAULT, total_vfs)?;
         let stop = Arc::new(AtomicBool::new(false));
         crate::fwhost::spawn(dev.clone(), stop.clone(), 1)?;
-        dev.spawn_dataplane(
-            stop.clone(),
-            std::thread::available_parallelism().map_or(1, |n| n.get()),
-        )?;
+        dev.spawn_dataplane(stop.clone(), engine_threads)?;
         let (d, s, p) = (dev.clone(), stop.clone(), sock.clone());
         std::thread::Builder::new()
             .name("vfio-user-server".into())

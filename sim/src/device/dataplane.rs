@@ -112,6 +112,9 @@ pub struct Worker {
     scratch: Vec<u8>,
     /// The engine this worker looks at first next pass.
     next: usize,
+    /// The enabled VFs this pass, and one engine's owners (reused: a pass allocates nothing).
+    vfs: Vec<Owner>,
+    owners: Vec<Owner>,
 }
 
 impl Worker {
@@ -120,6 +123,8 @@ impl Worker {
         Worker {
             scratch: vec![0; STEP],
             next: i * engines.sched.len() / n.max(1),
+            vfs: Vec::with_capacity(MAX_VFS),
+            owners: Vec::with_capacity(MAX_VFS),
         }
     }
 }
@@ -181,22 +186,23 @@ impl Device {
             .map_or(0, |e: &AtomicU32| e.load(Ordering::Acquire))
     }
 
-    /// The enabled VFs, from the registers alone (no lock).
-    fn owners(&self) -> Vec<Owner> {
+    /// The enabled VFs, from the registers alone (no lock), into `out`.
+    fn owners(&self, out: &mut Vec<Owner>) {
+        out.clear();
         let num = SriovCtrl::from_bits_retain(self.bar0.read32(pf::SRIOV_CTRL.offset())).num_vfs();
-        (0..num.min(MAX_VFS as u16))
-            .filter(|&v| self.vf_state(v) == Some(VfState::Enabled))
-            .map(|v| {
+        for v in 0..num.min(MAX_VFS as u16) {
+            if self.vf_state(v) == Some(VfState::Enabled) {
                 let weight = self.bank(v, vf_bank::QOS_WEIGHT).clamp(1, 1000) as i64;
-                (v, self.bank(v, vf_bank::ENGINE_MASK), weight)
-            })
-            .collect()
+                out.push((v, self.bank(v, vf_bank::ENGINE_MASK), weight));
+            }
+        }
     }
 
     /// One pass of a worker over the engines no other worker holds. Returns the jobs
     /// completed.
     pub fn dataplane_poll(self: &Arc<Self>, e: &Engines, w: &mut Worker) -> usize {
-        let vfs = self.owners();
+        let mut vfs = std::mem::take(&mut w.vfs);
+        self.owners(&mut vfs);
         let count = e.sched.len();
         let start = w.next;
         w.next = (w.next + 1) % count.max(1);
@@ -211,6 +217,7 @@ impl Device {
             };
             done += self.engine_turn(e, w, eng, &mut s, &vfs, &mut idle);
         }
+        w.vfs = vfs;
         done
     }
 
@@ -232,17 +239,24 @@ impl Device {
         vfs: &[Owner],
         idle: &mut u64,
     ) -> usize {
-        let on = |v: u16| vfs.iter().any(|o| o.0 == v && o.1 & (1 << eng) != 0);
-        for v in 0..MAX_VFS as u16 {
-            if !on(v) {
-                s.deficit[v as usize] = 0;
+        // Owners that left the engine (or were disabled) keep no credit on it.
+        let on = vfs
+            .iter()
+            .filter(|o| o.1 & (1 << eng) != 0)
+            .fold(0u64, |m, o| m | 1 << o.0);
+        for (v, d) in s.deficit.iter_mut().enumerate() {
+            if on & (1 << v) == 0 {
+                *d = 0;
             }
         }
-        let owners: Vec<_> = vfs
-            .iter()
-            .filter(|o| o.1 & (1 << eng) != 0 && *idle & (1 << o.0) == 0)
-            .collect();
+        let mut owners = std::mem::take(&mut w.owners);
+        owners.clear();
+        owners.extend(
+            vfs.iter()
+                .filter(|o| o.1 & (1 << eng) != 0 && *idle & (1 << o.0) == 0),
+        );
         let Some(heaviest) = owners.iter().map(|o| o.2).max() else {
+            w.owners = owners;
             return 0;
         };
         // Quanta scaled so the heaviest owner's is a quarter of the turn: every owner gets
@@ -259,7 +273,7 @@ impl Device {
                 if used >= TURN_NS {
                     break 'turn;
                 }
-                let &(v, _, weight) = owners[(first + i) % owners.len()];
+                let (v, _, weight) = owners[(first + i) % owners.len()];
                 let slot = v as usize;
                 let credit = s.deficit[slot].saturating_add(TURN_NS / 4 * weight / heaviest);
                 if credit <= 0 {
@@ -285,6 +299,7 @@ impl Device {
                 break;
             }
         }
+        w.owners = owners;
         done
     }
 
@@ -308,7 +323,9 @@ impl Device {
             }
             let q = (start + i) % qcount;
             let pq = qbase + q;
-            if !self.owns_queue(v, pq) {
+            // A disabled queue costs one register read (a VF may own hundreds).
+            let ctrl = self.bar0.read32(queue_reg(pq, queue::CONTROL));
+            if ctrl & QueueCtrl::ENABLE.bits() == 0 || !self.owns_queue(v, pq) {
                 continue;
             }
             let Some(Ok(mut run)) = e.queues.get(pq).map(|m| m.try_lock()) else {
@@ -376,6 +393,8 @@ impl Device {
             self.advance(run);
             done.push((task.sqe, outcome, 0));
         }
+        // One clock read per step: a step is charged from the end of the one before.
+        let mut last = Instant::now();
         while done.len() < BATCH && *credit > 0 && !run.failed {
             if run.task.is_none() {
                 match self.fetch(run) {
@@ -397,7 +416,6 @@ impl Device {
             let Some(table) = space.try_table() else {
                 break; // a map or unmap holds it: next turn
             };
-            let t0 = Instant::now();
             let Some(task) = run.task.as_mut() else {
                 break;
             };
@@ -411,7 +429,9 @@ impl Device {
                 block: false,
             });
             drop(table);
-            let spent = t0.elapsed().as_nanos() as u64;
+            let now = Instant::now();
+            let spent = now.duration_since(last).as_nanos() as u64;
+            last = now;
             *credit = credit.saturating_sub(spent as i64);
             steps += 1;
             match step {
