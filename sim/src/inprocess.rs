@@ -86,7 +86,11 @@ mod tempfile_free {
                 .map(std::path::Path::new)
                 .find(|p| p.is_dir())
                 .map_or_else(std::env::temp_dir, |p| p.to_path_buf());
-            for i in 0..1000u32 {
+            // Never a name this process used before: a stopped device's server may still be
+            // removing its sockets from the old directory's paths.
+            static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            for _ in 0..1000u32 {
+                let i = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let p = base.join(format!("accel-sim-{}-{i}", std::process::id()));
                 match std::fs::create_dir(&p) {
                     Ok(()) => return Ok(Dir(p)),

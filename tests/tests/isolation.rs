@@ -31,6 +31,12 @@ fn device(vfs: u16) -> (sim::inprocess::InProcess, tokio::runtime::Runtime, Acce
     let spec = VfSpec::new(2, GRANULES, 4, 4, 0);
     rt.block_on(acc.create_vfs(vfs, CreateSpec::Uniform(spec)))
         .unwrap();
+    // The VF sockets appear with SR-IOV; on a loaded machine a moment after create returns.
+    let deadline = Instant::now() + T;
+    while (0..vfs).any(|v| !r.vf_socket(v).exists()) {
+        assert!(Instant::now() < deadline, "the VF sockets appeared");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     (r, rt, acc)
 }
 
@@ -247,4 +253,207 @@ fn a_vf_resized_under_a_running_job_aborts_it() {
         LEN / 4096,
         "every page is VF 1's own data or untouched"
     );
+}
+
+/// CRC32C jobs of `len` bytes kept `depth` deep on `dev`'s queue `q` for `d`, each checked:
+/// jobs per second.
+fn rate(dev: &mut VfDev, q: &mut host_driver::vf::Queue, buf: Buf, d: Duration) -> f64 {
+    let mut data = vec![0u8; buf.len];
+    dev.read(buf, 0, &mut data).unwrap();
+    let want = jobs::crc32c(0, &data) as u64;
+    let j = job(JobOp::Crc32c, Some(buf.into()), None, buf.len);
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < d {
+        while q.inflight() < q.depth() {
+            dev.submit(q, &j).unwrap();
+        }
+        let c = dev.wait(q, T).unwrap();
+        assert_eq!((c.status, c.result), (JobStatus::Ok, want));
+        n += 1;
+    }
+    while q.inflight() > 0 {
+        dev.wait(q, T).unwrap();
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// A hostile client of VF 1 over raw vfio-user: rings in a memfd it passes, job data mapped
+/// without a descriptor (the device must ask it for every byte), and it never answers.
+struct Silent {
+    /// The connection that maps the memory, and so gets the device's DMA requests.
+    t: host_driver::vfio_user::VfioUser,
+    /// A second connection for register writes: its replies never queue behind a request.
+    regs: host_driver::vfio_user::VfioUser,
+    rings: std::os::fd::OwnedFd,
+}
+
+const RING_IOVA: u64 = 1 << 32;
+const FILELESS_IOVA: u64 = 1 << 33;
+
+impl Silent {
+    fn connect(sock: &std::path::Path) -> Self {
+        use std::os::fd::AsRawFd;
+        use vfio_user_wire::proto::{cmd, DmaMap, DMA_FLAG_READ, DMA_FLAG_WRITE};
+        use zerocopy::IntoBytes;
+        let t = host_driver::vfio_user::VfioUser::connect(sock, false).unwrap();
+        let rings =
+            nix::sys::memfd::memfd_create(c"rings", nix::sys::memfd::MemFdCreateFlag::empty())
+                .unwrap();
+        nix::unistd::ftruncate(&rings, 8192).unwrap();
+        let map = |addr, size| DmaMap {
+            argsz: 32,
+            flags: DMA_FLAG_READ | DMA_FLAG_WRITE,
+            offset: 0,
+            addr,
+            size,
+        };
+        t.call(
+            cmd::DMA_MAP,
+            map(RING_IOVA, 8192).as_bytes(),
+            &[rings.as_raw_fd()],
+            "map",
+        )
+        .unwrap();
+        t.call(
+            cmd::DMA_MAP,
+            map(FILELESS_IOVA, 16 << 20).as_bytes(),
+            &[],
+            "map",
+        )
+        .unwrap();
+        let regs = host_driver::vfio_user::VfioUser::connect(sock, false).unwrap();
+        Silent { t, regs, rings }
+    }
+
+    /// Posts `n` CRC32C jobs of 1 MiB over the fileless data, then enables queues `qs` on
+    /// the rings (they share them): the device's first DMA_READ for each is never answered.
+    fn post(&self, qs: std::ops::Range<usize>, n: u32) {
+        use shared_abi::jobs::{Sqe, SqeHead};
+        use shared_abi::regs::{queue, vf, QueueCtrl};
+        use std::os::fd::AsFd;
+        use zerocopy::{FromZeros, IntoBytes};
+        for slot in 0..n {
+            let mut e = Sqe::new_zeroed();
+            e.tag = slot.into();
+            e.src = FILELESS_IOVA.into();
+            e.len = (1u32 << 20).into();
+            let head = SqeHead {
+                phase: 1,
+                version: jobs::VERSION,
+                op: JobOp::Crc32c.wire(),
+                flags: 0,
+            };
+            let b = e.as_bytes();
+            let at = slot as i64 * 64;
+            nix::sys::uio::pwrite(self.rings.as_fd(), &b[4..], at + 4).unwrap();
+            nix::sys::uio::pwrite(self.rings.as_fd(), &head.to_word().to_le_bytes(), at).unwrap();
+        }
+        for (q, (r, v)) in qs.flat_map(|q| {
+            [
+                (queue::SQ_BASE_LO, 0),
+                (queue::SQ_BASE_HI, 1),
+                (queue::SQ_SIZE, 16),
+                (queue::CQ_BASE_LO, 4096),
+                (queue::CQ_BASE_HI, 1),
+                (queue::CQ_SIZE, 16),
+                (queue::CONTROL, QueueCtrl::ENABLE.bits()),
+            ]
+            .map(|rv| (q, rv))
+        }) {
+            let at = vf::queue(q) as u64 + r.offset() as u64;
+            self.regs.region_write(0, at, &v.to_le_bytes()).unwrap();
+        }
+    }
+}
+
+/// The attack run's fourth finding: a tenant whose job data is mapped without a descriptor
+/// and who never answers the device's DMA requests stopped every VF's data path (the one
+/// engine thread waited 500 ms per request). Now that job waits on its own client's thread:
+/// another VF keeps its jobs/s, and the PF resets the silent VF at once.
+#[test]
+fn a_client_that_never_answers_dma_stalls_only_its_own_queue() {
+    let (r, rt, acc) = device(2);
+    let mut dev = VfDev::open(&r.vf_socket(0), 1 << 20).unwrap();
+    let mut q = dev.queue(0, 4).unwrap();
+    let buf = dev.alloc(64 << 10, 4096).unwrap();
+    dev.write(buf, 0, &pattern(buf.len, 6)).unwrap();
+    let quiet = rate(&mut dev, &mut q, buf, Duration::from_millis(700));
+    let attacker = Silent::connect(&r.vf_socket(1));
+    // Every queue it has: more than the engine has workers.
+    attacker.post(0..4, 8);
+    std::thread::sleep(Duration::from_millis(50));
+    let loud = rate(&mut dev, &mut q, buf, Duration::from_millis(700));
+    assert!(
+        loud >= 0.5 * quiet,
+        "VF 0 kept {loud:.0} of its quiet {quiet:.0} jobs/s"
+    );
+    let t = Instant::now();
+    rt.block_on(acc.reset(1)).unwrap();
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "the PF reset the silent VF in {:?}",
+        t.elapsed()
+    );
+    let after = rate(&mut dev, &mut q, buf, Duration::from_millis(300));
+    assert!(after >= 0.5 * quiet, "{after:.0} of {quiet:.0} jobs/s");
+    drop(attacker);
+}
+
+/// The attack's fifth finding: rings armed in memory passed by descriptor, then remapped to
+/// memory without one, made the device write completions through messages under its locks.
+/// Rings are pinned when armed: the remap stops that queue (DMA_ERROR), and nothing else.
+#[test]
+fn rings_remapped_after_arming_stop_their_queue_only() {
+    use shared_abi::regs::{queue, vf};
+    use vfio_user_wire::proto::{cmd, DmaMap, DmaUnmap, DMA_FLAG_READ, DMA_FLAG_WRITE};
+    use zerocopy::IntoBytes;
+    let (r, _rt, _acc) = device(2);
+    let attacker = Silent::connect(&r.vf_socket(1));
+    attacker.post(1..2, 0); // armed, nothing posted yet
+    let status = |t: &host_driver::vfio_user::VfioUser| {
+        let mut b = [0u8; 4];
+        t.region_read(
+            0,
+            vf::queue(1) as u64 + queue::STATUS.offset() as u64,
+            &mut b,
+        )
+        .unwrap();
+        u32::from_le_bytes(b)
+    };
+    let deadline = Instant::now() + T;
+    while Instant::now() < deadline && status(&attacker.regs) != 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let unmap = DmaUnmap {
+        argsz: 24,
+        flags: 0,
+        addr: RING_IOVA,
+        size: 8192,
+    };
+    attacker
+        .t
+        .call(cmd::DMA_UNMAP, unmap.as_bytes(), &[], "unmap")
+        .unwrap();
+    let map = DmaMap {
+        argsz: 32,
+        flags: DMA_FLAG_READ | DMA_FLAG_WRITE,
+        offset: 0,
+        addr: RING_IOVA,
+        size: 8192,
+    };
+    attacker
+        .t
+        .call(cmd::DMA_MAP, map.as_bytes(), &[], "map")
+        .unwrap();
+    let deadline = Instant::now() + T;
+    while status(&attacker.regs) != jobs::queue_status::DMA_ERROR {
+        assert!(Instant::now() < deadline, "the remapped queue stopped");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut dev = VfDev::open(&r.vf_socket(0), 1 << 20).unwrap();
+    let mut q = dev.queue(0, 4).unwrap();
+    let buf = dev.alloc(4096, 4096).unwrap();
+    dev.write(buf, 0, &pattern(4096, 8)).unwrap();
+    assert!(rate(&mut dev, &mut q, buf, Duration::from_millis(100)) > 0.0);
 }
