@@ -21,6 +21,13 @@ const PAGES: u32 = (LEN / 4096) as u32;
 /// use translations its IOTLB cached in the first (the attack's way to outlive a grant).
 const WINDOW: usize = 64;
 
+/// The tests here measure rates and wait on a slowed engine: each holds this while it runs,
+/// so the others' devices do not take its cores.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn device(vfs: u16) -> (sim::inprocess::InProcess, tokio::runtime::Runtime, Accel) {
     let r = sim::inprocess::InProcess::start(8).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -63,6 +70,7 @@ fn pages_equal(got: &[u8], theirs: &[u8]) -> usize {
 /// Now every step checks VF 1's grant: the jobs stop at their next step and no byte crosses.
 #[test]
 fn a_job_does_not_outlive_its_vfs_grant_on_memory() {
+    let _one = serial();
     let (r, rt, acc) = device(2);
     let mut dev = VfDev::open(&r.vf_socket(1), 2 * LEN + (1 << 20)).unwrap();
     let mut q0 = dev.queue(0, 4).unwrap();
@@ -136,6 +144,7 @@ fn a_job_does_not_outlive_its_vfs_grant_on_memory() {
 /// client's jobs do not run again into the new client's memory.
 #[test]
 fn a_replaced_client_gets_a_working_queue_and_none_of_the_old_jobs() {
+    let _one = serial();
     let (r, _rt, _acc) = device(1);
     r.dev.inject_step_delay(Duration::from_millis(20));
     {
@@ -184,6 +193,7 @@ fn a_replaced_client_gets_a_working_queue_and_none_of_the_old_jobs() {
 /// fault; the engine lives on and the next job runs.
 #[test]
 fn a_translation_root_near_the_top_of_the_address_space_faults_the_job_only() {
+    let _one = serial();
     let (r, _rt, _acc) = device(1);
     let mut dev = VfDev::open(&r.vf_socket(0), 2 << 20).unwrap();
     let mut q = dev.queue(0, 4).unwrap();
@@ -216,6 +226,7 @@ fn a_translation_root_near_the_top_of_the_address_space_faults_the_job_only() {
 /// translations are not used again), and none of the released memory reaches its host buffer.
 #[test]
 fn a_vf_resized_under_a_running_job_aborts_it() {
+    let _one = serial();
     let (r, rt, acc) = device(2);
     let mut dev = VfDev::open(&r.vf_socket(1), LEN + (1 << 20)).unwrap();
     let mut q = dev.queue(0, 4).unwrap();
@@ -373,6 +384,7 @@ impl Silent {
 /// another VF keeps its jobs/s, and the PF resets the silent VF at once.
 #[test]
 fn a_client_that_never_answers_dma_stalls_only_its_own_queue() {
+    let _one = serial();
     let (r, rt, acc) = device(2);
     let mut dev = VfDev::open(&r.vf_socket(0), 1 << 20).unwrap();
     let mut q = dev.queue(0, 4).unwrap();
@@ -405,6 +417,7 @@ fn a_client_that_never_answers_dma_stalls_only_its_own_queue() {
 /// Rings are pinned when armed: the remap stops that queue (DMA_ERROR), and nothing else.
 #[test]
 fn rings_remapped_after_arming_stop_their_queue_only() {
+    let _one = serial();
     use shared_abi::regs::{queue, vf};
     use vfio_user_wire::proto::{cmd, DmaMap, DmaUnmap, DMA_FLAG_READ, DMA_FLAG_WRITE};
     use zerocopy::IntoBytes;
@@ -448,7 +461,11 @@ fn rings_remapped_after_arming_stop_their_queue_only() {
         .unwrap();
     let deadline = Instant::now() + T;
     while status(&attacker.regs) != jobs::queue_status::DMA_ERROR {
-        assert!(Instant::now() < deadline, "the remapped queue stopped");
+        assert!(
+            Instant::now() < deadline,
+            "the remapped queue stopped (status {})",
+            status(&attacker.regs)
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
     let mut dev = VfDev::open(&r.vf_socket(0), 1 << 20).unwrap();
@@ -464,6 +481,7 @@ fn rings_remapped_after_arming_stop_their_queue_only() {
 /// no more busy engines than the host has cores, the victim keeps its throughput.
 #[test]
 fn a_vf_on_its_own_engine_keeps_its_throughput_under_a_neighbours_long_jobs() {
+    let _one = serial();
     let r = sim::inprocess::InProcess::start_with(8, 2).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -32,9 +32,11 @@ use zerocopy::{FromBytes, IntoBytes};
 /// Jobs one queue completes before the engine looks at the next (its completions, counters
 /// and interrupt are published once per visit).
 const BATCH: usize = 32;
-/// An engine's turn: its owners run (in DRR rounds) until they have used this much, or have
-/// nothing left to run.
+/// An engine's turn: its owners run until they have used this much, or have nothing left to
+/// run.
 const TURN_NS: i64 = 200_000;
+/// What the owner chosen next runs for before the choice is made again.
+const QUANTUM: i64 = 20_000;
 const MAX_VFS: usize = shared_abi::pci::MAX_VFS;
 
 /// A job on its client's thread: the job and how it went, once it is over.
@@ -70,12 +72,12 @@ struct Run {
 /// One engine's scheduling state.
 #[derive(Debug)]
 struct Sched {
-    /// Time each VF may still spend on this engine (deficit round robin, in ns).
-    deficit: Vec<i64>,
+    /// Per VF: engine time it got here, in ns scaled by 1000 / its weight (virtual time).
+    vtime: Vec<u64>,
+    /// No owner's virtual time is let fall below this (it follows the running owners).
+    floor: u64,
     /// Per VF: the queue its next turn starts at, so every queue gets turns.
     cursor: Vec<usize>,
-    /// Which owner the next turn's rounds start with.
-    rotation: usize,
 }
 
 /// The queue engine's state, shared by its workers.
@@ -95,9 +97,9 @@ impl Engines {
             sched: (0..dev.board.engines)
                 .map(|_| {
                     Mutex::new(Sched {
-                        deficit: vec![0; MAX_VFS],
+                        vtime: vec![0; MAX_VFS],
+                        floor: 0,
                         cursor: vec![0; MAX_VFS],
-                        rotation: 0,
                     })
                 })
                 .collect(),
@@ -224,12 +226,14 @@ impl Device {
     /// One turn of engine `eng`.
     ///
     /// A turn lasts until the engine's owners have used TURN of engine time or have nothing
-    /// to run. Within it the owners share it by deficit round robin: each round, each gains
-    /// TURN / 4 × its weight / the heaviest owner's weight, and runs job steps (from any of
-    /// its queues) while it has some left. A VF with nothing to run keeps no credit (it cannot
-    /// save up while idle); one that overran carries the debt into the next round. So a VF
-    /// owning more engines gets more of the machine, a sole owner gets its engine whatever its
-    /// weight, and VFs sharing an engine split it by weight.
+    /// to run. Within it the owners share the engine by weighted fair queueing on virtual
+    /// time: the owner whose engine time so far, divided by its QoS weight, is least runs job
+    /// steps (from any of its queues) for a QUANTUM, and is charged what it really used, an
+    /// overrun included. A VF that comes back from idle starts at the engine's floor (the
+    /// least virtual time of those that kept running), so it cannot save up while idle. So a
+    /// VF owning more engines gets more of the machine, a sole owner gets its engine whatever
+    /// its weight, and VFs sharing an engine split it by weight, however short their quanta
+    /// are against a step.
     fn engine_turn(
         self: &Arc<Self>,
         e: &Engines,
@@ -239,72 +243,64 @@ impl Device {
         vfs: &[Owner],
         idle: &mut u64,
     ) -> usize {
-        // Owners that left the engine (or were disabled) keep no credit on it.
+        // Owners that left the engine (or were disabled) start again from the floor.
         let on = vfs
             .iter()
             .filter(|o| o.1 & (1 << eng) != 0)
             .fold(0u64, |m, o| m | 1 << o.0);
-        for (v, d) in s.deficit.iter_mut().enumerate() {
-            if on & (1 << v) == 0 {
-                *d = 0;
-            }
-        }
         let mut owners = std::mem::take(&mut w.owners);
         owners.clear();
         owners.extend(
             vfs.iter()
                 .filter(|o| o.1 & (1 << eng) != 0 && *idle & (1 << o.0) == 0),
         );
-        let Some(heaviest) = owners.iter().map(|o| o.2).max() else {
-            w.owners = owners;
-            return 0;
-        };
-        // Quanta scaled so the heaviest owner's is a quarter of the turn: every owner gets
-        // rounds in every turn, in proportion to its weight. The round starts one owner later
-        // each turn, so no owner is always the one a turn runs out on.
-        let first = s.rotation;
-        s.rotation = s.rotation.wrapping_add(1);
+        for (v, t) in s.vtime.iter_mut().enumerate() {
+            if on & (1 << v) == 0 || *t < s.floor {
+                *t = s.floor;
+            }
+        }
         let (mut used, mut done) = (0i64, 0);
-        'turn: loop {
-            // Whether anyone ran, and whether anyone sat this round out paying a debt (it
-            // gets another round: its credit grows each round).
-            let (mut any, mut owing) = (false, false);
-            for i in 0..owners.len() {
-                if used >= TURN_NS {
-                    break 'turn;
-                }
-                let (v, _, weight) = owners[(first + i) % owners.len()];
-                let slot = v as usize;
-                let credit = s.deficit[slot].saturating_add(TURN_NS / 4 * weight / heaviest);
-                if credit <= 0 {
-                    s.deficit[slot] = credit;
-                    owing = true;
-                    continue;
-                }
-                let mut allowed = credit.min(TURN_NS - used);
-                let given = allowed;
-                let ran = self.serve_vf(e, w, v, &mut s.cursor[slot], &mut allowed);
-                let spent = given - allowed;
-                used += spent;
-                s.deficit[slot] = if ran == 0 {
-                    *idle |= 1 << v;
-                    credit.min(0)
-                } else {
-                    credit - spent
-                };
-                any |= ran > 0;
-                done += ran;
-            }
-            if !any && !owing {
+        // Owners out of this turn: nothing to run, or their queues busy on other engines.
+        let mut out = 0u64;
+        while used < TURN_NS {
+            let Some(&(v, _, weight)) = owners
+                .iter()
+                .filter(|o| out & (1 << o.0) == 0)
+                .min_by_key(|o| s.vtime[o.0 as usize])
+            else {
                 break;
+            };
+            let slot = v as usize;
+            let mut credit = QUANTUM.min(TURN_NS - used);
+            let given = credit;
+            let (ran, elsewhere) = self.serve_vf(e, w, v, &mut s.cursor[slot], &mut credit);
+            let spent = (given - credit).max(0);
+            used += spent;
+            s.vtime[slot] += spent as u64 * 1000 / weight as u64;
+            done += ran;
+            if ran == 0 {
+                out |= 1 << v;
+                if !elsewhere {
+                    *idle |= 1 << v;
+                }
             }
+        }
+        // The floor follows the least virtual time among owners still running.
+        if let Some(least) = owners
+            .iter()
+            .filter(|o| out & (1 << o.0) == 0)
+            .map(|o| s.vtime[o.0 as usize])
+            .min()
+        {
+            s.floor = s.floor.max(least);
         }
         w.owners = owners;
         done
     }
 
     /// Runs VF `v`'s job steps, queue after queue from where its last turn stopped, while its
-    /// credit lasts. A queue another worker is serving is passed over. Returns steps run.
+    /// credit lasts. A queue another worker is serving is passed over. Returns steps run, and
+    /// whether a queue was passed over for that.
     fn serve_vf(
         self: &Arc<Self>,
         e: &Engines,
@@ -312,11 +308,11 @@ impl Device {
         v: u16,
         cursor: &mut usize,
         credit: &mut i64,
-    ) -> usize {
+    ) -> (usize, bool) {
         let qbase = self.bank(v, vf_bank::QUEUE_BASE) as usize;
         let qcount = self.bank(v, vf_bank::QUEUE_COUNT) as usize;
         let start = *cursor;
-        let mut ran = 0;
+        let (mut ran, mut elsewhere) = (0, false);
         for i in 0..qcount {
             if *credit <= 0 {
                 break;
@@ -329,6 +325,7 @@ impl Device {
                 continue;
             }
             let Some(Ok(mut run)) = e.queues.get(pq).map(|m| m.try_lock()) else {
+                elsewhere = true;
                 continue;
             };
             let n = self.serve_queue(e, w, &mut run, v, pq, credit);
@@ -337,7 +334,7 @@ impl Device {
             }
             ran += n;
         }
-        ran
+        (ran, elsewhere)
     }
 
     /// Serves one queue: a parked job's outcome, then job steps while `credit` lasts (at most
