@@ -349,7 +349,29 @@ done
 echo "@@ end"
 "#;
     let g = Guest::new(script).device(vfio_user_device(&sim.dir.path().join("accel0-vf1.sock")));
+    // While the guest runs, look at what the device model has mapped: QEMU's guest RAM is a
+    // sealed memfd, so the device touches it in place (no pread, no DMA messages).
+    let maps = format!("/proc/{}/maps", sim.pid());
+    let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let running = running.clone();
+        std::thread::spawn(move || {
+            while running.load(std::sync::atomic::Ordering::Relaxed) {
+                let m = std::fs::read_to_string(&maps).unwrap_or_default();
+                if m.contains("memfd:memory-backend-memfd") {
+                    return true;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            false
+        })
+    };
     let out = boot(g);
+    running.store(false, std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        sampler.join().unwrap(),
+        "the device mapped the guest's RAM in place"
+    );
     assert_eq!(section(&out, "bind").trim(), "vfio-pci");
     let mut total = 0;
     for job in ["crc32c", "copy", "fill", "sha256"] {
