@@ -242,3 +242,95 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+/// A hostile client of a VF over raw vfio-user: rings in a memfd it passes, job data mapped
+/// without a descriptor (the device must ask it for every byte), and it never answers.
+#[derive(Debug)]
+pub struct Silent {
+    /// The connection that maps the memory, and so gets the device's DMA requests.
+    pub t: host_driver::vfio_user::VfioUser,
+    /// A second connection for register writes: its replies never queue behind a request.
+    pub regs: host_driver::vfio_user::VfioUser,
+    rings: std::os::fd::OwnedFd,
+}
+
+/// Where [`Silent`] maps its rings.
+pub const RING_IOVA: u64 = 1 << 32;
+/// Where [`Silent`] maps its job data, without a descriptor.
+pub const FILELESS_IOVA: u64 = 1 << 33;
+
+impl Silent {
+    pub fn connect(sock: &std::path::Path) -> Self {
+        use std::os::fd::AsRawFd;
+        use vfio_user_wire::proto::{cmd, DmaMap, DMA_FLAG_READ, DMA_FLAG_WRITE};
+        use zerocopy::IntoBytes;
+        let t = host_driver::vfio_user::VfioUser::connect(sock, false).unwrap();
+        let rings =
+            nix::sys::memfd::memfd_create(c"rings", nix::sys::memfd::MemFdCreateFlag::empty())
+                .unwrap();
+        nix::unistd::ftruncate(&rings, 8192).unwrap();
+        let map = |addr, size| DmaMap {
+            argsz: 32,
+            flags: DMA_FLAG_READ | DMA_FLAG_WRITE,
+            offset: 0,
+            addr,
+            size,
+        };
+        t.call(
+            cmd::DMA_MAP,
+            map(RING_IOVA, 8192).as_bytes(),
+            &[rings.as_raw_fd()],
+            "map",
+        )
+        .unwrap();
+        t.call(
+            cmd::DMA_MAP,
+            map(FILELESS_IOVA, 16 << 20).as_bytes(),
+            &[],
+            "map",
+        )
+        .unwrap();
+        let regs = host_driver::vfio_user::VfioUser::connect(sock, false).unwrap();
+        Silent { t, regs, rings }
+    }
+
+    /// Posts `n` CRC32C jobs of 1 MiB over the fileless data, then enables queues `qs` on
+    /// the rings (they share them): the device's first DMA_READ for each is never answered.
+    pub fn post(&self, qs: std::ops::Range<usize>, n: u32) {
+        use shared_abi::jobs::{Sqe, SqeHead};
+        use shared_abi::regs::{queue, vf, QueueCtrl};
+        use std::os::fd::AsFd;
+        use zerocopy::{FromZeros, IntoBytes};
+        for slot in 0..n {
+            let mut e = Sqe::new_zeroed();
+            e.tag = slot.into();
+            e.src = FILELESS_IOVA.into();
+            e.len = (1u32 << 20).into();
+            let head = SqeHead {
+                phase: 1,
+                version: shared_abi::jobs::VERSION,
+                op: shared_abi::jobs::JobOp::Crc32c.wire(),
+                flags: 0,
+            };
+            let b = e.as_bytes();
+            let at = slot as i64 * 64;
+            nix::sys::uio::pwrite(self.rings.as_fd(), &b[4..], at + 4).unwrap();
+            nix::sys::uio::pwrite(self.rings.as_fd(), &head.to_word().to_le_bytes(), at).unwrap();
+        }
+        for (q, (r, v)) in qs.flat_map(|q| {
+            [
+                (queue::SQ_BASE_LO, 0),
+                (queue::SQ_BASE_HI, 1),
+                (queue::SQ_SIZE, 16),
+                (queue::CQ_BASE_LO, 4096),
+                (queue::CQ_BASE_HI, 1),
+                (queue::CQ_SIZE, 16),
+                (queue::CONTROL, QueueCtrl::ENABLE.bits()),
+            ]
+            .map(|rv| (q, rv))
+        }) {
+            let at = vf::queue(q) as u64 + r.offset() as u64;
+            self.regs.region_write(0, at, &v.to_le_bytes()).unwrap();
+        }
+    }
+}

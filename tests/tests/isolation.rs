@@ -3,7 +3,7 @@
 //! a job never outlives its VF's grant on memory, a replaced client's old jobs never run into
 //! the new client, and a translation root near the top of the address space is a fault, not
 //! a dead engine.
-use accelvirt_tests::pattern;
+use accelvirt_tests::{pattern, Silent, RING_IOVA};
 use host_driver::vf::{Addr, Buf, Job, VfDev};
 use host_driver::{Accel, CreateSpec};
 use shared_abi::jobs::{self, xlat, JobOp, JobStatus};
@@ -289,95 +289,6 @@ fn rate(dev: &mut VfDev, q: &mut host_driver::vf::Queue, buf: Buf, d: Duration) 
     n as f64 / start.elapsed().as_secs_f64()
 }
 
-/// A hostile client of VF 1 over raw vfio-user: rings in a memfd it passes, job data mapped
-/// without a descriptor (the device must ask it for every byte), and it never answers.
-struct Silent {
-    /// The connection that maps the memory, and so gets the device's DMA requests.
-    t: host_driver::vfio_user::VfioUser,
-    /// A second connection for register writes: its replies never queue behind a request.
-    regs: host_driver::vfio_user::VfioUser,
-    rings: std::os::fd::OwnedFd,
-}
-
-const RING_IOVA: u64 = 1 << 32;
-const FILELESS_IOVA: u64 = 1 << 33;
-
-impl Silent {
-    fn connect(sock: &std::path::Path) -> Self {
-        use std::os::fd::AsRawFd;
-        use vfio_user_wire::proto::{cmd, DmaMap, DMA_FLAG_READ, DMA_FLAG_WRITE};
-        use zerocopy::IntoBytes;
-        let t = host_driver::vfio_user::VfioUser::connect(sock, false).unwrap();
-        let rings =
-            nix::sys::memfd::memfd_create(c"rings", nix::sys::memfd::MemFdCreateFlag::empty())
-                .unwrap();
-        nix::unistd::ftruncate(&rings, 8192).unwrap();
-        let map = |addr, size| DmaMap {
-            argsz: 32,
-            flags: DMA_FLAG_READ | DMA_FLAG_WRITE,
-            offset: 0,
-            addr,
-            size,
-        };
-        t.call(
-            cmd::DMA_MAP,
-            map(RING_IOVA, 8192).as_bytes(),
-            &[rings.as_raw_fd()],
-            "map",
-        )
-        .unwrap();
-        t.call(
-            cmd::DMA_MAP,
-            map(FILELESS_IOVA, 16 << 20).as_bytes(),
-            &[],
-            "map",
-        )
-        .unwrap();
-        let regs = host_driver::vfio_user::VfioUser::connect(sock, false).unwrap();
-        Silent { t, regs, rings }
-    }
-
-    /// Posts `n` CRC32C jobs of 1 MiB over the fileless data, then enables queues `qs` on
-    /// the rings (they share them): the device's first DMA_READ for each is never answered.
-    fn post(&self, qs: std::ops::Range<usize>, n: u32) {
-        use shared_abi::jobs::{Sqe, SqeHead};
-        use shared_abi::regs::{queue, vf, QueueCtrl};
-        use std::os::fd::AsFd;
-        use zerocopy::{FromZeros, IntoBytes};
-        for slot in 0..n {
-            let mut e = Sqe::new_zeroed();
-            e.tag = slot.into();
-            e.src = FILELESS_IOVA.into();
-            e.len = (1u32 << 20).into();
-            let head = SqeHead {
-                phase: 1,
-                version: jobs::VERSION,
-                op: JobOp::Crc32c.wire(),
-                flags: 0,
-            };
-            let b = e.as_bytes();
-            let at = slot as i64 * 64;
-            nix::sys::uio::pwrite(self.rings.as_fd(), &b[4..], at + 4).unwrap();
-            nix::sys::uio::pwrite(self.rings.as_fd(), &head.to_word().to_le_bytes(), at).unwrap();
-        }
-        for (q, (r, v)) in qs.flat_map(|q| {
-            [
-                (queue::SQ_BASE_LO, 0),
-                (queue::SQ_BASE_HI, 1),
-                (queue::SQ_SIZE, 16),
-                (queue::CQ_BASE_LO, 4096),
-                (queue::CQ_BASE_HI, 1),
-                (queue::CQ_SIZE, 16),
-                (queue::CONTROL, QueueCtrl::ENABLE.bits()),
-            ]
-            .map(|rv| (q, rv))
-        }) {
-            let at = vf::queue(q) as u64 + r.offset() as u64;
-            self.regs.region_write(0, at, &v.to_le_bytes()).unwrap();
-        }
-    }
-}
-
 /// The attack run's fourth finding: a tenant whose job data is mapped without a descriptor
 /// and who never answers the device's DMA requests stopped every VF's data path (the one
 /// engine thread waited 500 ms per request). Now that job waits on its own client's thread:
@@ -573,4 +484,66 @@ fn a_vf_on_its_own_engine_keeps_its_throughput_under_a_neighbours_long_jobs() {
         "VF 0 kept {loud:.0} of its quiet {quiet:.0} jobs/s ({:.0} %)",
         100.0 * loud / quiet
     );
+}
+
+/// The attack's ninth finding: BAR2 and BAR0 fault floods from one VF raised another VF's
+/// register read p99 40-fold. VF accesses now share the virtualization unit's lock, and
+/// interrupts are signalled after it: the victim's p99 stays within 3x of quiet.
+#[test]
+fn fault_floods_from_one_vf_leave_anothers_register_reads_alone() {
+    let _one = serial();
+    let (r, rt, acc) = device(2);
+    let victim = host_driver::vfio_user::VfioUser::connect(&r.vf_socket(0), false).unwrap();
+    let sample = |n: usize| {
+        let mut v: Vec<Duration> = (0..n)
+            .map(|_| {
+                let t = Instant::now();
+                let mut b = [0u8; 4];
+                victim.region_read(0, 0, &mut b).unwrap();
+                let d = t.elapsed();
+                std::thread::sleep(Duration::from_micros(200));
+                d
+            })
+            .collect();
+        v.sort();
+        v[n * 99 / 100]
+    };
+    sample(200);
+    let quiet = sample(1500);
+    // (BAR, offset, write): past the memory window; a read-only register.
+    for (bar, off, write) in [(2u32, (1u64 << 32) - 4096, false), (0, 0, true)] {
+        let flooding = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let flooders: Vec<_> = (0..8)
+            .map(|_| {
+                let (p, f) = (r.vf_socket(1), flooding.clone());
+                std::thread::spawn(move || {
+                    let c = host_driver::vfio_user::VfioUser::connect(&p, false).unwrap();
+                    let mut b = [0u8; 4];
+                    while f.load(std::sync::atomic::Ordering::Relaxed) {
+                        if write {
+                            c.region_write(bar, off, &b).unwrap();
+                        } else {
+                            c.region_read(bar, off, &mut b).unwrap();
+                        }
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(100));
+        let loud = sample(1500);
+        flooding.store(false, std::sync::atomic::Ordering::Relaxed);
+        for f in flooders {
+            f.join().unwrap();
+        }
+        assert!(
+            loud <= quiet * 3,
+            "BAR{bar} fault flood: the victim's p99 {loud:?} against {quiet:?} quiet"
+        );
+    }
+    let stats = rt.block_on(acc.stats()).unwrap().1;
+    assert!(
+        stats[1].faults.get() > 0,
+        "the floods were faults, counted on the flooder"
+    );
+    assert_eq!(stats[0].faults.get(), 0, "and none on the victim");
 }
