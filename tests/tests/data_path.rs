@@ -615,12 +615,20 @@ fn completions_can_be_reaped_by_msix_interrupt() {
     let mut dev = VfDev::open(&vf_socket(&sim, 0), 4 << 20).unwrap();
     let mut q = dev.queue_with_irq(2, 4, 3).unwrap();
     let buf = dev.alloc(2 << 20, 4096).unwrap();
-    for i in 0..20 {
-        // Big enough that the waiter is past its spin and asleep on the eventfd.
+    let digest = dev.alloc(32, 64).unwrap();
+    for _ in 0..20 {
+        // Long enough that the waiter is past its spin and asleep on the eventfd (a FILL is
+        // a memset now, over before the spin ends).
         let c = run(
             &dev,
             &mut q,
-            job_of(JobOp::Fill, None, Some(buf.into()), buf.len as u32, i),
+            job_of(
+                JobOp::Sha256,
+                Some(buf.into()),
+                Some(digest.into()),
+                buf.len as u32,
+                0,
+            ),
         );
         assert_eq!(c.status, JobStatus::Ok);
     }

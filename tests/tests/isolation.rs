@@ -488,12 +488,28 @@ fn a_vf_on_its_own_engine_keeps_its_throughput_under_a_neighbours_long_jobs() {
 
 /// The attack's ninth finding: BAR2 and BAR0 fault floods from one VF raised another VF's
 /// register read p99 40-fold. VF accesses now share the virtualization unit's lock, and
-/// interrupts are signalled after it: the victim's p99 stays within 3x of quiet.
+/// interrupts are signalled after it: the victim's p99 stays within 3x of quiet. Against an
+/// `accel-sim` process (its firmware core a process of its own), with 24 flooding clients:
+/// on the code before this change the BAR2 flood gave 3.7x.
 #[test]
 fn fault_floods_from_one_vf_leave_anothers_register_reads_alone() {
     let _one = serial();
-    let (r, rt, acc) = device(2);
-    let victim = host_driver::vfio_user::VfioUser::connect(&r.vf_socket(0), false).unwrap();
+    let sim = accelvirt_tests::Sim::start();
+    // 1 GiB each: BAR2 (4 GiB) reaches past the window.
+    let o = sim.ctl(&[
+        "create-vf",
+        "--count",
+        "2",
+        "--engines",
+        "2",
+        "--memory",
+        "1G",
+        "--queues",
+        "4",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let vf = |v: u16| vfio_user_wire::vf_socket_path(&sim.sock, v);
+    let victim = host_driver::vfio_user::VfioUser::connect(&vf(0), false).unwrap();
     let sample = |n: usize| {
         let mut v: Vec<Duration> = (0..n)
             .map(|_| {
@@ -513,9 +529,9 @@ fn fault_floods_from_one_vf_leave_anothers_register_reads_alone() {
     // (BAR, offset, write): past the memory window; a read-only register.
     for (bar, off, write) in [(2u32, (1u64 << 32) - 4096, false), (0, 0, true)] {
         let flooding = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let flooders: Vec<_> = (0..8)
+        let flooders: Vec<_> = (0..24)
             .map(|_| {
-                let (p, f) = (r.vf_socket(1), flooding.clone());
+                let (p, f) = (vf(1), flooding.clone());
                 std::thread::spawn(move || {
                     let c = host_driver::vfio_user::VfioUser::connect(&p, false).unwrap();
                     let mut b = [0u8; 4];
@@ -540,10 +556,10 @@ fn fault_floods_from_one_vf_leave_anothers_register_reads_alone() {
             "BAR{bar} fault flood: the victim's p99 {loud:?} against {quiet:?} quiet"
         );
     }
-    let stats = rt.block_on(acc.stats()).unwrap().1;
+    let stats = sim.ctl_json(&["stats"]);
     assert!(
-        stats[1].faults.get() > 0,
-        "the floods were faults, counted on the flooder"
+        stats["vfs"][1]["faults"].as_u64() > Some(0),
+        "faults counted on the flooder: {stats}"
     );
-    assert_eq!(stats[0].faults.get(), 0, "and none on the victim");
+    assert_eq!(stats["vfs"][0]["faults"], 0, "and none on the victim");
 }

@@ -274,7 +274,7 @@ impl Device {
         drop(vu);
         out.send();
         for f in faults {
-            self.fault(v, f);
+            self.access_fault(v, f);
         }
         result
     }
@@ -367,7 +367,7 @@ impl Device {
         }
         drop(mem);
         if let Some(f) = fault {
-            self.fault(v, f);
+            self.access_fault(v, f);
         }
         Ok(())
     }

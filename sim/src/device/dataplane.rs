@@ -74,6 +74,8 @@ struct Run {
 struct Sched {
     /// Per VF: engine time it got here, in ns scaled by 1000 / its weight (virtual time).
     vtime: Vec<u64>,
+    /// The VFs that owned the engine at its last turn.
+    members: u64,
     /// No owner's virtual time is let fall below this (it follows the running owners).
     floor: u64,
     /// Per VF: the queue its next turn starts at, so every queue gets turns.
@@ -98,6 +100,7 @@ impl Engines {
                 .map(|_| {
                     Mutex::new(Sched {
                         vtime: vec![0; MAX_VFS],
+                        members: 0,
                         floor: 0,
                         cursor: vec![0; MAX_VFS],
                     })
@@ -175,11 +178,60 @@ impl Device {
             .collect()
     }
 
-    /// Bumps a queue's epoch: its CONTROL register was written.
+    /// Bumps a queue's epoch: its CONTROL register was written (and it may be enabled now).
     pub(super) fn queue_control_written(&self, pq: usize) {
         if let Some(e) = self.queue_epochs.get(pq) {
             e.fetch_add(1, Ordering::AcqRel);
         }
+        self.mark_live(pq);
+    }
+
+    fn mark_live(&self, pq: usize) {
+        if let Some(w) = self.queue_live.get(pq / 64) {
+            w.fetch_or(1 << (pq % 64), Ordering::SeqCst);
+        }
+    }
+
+    /// The VF-relative numbers of the queues in `[qbase, qbase + qcount)` whose CONTROL was
+    /// written since the engine last saw them disabled, ascending, into `out`; how many.
+    fn live_queues(&self, qbase: usize, qcount: usize, out: &mut [u16; 256]) -> usize {
+        let mut n = 0;
+        let end = (qbase + qcount).min(self.queue_live.len() * 64);
+        let mut pq = qbase;
+        while pq < end && n < out.len() {
+            let word = self.queue_live[pq / 64].load(Ordering::SeqCst) >> (pq % 64);
+            if word == 0 {
+                pq = (pq / 64 + 1) * 64;
+                continue;
+            }
+            let skip = word.trailing_zeros() as usize;
+            pq += skip;
+            if pq < end {
+                out[n] = (pq - qbase) as u16;
+                n += 1;
+            }
+            pq += 1;
+        }
+        n
+    }
+
+    /// Whether queue `pq` is enabled. A disabled one leaves the live set; a CONTROL write
+    /// racing with that puts it back (the write is seen after the bit is cleared, or the
+    /// bit is set again after it).
+    fn queue_enabled(&self, pq: usize) -> bool {
+        let enabled =
+            |d: &Self| d.bar0.read32(queue_reg(pq, queue::CONTROL)) & QueueCtrl::ENABLE.bits() != 0;
+        if enabled(self) {
+            return true;
+        }
+        if let Some(w) = self.queue_live.get(pq / 64) {
+            w.fetch_and(!(1 << (pq % 64)), Ordering::SeqCst);
+        }
+        if enabled(self) {
+            self.mark_live(pq);
+            return true;
+        }
+        false
     }
 
     fn epoch(&self, pq: usize) -> u32 {
@@ -254,11 +306,13 @@ impl Device {
             vfs.iter()
                 .filter(|o| o.1 & (1 << eng) != 0 && *idle & (1 << o.0) == 0),
         );
-        for (v, t) in s.vtime.iter_mut().enumerate() {
-            if on & (1 << v) == 0 || *t < s.floor {
+        for o in vfs.iter().filter(|o| on & (1 << o.0) != 0) {
+            let t = &mut s.vtime[o.0 as usize];
+            if s.members & (1 << o.0) == 0 || *t < s.floor {
                 *t = s.floor;
             }
         }
+        s.members = on;
         let (mut used, mut done) = (0i64, 0);
         // Owners out of this turn: nothing to run, or their queues busy on other engines.
         let mut out = 0u64;
@@ -313,15 +367,17 @@ impl Device {
         let qcount = self.bank(v, vf_bank::QUEUE_COUNT) as usize;
         let start = *cursor;
         let (mut ran, mut elsewhere) = (0, false);
-        for i in 0..qcount {
+        // The VF's queues that may be enabled (a VF may own hundreds; few are in use).
+        let mut live = [0u16; 256];
+        let n = self.live_queues(qbase, qcount, &mut live);
+        let first = live[..n].partition_point(|&q| (q as usize) < start);
+        for i in 0..n {
             if *credit <= 0 {
                 break;
             }
-            let q = (start + i) % qcount;
+            let q = live[(first + i) % n] as usize;
             let pq = qbase + q;
-            // A disabled queue costs one register read (a VF may own hundreds).
-            let ctrl = self.bar0.read32(queue_reg(pq, queue::CONTROL));
-            if ctrl & QueueCtrl::ENABLE.bits() == 0 || !self.owns_queue(v, pq) {
+            if !self.queue_enabled(pq) || !self.owns_queue(v, pq) {
                 continue;
             }
             let Some(Ok(mut run)) = e.queues.get(pq).map(|m| m.try_lock()) else {

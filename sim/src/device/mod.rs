@@ -113,6 +113,9 @@ pub struct Device {
     /// Per physical queue: bumped on every write to its CONTROL register (by its VF or the
     /// firmware), so the queue engine drops what it knew of a queue that was re-armed or reset.
     queue_epochs: Vec<std::sync::atomic::AtomicU32>,
+    /// Per physical queue, a bit set by every CONTROL write and cleared by the queue engine
+    /// when it finds the queue disabled: the queues it need look at.
+    queue_live: Vec<AtomicU64>,
     /// Per VF: bumped when it writes its XLAT registers or XLAT_INVALIDATE, so the queue
     /// engine flushes that VF's IOTLB.
     xlat_epochs: Vec<std::sync::atomic::AtomicU32>,
@@ -188,6 +191,9 @@ impl Device {
             dma: Mutex::new(Default::default()),
             queue_epochs: (0..board.queues)
                 .map(|_| std::sync::atomic::AtomicU32::new(0))
+                .collect(),
+            queue_live: (0..(board.queues as usize).div_ceil(64))
+                .map(|_| AtomicU64::new(0))
                 .collect(),
             xlat_epochs: (0..shared_abi::pci::MAX_VFS)
                 .map(|_| std::sync::atomic::AtomicU32::new(0))
@@ -381,6 +387,14 @@ impl Device {
         }
     }
 
+    /// Records a refused access of VF `v`'s own (a register or memory access, not a job's):
+    /// counted on its bank, and for the thread that made it, whose connection slows a flood
+    /// of them down ([`access_faults_here`]).
+    fn access_fault(&self, v: u16, code: VfFault) {
+        self.fault(v, code);
+        ACCESS_FAULTS.with(|n| n.set(n.get().wrapping_add(1)));
+    }
+
     /// Keeps a VF's MSI-X table size equal to the vectors the firmware assigned.
     fn sync_vf(&self, g: &mut Inner, v: u16) -> Result<(), AccessError> {
         let f = g.vfs.get_mut(v as usize).ok_or(AccessError::NoFunction)?;
@@ -403,6 +417,17 @@ impl Device {
     pub fn pf_config_bytes(&self) -> Box<[u8; CONFIG_SIZE]> {
         Box::new(*lock(&self.inner).pf_cfg.bytes())
     }
+}
+
+thread_local! {
+    /// Refused VF accesses made on this thread (each connection has its own).
+    static ACCESS_FAULTS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Refused VF accesses this thread has made so far: a connection compares it before and
+/// after a message to learn what that message cost.
+pub fn access_faults_here() -> u64 {
+    ACCESS_FAULTS.with(|n| n.get())
 }
 
 fn check_range(offset: u64, len: usize, size: u64) -> Result<(), AccessError> {

@@ -66,6 +66,43 @@ pub(super) struct Conn {
     irqs_installed: bool,
     err_fd: Option<OwnedFd>,
     req_fd: Option<OwnedFd>,
+    faults: FaultBudget,
+}
+
+/// Refused accesses a connection may make at full speed: a burst, then a steady rate. Past
+/// it, the connection's own thread waits before its next message (never the device, never
+/// another client), so a fault flood costs the machine the budget's worth of CPU and no more.
+#[derive(Debug)]
+struct FaultBudget {
+    tokens: f64,
+    last: Instant,
+}
+
+/// Refused accesses a connection may make in a burst.
+const FAULT_BURST: f64 = 64.0;
+/// Refused accesses a connection may make per second beyond the burst.
+const FAULT_RATE: f64 = 200.0;
+
+impl FaultBudget {
+    fn new() -> Self {
+        FaultBudget {
+            tokens: FAULT_BURST,
+            last: Instant::now(),
+        }
+    }
+
+    /// `n` refused accesses happened: take them from the budget, and wait while it is
+    /// overdrawn.
+    fn spend(&mut self, n: u64) {
+        let now = Instant::now();
+        let earned = now.duration_since(self.last).as_secs_f64() * FAULT_RATE;
+        self.tokens = (self.tokens + earned).min(FAULT_BURST) - n as f64;
+        self.last = now;
+        if self.tokens < 0.0 {
+            let wait = Duration::from_secs_f64((-self.tokens / FAULT_RATE).min(0.1));
+            std::thread::sleep(wait);
+        }
+    }
 }
 
 type Reply = Result<(Vec<u8>, Vec<RawFd>), Errno>;
@@ -137,6 +174,7 @@ impl Conn {
             irqs_installed: false,
             err_fd: None,
             req_fd: None,
+            faults: FaultBudget::new(),
         }
     }
 
@@ -268,9 +306,19 @@ impl Conn {
             cmd::DEVICE_GET_REGION_INFO => self.region_info(p),
             cmd::DEVICE_GET_IRQ_INFO => self.irq_info(p),
             cmd::DEVICE_SET_IRQS => self.set_irqs(p, fds),
-            cmd::REGION_READ => self.region_read(p),
-            cmd::REGION_WRITE => self.region_write(p),
-            cmd::REGION_WRITE_MULTI => self.write_multi(p),
+            cmd::REGION_READ | cmd::REGION_WRITE | cmd::REGION_WRITE_MULTI => {
+                let before = crate::device::access_faults_here();
+                let r = match h.command {
+                    cmd::REGION_READ => self.region_read(p),
+                    cmd::REGION_WRITE => self.region_write(p),
+                    _ => self.write_multi(p),
+                };
+                let refused = crate::device::access_faults_here().wrapping_sub(before);
+                if refused > 0 {
+                    self.faults.spend(refused);
+                }
+                r
+            }
             cmd::DEVICE_RESET => {
                 if !p.is_empty() {
                     return Err(Errno::EINVAL);
