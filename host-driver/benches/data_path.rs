@@ -4,6 +4,7 @@
 //!
 //! - throughput of 1 MiB CRC32C and COPY jobs, queue kept full, against the `crc32c` crate
 //!   (the CPU's CRC instruction) and a memcpy over the same bytes in a loop on one core;
+//! - 1 MiB SHA-256 jobs against the `sha2` crate (SHA-NI where the CPU has it) in a loop;
 //! - 4 KiB CRC32C jobs per second against the bare loop's rate for 4 KiB;
 //! - one 64-byte job's submit-to-reap latency at depth 1 against a bare shared-memory
 //!   ping-pong (two threads bouncing a counter through a memfd page).
@@ -149,6 +150,17 @@ fn main() {
         gib(copy),
         gib(bare_copy),
         copy / bare_copy
+    );
+    let (sha, _) = jobs_rate(&mut dev, 4, JobOp::Sha256, 1 << 20, 32, 2.0);
+    let (bare_sha, _) = bare_rate(1 << 20, 1.0, |s, _| {
+        use sha2::Digest;
+        std::hint::black_box(sha2::Sha256::digest(s));
+    });
+    println!(
+        "  SHA-256 1 MiB jobs, depth 32    {:7.3} GiB/s  bare loop {:7.3} GiB/s  {:.2}x",
+        gib(sha),
+        gib(bare_sha),
+        sha / bare_sha
     );
     let (_, small) = jobs_rate(&mut dev, 2, JobOp::Crc32c, 4096, 64, 2.0);
     let (_, bare_small) = bare_rate(4096, 1.0, |s, _| {
