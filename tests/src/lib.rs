@@ -43,19 +43,39 @@ pub fn image_target_dir() -> PathBuf {
 
 /// A signed firmware image of the current sources, and the public key of the development
 /// key that signed it: what a fresh device model's flash is provisioned with. Built once per
-/// test process (`cargo xtask image`); concurrent builds are serialized by cargo.
+/// test process (`cargo xtask image`); concurrent builds are serialized by cargo. If it cannot
+/// be built, the first test that needs it fails with the build's own words and every other
+/// one with a line that points there, not a backtrace each.
 pub fn firmware_image() -> &'static (PathBuf, PathBuf) {
-    static IMAGE: std::sync::OnceLock<(PathBuf, PathBuf)> = std::sync::OnceLock::new();
-    IMAGE.get_or_init(|| {
+    static IMAGE: std::sync::OnceLock<Result<(PathBuf, PathBuf), String>> =
+        std::sync::OnceLock::new();
+    static TOLD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let built = IMAGE.get_or_init(|| {
         let target = image_target_dir();
         let image = target.join("fw").join("accel-fw.img");
-        build_image(&image, &[]);
-        (image, target.join("accelvirt-keys").join("dev-ed25519.pub"))
-    })
+        try_build_image(&image, &[])
+            .map(|()| (image, target.join("accelvirt-keys").join("dev-ed25519.pub")))
+    });
+    match built {
+        Ok(b) => b,
+        Err(e) if !TOLD.swap(true, std::sync::atomic::Ordering::Relaxed) => {
+            panic!("the firmware image could not be built: {e}")
+        }
+        // Unwinding without the panic hook: no message, no backtrace, the test fails.
+        Err(_) => std::panic::resume_unwind(Box::new(
+            "the firmware image could not be built (the first failing test says why)",
+        )),
+    }
 }
 
 /// `cargo xtask image --out OUT ARGS` in the tests' image target directory.
 pub fn build_image(out: &Path, args: &[&str]) {
+    if let Err(e) = try_build_image(out, args) {
+        panic!("{e}");
+    }
+}
+
+fn try_build_image(out: &Path, args: &[&str]) -> Result<(), String> {
     let o = Command::new(env!("CARGO"))
         .current_dir(root())
         .args(["xtask", "image", "--out"])
@@ -63,12 +83,15 @@ pub fn build_image(out: &Path, args: &[&str]) {
         .args(args)
         .env("CARGO_TARGET_DIR", image_target_dir())
         .output()
-        .expect("run cargo xtask image");
-    assert!(
-        o.status.success(),
-        "cargo xtask image: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+        .map_err(|e| format!("cannot run cargo xtask image: {e}"))?;
+    if o.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "cargo xtask image failed:\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        ))
+    }
 }
 
 /// A running `accel-sim` in its own temporary directory.

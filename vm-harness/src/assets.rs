@@ -103,6 +103,25 @@ impl Assets {
         Ok(a)
     }
 
+    /// Debian's `lspci` from the guest packages, run on this host through their own loader
+    /// and libraries (nothing installed on the host), with their `pci.ids`.
+    pub fn lspci(&self) -> Command {
+        let r = &self.rootfs;
+        let libs = [
+            r.join("lib/x86_64-linux-gnu"),
+            r.join("usr/lib/x86_64-linux-gnu"),
+        ]
+        .map(|p| p.display().to_string())
+        .join(":");
+        let mut c = Command::new(r.join("lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"));
+        c.arg("--library-path")
+            .arg(libs)
+            .arg(r.join("usr/bin/lspci"))
+            .arg("-i")
+            .arg(r.join("usr/share/misc/pci.ids"));
+        c
+    }
+
     fn download(cache: &Path) -> Result<()> {
         for d in ["qemu", "kernel", "rootfs"] {
             let p = cache.join(d);

@@ -81,8 +81,40 @@ pub fn build_firmware(root: &Path) -> Result<PathBuf, String> {
     build_firmware_version(root, None)
 }
 
+/// Makes sure the toolchain has the firmware's target. rustup installs what
+/// `rust-toolchain.toml` names only when it installs the toolchain itself; on a machine whose
+/// toolchain was already there, the target is added here, with one line saying so. Without
+/// rustup, the build says what is missing.
+fn ensure_fw_target(root: &Path) -> Result<(), String> {
+    let Ok(out) = Command::new("rustup")
+        .current_dir(root)
+        .args(["target", "list", "--installed"])
+        .output()
+    else {
+        return Ok(()); // no rustup: the toolchain is someone else's to equip
+    };
+    let installed = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || installed.lines().any(|l| l.trim() == FW_TARGET) {
+        return Ok(());
+    }
+    eprintln!("xtask: adding the {FW_TARGET} target the firmware builds for (rustup target add {FW_TARGET})");
+    let st = Command::new("rustup")
+        .current_dir(root)
+        .args(["target", "add", FW_TARGET])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .map_err(|e| format!("cannot run rustup: {e}"))?;
+    if !st.success() {
+        return Err(format!(
+            "rustup could not add the {FW_TARGET} target; add it by hand (rustup target add {FW_TARGET})"
+        ));
+    }
+    Ok(())
+}
+
 /// Builds the image with `version` (`X.Y.Z`, else the source's); returns its path.
 fn build_firmware_version(root: &Path, version: Option<&str>) -> Result<PathBuf, String> {
+    ensure_fw_target(root)?;
     let id = build_id(root);
     let status = cargo()
         .current_dir(root)
@@ -108,7 +140,7 @@ fn build_firmware_version(root: &Path, version: Option<&str>) -> Result<PathBuf,
         .map_err(|e| format!("cannot run cargo: {e}"))?;
     if !status.success() {
         return Err(format!(
-            "firmware build failed; is the {FW_TARGET} target installed? (rustup target add {FW_TARGET})"
+            "the firmware did not build for {FW_TARGET} (cargo's errors are above)"
         ));
     }
     Ok(target_dir(root).join(FW_TARGET).join("fw").join("accel-fw"))
