@@ -215,3 +215,44 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's first commands on a fresh machine build the firmware: the toolchain file
+    /// must name its target (rustup installs it with the toolchain) and the components CI runs.
+    #[test]
+    fn the_toolchain_file_names_what_the_build_needs() {
+        let text = std::fs::read_to_string(root().join("rust-toolchain.toml")).unwrap();
+        let list = |key: &str| -> Vec<String> {
+            text.lines()
+                .find(|l| l.trim_start().starts_with(key))
+                .and_then(|l| l.split_once('='))
+                .map(|(_, v)| {
+                    v.trim()
+                        .trim_matches(|c| c == '[' || c == ']')
+                        .split(',')
+                        .map(|s| s.trim().trim_matches('"').to_string())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        assert!(list("targets").contains(&FW_TARGET.to_string()));
+        for c in ["rustfmt", "clippy"] {
+            assert!(list("components").contains(&c.to_string()), "{c}");
+        }
+        let channel = list("channel");
+        let ws = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+        let msrv = ws
+            .lines()
+            .find(|l| l.starts_with("rust-version"))
+            .and_then(|l| l.split('"').nth(1))
+            .unwrap();
+        assert!(
+            channel.first().is_some_and(|c| c.starts_with(msrv)),
+            "the pinned channel {channel:?} is the workspace's rust-version {msrv}"
+        );
+    }
+}
