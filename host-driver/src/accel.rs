@@ -216,7 +216,7 @@ impl Accel {
             Err(e) => {
                 // Refused (or unanswered): nothing was made that a later command must finish.
                 held.clear()?;
-                return Err(self.explain_create_refusal(e).await);
+                return Err(self.explain_create_refusal(e, count, &spec).await);
             }
         };
         let (_, list) = split_list::<CountResp, VfInfo>(&p)
@@ -289,13 +289,42 @@ impl Accel {
     /// A create refused for resources while VFs hold them and SR-IOV shows none: what a
     /// create interrupted between its firmware command and its SR-IOV step leaves. Say so,
     /// and how to clear it, instead of only "not enough free resources".
-    async fn explain_create_refusal(&self, e: Error) -> Error {
+    async fn explain_create_refusal(&self, e: Error, count: u16, spec: &CreateSpec) -> Error {
         use shared_abi::mailbox::Status;
         let resources = matches!(
             e.status(),
             Some(Status::OutOfResources | Status::Fragmented | Status::TooManyVfs)
         );
-        if !resources || self.t.num_vfs().ok() != Some(0) {
+        // Whether the device, empty, could have given what was asked (an equal split always
+        // could): only then are VFs that exist what stands in the way.
+        let fits_empty = match spec {
+            CreateSpec::Equal => true,
+            CreateSpec::Uniform(s) => self.device_info().await.is_ok_and(|d| {
+                let n = count as u64;
+                n * s.engines.get() as u64 <= d.engines as u64
+                    && n * s.mem_granules.get() as u64 <= d.mem_granules.get() as u64
+                    && n * s.queues.get() as u64 <= d.queues.get() as u64
+                    && n * s.vectors.get() as u64 <= d.vectors.get() as u64
+            }),
+        };
+        if !resources {
+            return e;
+        }
+        let shown = self.t.num_vfs().ok();
+        if shown.is_some_and(|n| n > 0) && fits_empty {
+            // Another create got here first (this one waited for its lock), or VFs made
+            // earlier are in the way: busy, not a refusal of what was asked.
+            return match self.vfs().await {
+                Ok(held) if !held.is_empty() => Error::Conflict(format!(
+                    "{e}: {} VF{} already hold the device's resources (another create-vf may have \
+                     just made them); see them with `accelctl vf list`, or destroy them first",
+                    held.len(),
+                    if held.len() == 1 { "" } else { "s" }
+                )),
+                _ => e,
+            };
+        }
+        if shown != Some(0) {
             return e;
         }
         match self.vfs().await {
@@ -357,7 +386,13 @@ impl Accel {
         let held = self.management_lock().await?;
         self.reconcile(&held).await?;
         held.record("destroy-vf")?;
-        self.mbox.call(&Request::DestroyVf(Target::One(vf))).await?;
+        if let Err(e) = self.mbox.call(&Request::DestroyVf(Target::One(vf))).await {
+            // Refused (no such VF, say): nothing happened that a later command must finish.
+            if e.status().is_some() {
+                held.clear()?;
+            }
+            return Err(e);
+        }
         if self.stats().await?.1.is_empty() && self.t.num_vfs()? != 0 {
             self.t.set_num_vfs(0)?;
         }

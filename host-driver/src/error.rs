@@ -113,6 +113,11 @@ impl Error {
         match self {
             Error::BadAddress(_) | Error::Invalid(_) => 2,
             Error::Connect { .. } | Error::NotOurDevice(_) | Error::Kernel { .. } => 3,
+            // A VF that does not exist is "no such device", whoever noticed.
+            Error::Firmware {
+                status: Status::InvalidVf,
+                ..
+            } => 3,
             Error::Timeout { .. } | Error::MailboxBusy(_) | Error::Conflict(_) => 4,
             Error::Io(_) | Error::Remote { .. } | Error::Protocol(_) | Error::BadResponse(_) => 5,
             Error::Firmware { .. } | Error::ImageRejected(_) => 1,

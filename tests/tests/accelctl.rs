@@ -97,7 +97,7 @@ fn refusals_are_clear_and_change_nothing() {
     let info_before = sim.ctl_json(&["info"]);
     let vfs_before = vfs(&sim);
     let cases: &[(&[&str], i32, &str)] = &[
-        (&["create-vf", "--count", "65"], 1, "more VFs than TotalVFs"),
+        (&["create-vf", "--count", "65"], 2, "at most 64 VFs"),
         (
             &[
                 "create-vf",
@@ -143,10 +143,10 @@ fn refusals_are_clear_and_change_nothing() {
             2,
             "granule",
         ),
-        (&["vf", "show", "9"], 1, "no such VF"),
+        (&["vf", "show", "9"], 3, "no such VF"),
         (&["vf", "resize", "0", "--memory", "15G"], 1, "fragmented"),
-        (&["vf", "qos", "0", "--weight", "0"], 1, "invalid argument"),
-        (&["destroy-vf", "7"], 1, "no such VF"),
+        (&["vf", "qos", "0", "--weight", "0"], 2, "from 1 to 1000"),
+        (&["destroy-vf", "7"], 3, "no such VF"),
     ];
     for (args, code, msg) in cases {
         let o = sim.ctl(args);
@@ -677,4 +677,65 @@ fn a_device_killed_during_create_resize_or_destroy_comes_back_clean() {
             assert!(o.status.success(), "{ctx}");
         }
     }
+}
+
+/// One rule for a VF that does not exist: exit 3 (no such device), whichever command met it,
+/// and a refused destroy leaves no record for the next command to "finish". Bad numbers say
+/// their range.
+#[test]
+fn a_missing_vf_is_exit_3_everywhere_and_ranges_are_named() {
+    let sim = Sim::start();
+    sim.ctl_json(&["create-vf", "--count", "2"]);
+    for args in [
+        &["vf", "show", "9"][..],
+        &["vf", "run", "9", "--seconds", "0.1"],
+        &["vf", "reset", "9"],
+        &["vf", "qos", "9", "--weight", "10"],
+        &["destroy-vf", "7"],
+    ] {
+        let o = sim.ctl(args);
+        assert_eq!(
+            o.status.code(),
+            Some(3),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    // The refused destroy left nothing behind: the next management command has nothing to
+    // finish and says nothing of it.
+    let o = sim.ctl(&["destroy-vf", "1"]);
+    assert!(o.status.success());
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(!said.contains("interrupted"), "{said}");
+    let o = sim.ctl(&["vf", "qos", "0", "--weight", "0"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("from 1 to 1000"));
+    let o = sim.ctl(&["create-vf", "--count", "100"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("at most 64"));
+}
+
+/// Two equal-split creates at once: the one that waited for the other's lock finds the
+/// device taken, and says so as busy (exit 4), not as a refusal of what it asked.
+#[test]
+fn a_create_that_lost_the_race_is_busy() {
+    let sim = Sim::start();
+    let spawn = || {
+        std::process::Command::new(accelvirt_tests::bin("accelctl"))
+            .arg("-d")
+            .arg(&sim.sock)
+            .args(["create-vf", "--count", "4"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let loser = if a.status.success() { &b } else { &a };
+    assert!(a.status.success() || b.status.success());
+    assert_eq!(loser.status.code(), Some(4), "{loser:?}");
+    let err = String::from_utf8_lossy(&loser.stderr);
+    assert!(err.contains("another create-vf"), "{err}");
+    assert_eq!(vfs(&sim).len(), 4);
 }

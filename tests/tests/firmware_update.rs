@@ -304,8 +304,18 @@ fn vfs_live_through_a_flash_and_go_with_the_reset() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(4), "{err}");
     assert!(err.contains("destroy"), "{err}");
+    assert!(!err.contains("  "), "one message, no runs of spaces: {err}");
     assert_eq!(sim.ctl_json(&["vf", "list"]), before);
-    let r = sim.ctl_json(&["fw-reset"]);
+    // fw-reset is refused the same way, unless --force, which says what it destroyed.
+    let o = sim.ctl(&["fw-reset"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert!(err.contains("4 now") && err.contains("--force"), "{err}");
+    assert_eq!(sim.ctl_json(&["vf", "list"]), before);
+    let o = sim.ctl(&["fw-reset", "--force", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("destroyed 4 VFs"));
     assert_eq!(r["version"], "0.2.0");
     let i = info(&sim);
     assert_eq!(i["vfs_in_use"], 0);

@@ -41,9 +41,10 @@ Exit codes:
   0  success
   1  the firmware refused the command (the message names the reason)
   2  invalid arguments
-  3  no such device, not ours, or not usable (driver binding, permissions)
+  3  no such device or VF, not ours, or not usable (driver binding, permissions)
   4  busy: the firmware did not answer in time, another process holds the mailbox or is
-     creating or destroying VFs, or existing VFs conflict with the request
+     creating or destroying VFs, or existing VFs conflict with the request (fw-reset and
+     flash --activate with VFs, a create another create got ahead of)
   5  the connection to the device failed or it broke the protocol
   6  the device's firmware has faulted: reset the device";
 
@@ -106,8 +107,13 @@ enum Cmd {
         allow_downgrade: bool,
     },
     /// Reset the device: the firmware reboots from flash (a pending slot is tried; one that
-    /// never becomes ready rolls back). SR-IOV and every VF go with the reset.
-    FwReset,
+    /// never becomes ready rolls back). SR-IOV and every VF go with the reset, so it is
+    /// refused while VFs exist unless --force.
+    FwReset {
+        /// Reset even though VFs exist: they are destroyed, and their VMs lose them.
+        #[arg(long)]
+        force: bool,
+    },
     /// The running firmware's log (defmt frames from its log ring, decoded with its image's
     /// ELF, found by build id in --image, $ACCEL_FW_IMAGES or target/fw).
     Logs {
@@ -378,10 +384,12 @@ async fn run(cli: Cli, out: &Out) -> Result<()> {
                 .map_err(|e| Error::Invalid(format!("{}: {e}", image.display())))?;
             let a = open(&cli.device, timeout)?;
             if activate && a.device_info().await?.vfs_in_use.get() != 0 {
-                return Err(Error::Conflict(
-                    "--activate resets the device, and the reset destroys every VF: destroy                      them first (`accelctl destroy-vf --all`), or flash without --activate and                      reset later"
-                        .into(),
-                ));
+                return Err(Error::Conflict(format!(
+                    "--activate resets the device, and the reset destroys every VF ({} now): \
+                         destroy them first (`accelctl destroy-vf --all`), or flash without \
+                         --activate and reset later",
+                    a.device_info().await?.vfs_in_use.get()
+                )));
             }
             let f = flash::run(&a, &bytes, allow_downgrade, out.json).await?;
             let mut activated = None;
@@ -389,7 +397,8 @@ async fn run(cli: Cli, out: &Out) -> Result<()> {
                 let (v, b) = a.fw_reset(timeout.max(Duration::from_secs(10)))?;
                 if b != f.header.build_id.get() || v != f.header.fw_version.get() {
                     return Err(Error::ImageRejected(
-                        "the new image did not become ready, and the device rolled back to the                          image it ran before (see `accelctl info`)",
+                        "the new image did not become ready, and the device rolled back to the image it \
+                         ran before (see `accelctl info`)",
                     ));
                 }
                 activated = Some((v, b));
@@ -401,8 +410,21 @@ async fn run(cli: Cli, out: &Out) -> Result<()> {
             let a = open(&cli.device, timeout)?;
             logs::run(&a, image.as_deref(), follow, out.json)
         }
-        Cmd::FwReset => {
+        Cmd::FwReset { force } => {
             let a = open(&cli.device, timeout)?;
+            let vfs = a.device_info().await?.vfs_in_use.get();
+            if vfs != 0 && !force {
+                return Err(Error::Conflict(format!(
+                    "the reset destroys every VF ({vfs} now) and SR-IOV with them: destroy them \
+                     first (`accelctl destroy-vf --all`), or give --force"
+                )));
+            }
+            if vfs != 0 {
+                eprintln!(
+                    "accelctl: the reset destroyed {vfs} VF{}",
+                    if vfs == 1 { "" } else { "s" }
+                );
+            }
             let (v, b) = a.fw_reset(timeout.max(Duration::from_secs(10)))?;
             out.fw_reset(v, b);
             Ok(())
@@ -419,6 +441,13 @@ async fn run(cli: Cli, out: &Out) -> Result<()> {
             let shift = a.granule_shift();
             if c.count == 0 {
                 return Err(Error::Invalid("--count 0: create at least one VF".into()));
+            }
+            let total = a.device_info().await?.total_vfs.get();
+            if c.count > total {
+                return Err(Error::Invalid(format!(
+                    "--count {}: this device has at most {total} VFs (its TotalVFs)",
+                    c.count
+                )));
             }
             c.res.check(shift)?;
             let explicit =
@@ -477,9 +506,18 @@ async fn run(cli: Cli, out: &Out) -> Result<()> {
                     out.vfs(&[a.resize(id, spec).await?], shift);
                 }
                 VfCmd::Reset { id } => out.vfs(&[a.reset(id).await?], shift),
-                VfCmd::Qos { id, weight } => out.vfs(&[a.set_qos(id, weight).await?], shift),
+                VfCmd::Qos { id, weight } => {
+                    if !(1..=shared_abi::resources::MAX_WEIGHT).contains(&weight) {
+                        return Err(Error::Invalid(format!(
+                            "--weight {weight}: from 1 to {}",
+                            shared_abi::resources::MAX_WEIGHT
+                        )));
+                    }
+                    out.vfs(&[a.set_qos(id, weight).await?], shift)
+                }
                 VfCmd::Run { id, load } => {
                     let load = load.load()?;
+                    a.vf(id).await?; // no such VF: exit 3, as for every VF command
                     let target = match a.handoff(id)?.endpoint {
                         host_driver::transport::VfEndpoint::Socket { path } => {
                             run::Target::Socket(path)
