@@ -13,7 +13,7 @@ pub enum Error {
     #[error("'{0}' is not a device: give a PCI address (0000:01:00.0) or a vfio-user socket path")]
     BadAddress(String),
     /// Nothing answers at a socket path.
-    #[error("cannot connect to {path}: {source} (is accel-sim running? start it with: accel-sim --socket {path})", path = path.display())]
+    #[error("cannot connect to {path}: {source}{hint}", path = path.display(), hint = connect_hint(path))]
     Connect {
         /// Socket.
         path: PathBuf,
@@ -86,6 +86,40 @@ pub enum Error {
     /// A request the user made does not make sense.
     #[error("{0}")]
     Invalid(String),
+}
+
+/// What to try when nothing answers at `path`, from what the path is.
+fn connect_hint(path: &std::path::Path) -> String {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => {
+            " (a directory: give the device model's socket in it, such as accel0.sock)".into()
+        }
+        Ok(m) if !m.file_type().is_socket() => {
+            " (not a socket: give the device model's .sock, not its flash or another file)".into()
+        }
+        _ => {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let vf = name.strip_suffix(".sock").and_then(|s| {
+                let (stem, n) = s.rsplit_once("-vf")?;
+                n.parse::<u16>().ok().map(|n| (stem.to_string(), n))
+            });
+            match vf {
+                Some((stem, n)) => format!(
+                    " (VF {n}'s socket: it exists while its PF's device model runs with VF {n} \
+                     created; start that with: accel-sim --socket {}, then accelctl create-vf)",
+                    path.with_file_name(format!("{stem}.sock")).display()
+                ),
+                None => format!(
+                    " (is accel-sim running? start it with: accel-sim --socket {})",
+                    path.display()
+                ),
+            }
+        }
+    }
 }
 
 fn hint(s: Status) -> &'static str {

@@ -739,3 +739,54 @@ fn a_create_that_lost_the_race_is_busy() {
     assert!(err.contains("another create-vf"), "{err}");
     assert_eq!(vfs(&sim).len(), 4);
 }
+
+/// Nothing answering at what `-d` names: the hint fits what it names (a VF's socket, a
+/// directory, another file), and `list` finds a device `-d` names outside the runtime
+/// directory, or says where it looked.
+#[test]
+fn what_d_names_gets_a_hint_that_fits_and_list_finds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let hint = |p: &std::path::Path| {
+        let o = accelctl(p, &["info"]);
+        assert_eq!(o.status.code(), Some(3));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let vf = dir.path().join("accel0-vf3.sock");
+    let h = hint(&vf);
+    assert!(
+        h.contains("VF 3's socket") && h.contains("accel0.sock"),
+        "{h}"
+    );
+    assert!(
+        !h.contains(
+            "--socket {}"
+                .replace("{}", &vf.display().to_string())
+                .as_str()
+        ),
+        "{h}"
+    );
+    assert!(hint(dir.path()).contains("a directory"));
+    let flash = dir.path().join("accel0.flash");
+    std::fs::write(&flash, b"x").unwrap();
+    assert!(hint(&flash).contains("not a socket"));
+    // A device model outside the runtime directory, named by -d: list shows it.
+    let sim = Sim::start();
+    let empty = tempfile::tempdir().unwrap();
+    let runtime = empty.path().to_str().unwrap();
+    let o = sim.ctl(&["list", "--runtime-dir", runtime, "--json"]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let devices = v["devices"].as_array().unwrap();
+    assert_eq!(devices.len(), 1, "{v}");
+    assert_eq!(devices[0]["device"], sim.sock.display().to_string());
+    // Nothing named, nothing there: it says where it looked.
+    let o = std::process::Command::new(accelvirt_tests::bin("accelctl"))
+        .args(["list", "--runtime-dir", runtime])
+        .env_remove("ACCEL_DEVICE")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains(runtime) && text.contains("/sys/bus/pci"),
+        "{text}"
+    );
+}

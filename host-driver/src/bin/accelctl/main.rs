@@ -359,7 +359,7 @@ async fn run(cli: Cli, out: &Out) -> Result<()> {
     match cli.cmd {
         Cmd::List { runtime_dir: dir } => {
             let dir = dir.unwrap_or_else(host_driver::vfio_user::default_runtime_dir);
-            out.list(&output::discover(&dir).await);
+            out.list(&output::discover(&dir, cli.device.as_deref()).await, &dir);
             Ok(())
         }
         Cmd::Info => {

@@ -151,13 +151,26 @@ async fn probe(
     }
 }
 
-pub async fn discover(dir: &Path) -> Vec<Found> {
+/// Our PCI functions, the sockets in `dir`, and the device `named` (`-d` or
+/// `$ACCEL_DEVICE`) wherever it is, each probed once.
+pub async fn discover(dir: &Path, named: Option<&str>) -> Vec<Found> {
     let mut v = Vec::new();
-    for a in host_driver::kernel::Sysfs::default().find_pfs() {
+    let mut pcis = host_driver::kernel::Sysfs::default().find_pfs();
+    let mut sockets = scan_sockets(dir);
+    match named.map(host_driver::DeviceAddr::parse) {
+        Some(Ok(host_driver::DeviceAddr::Pci(a))) if !pcis.contains(&a) => pcis.push(a),
+        Some(Ok(host_driver::DeviceAddr::Socket(p)))
+            if !sockets.iter().any(|s| same_file(s, &p)) =>
+        {
+            sockets.push(p)
+        }
+        _ => {}
+    }
+    for a in pcis {
         let opened = Accel::open(&host_driver::DeviceAddr::Pci(a.clone()));
         v.push(probe(a, "vfio", opened).await);
     }
-    for p in scan_sockets(dir) {
+    for p in sockets {
         let opened = VfioUser::connect(&p, true)
             .and_then(|t| Accel::with_transport(Arc::new(t), std::time::Duration::from_secs(2)));
         v.push(probe(p.display().to_string(), "vfio-user", opened).await);
@@ -165,13 +178,25 @@ pub async fn discover(dir: &Path) -> Vec<Found> {
     v
 }
 
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
 impl Out {
-    pub fn list(&self, found: &[Found]) {
+    pub fn list(&self, found: &[Found], dir: &Path) {
         if self.json {
             return print_json(&json!({ "devices": found }));
         }
         if found.is_empty() {
-            println!("no accelvirt devices found (no PCI functions with our IDs, no sockets in the runtime directory)");
+            println!(
+                "no accelvirt devices found: no PCI function with our IDs in /sys/bus/pci/devices, \
+                 no device-model socket in {} (--runtime-dir or $ACCEL_RUNTIME_DIR sets it; \
+                 -d or $ACCEL_DEVICE names one device anywhere)",
+                dir.display()
+            );
             return;
         }
         let rows: Vec<Vec<String>> = found
