@@ -757,14 +757,7 @@ fn what_d_names_gets_a_hint_that_fits_and_list_finds_it() {
         h.contains("VF 3's socket") && h.contains("accel0.sock"),
         "{h}"
     );
-    assert!(
-        !h.contains(
-            "--socket {}"
-                .replace("{}", &vf.display().to_string())
-                .as_str()
-        ),
-        "{h}"
-    );
+    assert!(!h.contains(&format!("--socket {}", vf.display())), "{h}");
     assert!(hint(dir.path()).contains("a directory"));
     let flash = dir.path().join("accel0.flash");
     std::fs::write(&flash, b"x").unwrap();
