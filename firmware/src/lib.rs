@@ -179,8 +179,12 @@ impl<R: Regs, C: Clock> Firmware<R, C> {
             0,
         );
         info!(
-            "firmware {=u32:x} ready: {=u8} engines, {=u32} granules",
-            FW_VERSION, self.board.engines, self.board.mem_granules
+            "firmware {=u8}.{=u8}.{=u16} ready: {=u8} engines, {=u32} granules",
+            (FW_VERSION >> 24) as u8,
+            (FW_VERSION >> 16) as u8,
+            FW_VERSION as u16,
+            self.board.engines,
+            self.board.mem_granules
         );
     }
 

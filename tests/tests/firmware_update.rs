@@ -349,7 +349,15 @@ fn logs_decode_with_the_running_image_and_follow() {
         text.contains("INFO  accelvirt firmware image starting"),
         "{text}"
     );
-    assert!(text.contains("ready: 16 engines, 8192 granules"), "{text}");
+    assert!(
+        text.contains("firmware 0.1.0 ready: 16 engines, 8192 granules"),
+        "the version as a version: {text}"
+    );
+    // A reset boots the firmware again: the log marks where each boot starts.
+    sim.ctl_json(&["fw-reset"]);
+    let o = logs(&[]).output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(text.matches("-- firmware boot --").count(), 2, "{text}");
 
     let mut follow = logs(&["--follow"]).spawn().unwrap();
     let mut lines = std::io::BufReader::new(follow.stdout.take().unwrap()).lines();
@@ -377,7 +385,7 @@ fn logs_decode_with_the_running_image_and_follow() {
         last.iter().any(|l| l["message"]
             .as_str()
             .unwrap()
-            .starts_with("firmware 20000 ready")),
+            .starts_with("firmware 0.2.0 ready")),
         "{last:?}"
     );
     // An image that is not the running one is refused, not misread.

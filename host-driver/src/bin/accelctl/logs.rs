@@ -64,6 +64,9 @@ fn running_elf(a: &Accel, given: Option<&Path>) -> Result<Vec<u8>> {
     )))
 }
 
+/// What the firmware image logs first on every boot (`firmware/src/bin/accel-fw/main.rs`).
+const FIRST_LINE: &str = "accelvirt firmware image starting";
+
 /// Prints the log, and with `follow` keeps printing what comes until interrupted.
 pub fn run(a: &Accel, image: Option<&Path>, follow: bool, json: bool) -> Result<()> {
     let elf = running_elf(a, image)?;
@@ -96,12 +99,17 @@ pub fn run(a: &Accel, image: Option<&Path>, follow: bool, json: bool) -> Result<
                         .unwrap_or_default();
                     let level = f.level().map(|l| l.as_str()).unwrap_or("print");
                     let msg = f.display_message().to_string();
+                    // The image's first line: a new boot (the ring keeps the boots before).
+                    let boot = msg == FIRST_LINE;
                     if json {
                         println!(
                             "{}",
-                            serde_json::json!({"timestamp": ts, "level": level, "message": msg})
+                            serde_json::json!({"timestamp": ts, "level": level, "message": msg, "boot": boot})
                         );
                     } else {
+                        if boot {
+                            println!("-- firmware boot --");
+                        }
                         println!("{ts} {:<5} {msg}", level.to_uppercase());
                     }
                 }
