@@ -37,11 +37,11 @@ struct Args {
     #[arg(long, value_name = "FILE")]
     flash: Option<PathBuf>,
     /// The image an empty flash is provisioned with (`cargo xtask image` builds it).
-    #[arg(long, value_name = "FILE", env = "ACCEL_FW_IMAGE", default_value = DEFAULT_IMAGE)]
+    #[arg(long, value_name = "FILE", env = "ACCEL_FW_IMAGE", default_value_os_t = built("fw/accel-fw.img"))]
     install_image: PathBuf,
     /// The public key an empty flash's OTP page is provisioned with (`cargo xtask image`
     /// makes the development key pair).
-    #[arg(long, value_name = "FILE", env = "ACCEL_FW_KEY", default_value = DEFAULT_KEY)]
+    #[arg(long, value_name = "FILE", env = "ACCEL_FW_KEY", default_value_os_t = built("accelvirt-keys/dev-ed25519.pub"))]
     key: PathBuf,
     /// Worker threads of the queue engine: the board's engines run on them in parallel
     /// [default: the host's cores].
@@ -49,11 +49,16 @@ struct Args {
     engine_threads: Option<u16>,
 }
 
-const DEFAULT_IMAGE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/fw/accel-fw.img");
-const DEFAULT_KEY: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../target/accelvirt-keys/dev-ed25519.pub"
-);
+/// `rel` in the workspace's target directory, where `cargo xtask image` puts what it makes
+/// (a clean path: no `sim/..` in messages).
+fn built(rel: &str) -> PathBuf {
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .unwrap_or(manifest)
+        .join("target")
+        .join(rel)
+}
 
 /// The queue engine's workers: as asked, or one per core.
 fn engine_threads(asked: Option<u16>) -> usize {

@@ -6,10 +6,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The running device model and the demo's own directory: on drop the model is stopped and
+/// the directory (socket, flash, lock files) removed.
 struct SimGuard(Child, PathBuf);
 
 impl Drop for SimGuard {
     fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.1);
+    }
+}
+
+impl SimGuard {
+    fn stop(&mut self) {
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.0.id().to_string())
@@ -23,13 +32,18 @@ impl Drop for SimGuard {
         }
         let _ = self.0.kill();
         let _ = self.0.wait();
-        let _ = std::fs::remove_file(&self.1);
     }
 }
 
 fn step(title: &str) {
-    println!("\n\x1b[1m== {title}\x1b[0m");
+    if super::styled() {
+        println!("\n\x1b[1m== {title}\x1b[0m");
+    } else {
+        println!("\n== {title}");
+    }
 }
+
+const USAGE: &str = "usage: cargo xtask demo";
 
 fn ctl(bin: &Path, sock: &Path, args: &[&str]) -> Result<(), String> {
     println!("$ accelctl -d {} {}", sock.display(), args.join(" "));
@@ -46,12 +60,27 @@ fn ctl(bin: &Path, sock: &Path, args: &[&str]) -> Result<(), String> {
     }
 }
 
-pub fn run(root: &Path) -> Result<(), String> {
+pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
+    match args.first().map(String::as_str) {
+        None => {}
+        Some("--help" | "-h") => {
+            println!(
+                "{USAGE}\n\nThe main job on the simulated device: builds and signs the firmware, starts\n\
+                 accel-sim in a directory of its own, creates 4 VFs, shows and uses them, runs jobs,\n\
+                 resets and resizes VFs, destroys them, flashes and boots firmware 0.1.1, and stops\n\
+                 the device model (its directory is removed)."
+            );
+            return Ok(());
+        }
+        Some(a) => return Err(format!("unknown argument {a}; {USAGE}")),
+    }
     step("build accel-sim and accelctl");
     let bins = super::build_debug(root, &["-p", "sim", "-p", "host-driver", "--bins"])?;
     let sim_bin = bins.join("accel-sim");
     let ctl_bin = bins.join("accelctl");
-    let dir = host_driver::vfio_user::default_runtime_dir();
+    // A directory of its own: two demos at once do not meet, and nothing is left behind.
+    let dir =
+        host_driver::vfio_user::default_runtime_dir().join(format!("demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let sock = dir.join("demo0.sock");
 
@@ -83,7 +112,7 @@ pub fn run(root: &Path) -> Result<(), String> {
         .stdin(Stdio::null())
         .spawn()
         .map_err(|e| e.to_string())?;
-    let _guard = SimGuard(child, sock.clone());
+    let _guard = SimGuard(child, dir.clone());
     let t = Instant::now();
     while std::os::unix::net::UnixStream::connect(&sock).is_err() {
         if t.elapsed() > Duration::from_secs(10) {
@@ -107,7 +136,7 @@ pub fn run(root: &Path) -> Result<(), String> {
     ctl(&ctl_bin, &sock, &["vf", "resize", "3", "--memory", "2G"])?;
 
     step("use VF 3 through its own vfio-user socket, as a VMM would");
-    let vf0 = dir.join("demo0-vf3.sock");
+    let vf0 = vfio_user_wire::vf_socket_path(&sock, 3);
     let v = VfioUser::connect(&vf0, false).map_err(|e| e.to_string())?;
     let rd = |bar: u32, off: u64| -> Result<u32, String> {
         let mut b = [0u8; 4];

@@ -61,7 +61,13 @@ pub fn build(
     let elf_path = super::build_firmware_version(root, Some(version))?;
     let elf = std::fs::read(&elf_path).map_err(|e| format!("{}: {e}", elf_path.display()))?;
     let seed = signing_seed(root)?;
-    let h = fw_image::header_for(&elf, v, super::build_id(root), fw_image::BOARD_SIM, floor);
+    let h = fw_image::header_for(
+        &elf,
+        v,
+        super::build_id(root, version),
+        fw_image::BOARD_SIM,
+        floor,
+    );
     let sig = fw_image::sign(&h, &elf, &seed);
     let img = [zerocopy::IntoBytes::as_bytes(&h), &sig[..], &elf].concat();
     // What the device will check, checked here first.
@@ -83,20 +89,23 @@ pub fn default_image(root: &Path) -> PathBuf {
     super::target_dir(root).join("fw").join("accel-fw.img")
 }
 
+const USAGE: &str =
+    "usage: cargo xtask image [--version X.Y.Z] [--min-rollback X.Y.Z] [--out PATH]";
+
 pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
     let (mut version, mut floor, mut out) = (super::DEFAULT_VERSION.to_string(), None, None);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut val = || it.next().cloned().ok_or(format!("{a} needs a value"));
         match a.as_str() {
+            "--help" | "-h" => {
+                println!("{USAGE}\n\nBuilds the firmware for the simulated board and signs it with the development\nkey in target/accelvirt-keys (made on first use). Defaults: --version and\n--min-rollback {}, --out {}.", super::DEFAULT_VERSION, default_image(root).display());
+                return Ok(());
+            }
             "--version" => version = val()?,
             "--min-rollback" => floor = Some(val()?),
             "--out" => out = Some(PathBuf::from(val()?)),
-            _ => {
-                return Err(format!(
-                    "unknown argument {a}; usage: cargo xtask image [--version X.Y.Z] [--min-rollback X.Y.Z] [--out PATH]"
-                ))
-            }
+            _ => return Err(format!("unknown argument {a}; {USAGE}")),
         }
     }
     let floor = floor.unwrap_or_else(|| super::DEFAULT_VERSION.to_string());

@@ -21,6 +21,12 @@ fn root() -> PathBuf {
         .unwrap_or_default()
 }
 
+/// Whether stdout is a terminal (only then do steps get bold).
+pub(crate) fn styled() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdout().is_terminal()
+}
+
 pub(crate) fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
@@ -46,10 +52,12 @@ pub(crate) fn build_debug(root: &Path, args: &[&str]) -> Result<PathBuf, String>
     Ok(target_dir(root).join("debug"))
 }
 
-/// A stable id for the firmware sources: CRC32 of every file under firmware/ and shared-abi/.
-pub(crate) fn build_id(root: &Path) -> u32 {
+/// A stable id for one firmware build: CRC32 of its version and of every file under
+/// firmware/ and shared-abi/ (two versions built from one tree are two builds).
+pub(crate) fn build_id(root: &Path, version: &str) -> u32 {
     let crc = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
     let mut d = crc.digest();
+    d.update(version.as_bytes());
     let mut files = Vec::new();
     for dir in ["firmware/src", "shared-abi/src"] {
         collect(&root.join(dir), &mut files);
@@ -115,7 +123,7 @@ fn ensure_fw_target(root: &Path) -> Result<(), String> {
 /// Builds the image with `version` (`X.Y.Z`, else the source's); returns its path.
 fn build_firmware_version(root: &Path, version: Option<&str>) -> Result<PathBuf, String> {
     ensure_fw_target(root)?;
-    let id = build_id(root);
+    let id = build_id(root, version.unwrap_or(DEFAULT_VERSION));
     let status = cargo()
         .current_dir(root)
         .args([
@@ -170,7 +178,7 @@ fn firmware() -> Result<(), String> {
         "firmware image: {}",
         elf.strip_prefix(&root).unwrap_or(&elf).display()
     );
-    println!("  build id  {:08x}", build_id(&root));
+    println!("  build id  {:08x}", build_id(&root, DEFAULT_VERSION));
     println!("  .text     {text:>8} bytes");
     println!("  .data     {data:>8} bytes (.rodata + .data + .got)");
     println!("  .bss      {bss:>8} bytes");
@@ -193,7 +201,10 @@ fn main() -> ExitCode {
             let args: Vec<String> = std::env::args().skip(2).collect();
             image::run(&root(), &args)
         }
-        "demo" => demo::run(&root()),
+        "demo" => {
+            let args: Vec<String> = std::env::args().skip(2).collect();
+            demo::run(&root(), &args)
+        }
         "vm" => {
             let args: Vec<String> = std::env::args().skip(2).collect();
             match vm::run(&root(), &args) {

@@ -40,10 +40,8 @@ fn running_elf(a: &Accel, given: Option<&Path>) -> Result<Vec<u8>> {
         .map(|d| vec![PathBuf::from(d)])
         .unwrap_or_default();
     dirs.push(PathBuf::from("target/fw"));
-    dirs.push(PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../target/fw"
-    )));
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    dirs.push(manifest.parent().unwrap_or(manifest).join("target/fw"));
     for d in &dirs {
         let Ok(rd) = std::fs::read_dir(d) else {
             continue;
