@@ -783,3 +783,57 @@ fn what_d_names_gets_a_hint_that_fits_and_list_finds_it() {
         "{text}"
     );
 }
+
+/// `vf run` stops submitting at its deadline and says how long the jobs in flight then took;
+/// its progress bar is drawn on a terminal only, not on a dumb one (a guest's serial log).
+#[test]
+fn run_stops_at_its_deadline_and_draws_no_bar_on_a_dumb_terminal() {
+    let sim = Sim::start();
+    sim.ctl_json(&["create-vf", "--count", "1"]);
+    let r = sim.ctl_json(&[
+        "vf",
+        "run",
+        "0",
+        "--job",
+        "sha256",
+        "--size",
+        "1M",
+        "--depth",
+        "64",
+        "--seconds",
+        "1",
+    ]);
+    let (secs, drain) = (
+        r["seconds"].as_f64().unwrap(),
+        r["drain_seconds"].as_f64().unwrap(),
+    );
+    assert!(
+        drain >= 0.0 && secs - drain >= 0.99 && secs - drain < 1.5,
+        "{r}"
+    );
+    // Under a terminal (script(1) makes one): a bar with TERM=xterm, none with TERM=dumb.
+    let under_tty = |term: &str| {
+        let cmd = format!(
+            "{} -d {} vf run 0 --job crc32c --size 64K --seconds 2.2",
+            accelvirt_tests::bin("accelctl").display(),
+            sim.sock.display()
+        );
+        let o = std::process::Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .env("TERM", term)
+            .output()
+            .expect("script(1), from util-linux");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let drawn = under_tty("xterm");
+    assert!(
+        drawn.contains("GiB/s\r") || drawn.matches('\r').count() > 20,
+        "{drawn:?}"
+    );
+    let plain = under_tty("dumb");
+    assert!(
+        plain.matches('\r').count() <= plain.matches('\n').count(),
+        "no bar redrawn with carriage returns: {plain:?}"
+    );
+}

@@ -3,7 +3,6 @@
 use host_driver::error::Result;
 use host_driver::update::Flashed;
 use host_driver::Accel;
-use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 /// What a flash did.
@@ -19,7 +18,7 @@ pub struct Report {
 pub async fn run(a: &Accel, image: &[u8], allow_downgrade: bool, json: bool) -> Result<Report> {
     let header = fw_image::header(image)
         .map_err(|e| host_driver::Error::Invalid(format!("not a usable image: {e}")))?;
-    let bar = (!json && std::io::stderr().is_terminal()).then(|| {
+    let bar = (!json && crate::output::interactive()).then(|| {
         let b = indicatif::ProgressBar::new(image.len() as u64);
         b.set_style(
             indicatif::ProgressStyle::with_template(

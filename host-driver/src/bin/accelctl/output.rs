@@ -185,6 +185,14 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
+/// Whether a person watches stderr: a terminal that is not a dumb one (a serial console's log
+/// sets TERM=dumb), so progress bars are drawn only where they can be redrawn.
+pub fn interactive() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal()
+        && std::env::var("TERM").is_ok_and(|t| !t.is_empty() && t != "dumb")
+}
+
 impl Out {
     pub fn list(&self, found: &[Found], dir: &Path) {
         if self.json {
@@ -397,14 +405,16 @@ impl Out {
             return print_json(r);
         }
         println!(
-            "{} × {} bytes on {} queue{} × depth {}: {} jobs in {:.2} s",
+            "{} × {} bytes on {} queue{} × depth {}: {} jobs in {:.2} s (submitting stopped at the \
+             deadline; the jobs in flight then took {:.2} s more)",
             r.job,
             r.size,
             r.queues,
             if r.queues == 1 { "" } else { "s" },
             r.depth,
             r.jobs,
-            r.seconds
+            r.seconds,
+            r.drain_seconds
         );
         println!(
             "throughput  {:.3} GiB/s, {:.0} jobs/s",

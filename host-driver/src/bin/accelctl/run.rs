@@ -4,7 +4,7 @@
 use host_driver::error::{Error, Result};
 use host_driver::vf::{Buf, Job, Queue, VfDev};
 use shared_abi::jobs::{self, JobOp, JobStatus};
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,8 @@ pub struct Report {
     pub queues: u32,
     pub depth: u32,
     pub seconds: f64,
+    /// Of `seconds`, the time after the deadline spent waiting for jobs already submitted.
+    pub drain_seconds: f64,
     pub jobs: u64,
     pub bytes: u64,
     pub gib_per_s: f64,
@@ -140,7 +142,7 @@ pub fn run(target: &Target, load: Load) -> Result<Report> {
         len: load.size,
         value: if load.op == JobOp::Fill { 0x5A } else { 0 },
     };
-    let progress = std::io::stderr().is_terminal() && load.duration >= Duration::from_secs(2);
+    let progress = crate::output::interactive() && load.duration >= Duration::from_secs(2);
     let mut lat: Vec<Duration> = Vec::new();
     let start = Instant::now();
     let mut last_draw = start;
@@ -201,6 +203,9 @@ pub fn run(target: &Target, load: Load) -> Result<Report> {
         }
     }
     let secs = start.elapsed().as_secs_f64();
+    let drain = Instant::now()
+        .saturating_duration_since(stop_at)
+        .as_secs_f64();
     if progress {
         eprint!("\r{:70}\r", "");
     }
@@ -217,6 +222,7 @@ pub fn run(target: &Target, load: Load) -> Result<Report> {
         queues: load.queues,
         depth: load.depth,
         seconds: secs,
+        drain_seconds: drain,
         jobs: done,
         bytes,
         gib_per_s: bytes as f64 / secs / (1u64 << 30) as f64,
