@@ -84,7 +84,7 @@ struct File {
 #[derive(Clone, Debug)]
 enum Backing {
     /// Mapped here, from the mapping's first byte.
-    Mem(Arc<ClientMem>),
+    Mem(Arc<Mapped>),
     /// `pread`/`pwrite` on the file, from the mapping's file offset.
     File(Arc<File>),
     /// DMA_READ/DMA_WRITE messages.
@@ -189,12 +189,12 @@ impl Direct {
     }
 }
 
-fn mem_read(m: &ClientMem, at: u64, buf: &mut [u8], iova: u64) -> Result<(), DmaError> {
+fn mem_read(m: &Mapped, at: u64, buf: &mut [u8], iova: u64) -> Result<(), DmaError> {
     let ok = usize::try_from(at).is_ok_and(|o| m.read(o, buf));
     ok.then_some(()).ok_or(DmaError::Short(iova))
 }
 
-fn mem_write(m: &ClientMem, at: u64, data: &[u8], iova: u64) -> Result<(), DmaError> {
+fn mem_write(m: &Mapped, at: u64, data: &[u8], iova: u64) -> Result<(), DmaError> {
     if !m.writable() {
         return Err(DmaError::ReadOnly(iova));
     }
@@ -240,7 +240,12 @@ enum Reach {
 /// Decides how to reach a descriptor's memory (see the module's top).
 fn reach(fd: &OwnedFd) -> Result<(Reach, nix::sys::stat::FileStat), MapError> {
     use nix::sys::stat::SFlag;
-    use nix::sys::statfs::{fstatfs, HUGETLBFS_MAGIC, TMPFS_MAGIC};
+    use nix::sys::statfs::{fstatfs, TMPFS_MAGIC};
+    // The seals first, then the size: once F_SEAL_SHRINK is seen the size can only grow, so a
+    // client cannot shrink the file between our look at its size and our look at its seals.
+    let seals = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_GET_SEALS).unwrap_or(0);
+    let sealed = nix::fcntl::SealFlag::from_bits_truncate(seals)
+        .contains(nix::fcntl::SealFlag::F_SEAL_SHRINK);
     let st = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(|_| MapError::EINVAL)?;
     // Pipes, sockets, devices and directories are not memory.
     if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
@@ -249,21 +254,60 @@ fn reach(fd: &OwnedFd) -> Result<(Reach, nix::sys::stat::FileStat), MapError> {
     let fs = fstatfs(fd.as_fd())
         .map_err(|_| MapError::EINVAL)?
         .filesystem_type();
-    if fs != TMPFS_MAGIC && fs != HUGETLBFS_MAGIC {
+    // hugetlbfs is memory too, but it takes no pwrite (EINVAL) and a mapping of it can fail
+    // to fault a page in (SIGBUS) even sealed: it goes through messages, as other files do.
+    if fs != TMPFS_MAGIC {
         return Ok((Reach::Messages, st));
     }
-    let seals = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_GET_SEALS).unwrap_or(0);
-    let sealed = nix::fcntl::SealFlag::from_bits_truncate(seals)
-        .contains(nix::fcntl::SealFlag::F_SEAL_SHRINK);
-    // hugetlbfs can fail to fault a page in (SIGBUS) even in a sealed file: read it instead.
-    Ok((
-        if sealed && fs == TMPFS_MAGIC {
-            Reach::Map
-        } else {
-            Reach::File
-        },
-        st,
-    ))
+    Ok((if sealed { Reach::Map } else { Reach::File }, st))
+}
+
+/// Bytes of mapped client memory copied out at a time for a checksum: small enough to stay in
+/// the first-level cache while the checksum reads it.
+const VISIT_PIECE: usize = 16 << 10;
+
+/// Mappings of client memory into this process, all clients together: each is a kernel
+/// mapping (`vm.max_map_count` is 65,530 by default) and address space.
+pub const MAX_MAPPED_TOTAL: usize = 16_384;
+/// Bytes of client memory mapped into this process, per client and all together (the
+/// address space is 128 TiB; what is left over is read with `pread`).
+pub const MAX_MAPPED_BYTES: u64 = 1 << 40;
+/// Bytes of client memory mapped into this process, all clients together.
+pub const MAX_MAPPED_BYTES_TOTAL: u64 = 16 << 40;
+
+static MAPPED: std::sync::Mutex<(usize, u64)> = std::sync::Mutex::new((0, 0));
+
+/// A client mapping counted against the process's budgets while it lives.
+#[derive(Debug)]
+struct Mapped(ClientMem);
+
+impl Mapped {
+    /// Maps `len` bytes of `fd` if the budgets allow (`None`: read it with `pread` instead).
+    fn new(fd: &OwnedFd, offset: u64, len: usize, writable: bool) -> Option<Mapped> {
+        let mut g = MAPPED.lock().unwrap_or_else(|e| e.into_inner());
+        if g.0 >= MAX_MAPPED_TOTAL || g.1.saturating_add(len as u64) > MAX_MAPPED_BYTES_TOTAL {
+            return None;
+        }
+        let m = ClientMem::map(fd.as_fd(), offset, len, writable).ok()?;
+        g.0 += 1;
+        g.1 += len as u64;
+        Some(Mapped(m))
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        let mut g = MAPPED.lock().unwrap_or_else(|e| e.into_inner());
+        g.0 = g.0.saturating_sub(1);
+        g.1 = g.1.saturating_sub(self.0.len() as u64);
+    }
+}
+
+impl std::ops::Deref for Mapped {
+    type Target = ClientMem;
+    fn deref(&self) -> &ClientMem {
+        &self.0
+    }
 }
 
 /// One client's DMA mappings, sorted by IOVA.
@@ -335,6 +379,15 @@ impl DmaTable {
         seen.len()
     }
 
+    /// Bytes mapped into this process.
+    pub fn mapped_bytes(&self) -> u64 {
+        self.maps
+            .iter()
+            .filter(|m| matches!(m.backing, Backing::Mem(_)))
+            .map(|m| m.last - m.addr + 1)
+            .sum()
+    }
+
     /// Mappings mapped into this process.
     pub fn mapped_count(&self) -> usize {
         self.maps
@@ -378,19 +431,16 @@ impl DmaTable {
                 let size = usize::try_from(m.size).map_err(|_| E::EINVAL)?;
                 match how {
                     Reach::Messages => Backing::Messages,
-                    Reach::Map if self.mapped_count() < MAX_MAPPED => Backing::Mem(Arc::new(
-                        ClientMem::map(fd.as_fd(), m.offset, size, writable)
-                            .map_err(|_| E::ENOMEM)?,
-                    )),
-                    Reach::Map | Reach::File => {
-                        let (dev, ino) = (st.st_dev, st.st_ino);
-                        let known = self.files().find(|f| f.dev == dev && f.ino == ino).cloned();
-                        match known {
-                            Some(f) => Backing::File(f),
-                            None if self.file_count() >= MAX_FILES => return Err(E::ENOSPC),
-                            None => Backing::File(Arc::new(File { fd, dev, ino })),
+                    Reach::Map
+                        if self.mapped_count() < MAX_MAPPED
+                            && self.mapped_bytes().saturating_add(m.size) <= MAX_MAPPED_BYTES =>
+                    {
+                        match Mapped::new(&fd, m.offset, size, writable) {
+                            Some(mem) => Backing::Mem(Arc::new(mem)),
+                            None => self.file_backing(fd, &st)?,
                         }
                     }
+                    Reach::Map | Reach::File => self.file_backing(fd, &st)?,
                 }
             }
         };
@@ -406,6 +456,21 @@ impl DmaTable {
             },
         );
         Ok(())
+    }
+
+    /// `pread`/`pwrite` on `fd`, sharing the fd of a file already held.
+    fn file_backing(
+        &self,
+        fd: OwnedFd,
+        st: &nix::sys::stat::FileStat,
+    ) -> Result<Backing, MapError> {
+        let (dev, ino) = (st.st_dev, st.st_ino);
+        let known = self.files().find(|f| f.dev == dev && f.ino == ino).cloned();
+        match known {
+            Some(f) => Ok(Backing::File(f)),
+            None if self.file_count() >= MAX_FILES => Err(MapError::ENOSPC),
+            None => Ok(Backing::File(Arc::new(File { fd, dev, ino }))),
+        }
     }
 
     /// DMA_UNMAP, with kernel VFIO type1 semantics, which QEMU's vIOMMU path relies on: every
@@ -524,8 +589,8 @@ impl DmaTable {
         Ok(())
     }
 
-    /// Runs `f` over the `len` bytes at `iova` in order, piece by piece: in place where they
-    /// are mapped here, else read into `scratch` (at least one byte) a piece at a time.
+    /// Runs `f` over the `len` bytes at `iova` in order, piece by piece, each copied into
+    /// `scratch` (at least one byte) first.
     pub fn visit(
         &self,
         iova: u64,
@@ -537,15 +602,16 @@ impl DmaTable {
         self.check(iova, len, false, block)?;
         for piece in self.spans(iova, len) {
             let (m, at, r) = piece?;
-            if let Backing::Mem(c) = &m.backing {
-                let o = usize::try_from(at - m.addr).map_err(|_| DmaError::Short(at))?;
-                c.with_bytes(o, r.len(), &mut f)
-                    .ok_or(DmaError::Short(at))?;
-                continue;
-            }
+            // Mapped memory is copied out a cache-sized piece at a time (a checksum never
+            // holds a reference to bytes the client or another job may be writing); other
+            // memory is read as big a piece as `scratch` holds.
+            let piece = match m.backing {
+                Backing::Mem(_) => VISIT_PIECE.min(scratch.len()),
+                _ => scratch.len(),
+            };
             let mut done = 0;
             while done < r.len() {
-                let n = (r.len() - done).min(scratch.len());
+                let n = (r.len() - done).min(piece);
                 self.read(at + done as u64, &mut scratch[..n], block)?;
                 f(&scratch[..n]);
                 done += n;
@@ -731,10 +797,13 @@ impl Space {
         self.table.try_read().ok()
     }
 
-    /// A copy of the table for one step on the space's own thread, which may wait on the
-    /// client while holding it (the client's map and unmap must not wait for that).
-    pub fn snapshot(&self) -> DmaTable {
-        self.table.read().unwrap_or_else(|e| e.into_inner()).clone()
+    /// The table for one step on the space's own thread. The step may wait on the client
+    /// while it holds it: a map or unmap the client sends meanwhile waits for the step, whose
+    /// message to that client then goes unanswered and fails the job within
+    /// `vfio_user::peer::ANSWER`; so an unmap never returns while a step could still touch
+    /// what it removed.
+    pub fn read(&self) -> std::sync::RwLockReadGuard<'_, DmaTable> {
+        self.table.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Mappings held.

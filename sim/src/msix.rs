@@ -2,8 +2,10 @@
 //! client registered with SET_IRQS. A vector fires its eventfd unless masked (by the table's
 //! per-vector mask, the capability's Function Mask, or a SET_IRQS MASK); a masked vector
 //! becomes pending and fires when unmasked. Deciding happens under the device's lock; the
-//! eventfd writes wait for [`Signals::send`], after it is dropped (no I/O on a tenant's
-//! descriptor under a lock other tenants need).
+//! eventfd writes wait for [`Signals::send`], after it is dropped, and are made by the
+//! function's own [`Courier`] thread: a client can make a write to its eventfd block (clear
+//! O_NONBLOCK on the file it shares with us, fill the counter), and then only that function's
+//! interrupts wait, never an engine, the firmware's bus or another function.
 
 /// A vector range outside the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,13 +17,49 @@ use std::sync::Arc;
 /// Eventfds of vectors that fired, to write once the lock that decided it is dropped.
 #[derive(Debug, Default)]
 #[must_use = "an interrupt is delivered only when its eventfd is written"]
-pub struct Signals(Vec<Arc<OwnedFd>>);
+pub struct Signals(Vec<(Arc<Courier>, Arc<OwnedFd>)>);
 
 impl Signals {
-    /// Writes each eventfd (never blocks: they are non-blocking).
+    /// Hands each eventfd to its function's courier (never blocks).
     pub fn send(self) {
-        for fd in self.0 {
-            crate::sys::signal_eventfd(fd.as_fd());
+        for (courier, fd) in self.0 {
+            courier.deliver(fd);
+        }
+    }
+}
+
+/// Interrupts a function's courier may hold undelivered; more are dropped (the eventfds of
+/// a courier that far behind are stuck on their client, or already signalled).
+const COURIER_BACKLOG: usize = 256;
+
+/// A function's interrupt writer: a thread of its own, started with the first interrupt and
+/// ended with the function, that writes its eventfds in order.
+#[derive(Debug, Default)]
+pub struct Courier {
+    tx: std::sync::Mutex<Option<std::sync::mpsc::SyncSender<Arc<OwnedFd>>>>,
+}
+
+impl Courier {
+    fn deliver(&self, fd: Arc<OwnedFd>) {
+        use std::sync::mpsc::TrySendError;
+        let mut g = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+        if g.is_none() {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<OwnedFd>>(COURIER_BACKLOG);
+            let started = std::thread::Builder::new()
+                .name("accel-msix".into())
+                .spawn(move || {
+                    rx.into_iter()
+                        .for_each(|fd| crate::sys::signal_eventfd(fd.as_fd()))
+                });
+            if started.is_err() {
+                return; // no thread to be had: the interrupt is lost, nothing waits
+            }
+            *g = Some(tx);
+        }
+        if let Some(tx) = g.as_ref() {
+            if let Err(TrySendError::Disconnected(_)) = tx.try_send(fd) {
+                *g = None;
+            }
         }
     }
 }
@@ -35,6 +73,7 @@ pub struct Msix {
     pending: Vec<bool>,
     client_mask: Vec<bool>,
     fds: Vec<Option<Arc<OwnedFd>>>,
+    courier: Arc<Courier>,
     /// Interrupts delivered (for tests and stats).
     pub delivered: u64,
 }
@@ -48,6 +87,7 @@ impl Msix {
             pending: vec![false; n],
             client_mask: vec![false; n],
             fds: (0..n).map(|_| None).collect(),
+            courier: Arc::default(),
             delivered: 0,
         }
     }
@@ -178,7 +218,7 @@ impl Msix {
         }
         self.pending[i] = false;
         if let Some(fd) = &self.fds[i] {
-            out.0.push(fd.clone());
+            out.0.push((self.courier.clone(), fd.clone()));
             self.delivered += 1;
         }
         true

@@ -125,7 +125,18 @@ impl SharedMem {
 /// Writes 1 to an eventfd (interrupt delivery); the fd is non-blocking ([`adopt_eventfds`]).
 /// Errors are ignored: EAGAIN means the counter is saturated, so the client's eventfd is
 /// signalled already; an interrupt nobody listens to is lost, as on hardware.
+///
+/// The client shares the file and can clear O_NONBLOCK again: it is set before every write,
+/// and the write is made by the function's own courier thread (`msix::Courier`), so a client
+/// that wins that race stalls only its own interrupts.
 pub fn signal_eventfd(fd: BorrowedFd<'_>) {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    if let Ok(fl) = fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL) {
+        let fl = OFlag::from_bits_retain(fl);
+        if !fl.contains(OFlag::O_NONBLOCK) {
+            let _ = fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(fl | OFlag::O_NONBLOCK));
+        }
+    }
     let _ = nix::unistd::write(fd, &1u64.to_ne_bytes());
 }
 

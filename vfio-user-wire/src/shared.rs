@@ -330,22 +330,6 @@ impl ClientMem {
         true
     }
 
-    /// Runs `f` over `len` bytes at `off` in place (checksums read client memory without a
-    /// copy); `None` if out of range.
-    ///
-    /// The bytes are the client's and may change while `f` runs (its process writes its own
-    /// memory, and another of its jobs may be writing them): `f` must treat them as opaque
-    /// input, as a checksum does, whose result is then only as good as the client made it.
-    #[inline]
-    pub fn with_bytes<R>(&self, off: usize, len: usize, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
-        let p = self.range(off, len)?;
-        // SAFETY: inside the live mapping (checked), which outlives the call; the slice does
-        // not escape `f`. Rust's model does not cover bytes another process writes: we take
-        // the stance of rust-vmm's vm-memory for guest memory, that a concurrent writer can
-        // change what `f` computes, never what memory it may touch.
-        Some(f(unsafe { std::slice::from_raw_parts(p, len) }))
-    }
-
     #[inline]
     fn word(&self, off: usize) -> Option<&AtomicU32> {
         if !off.is_multiple_of(4) || off.checked_add(4)? > self.len {

@@ -37,6 +37,10 @@ const BATCH: usize = 32;
 const TURN_NS: i64 = 200_000;
 /// What the owner chosen next runs for before the choice is made again.
 const QUANTUM: i64 = 20_000;
+/// The least a job step or a completion is charged, in ns.
+const MIN_CHARGE: u64 = 100;
+/// How often each worker lets go of what stopped queues held.
+const SWEEP: Duration = Duration::from_millis(100);
 const MAX_VFS: usize = shared_abi::pci::MAX_VFS;
 
 /// A job on its client's thread: the job and how it went, once it is over.
@@ -120,6 +124,8 @@ pub struct Worker {
     /// The enabled VFs this pass, and one engine's owners (reused: a pass allocates nothing).
     vfs: Vec<Owner>,
     owners: Vec<Owner>,
+    /// When this worker last let go of what stopped queues held.
+    swept: Instant,
 }
 
 impl Worker {
@@ -130,7 +136,18 @@ impl Worker {
             next: i * engines.sched.len() / n.max(1),
             vfs: Vec::with_capacity(MAX_VFS),
             owners: Vec::with_capacity(MAX_VFS),
+            swept: Instant::now(),
         }
+    }
+}
+
+/// A lock no other worker holds now (one a panicking worker left is taken as it is: the
+/// state is plain numbers, and an engine must not stop for ever).
+fn try_lock<T>(m: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
+    match m.try_lock() {
+        Ok(g) => Some(g),
+        Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => None,
     }
 }
 
@@ -234,7 +251,7 @@ impl Device {
         false
     }
 
-    fn epoch(&self, pq: usize) -> u32 {
+    pub(super) fn epoch(&self, pq: usize) -> u32 {
         self.queue_epochs
             .get(pq)
             .map_or(0, |e: &AtomicU32| e.load(Ordering::Acquire))
@@ -266,13 +283,34 @@ impl Device {
         let mut idle = 0u64;
         for k in 0..count {
             let eng = (start + k) % count;
-            let Ok(mut s) = e.sched[eng].try_lock() else {
+            let Some(mut s) = try_lock(&e.sched[eng]) else {
                 continue;
             };
             done += self.engine_turn(e, w, eng, &mut s, &vfs, &mut idle);
         }
         w.vfs = vfs;
+        if w.swept.elapsed() >= SWEEP {
+            w.swept = Instant::now();
+            self.sweep(e);
+        }
         done
+    }
+
+    /// Lets go of what the runs of queues that will not run again hold (pinned rings and the
+    /// DMA space of a departed client, a queue taken from its VF or re-armed, a VF gone): a
+    /// client's memory is not kept mapped for them.
+    fn sweep(&self, e: &Engines) {
+        for (pq, m) in e.queues.iter().enumerate() {
+            let Some(mut run) = try_lock(m) else {
+                continue;
+            };
+            let stale = run.space.as_ref().is_some_and(|s| s.revoked())
+                || (run.space.is_some()
+                    && (run.epoch != self.epoch(pq) || !self.owns_queue(run.vf, pq)));
+            if stale {
+                *run = Run::default();
+            }
+        }
     }
 
     /// One turn of engine `eng`.
@@ -330,7 +368,7 @@ impl Device {
             let (ran, elsewhere) = self.serve_vf(e, w, v, &mut s.cursor[slot], &mut credit);
             let spent = (given - credit).max(0);
             used += spent;
-            s.vtime[slot] += spent as u64 * 1000 / weight as u64;
+            s.vtime[slot] = s.vtime[slot].saturating_add(spent as u64 * 1000 / weight as u64);
             done += ran;
             if ran == 0 {
                 out |= 1 << v;
@@ -338,6 +376,12 @@ impl Device {
                     *idle |= 1 << v;
                 }
             }
+        }
+        // Virtual times are kept near zero: far below overflow, whatever the uptime.
+        if s.floor > 1 << 62 {
+            let f = s.floor;
+            s.vtime.iter_mut().for_each(|t| *t = t.saturating_sub(f));
+            s.floor = 0;
         }
         // The floor follows the least virtual time among owners still running.
         if let Some(least) = owners
@@ -380,7 +424,7 @@ impl Device {
             if !self.queue_enabled(pq) || !self.owns_queue(v, pq) {
                 continue;
             }
-            let Some(Ok(mut run)) = e.queues.get(pq).map(|m| m.try_lock()) else {
+            let Some(mut run) = e.queues.get(pq).and_then(try_lock) else {
                 elsewhere = true;
                 continue;
             };
@@ -425,15 +469,22 @@ impl Device {
         let Some(space) = run.space.clone() else {
             return 0;
         };
+        // The table is held for the whole visit: the rings are read and the completions
+        // written under it, so an unmap or the client's departure (which takes it to write)
+        // returns only after this visit, and no visit starts on a revoked space.
+        let Some(table) = space.try_table() else {
+            return 0; // a map or unmap holds it: next turn
+        };
         if space.revoked() {
             // The client that armed the queue is gone: its memory is not the next client's.
+            drop(table);
             self.stop_queue(run, v, pq, queue_status::DMA_ERROR);
             return 0;
         }
-        if space.version() != run.version && !self.rings_still_mapped(run, &space) {
-            if run.failed {
-                self.stop_queue(run, v, pq, queue_status::DMA_ERROR);
-            }
+        if space.version() != run.version && !self.rings_still_mapped(run, &table, space.version())
+        {
+            drop(table);
+            self.stop_queue(run, v, pq, queue_status::DMA_ERROR);
             return 0;
         }
         let mut done = Vec::new();
@@ -446,17 +497,30 @@ impl Device {
             self.advance(run);
             done.push((task.sqe, outcome, 0));
         }
-        // One clock read per step: a step is charged from the end of the one before.
+        // One clock read per step: a step is charged from the end of the one before, at
+        // least MIN_CHARGE (a job refused at once still costs its turn something, or a ring
+        // of malformed entries would hold the engine for free).
         let mut last = Instant::now();
+        let mut charge = |credit: &mut i64| {
+            let now = Instant::now();
+            let spent = (now.duration_since(last).as_nanos() as u64).max(MIN_CHARGE);
+            last = now;
+            *credit = credit.saturating_sub(spent as i64);
+            spent
+        };
         while done.len() < BATCH && *credit > 0 && !run.failed {
             if run.task.is_none() {
                 match self.fetch(run) {
                     Ok(None) => break,
                     Ok(Some((sqe, head))) => match Task::new(self, v, &sqe, head) {
-                        Ok(t) => run.task = Some(t),
+                        Ok(mut t) => {
+                            t.bind_queue(pq, run.epoch);
+                            run.task = Some(t);
+                        }
                         Err(outcome) => {
                             self.advance(run);
-                            done.push((sqe, outcome, 0));
+                            let spent = charge(credit);
+                            done.push((sqe, outcome, spent));
                             continue;
                         }
                     },
@@ -466,9 +530,6 @@ impl Device {
                     }
                 }
             }
-            let Some(table) = space.try_table() else {
-                break; // a map or unmap holds it: next turn
-            };
             let Some(task) = run.task.as_mut() else {
                 break;
             };
@@ -481,11 +542,7 @@ impl Device {
                 scratch: &mut w.scratch,
                 block: false,
             });
-            drop(table);
-            let now = Instant::now();
-            let spent = now.duration_since(last).as_nanos() as u64;
-            last = now;
-            *credit = credit.saturating_sub(spent as i64);
+            let spent = charge(credit);
             steps += 1;
             match step {
                 Step::More => {
@@ -501,20 +558,23 @@ impl Device {
                 Step::Park => {
                     self.charge(e, v, run, spent);
                     if let Some(t) = run.task.take() {
-                        self.park(run, v, &space, t);
+                        if !self.park(run, v, &space, t) {
+                            // No thread of the client's to wait on it: the queue stops, and
+                            // says so.
+                            self.stop_queue(run, v, pq, queue_status::DMA_ERROR);
+                        }
                     }
                     break;
                 }
             }
         }
         let n = done.len();
-        if n > 0 {
-            self.complete(e, run, pq, v, &done);
-            if ctrl.contains(QueueCtrl::IRQ_ENABLE) {
-                let vector = self.bar0.read32(queue_reg(pq, queue::MSIX_VECTOR));
-                if vector < self.bank(v, vf_bank::VECTOR_COUNT) {
-                    let _ = self.fire_msix(Func::Vf(v), vector, 1);
-                }
+        let wrote = n > 0 && self.complete(e, run, pq, v, &done);
+        drop(table);
+        if wrote && ctrl.contains(QueueCtrl::IRQ_ENABLE) {
+            let vector = self.bar0.read32(queue_reg(pq, queue::MSIX_VECTOR));
+            if vector < self.bank(v, vf_bank::VECTOR_COUNT) {
+                let _ = self.fire_msix(Func::Vf(v), vector, 1);
             }
         }
         steps + n
@@ -564,14 +624,14 @@ impl Device {
 
     /// Hands a job whose next step waits on the client to the client's own thread; the
     /// queue waits for it, and nothing else does.
-    fn park(self: &Arc<Self>, run: &mut Run, v: u16, space: &Arc<Space>, mut task: Task) {
+    fn park(self: &Arc<Self>, run: &mut Run, v: u16, space: &Arc<Space>, mut task: Task) -> bool {
         let slot: ParkedSlot = Arc::default();
         let (dev, sp, back) = (self.clone(), space.clone(), slot.clone());
         let parked = space.park(Box::new(move || {
             let mut tlb = Tlb::default();
             let mut scratch = vec![0u8; STEP];
             let outcome = loop {
-                let table = sp.snapshot();
+                let table = sp.read();
                 let step = task.step(&mut JobCtx {
                     dev: &dev,
                     v,
@@ -591,10 +651,8 @@ impl Device {
         }));
         if parked {
             run.parked = Some(slot);
-        } else {
-            // The client is gone (or no thread could be had): the queue stops.
-            run.failed = true;
         }
+        parked
     }
 
     /// Checks a newly enabled queue's rings and pins them to the memory they are in; says
@@ -662,12 +720,8 @@ impl Device {
     }
 
     /// After an unmap: whether the queue's rings are still mapped to the memory they were
-    /// pinned to (false with `run.failed` set if not; false alone if the table was busy).
-    fn rings_still_mapped(&self, run: &mut Run, space: &Space) -> bool {
-        let version = space.version();
-        let Some(t) = space.try_table() else {
-            return false;
-        };
+    /// pinned to (`t` at `version`).
+    fn rings_still_mapped(&self, run: &mut Run, t: &crate::dma::DmaTable, version: u64) -> bool {
         let same = |ring: &Option<(u64, Direct)>, size: u64| {
             ring.as_ref()
                 .is_some_and(|(iova, d)| t.direct(*iova, size).is_some_and(|now| now.same(d)))
@@ -676,15 +730,20 @@ impl Device {
             && same(&run.cq, run.cq_size as u64 * jobs::CQE_SIZE as u64);
         if ok {
             run.version = version;
-        } else {
-            run.failed = true;
         }
         ok
     }
 
+    /// Stops a queue until it is re-armed: says why in STATUS and lets go of everything the
+    /// run held (pinned rings, the DMA space, a job): a client's memory is not kept mapped
+    /// for a queue that will not run again.
     fn stop_queue(&self, run: &mut Run, v: u16, pq: usize, status: u32) {
-        run.failed = true;
-        run.task = None;
+        *run = Run {
+            epoch: run.epoch,
+            vf: run.vf,
+            failed: true,
+            ..Run::default()
+        };
         let _vu = vu_shared(&self.vu);
         if self.epoch(pq) == run.epoch && self.owns_queue(v, pq) {
             self.bar0.write32(queue_reg(pq, queue::STATUS), status);
@@ -701,14 +760,14 @@ impl Device {
         pq: usize,
         v: u16,
         done: &[(Sqe, Outcome, u64)],
-    ) {
+    ) -> bool {
         let _vu = vu_shared(&self.vu);
         if self.epoch(pq) != run.epoch || !self.owns_queue(v, pq) {
             run.armed = false;
-            return;
+            return false;
         }
         let Some((_, cq)) = run.cq.clone() else {
-            return;
+            return false;
         };
         let (mut jobs_done, mut bytes, mut ns) = (0u64, 0u64, 0u64);
         for (sqe, (status, result, n), spent) in done {
@@ -763,6 +822,7 @@ impl Device {
                 self.bar0.write32(r.at(base), cur.saturating_add(n));
             }
         }
+        jobs_done > 0
     }
 
     /// Adds to a 64-bit counter kept as two registers. Bit 31 of the high word is set while

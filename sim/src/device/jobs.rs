@@ -66,6 +66,9 @@ impl Place {
 pub(super) struct Grant {
     generation: u32,
     xlat: u32,
+    /// The physical queue the job came from and its epoch then: a job of a queue that was
+    /// disabled, reset or re-armed since stops too.
+    queue: Option<(usize, u32)>,
 }
 
 impl Device {
@@ -73,12 +76,14 @@ impl Device {
         Grant {
             generation: self.bank(v, vf_bank::GENERATION),
             xlat: self.xlat_epoch(v),
+            queue: None,
         }
     }
 
     /// Whether `g` still holds for VF `v` and `space`.
     pub(super) fn grant_holds(&self, v: u16, g: &Grant, space: &crate::dma::Space) -> bool {
         !space.revoked()
+            && g.queue.is_none_or(|(pq, epoch)| self.epoch(pq) == epoch)
             && self.vf_state(v) == Some(VfState::Enabled)
             && self.bank(v, vf_bank::GENERATION) == g.generation
             && self.xlat_epoch(v) == g.xlat
@@ -217,6 +222,11 @@ impl Task {
             acc,
             grant: dev.grant(v),
         })
+    }
+
+    /// Ties the job to the queue it was taken from, as that queue is now.
+    pub fn bind_queue(&mut self, pq: usize, epoch: u32) {
+        self.grant.queue = Some((pq, epoch));
     }
 
     /// Whether the job names device memory (its IOTLB must be current before it starts).
