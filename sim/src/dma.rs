@@ -620,6 +620,36 @@ impl DmaTable {
         Ok(())
     }
 
+    /// CRC-32C of the `len` bytes at `iova`, continuing from `seed`: in place where they are
+    /// mapped here (`ClientMem::crc32c`), else read into `scratch` a piece at a time.
+    pub fn crc32c(
+        &self,
+        iova: u64,
+        len: usize,
+        seed: u32,
+        scratch: &mut [u8],
+        block: bool,
+    ) -> Result<u32, DmaError> {
+        self.check(iova, len, false, block)?;
+        let mut crc = seed;
+        for piece in self.spans(iova, len) {
+            let (m, at, r) = piece?;
+            if let Backing::Mem(c) = &m.backing {
+                let o = usize::try_from(at - m.addr).map_err(|_| DmaError::Short(at))?;
+                crc = c.crc32c(o, r.len(), crc).ok_or(DmaError::Short(at))?;
+                continue;
+            }
+            let mut done = 0;
+            while done < r.len() {
+                let n = (r.len() - done).min(scratch.len());
+                self.read(at + done as u64, &mut scratch[..n], block)?;
+                crc = crc32c::crc32c_append(crc, &scratch[..n]);
+                done += n;
+            }
+        }
+        Ok(crc)
+    }
+
     /// Writes `data` at `iova`, across mappings if they are contiguous. Every mapping touched
     /// must be writable and reachable (through messages only if `block`), checked before any
     /// byte is written.

@@ -452,6 +452,17 @@ fn interrupts_come_only_from_own_vectors() {
     );
     r.cfgw16(Func::Vf(0), 0x04, 0x4);
     r.vf_w32(0, region::BAR0, vf::IRQ_TRIGGER.0 as u64, 3);
+    // The function's courier writes the eventfd a moment later, as an MSI arrives after the
+    // write that raised it.
+    let mut fds = [nix::poll::PollFd::new(
+        std::os::fd::AsFd::as_fd(&peek[3]),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    assert_eq!(
+        nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(2000u16)).unwrap(),
+        1,
+        "vector 3 was delivered"
+    );
     let mut b = [0u8; 8];
     assert_eq!(
         nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&peek[3]), &mut b).unwrap(),

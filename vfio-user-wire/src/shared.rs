@@ -7,7 +7,7 @@
 
 use std::os::fd::BorrowedFd;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 /// A shared mapping, unmapped on drop.
 #[derive(Debug)]
@@ -362,6 +362,131 @@ impl ClientMem {
     }
 }
 
+impl ClientMem {
+    /// CRC-32C of `len` bytes at `off`, continuing from `seed` (as `crc32c::crc32c_append`),
+    /// read in place: every byte is loaded atomically, so bytes the client or another job
+    /// writes meanwhile change the result, never the soundness of reading them. `None` if out
+    /// of range.
+    pub fn crc32c(&self, off: usize, len: usize, seed: u32) -> Option<u32> {
+        self.range(off, len)?;
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("sse4.2") {
+            // SAFETY: the CPU has SSE4.2 (checked just now), all `crc32_in_place` needs.
+            return Some(unsafe { self.crc32_in_place(off, len, seed) });
+        }
+        // Elsewhere: a cache-sized copy at a time, through the atomic loads of `byte`.
+        let mut crc = seed;
+        let mut buf = [0u8; 4096];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(buf.len());
+            for (i, b) in buf[..n].iter_mut().enumerate() {
+                *b = self.byte(off + done + i)?.load(Ordering::Relaxed);
+            }
+            crc = crc32c::crc32c_append(crc, &buf[..n]);
+            done += n;
+        }
+        Some(crc)
+    }
+
+    #[inline]
+    fn byte(&self, off: usize) -> Option<&AtomicU8> {
+        if off >= self.len {
+            return None;
+        }
+        // SAFETY: in bounds; AtomicU8 has u8's layout.
+        Some(unsafe { &*(self.ptr.as_ptr().add(off) as *const AtomicU8) })
+    }
+
+    #[inline]
+    fn qword(&self, off: usize) -> u64 {
+        debug_assert!(off.is_multiple_of(8) && off + 8 <= self.len);
+        // SAFETY: `off` is 8-aligned inside the mapping (the callers' loops keep it so; the
+        // mapping is page-aligned); AtomicU64 has u64's layout, and atomic loads of memory
+        // others write are sound.
+        unsafe { &*(self.ptr.as_ptr().add(off) as *const AtomicU64) }.load(Ordering::Relaxed)
+    }
+
+    /// The CPU's CRC32 instruction over `[off, off + len)` (in range), three streams at once
+    /// where the range is long: each stream is a dependency chain, and three keep the
+    /// instruction's pipeline full; their states are joined with [`crc_shift`].
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "sse4.2")]
+    unsafe fn crc32_in_place(&self, off: usize, len: usize, seed: u32) -> u32 {
+        use std::arch::x86_64::{_mm_crc32_u64, _mm_crc32_u8};
+        let end = off + len;
+        let mut s = !seed;
+        let mut at = off;
+        while at < end && !at.is_multiple_of(8) {
+            s = _mm_crc32_u8(s, self.byte(at).map_or(0, |b| b.load(Ordering::Relaxed)));
+            at += 1;
+        }
+        for &block in &CRC_BLOCKS {
+            while end - at >= 3 * block {
+                let (mut a, mut b, mut c) = (s as u64, 0u64, 0u64);
+                let mut i = 0;
+                while i < block {
+                    a = _mm_crc32_u64(a, self.qword(at + i));
+                    b = _mm_crc32_u64(b, self.qword(at + block + i));
+                    c = _mm_crc32_u64(c, self.qword(at + 2 * block + i));
+                    i += 8;
+                }
+                s = crc_shift(crc_shift(a as u32, block) ^ b as u32, block) ^ c as u32;
+                at += 3 * block;
+            }
+        }
+        let mut s64 = s as u64;
+        while end - at >= 8 {
+            s64 = _mm_crc32_u64(s64, self.qword(at));
+            at += 8;
+        }
+        s = s64 as u32;
+        while at < end {
+            s = _mm_crc32_u8(s, self.byte(at).map_or(0, |b| b.load(Ordering::Relaxed)));
+            at += 1;
+        }
+        !s
+    }
+}
+
+/// The stream lengths (bytes, multiples of 8) the three-stream CRC runs at, longest first.
+const CRC_BLOCKS: [usize; 2] = [8192, 512];
+
+/// The raw CRC-32C state `s` advanced over `n` zero bytes (`n` one of [`CRC_BLOCKS`]): the
+/// operator is linear in `s`, kept as four byte-indexed tables per length, made once.
+fn crc_shift(s: u32, n: usize) -> u32 {
+    static TABLES: std::sync::OnceLock<Vec<[[u32; 256]; 4]>> = std::sync::OnceLock::new();
+    let tables = TABLES.get_or_init(|| {
+        CRC_BLOCKS
+            .iter()
+            .map(|&len| {
+                let zeros = vec![0u8; len];
+                // The raw state h(s, data) = !crc32c_append(!s, data); h is linear in s.
+                let col = |bit: u32| {
+                    !crc32c::crc32c_append(!(1u32 << bit), &zeros)
+                        ^ !crc32c::crc32c_append(!0u32, &zeros)
+                };
+                let cols: Vec<u32> = (0..32).map(col).collect();
+                let mut t = [[0u32; 256]; 4];
+                for (k, table) in t.iter_mut().enumerate() {
+                    for (v, e) in table.iter_mut().enumerate() {
+                        *e = (0..8)
+                            .filter(|b| v & (1 << b) != 0)
+                            .fold(0, |acc, b| acc ^ cols[k * 8 + b]);
+                    }
+                }
+                t
+            })
+            .collect()
+    });
+    let i = CRC_BLOCKS.iter().position(|&b| b == n).unwrap_or(0);
+    let t = &tables[i];
+    t[0][(s & 0xFF) as usize]
+        ^ t[1][((s >> 8) & 0xFF) as usize]
+        ^ t[2][((s >> 16) & 0xFF) as usize]
+        ^ t[3][(s >> 24) as usize]
+}
+
 impl Drop for ClientMem {
     fn drop(&mut self) {
         // SAFETY: ptr/len came from a successful mmap; no borrow outlives a `&self` call.
@@ -430,5 +555,45 @@ mod tests {
         let mut over = [0u8; 2];
         assert!(!m.read(4095, &mut over));
         assert!(m.read(4094, &mut over));
+    }
+
+    #[test]
+    fn crc32c_in_place_matches_the_crate_at_every_alignment_and_length() {
+        let len = 3 * 8192 * 2 + 3 * 512 + 4096;
+        let fd =
+            nix::sys::memfd::memfd_create(c"t", nix::sys::memfd::MemFdCreateFlag::empty()).unwrap();
+        nix::unistd::ftruncate(&fd, len as i64).unwrap();
+        let m = ClientMem::map(fd.as_fd(), 0, len, true).unwrap();
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let data: Vec<u8> = (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        assert!(m.write(0, &data));
+        for (off, n) in [
+            (0, 0),
+            (0, 1),
+            (3, 7),
+            (5, 100),
+            (0, 3 * 512),
+            (1, 3 * 512 + 9),
+            (8, 3 * 8192),
+            (7, 3 * 8192 + 3 * 512 + 13),
+            (0, len),
+            (13, len - 13),
+        ] {
+            for seed in [0, 0xDEAD_BEEF] {
+                assert_eq!(
+                    m.crc32c(off, n, seed),
+                    Some(crc32c::crc32c_append(seed, &data[off..off + n])),
+                    "{off} {n} {seed:#x}"
+                );
+            }
+        }
+        assert_eq!(m.crc32c(len - 1, 2, 0), None);
     }
 }

@@ -271,13 +271,18 @@ impl Task {
                     cx.write_scratch(d.at(o), n, &self.grant)
                 }
             },
-            (JobOp::Crc32c, Acc::Crc(crc)) => {
-                let mut c = *crc;
-                let r = cx.visit(self.src.at(o), n, &self.grant, |b| {
-                    c = crc32c::crc32c_append(c, b)
-                });
-                r.map(|_| *crc = c)
-            }
+            (JobOp::Crc32c, Acc::Crc(crc)) => match self.src {
+                Place::Host(a) => cx
+                    .dma
+                    .crc32c(a + o as u64, n, *crc, cx.scratch, cx.block)
+                    .map(|c| *crc = c)
+                    .map_err(Fail::from),
+                p => {
+                    let mut c = *crc;
+                    let r = cx.visit(p.at(o), n, &self.grant, |b| c = crc32c::crc32c_append(c, b));
+                    r.map(|_| *crc = c)
+                }
+            },
             (JobOp::Sha256, Acc::Sha(h)) => {
                 use sha2::Digest;
                 // A step that fails part way must leave the running hash as it was.
