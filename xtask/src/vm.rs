@@ -16,6 +16,11 @@ usage: cargo xtask vm [--fetch] [--socket PATH]... [--device JSON]... [--script 
 
 Prints the guest's serial console and QEMU's messages; exits with the script's status.
 
+Inside the guest, accelctl reaches a function over kernel VFIO: bind it to vfio-pci first
+(the PF's ID is 1fac:a0c0, a VF's 1fac:a0c1), then give accelctl its PCI address:
+  echo 1fac a0c1 > /sys/bus/pci/drivers/vfio-pci/new_id
+  accelctl -d 0000:00:03.0 run --job crc32c --seconds 1
+
 Example:
   target/debug/accel-sim --socket /tmp/accelvirt/accel0.sock &
   cargo xtask vm --socket /tmp/accelvirt/accel0.sock";
