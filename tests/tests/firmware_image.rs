@@ -164,7 +164,7 @@ fn image_boots_serves_the_mailbox_and_logs_decodable_defmt() {
     assert!(
         lines
             .iter()
-            .any(|l| l.starts_with("firmware 10000 ready: 16 engines, 8192 granules")),
+            .any(|l| l.starts_with("firmware 0.1.0 ready: 16 engines, 8192 granules")),
         "{lines:?}"
     );
     assert!(lines.iter().any(|l| l == "created 4 VFs"), "{lines:?}");

@@ -36,6 +36,17 @@ fn help_helps_and_a_wrong_argument_runs_nothing() {
     }
 }
 
+/// `xtask vm --help` says what a guest needs before accelctl drives a function in it.
+#[test]
+fn vm_help_says_to_bind_the_function_to_vfio_pci() {
+    let o = xtask(&["vm", "--help"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("vfio-pci/new_id") && text.contains("1fac a0c1"),
+        "{text}"
+    );
+}
+
 #[test]
 fn two_versions_from_one_tree_have_two_build_ids() {
     let dir = tempfile::tempdir().unwrap();

@@ -412,7 +412,13 @@ async fn run(cli: Cli, out: &Out) -> Result<()> {
         }
         Cmd::FwReset { force } => {
             let a = open(&cli.device, timeout)?;
-            let vfs = a.device_info().await?.vfs_in_use.get();
+            // A firmware that has faulted answers nothing: the reset is the way out, and its
+            // VFs are of no use to anyone until then.
+            let vfs = match a.device_info().await {
+                Ok(i) => i.vfs_in_use.get(),
+                Err(Error::FirmwareFaulted { .. }) => 0,
+                Err(e) => return Err(e),
+            };
             if vfs != 0 && !force {
                 return Err(Error::Conflict(format!(
                     "the reset destroys every VF ({vfs} now) and SR-IOV with them: destroy them \
