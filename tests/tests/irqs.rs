@@ -177,3 +177,69 @@ fn a_saturated_eventfd_does_not_stall_the_device() {
     );
     let _t = raiser.join().unwrap();
 }
+
+/// The same stuck eventfd on the data path: a client of VF 1 takes over VF 1's completion
+/// vector with an eventfd it made blocking and full, and VF 1's jobs complete (each raising
+/// that vector). The engine hands the write to VF 1's courier and goes on: with one engine
+/// worker, VF 0's jobs still complete (before the couriers, that worker blocked for good).
+#[test]
+fn a_stuck_completion_vector_does_not_stall_the_engine() {
+    use host_driver::vf::{Job, VfDev};
+    use shared_abi::jobs::{JobOp, JobStatus};
+    use vfio_user_wire::proto::{IRQ_ACTION_TRIGGER, IRQ_DATA_EVENTFD, IRQ_MSIX};
+    let d = sim::inprocess::InProcess::start_with(8, 1).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let acc = Accel::open(&host_driver::DeviceAddr::Socket(d.sock.clone())).unwrap();
+    rt.block_on(acc.create_vfs(2, CreateSpec::Equal)).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while (0..2).any(|v| !d.vf_socket(v).exists()) {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let job = |b: host_driver::vf::Buf| Job {
+        op: JobOp::Crc32c,
+        src: Some(b.into()),
+        dst: None,
+        len: b.len as u32,
+        value: 0,
+    };
+    let mut hostile = VfDev::open(&d.vf_socket(1), 1 << 20).unwrap();
+    let mut hq = hostile.queue_with_irq(0, 8, 0).unwrap();
+    let hb = hostile.alloc(4096, 4096).unwrap();
+    // A second connection of VF 1's client installs its own eventfd on vector 0: blocking,
+    // its counter one short of full.
+    let raw = VfioUser::connect(&d.vf_socket(1), false).unwrap();
+    let efd = nix::sys::eventfd::EventFd::new().unwrap();
+    efd.write(0xffff_ffff_ffff_fffe).unwrap();
+    set_irqs(
+        &raw,
+        IRQ_MSIX,
+        IRQ_DATA_EVENTFD | IRQ_ACTION_TRIGGER,
+        0,
+        1,
+        &[efd.as_raw_fd()],
+    )
+    .unwrap();
+    {
+        use nix::fcntl::{fcntl, FcntlArg, OFlag};
+        let fl = OFlag::from_bits_retain(fcntl(efd.as_raw_fd(), FcntlArg::F_GETFL).unwrap());
+        fcntl(efd.as_raw_fd(), FcntlArg::F_SETFL(fl - OFlag::O_NONBLOCK)).unwrap();
+    }
+    for _ in 0..4 {
+        hostile.submit(&mut hq, &job(hb)).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    // VF 0's tenant: its jobs complete.
+    let mut dev = VfDev::open(&d.vf_socket(0), 1 << 20).unwrap();
+    let mut q = dev.queue(0, 4).unwrap();
+    let b = dev.alloc(4096, 4096).unwrap();
+    for _ in 0..20 {
+        dev.submit(&mut q, &job(b)).unwrap();
+        let c = dev.wait(&mut q, Duration::from_secs(5)).unwrap();
+        assert_eq!(c.status, JobStatus::Ok);
+    }
+    drop(raw);
+}
