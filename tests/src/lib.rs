@@ -43,9 +43,11 @@ pub fn image_target_dir() -> PathBuf {
 
 /// A signed firmware image of the current sources, and the public key of the development
 /// key that signed it: what a fresh device model's flash is provisioned with. Built once per
-/// test process (`cargo xtask image`); concurrent builds are serialized by cargo. If it cannot
-/// be built, the first test that needs it fails with the build's own words and every other
-/// one with a line that points there, not a backtrace each.
+/// test run (`cargo xtask image`), not once per test binary: the first process to need it
+/// builds it under a lock and stamps it with a fingerprint of what it is built from, and the
+/// others (and later runs, while nothing changed) take it as it is. If it cannot be built,
+/// the first test that needs it fails with the build's own words and every other one with a
+/// line that points there, not a backtrace each.
 pub fn firmware_image() -> &'static (PathBuf, PathBuf) {
     static IMAGE: std::sync::OnceLock<Result<(PathBuf, PathBuf), String>> =
         std::sync::OnceLock::new();
@@ -53,8 +55,23 @@ pub fn firmware_image() -> &'static (PathBuf, PathBuf) {
     let built = IMAGE.get_or_init(|| {
         let target = image_target_dir();
         let image = target.join("fw").join("accel-fw.img");
-        try_build_image(&image, &[])
-            .map(|()| (image, target.join("accelvirt-keys").join("dev-ed25519.pub")))
+        let key = target.join("accelvirt-keys").join("dev-ed25519.pub");
+        std::fs::create_dir_all(&target).map_err(|e| format!("{}: {e}", target.display()))?;
+        let lock_path = target.join(".image.lock");
+        let lock = std::fs::File::create(&lock_path)
+            .and_then(|f| f.lock().map(|()| f))
+            .map_err(|e| format!("{}: {e}", lock_path.display()))?;
+        let stamp = image.with_extension("img.stamp");
+        let fp = format!("{:016x}", sources_fingerprint());
+        let current = image.exists()
+            && key.exists()
+            && std::fs::read_to_string(&stamp).is_ok_and(|s| s == fp);
+        if !current {
+            try_build_image(&image, &[])?;
+            std::fs::write(&stamp, &fp).map_err(|e| format!("{}: {e}", stamp.display()))?;
+        }
+        drop(lock);
+        Ok((image, key))
     });
     match built {
         Ok(b) => b,
@@ -66,6 +83,40 @@ pub fn firmware_image() -> &'static (PathBuf, PathBuf) {
             "the firmware image could not be built (the first failing test says why)",
         )),
     }
+}
+
+/// A fingerprint (FNV-1a) of what the image is built from: the firmware, the ABI, the image
+/// format, the tasks that build and sign it, the lock file and the toolchain file.
+fn sources_fingerprint() -> u64 {
+    fn walk(p: &Path, out: &mut Vec<PathBuf>) {
+        if p.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(p) {
+                for e in rd.flatten() {
+                    walk(&e.path(), out);
+                }
+            }
+        } else {
+            out.push(p.to_path_buf());
+        }
+    }
+    let r = root();
+    let mut files = Vec::new();
+    for d in ["firmware", "shared-abi/src", "fw-image/src", "xtask/src"] {
+        walk(&r.join(d), &mut files);
+    }
+    files.extend(["Cargo.lock", "rust-toolchain.toml"].map(|f| r.join(f)));
+    files.sort();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for f in files {
+        for b in f
+            .to_string_lossy()
+            .bytes()
+            .chain(std::fs::read(&f).unwrap_or_default())
+        {
+            h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
 }
 
 /// `cargo xtask image --out OUT ARGS` in the tests' image target directory.
