@@ -311,11 +311,16 @@ impl std::ops::Deref for Mapped {
 }
 
 /// One client's DMA mappings, sorted by IOVA.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct DmaTable {
     maps: Vec<Mapping>,
     /// How to reach memory mapped without a file descriptor.
     messages: Option<Arc<dyn MessageDma>>,
+    /// The distinct files behind `pread` mappings (a map looks its file up here, not through
+    /// every mapping: a vIOMMU guest maps page by page, tens of thousands of them).
+    files: Vec<Arc<File>>,
+    /// Mappings mapped into this process, and their bytes.
+    mapped: (usize, u64),
 }
 
 impl DmaTable {
@@ -360,40 +365,34 @@ impl DmaTable {
         self.maps.is_empty()
     }
 
-    fn files(&self) -> impl Iterator<Item = &Arc<File>> {
-        self.maps.iter().filter_map(|m| match &m.backing {
-            Backing::File(f) => Some(f),
-            _ => None,
-        })
-    }
-
-    /// Distinct files held for `pread`/`pwrite`.
+    /// Distinct files held for `pread`/`pwrite` (a file a pinned ring still uses counts).
     pub fn file_count(&self) -> usize {
-        let mut seen: Vec<*const File> = Vec::new();
-        for f in self.files() {
-            let p = Arc::as_ptr(f);
-            if !seen.contains(&p) {
-                seen.push(p);
-            }
-        }
-        seen.len()
+        self.files.len()
     }
 
     /// Bytes mapped into this process.
     pub fn mapped_bytes(&self) -> u64 {
-        self.maps
-            .iter()
-            .filter(|m| matches!(m.backing, Backing::Mem(_)))
-            .map(|m| m.last - m.addr + 1)
-            .sum()
+        self.mapped.1
     }
 
     /// Mappings mapped into this process.
     pub fn mapped_count(&self) -> usize {
-        self.maps
-            .iter()
-            .filter(|m| matches!(m.backing, Backing::Mem(_)))
-            .count()
+        self.mapped.0
+    }
+
+    /// Removes the mappings `gone` says, keeping the counts, and lets go of files nothing
+    /// uses any more.
+    fn remove(&mut self, gone: impl Fn(&Mapping) -> bool) {
+        let mapped = &mut self.mapped;
+        self.maps.retain(|m| {
+            let drop = gone(m);
+            if drop && matches!(m.backing, Backing::Mem(_)) {
+                mapped.0 -= 1;
+                mapped.1 -= m.last - m.addr + 1;
+            }
+            !drop
+        });
+        self.files.retain(|f| Arc::strong_count(f) > 1);
     }
 
     /// DMA_MAP: adds `[addr, addr + size)`, reached through `fd` from `offset` if given.
@@ -444,6 +443,10 @@ impl DmaTable {
                 }
             }
         };
+        if matches!(backing, Backing::Mem(_)) {
+            self.mapped.0 += 1;
+            self.mapped.1 += m.size;
+        }
         self.maps.insert(
             at,
             Mapping {
@@ -460,17 +463,20 @@ impl DmaTable {
 
     /// `pread`/`pwrite` on `fd`, sharing the fd of a file already held.
     fn file_backing(
-        &self,
+        &mut self,
         fd: OwnedFd,
         st: &nix::sys::stat::FileStat,
     ) -> Result<Backing, MapError> {
         let (dev, ino) = (st.st_dev, st.st_ino);
-        let known = self.files().find(|f| f.dev == dev && f.ino == ino).cloned();
-        match known {
-            Some(f) => Ok(Backing::File(f)),
-            None if self.file_count() >= MAX_FILES => Err(MapError::ENOSPC),
-            None => Ok(Backing::File(Arc::new(File { fd, dev, ino }))),
+        if let Some(f) = self.files.iter().find(|f| f.dev == dev && f.ino == ino) {
+            return Ok(Backing::File(f.clone()));
         }
+        if self.files.len() >= MAX_FILES {
+            return Err(MapError::ENOSPC);
+        }
+        let f = Arc::new(File { fd, dev, ino });
+        self.files.push(f.clone());
+        Ok(Backing::File(f))
     }
 
     /// DMA_UNMAP, with kernel VFIO type1 semantics, which QEMU's vIOMMU path relies on: every
@@ -489,7 +495,7 @@ impl DmaTable {
             if u.addr != 0 || u.size != 0 {
                 return Err(E::EINVAL);
             }
-            self.maps.clear();
+            self.remove(|_| true);
             return Ok(());
         }
         // Inclusive ends, as the kernel computes them: a range may end at the top of the
@@ -503,13 +509,13 @@ impl DmaTable {
         if self.maps.iter().any(|d| overlaps(d) && !inside(d)) {
             return Err(E::EINVAL);
         }
-        self.maps.retain(|d| !inside(d));
+        self.remove(inside);
         Ok(())
     }
 
     /// Empties the table (the client went away).
     pub fn clear(&mut self) {
-        self.maps.clear();
+        self.remove(|_| true);
     }
 
     /// The mapping holding `iova`, and how many bytes of it remain from there.
@@ -836,16 +842,6 @@ impl Space {
         self.table.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Mappings held.
-    pub fn len(&self) -> usize {
-        self.table.read().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    /// Whether nothing is mapped.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Runs `job` on the space's own thread (started now if it is not running); false if the
     /// space is revoked or the thread cannot be started.
     pub fn park(&self, job: Parked) -> bool {
@@ -1070,6 +1066,44 @@ mod tests {
             t.map(&req(0x60_0000, 0x8000, 0, RW), Some(sealed(0x4000))),
             Err(MapError::EINVAL)
         );
+    }
+
+    #[test]
+    fn counts_follow_maps_and_unmaps() {
+        let mut t = DmaTable::new();
+        let shared = memfd(0x4000);
+        for i in 0..4u64 {
+            t.map(
+                &req(i << 12, 0x1000, i << 12, RW),
+                Some(shared.try_clone().unwrap()),
+            )
+            .unwrap();
+        }
+        t.map(&req(0x10_0000, 0x2000, 0, RW), Some(sealed(0x2000)))
+            .unwrap();
+        assert_eq!(
+            (t.file_count(), t.mapped_count(), t.mapped_bytes()),
+            (1, 1, 0x2000)
+        );
+        let un = |addr, size| proto::DmaUnmap {
+            argsz: 24,
+            flags: 0,
+            addr,
+            size,
+        };
+        t.unmap(&un(0, 0x2000)).unwrap();
+        assert_eq!(t.file_count(), 1, "two pages of the file are still mapped");
+        t.unmap(&un(0, 0x20_0000)).unwrap();
+        assert!(t.is_empty());
+        assert_eq!(
+            (t.file_count(), t.mapped_count(), t.mapped_bytes()),
+            (0, 0, 0)
+        );
+        // The files' room is back.
+        for i in 0..MAX_FILES as u64 {
+            t.map(&req(i << 12, 0x1000, 0, RW), Some(memfd(0x1000)))
+                .unwrap();
+        }
     }
 
     #[test]
