@@ -9,7 +9,7 @@
 //!   fault the device records).
 use accelvirt_tests::{pattern, Silent};
 use host_driver::vf::{Job, VfDev};
-use host_driver::{Accel, CreateSpec};
+use host_driver::CreateSpec;
 use shared_abi::jobs::{JobOp, JobStatus};
 use shared_abi::resources::VfSpec;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,17 +40,9 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let d = sim::inprocess::InProcess::start(8).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let acc = Accel::open(&host_driver::DeviceAddr::Socket(d.sock.clone())).unwrap();
-    rt.block_on(acc.create_vfs(2, CreateSpec::Uniform(VfSpec::new(1, 512, 4, 4, 0))))
-        .unwrap();
-    while (0..2).any(|v| !d.vf_socket(v).exists()) {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let spec = CreateSpec::Uniform(VfSpec::new(1, 512, 4, 4, 0));
+    let (d, rt, acc) = accelvirt_tests::device_in_process(cores, 2, spec);
     let mut dev = VfDev::open(&d.vf_socket(0), 1 << 20).unwrap();
     let mut q = dev.queue(0, 2).unwrap();
     let buf = dev.alloc(64 << 10, 4096).unwrap();

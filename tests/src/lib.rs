@@ -145,6 +145,33 @@ fn try_build_image(out: &Path, args: &[&str]) -> Result<(), String> {
     }
 }
 
+/// An in-process device model with `engine_threads` queue-engine workers and `vfs` VFs made
+/// as `spec` says, once their sockets are there; with a runtime and a management handle.
+pub fn device_in_process(
+    engine_threads: usize,
+    vfs: u16,
+    spec: host_driver::CreateSpec,
+) -> (
+    sim::inprocess::InProcess,
+    tokio::runtime::Runtime,
+    host_driver::Accel,
+) {
+    let d = sim::inprocess::InProcess::start_with(8, engine_threads).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let acc = host_driver::Accel::open(&host_driver::DeviceAddr::Socket(d.sock.clone())).unwrap();
+    rt.block_on(acc.create_vfs(vfs, spec)).unwrap();
+    // The VF sockets appear with SR-IOV; on a loaded machine a moment after create returns.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (0..vfs).any(|v| !d.vf_socket(v).exists()) {
+        assert!(Instant::now() < deadline, "the VF sockets appeared");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    (d, rt, acc)
+}
+
 /// A running `accel-sim` in its own temporary directory.
 #[derive(Debug)]
 pub struct Sim {

@@ -11,14 +11,8 @@ use std::time::{Duration, Instant};
 
 /// An in-process device model with two VFs, a runtime, and a management handle.
 fn device_with_two_vfs() -> (sim::inprocess::InProcess, tokio::runtime::Runtime, Accel) {
-    let r = sim::inprocess::InProcess::start(8).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let acc = Accel::open(&host_driver::DeviceAddr::Socket(r.sock.clone())).unwrap();
-    rt.block_on(acc.create_vfs(2, CreateSpec::Equal)).unwrap();
-    (r, rt, acc)
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    accelvirt_tests::device_in_process(cores, 2, CreateSpec::Equal)
 }
 
 #[test]

@@ -108,13 +108,8 @@ fn set_irqs_refuses_what_is_not_an_eventfd() {
 #[test]
 fn a_saturated_eventfd_does_not_stall_the_device() {
     use vfio_user_wire::proto::{IRQ_ACTION_TRIGGER, IRQ_DATA_EVENTFD, IRQ_DATA_NONE, IRQ_MSIX};
-    let d = sim::inprocess::InProcess::start(1).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let acc = Accel::open(&host_driver::DeviceAddr::Socket(d.sock.clone())).unwrap();
-    rt.block_on(acc.create_vfs(1, CreateSpec::Equal)).unwrap();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (d, _rt, _acc) = accelvirt_tests::device_in_process(cores, 1, CreateSpec::Equal);
     let t = VfioUser::connect_with(&d.sock, true, Duration::from_secs(2)).unwrap();
     let efd = nix::sys::eventfd::EventFd::new().unwrap();
     efd.write(0xffff_ffff_ffff_fffe).unwrap();
@@ -187,18 +182,7 @@ fn a_stuck_completion_vector_does_not_stall_the_engine() {
     use host_driver::vf::{Job, VfDev};
     use shared_abi::jobs::{JobOp, JobStatus};
     use vfio_user_wire::proto::{IRQ_ACTION_TRIGGER, IRQ_DATA_EVENTFD, IRQ_MSIX};
-    let d = sim::inprocess::InProcess::start_with(8, 1).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let acc = Accel::open(&host_driver::DeviceAddr::Socket(d.sock.clone())).unwrap();
-    rt.block_on(acc.create_vfs(2, CreateSpec::Equal)).unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while (0..2).any(|v| !d.vf_socket(v).exists()) {
-        assert!(std::time::Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let (d, _rt, _acc) = accelvirt_tests::device_in_process(1, 2, CreateSpec::Equal);
     let job = |b: host_driver::vf::Buf| Job {
         op: JobOp::Crc32c,
         src: Some(b.into()),

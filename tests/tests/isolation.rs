@@ -28,23 +28,11 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     ONE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// An in-process device, a worker per core, with `vfs` VFs of 2 engines and 512 granules.
 fn device(vfs: u16) -> (sim::inprocess::InProcess, tokio::runtime::Runtime, Accel) {
-    let r = sim::inprocess::InProcess::start(8).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let acc = Accel::open(&host_driver::DeviceAddr::Socket(r.sock.clone())).unwrap();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let spec = VfSpec::new(2, GRANULES, 4, 4, 0);
-    rt.block_on(acc.create_vfs(vfs, CreateSpec::Uniform(spec)))
-        .unwrap();
-    // The VF sockets appear with SR-IOV; on a loaded machine a moment after create returns.
-    let deadline = Instant::now() + T;
-    while (0..vfs).any(|v| !r.vf_socket(v).exists()) {
-        assert!(Instant::now() < deadline, "the VF sockets appeared");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    (r, rt, acc)
+    accelvirt_tests::device_in_process(cores, vfs, CreateSpec::Uniform(spec))
 }
 
 fn job(op: JobOp, src: Option<Addr>, dst: Option<Addr>, len: usize) -> Job {
@@ -393,20 +381,8 @@ fn rings_remapped_after_arming_stop_their_queue_only() {
 #[test]
 fn a_vf_on_its_own_engine_keeps_its_throughput_under_a_neighbours_long_jobs() {
     let _one = serial();
-    let r = sim::inprocess::InProcess::start_with(8, 2).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let acc = Accel::open(&host_driver::DeviceAddr::Socket(r.sock.clone())).unwrap();
     let spec = VfSpec::new(1, GRANULES, 4, 4, 0);
-    rt.block_on(acc.create_vfs(2, CreateSpec::Uniform(spec)))
-        .unwrap();
-    let deadline = Instant::now() + T;
-    while (0..2).any(|v| !r.vf_socket(v).exists()) {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let (r, rt, acc) = accelvirt_tests::device_in_process(2, 2, CreateSpec::Uniform(spec));
     let masks: Vec<u32> = rt
         .block_on(acc.vfs())
         .unwrap()
