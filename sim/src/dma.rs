@@ -1069,6 +1069,40 @@ mod tests {
     }
 
     #[test]
+    fn past_the_mapping_budget_memory_is_read_with_pread() {
+        let mut t = DmaTable::new();
+        let fd = sealed(0x1000);
+        for i in 0..=MAX_MAPPED as u64 {
+            t.map(&req(i << 12, 0x1000, 0, RW), Some(fd.try_clone().unwrap()))
+                .unwrap();
+        }
+        assert_eq!((t.mapped_count(), t.file_count()), (MAX_MAPPED, 1));
+        let top = (MAX_MAPPED as u64) << 12;
+        t.write(top, &[3; 8], true).unwrap();
+        let mut b = [0u8; 8];
+        t.read(0, &mut b, true).unwrap();
+        assert_eq!(b, [3; 8], "both ways reach the same file");
+    }
+
+    #[test]
+    fn a_file_off_memory_is_reached_through_messages() {
+        use std::io::Write;
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../target");
+        let mut f = tempfile::tempfile_in(dir).unwrap();
+        f.write_all(&[0u8; 0x1000]).unwrap();
+        let fs = nix::sys::statfs::fstatfs(&f).unwrap().filesystem_type();
+        if fs == nix::sys::statfs::TMPFS_MAGIC {
+            eprintln!("skipped: the target directory is on tmpfs");
+            return;
+        }
+        let mut t = DmaTable::new();
+        t.map(&req(0, 0x1000, 0, RW), Some(f.into())).unwrap();
+        let mut b = [0u8; 4];
+        assert_eq!(t.read(0, &mut b, false), Err(DmaError::WouldBlock(0)));
+        assert_eq!(t.file_count(), 0, "its descriptor is not kept");
+    }
+
+    #[test]
     fn counts_follow_maps_and_unmaps() {
         let mut t = DmaTable::new();
         let shared = memfd(0x4000);
