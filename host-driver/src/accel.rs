@@ -248,6 +248,92 @@ impl Accel {
         Ok(made)
     }
 
+    /// Re-creates VFs with exactly these indices and resources on a device that holds none
+    /// (after a reset, a firmware update, a device-model restart), and shows them through
+    /// SR-IOV. Indices between them that the layout does not name are made as placeholders
+    /// and destroyed again, since the firmware gives each new VF the lowest free index. All
+    /// or nothing: on any failure every VF made here is destroyed.
+    pub async fn restore(&self, layout: &[(u16, VfSpec)]) -> Result<Vec<VfInfo>> {
+        let Some(max) = layout.iter().map(|(v, _)| *v).max() else {
+            return Ok(Vec::new());
+        };
+        let placeholder = VfSpec::new(1, 1, 1, 1, 0);
+        let specs: Vec<VfSpec> = (0..=max)
+            .map(|i| {
+                layout
+                    .iter()
+                    .find(|(v, _)| *v == i)
+                    .map_or(placeholder, |(_, s)| *s)
+            })
+            .collect();
+        let count = max + 1;
+        self.t.num_vfs()?;
+        let held = self.management_lock().await?;
+        self.reconcile(&held).await?;
+        if !self.vfs().await?.is_empty() {
+            held.clear()?;
+            return Err(Error::Conflict(
+                "the device already holds VFs: a layout is restored only onto an empty device"
+                    .into(),
+            ));
+        }
+        held.record("create-vf")?;
+        let p = match self
+            .mbox
+            .call(&Request::CreateVfs(CreateVfs {
+                count,
+                sizing: Sizing::Explicit(&specs),
+            }))
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                held.clear()?;
+                return Err(e);
+            }
+        };
+        let (_, list) = split_list::<CountResp, VfInfo>(&p)
+            .map_err(|_| Error::BadResponse("create response size"))?;
+        let made = list.to_vec();
+        let wanted = |v: u16| layout.iter().any(|(w, _)| *w == v);
+        let undo = async |e: Error| {
+            let _ = self.mbox.call(&Request::DestroyVf(Target::All)).await;
+            let _ = held.clear();
+            e
+        };
+        if made.len() != count as usize
+            || made.iter().enumerate().any(|(i, v)| v.vf.get() != i as u16)
+        {
+            return Err(undo(Error::BadResponse(
+                "the firmware gave the VFs other indices",
+            ))
+            .await);
+        }
+        for v in made.iter().filter(|v| !wanted(v.vf.get())) {
+            if let Err(e) = self
+                .mbox
+                .call(&Request::DestroyVf(Target::One(v.vf.get())))
+                .await
+            {
+                return Err(undo(e).await);
+            }
+        }
+        if self.t.num_vfs()? < count {
+            let r = if self.t.num_vfs()? == 0 {
+                self.t.set_num_vfs(count)
+            } else {
+                Err(Error::Conflict(
+                    "SR-IOV is enabled with fewer VFs than the layout needs".into(),
+                ))
+            };
+            if let Err(e) = r {
+                return Err(undo(e).await);
+            }
+        }
+        held.clear()?;
+        Ok(made.into_iter().filter(|v| wanted(v.vf.get())).collect())
+    }
+
     /// Notes on what this handle found and did beyond the commands asked (taken once).
     pub fn take_notes(&self) -> Vec<String> {
         std::mem::take(&mut *self.notes.lock().unwrap_or_else(|e| e.into_inner()))

@@ -86,6 +86,18 @@ pub enum Error {
     /// A request the user made does not make sense.
     #[error("{0}")]
     Invalid(String),
+    /// acceld does not let this user manage its devices.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    /// acceld answered with an error: its message, and the exit code accelctl would have
+    /// had going to the device itself.
+    #[error("{message}")]
+    Daemon {
+        /// Exit code.
+        code: u8,
+        /// What failed, as the daemon said it.
+        message: String,
+    },
 }
 
 /// What to try when nothing answers at `path`, from what the path is.
@@ -156,6 +168,8 @@ impl Error {
             Error::Io(_) | Error::Remote { .. } | Error::Protocol(_) | Error::BadResponse(_) => 5,
             Error::Firmware { .. } | Error::ImageRejected(_) => 1,
             Error::FirmwareFaulted { .. } => 6,
+            Error::PermissionDenied(_) => 7,
+            Error::Daemon { code, .. } => *code,
         }
     }
 

@@ -10,7 +10,9 @@
 #![deny(unsafe_code)]
 
 pub mod accel;
+pub mod daemon;
 pub mod error;
+pub mod events;
 pub mod kernel;
 pub mod logs;
 pub mod mailbox;

@@ -35,7 +35,15 @@ pub struct Mailbox {
     seq: AtomicU32,
     token: u32,
     timeout: Duration,
+    /// One command at a time from this client: tasks sharing it (acceld's) would otherwise
+    /// all hold the device's lock under the same token at once.
+    lane: tokio::sync::Mutex<()>,
+    /// Told how long each command took, lock wait included (acceld's latency histogram).
+    observer: std::sync::OnceLock<LatencyObserver>,
 }
+
+/// Receives the latency of each mailbox command.
+pub type LatencyObserver = Arc<dyn Fn(Duration) + Send + Sync>;
 
 impl std::fmt::Debug for Mailbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -72,6 +80,8 @@ impl Mailbox {
             seq: AtomicU32::new(random_u32()),
             token,
             timeout,
+            lane: tokio::sync::Mutex::new(()),
+            observer: std::sync::OnceLock::new(),
         }
     }
 
@@ -93,8 +103,22 @@ impl Mailbox {
         Ok(payload)
     }
 
+    /// Has `f` told the latency of every later command (once per client).
+    pub fn observe_latency(&self, f: LatencyObserver) {
+        let _ = self.observer.set(f);
+    }
+
     /// Sends a request; returns status and payload.
     pub async fn call_status(&self, req: &Request<'_>) -> Result<(Status, Vec<u8>)> {
+        let start = Instant::now();
+        let r = self.exchange(req).await;
+        if let Some(f) = self.observer.get() {
+            f(start.elapsed());
+        }
+        r
+    }
+
+    async fn exchange(&self, req: &Request<'_>) -> Result<(Status, Vec<u8>)> {
         // Build the payload in place behind the header: one buffer, no copy.
         let too_large = || Error::Invalid("request too large for the mailbox".into());
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
@@ -125,6 +149,7 @@ impl Mailbox {
         let msg = &msg[..len];
         let what = req.opcode().name();
         let t = &*self.t;
+        let _lane = self.lane.lock().await;
         let start = Instant::now();
         self.acquire(start).await?;
         let _guard = LockGuard(t, self.token);

@@ -143,6 +143,12 @@ pub trait Transport: Send + Sync {
     fn mailbox_irq(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         None
     }
+    /// An eventfd the device signals when its firmware posts an event (PF vector
+    /// `PF_VECTOR_EVENTS`), for the event ring's one consumer (acceld): wired on the first
+    /// call where the transport can. Without one the consumer polls `EVQ_PROD`.
+    fn events_irq(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        None
+    }
     /// Whether the mailbox pages are mapped (a look at them costs nanoseconds, not a
     /// message), so the client may spin on them.
     fn mapped_mailbox(&self) -> bool {

@@ -109,7 +109,7 @@ impl Accel {
         &self,
         image: &[u8],
         allow_downgrade: bool,
-        progress: &mut dyn FnMut(usize, usize),
+        progress: &mut (dyn FnMut(usize, usize) + Send),
     ) -> Result<Flashed> {
         let p = fw_image::parse(image)
             .map_err(|e| Error::Invalid(format!("not a usable image: {e}")))?;
@@ -168,14 +168,27 @@ impl Accel {
         let cap = crate::transport::find_cap(&**t, pcie::ID)?
             .ok_or(Error::BadResponse("no PCI Express capability"))?;
         let devctl = cap + pcie::DEVCTL;
-        let mut v = [0u8; 2];
-        t.config_read(devctl, &mut v)?;
-        let v = u16::from_le_bytes(v) | pcie::DEVCTL_FLR;
+        // An FLR clears the command register (Bus Master) and MSI-X control, as on silicon:
+        // kept here and put back once the device is up (the kernel's pci_save_state and
+        // pci_restore_state around a reset), so a long-lived owner's interrupts keep coming.
+        let word = |off: u64| -> Result<u16> {
+            let mut b = [0u8; 2];
+            t.config_read(off, &mut b)?;
+            Ok(u16::from_le_bytes(b))
+        };
+        let command = word(0x04)?;
+        let msix = crate::transport::find_cap(&**t, 0x11)?;
+        let msix_ctl = msix.map(|c| word(c + 2)).transpose()?;
+        let v = word(devctl)? | pcie::DEVCTL_FLR;
         t.config_write(devctl, &v.to_le_bytes())?;
         let start = Instant::now();
         loop {
             let st = DevStatus::from_bits_retain(t.read32(pf::DEV_STATUS.offset())?);
             if st.contains(DevStatus::READY) {
+                t.config_write(0x04, &command.to_le_bytes())?;
+                if let (Some(c), Some(ctl)) = (msix, msix_ctl) {
+                    t.config_write(c + 2, &ctl.to_le_bytes())?;
+                }
                 return Ok((
                     t.read32(pf::FW_VERSION.offset())?,
                     t.read32(pf::FW_BUILD_ID.offset())?,

@@ -30,6 +30,9 @@ pub struct VfioUser {
     bar0_map: Option<(usize, Shared)>,
     /// How long one message waits for its answer, in ms ([`IO_TIMEOUT`] unless set).
     io_timeout_ms: std::sync::atomic::AtomicU64,
+    /// The events vector's eventfd, once asked for (only the event ring's consumer does: the
+    /// device keeps one eventfd per vector, and another client's would replace it).
+    events_irq: std::sync::OnceLock<Option<nix::sys::eventfd::EventFd>>,
 }
 
 /// REGION_READ/REGION_WRITE head (offset, region, count) and the data.
@@ -103,6 +106,7 @@ impl VfioUser {
             broken: Default::default(),
             bar0_map: None,
             io_timeout_ms: (io_timeout.as_millis().max(1) as u64).into(),
+            events_irq: Default::default(),
         };
         let mut v = Vec::new();
         v.extend_from_slice(&0u16.to_ne_bytes());
@@ -445,6 +449,31 @@ impl Transport for VfioUser {
     }
     fn describe(&self) -> String {
         format!("vfio-user:{}", self.path.display())
+    }
+    fn events_irq(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use nix::sys::eventfd::{EfdFlags, EventFd};
+        self.events_irq
+            .get_or_init(|| {
+                let efd =
+                    EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC).ok()?;
+                let v = shared_abi::pci::PF_VECTOR_EVENTS as u32;
+                self.set_msix_eventfds(v, &[efd.as_fd()]).ok()?;
+                // An MSI-X message is a memory write: the PF must be a bus master with MSI-X
+                // enabled, and the vector unmasked (what a kernel's PCI core does for it).
+                let mut w = [0u8; 2];
+                self.config_read(0x04, &mut w).ok()?;
+                self.config_write(0x04, &(u16::from_le_bytes(w) | 0x4).to_le_bytes())
+                    .ok()?;
+                let cap = crate::transport::find_cap(self, 0x11).ok()??;
+                self.config_read(cap + 2, &mut w).ok()?;
+                let ctl = (u16::from_le_bytes(w) | 0x8000) & !0x4000;
+                self.config_write(cap + 2, &ctl.to_le_bytes()).ok()?;
+                let entry = shared_abi::regs::pf::MSIX_TABLE.start() + v as usize * 16;
+                self.write32(entry + 12, 0).ok()?;
+                Some(efd)
+            })
+            .as_ref()
+            .map(|e| e.as_fd())
     }
     fn mapped_mailbox(&self) -> bool {
         self.is_mapped()

@@ -61,6 +61,9 @@ pub struct KernelVfio {
     tokens: token::TokenStore,
     /// The mailbox vector's eventfd (MSI-X enabled through vfio-pci), when it could be set up.
     mailbox_irq: Option<nix::sys::eventfd::EventFd>,
+    /// The events vector's eventfd, wired with the mailbox's (vfio-pci before Linux 6.5
+    /// cannot add vectors to MSI-X once it is enabled).
+    events_irq: Option<nix::sys::eventfd::EventFd>,
 }
 
 impl KernelVfio {
@@ -86,6 +89,7 @@ impl KernelVfio {
             config_offset: cfg.offset,
             tokens: token::TokenStore::system(),
             mailbox_irq: None,
+            events_irq: None,
         };
         // Completion interrupts are an optimisation: without them the client polls. An MSI-X
         // message is a memory write, so the function must be a bus master to send one;
@@ -96,13 +100,18 @@ impl KernelVfio {
             let v = u16::from_le_bytes(cmd) | PCI_COMMAND_MASTER;
             pf.config_write(PCI_COMMAND, &v.to_le_bytes()).is_ok()
         };
-        if let (true, Ok(efd)) = (
-            master,
-            EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC),
-        ) {
-            let v = shared_abi::pci::PF_VECTOR_MAILBOX as u32;
-            if pf.set_msix_eventfds(v, &[efd.as_fd()]).is_ok() {
-                pf.mailbox_irq = Some(efd);
+        let efd = || EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC);
+        if let (true, Ok(mbox), Ok(events)) = (master, efd(), efd()) {
+            // Vectors 0 (mailbox) and 1 (events), in one call.
+            const _: () = assert!(
+                shared_abi::pci::PF_VECTOR_MAILBOX == 0 && shared_abi::pci::PF_VECTOR_EVENTS == 1
+            );
+            if pf
+                .set_msix_eventfds(0, &[mbox.as_fd(), events.as_fd()])
+                .is_ok()
+            {
+                pf.mailbox_irq = Some(mbox);
+                pf.events_irq = Some(events);
             }
         }
         Ok(pf)
@@ -127,6 +136,9 @@ impl KernelVfio {
 impl Transport for KernelVfio {
     fn mailbox_irq(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         self.mailbox_irq.as_ref().map(|e| e.as_fd())
+    }
+    fn events_irq(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.events_irq.as_ref().map(|e| e.as_fd())
     }
     fn mapped_mailbox(&self) -> bool {
         true
