@@ -1,0 +1,694 @@
+//! The `accelvirt.v1.Accelvirt` service: each call checked against the access policy, run on
+//! its device's runtime, answered with the firmware's structures converted field by field.
+//! Changes to which VFs exist or what they hold are serialized per device and become the
+//! device's desired state; reads take no lock but the mailbox's, one command long.
+
+use crate::access::{Peer, Policy};
+use crate::device::{offline, Managed, Outcome};
+use crate::events::EventLog;
+use accelvirt_api::convert;
+use accelvirt_api::v1::{self, accelvirt_server::Accelvirt};
+use host_driver::daemon::{error_status, handoff_msg};
+use host_driver::error::{Error, Result};
+use host_driver::{Accel, CreateSpec};
+use shared_abi::regs::DevCaps;
+use shared_abi::resources::{VfInfo, VfSpec, MAX_WEIGHT};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use tonic::{Request, Response, Status};
+
+/// The service.
+#[derive(Debug)]
+pub struct Service {
+    devices: Arc<Vec<Arc<Managed>>>,
+    events: Arc<EventLog>,
+    policy: Arc<RwLock<Policy>>,
+}
+
+type Reply<T> = std::result::Result<Response<T>, Status>;
+
+impl Service {
+    /// Serves `devices`.
+    pub fn new(
+        devices: Arc<Vec<Arc<Managed>>>,
+        events: Arc<EventLog>,
+        policy: Arc<RwLock<Policy>>,
+    ) -> Self {
+        Service {
+            devices,
+            events,
+            policy,
+        }
+    }
+
+    /// The caller, if the policy lets it manage.
+    fn admit<T>(&self, req: &Request<T>) -> std::result::Result<Peer, Status> {
+        let cred = req
+            .extensions()
+            .get::<tonic::transport::server::UdsConnectInfo>()
+            .and_then(|i| i.peer_cred);
+        let Some(c) = cred else {
+            return Err(deny("the caller's credentials are unknown".into()));
+        };
+        let peer = Peer {
+            uid: c.uid(),
+            gid: c.gid(),
+            pid: c.pid().unwrap_or(0),
+        };
+        let policy = self.policy.read().unwrap_or_else(|p| p.into_inner());
+        policy.check(&peer).map_err(deny)?;
+        Ok(peer)
+    }
+
+    fn device(&self, name: &str) -> std::result::Result<Arc<Managed>, Status> {
+        find(&self.devices, name).map_err(|e| error_status(&e))
+    }
+}
+
+fn deny(why: String) -> Status {
+    let mut s = Status::permission_denied(why);
+    if let Ok(v) = accelvirt_api::EXIT_PERMISSION_DENIED.to_string().parse() {
+        s.metadata_mut().insert(accelvirt_api::EXIT_CODE_KEY, v);
+    }
+    s
+}
+
+/// The device named `name` (empty: the only one), matched as accelctl's -d would be.
+pub fn find(devices: &[Arc<Managed>], name: &str) -> Result<Arc<Managed>> {
+    if name.is_empty() {
+        return match devices {
+            [one] => Ok(one.clone()),
+            _ => Err(Error::Invalid(format!(
+                "acceld owns {} devices: name one with -d ({})",
+                devices.len(),
+                devices
+                    .iter()
+                    .map(|d| d.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        };
+    }
+    let canon = |s: &str| -> String {
+        match host_driver::DeviceAddr::parse(s) {
+            Ok(host_driver::DeviceAddr::Pci(a)) => a,
+            Ok(host_driver::DeviceAddr::Socket(p)) => std::fs::canonicalize(&p)
+                .unwrap_or(p)
+                .to_string_lossy()
+                .into_owned(),
+            Err(_) => s.to_string(),
+        }
+    };
+    let want = canon(name);
+    devices
+        .iter()
+        .find(|d| d.name == name || canon(&d.name) == want)
+        .cloned()
+        .ok_or_else(|| {
+            Error::NotOurDevice(format!(
+                "acceld does not own {name} (it owns {})",
+                devices
+                    .iter()
+                    .map(|d| d.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })
+}
+
+/// Runs `f` with the device's handle on the device's runtime: a hung device holds its own
+/// threads, not the API's.
+async fn on_device<T, F>(d: &Arc<Managed>, f: F) -> std::result::Result<T, Status>
+where
+    T: Send + 'static,
+    F: for<'a> FnOnce(Arc<Managed>, Arc<Accel>) -> Pin<Box<dyn Future<Output = Result<T>> + Send>>
+        + Send
+        + 'static,
+{
+    let a = d.accel().ok_or_else(|| error_status(&offline()))?;
+    let d2 = d.clone();
+    d.runtime()
+        .spawn(async move { f(d2, a).await })
+        .await
+        .map_err(|e| Status::internal(format!("the request's task failed: {e}")))?
+        .map_err(|e| error_status(&e))
+}
+
+/// Logs a change: who asked, what, and how it went.
+fn audit<T>(peer: &Peer, device: &str, what: &str, r: &std::result::Result<T, Status>) {
+    eprintln!(
+        "acceld: uid {} pid {} on {device}: {what}: {}",
+        peer.uid,
+        peer.pid,
+        match r {
+            Ok(_) => "ok".to_string(),
+            Err(s) => format!("failed: {}", s.message()),
+        }
+    );
+}
+
+fn u16_arg(v: u32, what: &str) -> Result<u16> {
+    u16::try_from(v).map_err(|_| Error::Invalid(format!("{what} {v}: out of range")))
+}
+
+/// A message's spec, each unset field taken from `base` (a resize), or required (a create).
+fn spec_of(m: &v1::VfSpec, base: Option<&VfInfo>) -> Result<VfSpec> {
+    let need = |w: &str| Error::Invalid(format!("{w} is required with explicit sizing"));
+    let engines = match (m.engines, base) {
+        (Some(e), _) => u16_arg(e, "engines")?,
+        (None, Some(b)) => b.engine_mask.get().count_ones() as u16,
+        (None, None) => return Err(need("engines")),
+    };
+    let mem = match (m.mem_granules, base) {
+        (Some(g), _) => {
+            u32::try_from(g).map_err(|_| Error::Invalid("mem_granules out of range".into()))?
+        }
+        (None, Some(b)) => b.mem_granules.get(),
+        (None, None) => return Err(need("memory")),
+    };
+    let queues = match (m.queues, base) {
+        (Some(q), _) => u16_arg(q, "queues")?,
+        (None, Some(b)) => b.queue_count.get(),
+        (None, None) => return Err(need("queues")),
+    };
+    let vectors = match (m.vectors, base) {
+        (Some(v), _) => u16_arg(v, "vectors")?,
+        (None, Some(b)) => b.vector_count.get(),
+        (None, None) => queues.max(1),
+    };
+    let weight = match (m.weight, base) {
+        (Some(w), _) => u16_arg(w, "weight")?,
+        (None, Some(b)) => b.weight.get(),
+        (None, None) => 0,
+    };
+    if engines == 0 || queues == 0 || vectors == 0 || mem == 0 {
+        return Err(Error::Invalid(
+            "engines, memory, queues and vectors: at least 1 each".into(),
+        ));
+    }
+    if weight > MAX_WEIGHT {
+        return Err(Error::Invalid(format!(
+            "weight {weight}: from 1 to {MAX_WEIGHT}"
+        )));
+    }
+    Ok(VfSpec::new(engines, mem, queues, vectors, weight))
+}
+
+fn vf_list(vfs: &[VfInfo], shift: u8) -> v1::VfList {
+    v1::VfList {
+        vfs: vfs.iter().map(convert::vf_info).collect(),
+        granule_shift: shift.into(),
+    }
+}
+
+/// After a change to a VF's resources: they are what users asked for now.
+async fn record(d: &Managed, a: &Accel, notes: &mut Vec<String>) {
+    if let Err(e) = d.record_layout(a).await {
+        notes.push(format!("acceld could not record the new layout: {e}"));
+    }
+    if let Some(e) = d
+        .health
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .save_error
+        .clone()
+    {
+        notes.push(format!(
+            "acceld could not save the desired state ({e}): it is kept in memory, and lost if \
+             the daemon restarts"
+        ));
+    }
+}
+
+#[tonic::async_trait]
+impl Accelvirt for Service {
+    async fn list_devices(
+        &self,
+        req: Request<v1::ListDevicesRequest>,
+    ) -> Reply<v1::ListDevicesResponse> {
+        self.admit(&req)?;
+        Ok(Response::new(v1::ListDevicesResponse {
+            devices: self
+                .devices
+                .iter()
+                .map(|d| v1::Device {
+                    name: d.name.clone(),
+                    transport: d.transport_kind().into(),
+                    describe: d
+                        .accel()
+                        .map(|a| a.transport().describe())
+                        .unwrap_or_default(),
+                    online: d.accel().is_some(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn get_device_info(
+        &self,
+        req: Request<v1::DeviceRequest>,
+    ) -> Reply<v1::DeviceInfoResponse> {
+        self.admit(&req)?;
+        let d = self.device(&req.get_ref().device)?;
+        let r = on_device(&d, |_, a| {
+            Box::pin(async move {
+                let info = a.device_info().await?;
+                let free = a.free_resources().await?;
+                let (st, code) = a.health()?;
+                let caps = DevCaps::from_bits_truncate(info.caps.get());
+                let slots = if caps.contains(DevCaps::FW_UPDATE) {
+                    Some(a.slots().await?)
+                } else {
+                    None
+                };
+                Ok(v1::DeviceInfoResponse {
+                    describe: a.transport().describe(),
+                    info: Some(convert::device_info(&info)),
+                    free: Some(convert::free(&free)),
+                    dev_status: st.bits(),
+                    fault_code: code,
+                    has_slots: slots.is_some(),
+                    slots: slots
+                        .map(|s| s.iter().map(host_driver::daemon::slot_msg).collect())
+                        .unwrap_or_default(),
+                })
+            })
+        })
+        .await?;
+        Ok(Response::new(r))
+    }
+
+    async fn list_vfs(&self, req: Request<v1::DeviceRequest>) -> Reply<v1::VfList> {
+        self.admit(&req)?;
+        let d = self.device(&req.get_ref().device)?;
+        let r = on_device(&d, |_, a| {
+            Box::pin(async move { Ok(vf_list(&a.vfs().await?, a.granule_shift())) })
+        })
+        .await?;
+        Ok(Response::new(r))
+    }
+
+    async fn get_vf(&self, req: Request<v1::VfRequest>) -> Reply<v1::VfDetail> {
+        self.admit(&req)?;
+        let d = self.device(&req.get_ref().device)?;
+        let vf = req.get_ref().vf;
+        let r = on_device(&d, move |_, a| {
+            Box::pin(async move {
+                let vf = u16_arg(vf, "VF")?;
+                let info = a.vf(vf).await?;
+                Ok(v1::VfDetail {
+                    info: Some(convert::vf_info(&info)),
+                    handoff: Some(handoff_msg(&a.handoff(vf)?)),
+                    granule_shift: a.granule_shift().into(),
+                })
+            })
+        })
+        .await?;
+        Ok(Response::new(r))
+    }
+
+    async fn create_vfs(&self, req: Request<v1::CreateVfsRequest>) -> Reply<v1::CreateVfsResponse> {
+        let peer = self.admit(&req)?;
+        let d = self.device(&req.get_ref().device)?;
+        let m = req.into_inner();
+        let what = format!("create-vf --count {}", m.count);
+        let r = on_device(&d, move |d, a| {
+            Box::pin(async move {
+                if !m.bind.is_empty() && m.bind != "vfio-pci" {
+                    return Err(Error::Invalid(format!(
+                        "--bind {}: only vfio-pci is supported",
+                        m.bind
+                    )));
+                }
+                let count = u16_arg(m.count, "count")?;
+                if count == 0 {
+                    return Err(Error::Invalid("--count 0: create at least one VF".into()));
+                }
+                let spec = match &m.spec {
+                    None => CreateSpec::Equal,
+                    Some(s) => CreateSpec::Uniform(spec_of(s, None)?),
+                };
+                let _m = d.mutate.lock().await;
+                let made = a.create_vfs(count, spec).await;
+                let mut notes = a.take_notes();
+                let made = made?;
+                let mut handoffs = Vec::new();
+                for v in &made {
+                    if !m.bind.is_empty() {
+                        a.bind_vfio(v.vf.get())?;
+                    }
+                    handoffs.push(handoff_msg(&a.handoff(v.vf.get())?));
+                }
+                record(&d, &a, &mut notes).await;
+                Ok(v1::CreateVfsResponse {
+                    vfs: made.iter().map(convert::vf_info).collect(),
+                    handoffs,
+                    granule_shift: a.granule_shift().into(),
+                    notes,
+                })
+            })
+        })
+        .await;
+        audit(&peer, &d.name, &what, &r);
+        Ok(Response::new(r?))
+    }
+
+    async fn destroy_vfs(
+        &self,
+        req: Request<v1::DestroyVfsRequest>,
+    ) -> Reply<v1::DestroyVfsResponse> {
+        let peer = self.admit(&req)?;
+        let d = self.device(&req.get_ref().device)?;
+        let m = req.into_inner();
+        let what = if m.all {
+            "destroy-vf --all".to_string()
+        } else {
+            format!("destroy-vf {}", m.vf)
+        };
+        let r = on_device(&d, move |d, a| {
+            Box::pin(async move {
+                let _m = d.mutate.lock().await;
+                let n = if m.all {
+                    a.destroy_all().await
+                } else {
+                    a.destroy_vf(u16_arg(m.vf, "VF")?).await.map(|_| 1)
+                };
+                let mut notes = a.take_notes();
+                let n = n?;
+                record(&d, &a, &mut notes).await;
+                Ok(v1::DestroyVfsResponse {
+                    destroyed: n.into(),
+                    notes,
+                })
+            })
+        })
+        .await;
+        audit(&peer, &d.name, &what, &r);
+        Ok(Response::new(r?))
+    }
+
+    async fn resize_vf(&self, req: Request<v1::ResizeVfRequest>) -> Reply<v1::VfList> {
+        let peer = self.admit(&req)?;
+        let d = self.device(&req.get_ref().device)?;
+        let m = req.into_inner();
+        let what = format!("vf resize {}", m.vf);
+        let r = on_device(&d, move |d, a| {
+            Box::pin(async move {
+                let vf = u16_arg(m.vf, "VF")?;
+                let _m = d.mutate.lock().await;
+                let cur = a.vf(vf).await?;
+                let spec = spec_of(&m.spec.unwrap_or_default(), Some(&cur))?;
+                let info = a.resize(vf, spec).await?;
+                record(&d, &a, &mut Vec::new()).await;
+                Ok(vf_list(&[info], a.granule_shift()))
+            })
+        })
+        .await;
+        audit(&peer, &d.name, &what, &r);
+        Ok(Response::new(r?))
+    }
+
+    async fn reset_vf(&self, req: Request<v1::VfRequest>) -> Reply<v1::VfList> {
+        let peer = self.admit(&req)?;
+        let d = self.device(&req.get_ref().device)?;
+        let vf = req.get_ref().vf;
+        let r = on_device(&d, move |_, a| {
+            Box::pin(async move {
+                let info = a.reset(u16_arg(vf, "VF")?).await?;
+                Ok(vf_list(&[info], a.granule_shift()))
+            })
+        })
+        .await;
+        audit(&peer, &d.name, &format!("vf reset {vf}"), &r);
+        Ok(Response::new(r?))
+    }
+
+    async fn set_qos(&self, req: Request<v1::SetQosRequest>) -> Reply<v1::VfList> {
+        let peer = self.admit(&req)?;
+        let d = self.device(&req.get_ref().device)?;
+        let m = req.into_inner();
+        let what = format!("vf qos {} --weight {}", m.vf, m.weight);
+        let r = on_device(&d, move |d, a| {
+            Box::pin(async move {
+                let weight = u16_arg(m.weight, "--weight")?;
+                if !(1..=MAX_WEIGHT).contains(&weight) {
+                    return Err(Error::Invalid(format!(
+                        "--weight {weight}: from 1 to {MAX_WEIGHT}"
+                    )));
+                }
+                let _m = d.mutate.lock().await;
+                let info = a.set_qos(u16_arg(m.vf, "VF")?, weight).await?;
+                record(&d, &a, &mut Vec::new()).await;
+                Ok(vf_list(&[info], a.granule_shift()))
+            })
+        })
+        .await;
+        audit(&peer, &d.name, &what, &r);
+        Ok(Response::new(r?))
+    }
+
+    async fn get_stats(&self, req: Request<v1::DeviceRequest>) -> Reply<v1::StatsResponse> {
+        self.admit(&req)?;
+        let d = self.device(&req.get_ref().device)?;
+        let r = on_device(&d, |_, a| {
+            Box::pin(async move {
+                let (dev, vfs) = a.stats().await?;
+                Ok(v1::StatsResponse {
+                    device: Some(convert::device_stats(&dev)),
+                    vfs: vfs.iter().map(convert::vf_stats).collect(),
+                })
+            })
+        })
+        .await?;
+        Ok(Response::new(r))
+    }
+
+    async fn flash(&self, req: Request<v1::FlashRequest>) -> Reply<v1::FlashResponse> {
+        let peer = self.admit(&req)?;
+        let d = self.device(&req.get_ref().device)?;
+        let m = req.into_inner();
+        let what = format!(
+            "flash ({} bytes){}",
+            m.image.len(),
+            if m.activate { " --activate" } else { "" }
+        );
+        let r = on_device(&d, move |d, a| {
+            Box::pin(async move {
+                let header = fw_image::header(&m.image)
+                    .map_err(|e| Error::Invalid(format!("not a usable image: {e}")))?;
+                let start = Instant::now();
+                let f = a.flash(&m.image, m.allow_downgrade, &mut |_, _| {}).await?;
+                let seconds = start.elapsed().as_secs_f64();
+                let mut resp = v1::FlashResponse {
+                    slot: f.slot.into(),
+                    resumed_from: f.resumed_from.into(),
+                    seconds,
+                    ..Default::default()
+                };
+                if m.activate {
+                    let _m = d.mutate.lock().await;
+                    let ((v, b), n) = d.reset_and_restore(&a, "a firmware update").await?;
+                    if b != header.build_id.get() || v != header.fw_version.get() {
+                        return Err(Error::ImageRejected(
+                            "the new image did not become ready, and the device rolled back to \
+                             the image it ran before (see `accelctl info`)",
+                        ));
+                    }
+                    resp.activated = true;
+                    resp.fw_version = v;
+                    resp.build_id = b;
+                    resp.restored_vfs = n as u32;
+                }
+                Ok(resp)
+            })
+        })
+        .await;
+        audit(&peer, &d.name, &what, &r);
+        Ok(Response::new(r?))
+    }
+
+    async fn reset_firmware(
+        &self,
+        req: Request<v1::ResetFirmwareRequest>,
+    ) -> Reply<v1::ResetFirmwareResponse> {
+        let peer = self.admit(&req)?;
+        let d = self.device(&req.get_ref().device)?;
+        let force = req.get_ref().force;
+        let r = on_device(&d, move |d, a| {
+            Box::pin(async move {
+                let _m = d.mutate.lock().await;
+                let vfs = match a.device_info().await {
+                    Ok(i) => i.vfs_in_use.get(),
+                    Err(Error::FirmwareFaulted { .. }) => 0,
+                    Err(e) => return Err(e),
+                };
+                if vfs != 0 && !force {
+                    return Err(Error::Conflict(format!(
+                        "the reset takes down every VF ({vfs} now) and SR-IOV with them (acceld \
+                         restores them after): give --force, or destroy them first \
+                         (`accelctl destroy-vf --all`)"
+                    )));
+                }
+                let ((v, b), n) = d.reset_and_restore(&a, "fw-reset").await?;
+                Ok(v1::ResetFirmwareResponse {
+                    fw_version: v,
+                    build_id: b,
+                    vfs_before: vfs.into(),
+                    restored_vfs: n as u32,
+                })
+            })
+        })
+        .await;
+        audit(
+            &peer,
+            &d.name,
+            if force {
+                "fw-reset --force"
+            } else {
+                "fw-reset"
+            },
+            &r,
+        );
+        Ok(Response::new(r?))
+    }
+
+    async fn read_log(&self, req: Request<v1::ReadLogRequest>) -> Reply<v1::ReadLogResponse> {
+        self.admit(&req)?;
+        let d = self.device(&req.get_ref().device)?;
+        let from = req.get_ref().from;
+        let r = on_device(&d, move |_, a| {
+            Box::pin(async move {
+                let t = a.transport();
+                let (v, b) = (
+                    t.read32(shared_abi::regs::pf::FW_VERSION.offset())?,
+                    t.read32(shared_abi::regs::pf::FW_BUILD_ID.offset())?,
+                );
+                let r = a.read_log(from)?;
+                Ok(v1::ReadLogResponse {
+                    next: r.next,
+                    bytes: r.bytes,
+                    lost: r.lost,
+                    fw_version: v,
+                    build_id: b,
+                })
+            })
+        })
+        .await?;
+        Ok(Response::new(r))
+    }
+
+    async fn get_health(&self, req: Request<v1::DeviceRequest>) -> Reply<v1::HealthResponse> {
+        self.admit(&req)?;
+        let d = self.device(&req.get_ref().device)?;
+        // The ring's backlog as it is now, when the device answers (a register, not a command).
+        let backlog = d.accel().and_then(|a| {
+            let t = a.transport();
+            let p = t.read32(shared_abi::regs::pf::EVQ_PROD.offset()).ok()?;
+            let c = t.read32(shared_abi::regs::pf::EVQ_CONS.offset()).ok()?;
+            Some(p.wrapping_sub(c))
+        });
+        let h = d.health.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(Response::new(v1::HealthResponse {
+            device: d.name.clone(),
+            online: h.online,
+            dev_status: h.dev_status,
+            fault_code: h.fault_code,
+            heartbeat_ok: h.heartbeat_ok,
+            heartbeat_age_seconds: h.heartbeat_age().as_secs_f64(),
+            event_backlog: backlog.unwrap_or(h.backlog),
+            events_dropped: h.dropped,
+            vfs: h
+                .rates()
+                .into_iter()
+                .map(|(vf, faults, flrs, fr, rr)| v1::VfHealth {
+                    vf: vf.into(),
+                    faults,
+                    flrs,
+                    faults_per_minute: fr,
+                    flrs_per_minute: rr,
+                })
+                .collect(),
+            drift: !h.drift.is_empty(),
+            drift_details: h.drift.clone(),
+            restores: h.restores,
+            problems: h.problems(),
+        }))
+    }
+
+    async fn list_events(&self, req: Request<v1::EventsRequest>) -> Reply<v1::EventsResponse> {
+        self.admit(&req)?;
+        let dev = &req.get_ref().device;
+        let name = if dev.is_empty() {
+            String::new()
+        } else {
+            self.device(dev)?.name.clone()
+        };
+        Ok(Response::new(v1::EventsResponse {
+            events: self.events.kept(&name),
+        }))
+    }
+
+    type WatchEventsStream =
+        Pin<Box<dyn tokio_stream::Stream<Item = std::result::Result<v1::Event, Status>> + Send>>;
+
+    async fn watch_events(
+        &self,
+        req: Request<v1::EventsRequest>,
+    ) -> Reply<Self::WatchEventsStream> {
+        self.admit(&req)?;
+        let dev = &req.get_ref().device;
+        let name = if dev.is_empty() {
+            String::new()
+        } else {
+            self.device(dev)?.name.clone()
+        };
+        let (kept, rx) = self.events.watch(&name);
+        use tokio_stream::StreamExt;
+        let live = tokio_stream::wrappers::BroadcastStream::new(rx).filter_map(move |r| match r {
+            Ok(e) if name.is_empty() || e.device == name => Some(Ok(e)),
+            Ok(_) => None,
+            // Fell behind the fan-out: say how much was missed, and go on.
+            Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
+                Some(Ok(v1::Event {
+                    kind: "missed".into(),
+                    data: n,
+                    message: format!("this watcher fell behind: {n} events not delivered"),
+                    ..Default::default()
+                }))
+            }
+        });
+        let s = tokio_stream::iter(kept.into_iter().map(Ok)).chain(live);
+        Ok(Response::new(Box::pin(s)))
+    }
+}
+
+/// Reconciles every device now (SIGHUP after re-reading their state files).
+pub async fn reconcile_all(devices: &[Arc<Managed>]) {
+    for d in devices {
+        let Some(a) = d.accel() else { continue };
+        let d2 = d.clone();
+        let r = d
+            .runtime()
+            .spawn(async move {
+                let _m = d2.mutate.lock().await;
+                d2.reconcile_locked(&a, "a configuration reload").await
+            })
+            .await;
+        match r {
+            Ok(Ok(Outcome::Drift(diff))) => {
+                eprintln!(
+                    "acceld: {}: drift after reload: {}",
+                    d.name,
+                    diff.join("; ")
+                )
+            }
+            Ok(Err(e)) => eprintln!("acceld: {}: reconcile after reload: {e}", d.name),
+            _ => {}
+        }
+    }
+}
+
+/// How long a graceful stop waits for requests in flight.
+pub const DRAIN: Duration = Duration::from_secs(10);
