@@ -2,19 +2,13 @@
 //! (the defmt table in it), as probe-rs shows an RTT log. The image is found by the running
 //! build id and version among `--image`, `$ACCEL_FW_IMAGES` (a directory) and `target/fw`.
 
+use crate::backend::Backend;
 use host_driver::error::{Error, Result};
-use host_driver::Accel;
-use shared_abi::regs::pf;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// The ELF of the image the device runs.
-fn running_elf(a: &Accel, given: Option<&Path>) -> Result<Vec<u8>> {
-    let t = a.transport();
-    let (version, build) = (
-        t.read32(pf::FW_VERSION.offset())?,
-        t.read32(pf::FW_BUILD_ID.offset())?,
-    );
+/// The ELF of the image the device runs (`version`, `build`).
+fn running_elf(version: u32, build: u32, given: Option<&Path>) -> Result<Vec<u8>> {
     // The ELF of `bytes` if they are a whole image of the running firmware (structure
     // checked, so a short or damaged file is not one).
     let running = |bytes: &[u8]| {
@@ -66,13 +60,13 @@ fn running_elf(a: &Accel, given: Option<&Path>) -> Result<Vec<u8>> {
 const FIRST_LINE: &str = "accelvirt firmware image starting";
 
 /// Prints the log, and with `follow` keeps printing what comes until interrupted.
-pub fn run(a: &Accel, image: Option<&Path>, follow: bool, json: bool) -> Result<()> {
-    let elf = running_elf(a, image)?;
+pub async fn run(b: &Backend, image: Option<&Path>, follow: bool, json: bool) -> Result<()> {
+    let (mut first, version, build) = b.read_log(None).await?;
+    let elf = running_elf(version, build, image)?;
     let table = defmt_decoder::Table::parse(&elf)
         .map_err(|e| Error::Invalid(format!("the image's ELF: {e}")))?
         .ok_or_else(|| Error::Invalid("the image carries no defmt table".into()))?;
     let mut dec = table.new_stream_decoder();
-    let mut first = a.read_log(None)?;
     // Started inside a frame (the ring wrapped): decode from the next frame boundary.
     if first.next as usize > first.bytes.len() || first.lost > 0 {
         let cut = first
@@ -123,8 +117,8 @@ pub fn run(a: &Accel, image: Option<&Path>, follow: bool, json: bool) -> Result<
         return Ok(());
     }
     loop {
-        std::thread::sleep(Duration::from_millis(200));
-        let r = a.read_log(Some(next))?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (r, _, _) = b.read_log(Some(next)).await?;
         next = r.next;
         feed(&r.bytes, r.lost);
     }

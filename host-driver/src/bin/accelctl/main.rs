@@ -1,15 +1,18 @@
 //! `accelctl`: create, list, show, resize, reset and destroy the accelerator's VFs.
 #![forbid(unsafe_code)]
 
+mod backend;
+mod events;
 mod flash;
 mod logs;
 mod output;
 mod run;
 
+use backend::Backend;
 use clap::{Args, Parser, Subcommand};
 use host_driver::error::{Error, Result};
 use host_driver::spec::{granules, parse_size};
-use host_driver::{Accel, CreateSpec, DeviceAddr};
+use host_driver::{CreateSpec, DeviceAddr};
 use output::Out;
 use shared_abi::resources::{VfInfo, VfSpec};
 use std::path::PathBuf;
@@ -46,7 +49,13 @@ Exit codes:
      creating or destroying VFs, or existing VFs conflict with the request (fw-reset and
      flash --activate with VFs, a create another create got ahead of)
   5  the connection to the device failed or it broke the protocol
-  6  the device's firmware has faulted: reset the device";
+  6  the device's firmware has faulted: reset the device
+  7  permission denied: acceld lets only root and its group manage (acceld --group)
+  8  health: something needs attention (the lines printed say what)
+
+When acceld owns the device (its socket: --acceld, $ACCELD_SOCKET, or
+/run/accelvirt/acceld.sock if it exists), commands go through it, with the same output and
+exit codes; --direct opens the device here instead. `events` and `health` need acceld.";
 
 /// Manage the accelerator's SR-IOV virtual functions.
 #[derive(Parser, Debug)]
@@ -61,6 +70,13 @@ struct Cli {
     /// Milliseconds the firmware has to answer one command.
     #[arg(long, default_value_t = 5000, global = true)]
     timeout_ms: u64,
+    /// acceld's socket [default: $ACCELD_SOCKET, else /run/accelvirt/acceld.sock if it exists].
+    #[arg(long, global = true, value_name = "PATH", conflicts_with = "direct")]
+    acceld: Option<PathBuf>,
+    /// Open the device here even if acceld owns it (over kernel VFIO this resets the PF, and
+    /// every VF with it).
+    #[arg(long, global = true)]
+    direct: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -124,6 +140,18 @@ enum Cmd {
         #[arg(long)]
         image: Option<PathBuf>,
     },
+    /// What happened to the device: firmware events (VF FLRs, faults, state changes,
+    /// firmware faults and boots) and acceld's own (heartbeat lost, device lost and back,
+    /// layout restored, drift). Needs acceld.
+    Events {
+        /// Keep printing events as they happen, until interrupted.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// The device's health as acceld sees it: firmware heartbeat, event backlog and drops,
+    /// per-VF fault and FLR rates, drift from the desired layout. Exit code 8 when something
+    /// needs attention. Needs acceld.
+    Health,
     /// Device and per-VF counters.
     Stats {
         /// Print them again every SECONDS (like `nvidia-smi -l`), until interrupted.
@@ -292,22 +320,22 @@ fn main() -> ExitCode {
     }
 }
 
-/// Tells the user what the library found and did beyond the command (an interrupted
-/// operation it finished), on stderr so that --json stays parseable.
-fn tell(a: &Accel) {
-    for n in a.take_notes() {
+/// Tells the user what the library or the daemon found and did beyond the command (an
+/// interrupted operation it finished), on stderr so that --json stays parseable.
+fn tell(notes: &[String]) {
+    for n in notes {
         eprintln!("accelctl: {n}");
     }
 }
 
-fn open(cli_dev: &Option<String>, timeout: Duration) -> Result<Accel> {
-    let Some(d) = cli_dev else {
-        return Err(Error::Invalid(
-            "no device given: use -d DEV or ACCEL_DEVICE (see `accelctl list`)".into(),
-        ));
-    };
-    // --timeout-ms bounds every wait on the device, the socket's as well as the firmware's.
-    Accel::open_with_timeout(&DeviceAddr::parse(d)?, timeout)
+async fn open(cli: &Cli, timeout: Duration) -> Result<Backend> {
+    backend::open(
+        cli.device.as_deref(),
+        cli.acceld.as_deref(),
+        cli.direct,
+        timeout,
+    )
+    .await
 }
 
 fn spec_from(res: &ResArgs, base: Option<&VfInfo>, shift: u8) -> Result<VfSpec> {
@@ -356,23 +384,18 @@ fn preset(name: &str, shift: u8) -> Result<Option<VfSpec>> {
 
 async fn run(cli: Cli, out: &Out) -> Result<()> {
     let timeout = Duration::from_millis(cli.timeout_ms);
-    match cli.cmd {
+    match &cli.cmd {
         Cmd::List { runtime_dir: dir } => {
-            let dir = dir.unwrap_or_else(host_driver::vfio_user::default_runtime_dir);
+            let dir = dir
+                .clone()
+                .unwrap_or_else(host_driver::vfio_user::default_runtime_dir);
             out.list(&output::discover(&dir, cli.device.as_deref()).await, &dir);
             Ok(())
         }
         Cmd::Info => {
-            let a = open(&cli.device, timeout)?;
-            let info = a.device_info().await?;
-            let free = a.free_resources().await?;
-            let caps = shared_abi::regs::DevCaps::from_bits_truncate(info.caps.get());
-            let slots = if caps.contains(shared_abi::regs::DevCaps::FW_UPDATE) {
-                Some(a.slots().await?)
-            } else {
-                None
-            };
-            out.info(&a.transport().describe(), &info, &free, a.health()?, slots);
+            let b = open(&cli, timeout).await?;
+            let i = b.info().await?;
+            out.info(&i.describe, &i.info, &i.free, i.health, i.slots);
             Ok(())
         }
         Cmd::Flash {
@@ -380,20 +403,55 @@ async fn run(cli: Cli, out: &Out) -> Result<()> {
             activate,
             allow_downgrade,
         } => {
-            let bytes = std::fs::read(&image)
+            let bytes = std::fs::read(image)
                 .map_err(|e| Error::Invalid(format!("{}: {e}", image.display())))?;
-            let a = open(&cli.device, timeout)?;
-            if activate && a.device_info().await?.vfs_in_use.get() != 0 {
+            let b = open(&cli, timeout).await?;
+            let Some(a) = b.direct() else {
+                // acceld activates with VFs present: it puts them back after the reset.
+                let header = fw_image::header(&bytes)
+                    .map_err(|e| Error::Invalid(format!("not a usable image: {e}")))?;
+                let r = b
+                    .flash_via_daemon(&bytes, *activate, *allow_downgrade)
+                    .await?;
+                if r.resumed_from != 0 {
+                    eprintln!(
+                        "accelctl: resumed the interrupted download at byte {}",
+                        r.resumed_from
+                    );
+                }
+                if r.restored_vfs != 0 {
+                    eprintln!(
+                        "accelctl: acceld restored {} VF{} after the reset",
+                        r.restored_vfs,
+                        if r.restored_vfs == 1 { "" } else { "s" }
+                    );
+                }
+                let report = flash::Report {
+                    flashed: host_driver::update::Flashed {
+                        slot: r.slot as u8,
+                        resumed_from: r.resumed_from as u32,
+                    },
+                    elapsed: Duration::from_secs_f64(r.seconds.max(0.0)),
+                    header,
+                };
+                out.flashed(
+                    &report,
+                    bytes.len(),
+                    r.activated.then_some((r.fw_version, r.build_id)),
+                );
+                return Ok(());
+            };
+            if *activate && a.device_info().await?.vfs_in_use.get() != 0 {
                 return Err(Error::Conflict(format!(
                     "--activate resets the device, and the reset destroys every VF ({} now): \
-                         destroy them first (`accelctl destroy-vf --all`), or flash without \
-                         --activate and reset later",
+                         destroy them first (`accelctl destroy-vf --all`), flash without \
+                         --activate and reset later, or run acceld, which restores them",
                     a.device_info().await?.vfs_in_use.get()
                 )));
             }
-            let f = flash::run(&a, &bytes, allow_downgrade, out.json).await?;
+            let f = flash::run(a, &bytes, *allow_downgrade, out.json).await?;
             let mut activated = None;
-            if activate {
+            if *activate {
                 let (v, b) = a.fw_reset(timeout.max(Duration::from_secs(10)))?;
                 if b != f.header.build_id.get() || v != f.header.fw_version.get() {
                     return Err(Error::ImageRejected(
@@ -407,11 +465,24 @@ async fn run(cli: Cli, out: &Out) -> Result<()> {
             Ok(())
         }
         Cmd::Logs { follow, image } => {
-            let a = open(&cli.device, timeout)?;
-            logs::run(&a, image.as_deref(), follow, out.json)
+            let b = open(&cli, timeout).await?;
+            logs::run(&b, image.as_deref(), *follow, out.json).await
         }
         Cmd::FwReset { force } => {
-            let a = open(&cli.device, timeout)?;
+            let b = open(&cli, timeout).await?;
+            let Some(a) = b.direct() else {
+                let r = b.fw_reset_via_daemon(*force).await?;
+                if r.vfs_before != 0 {
+                    eprintln!(
+                        "accelctl: the reset took down {} VF{}; acceld restored {}",
+                        r.vfs_before,
+                        if r.vfs_before == 1 { "" } else { "s" },
+                        r.restored_vfs
+                    );
+                }
+                out.fw_reset(r.fw_version, r.build_id);
+                return Ok(());
+            };
             // A firmware that has faulted answers nothing: the reset is the way out, and its
             // VFs are of no use to anyone until then.
             let vfs = match a.device_info().await {
@@ -436,7 +507,7 @@ async fn run(cli: Cli, out: &Out) -> Result<()> {
             Ok(())
         }
         Cmd::CreateVf(c) => {
-            let a = open(&cli.device, timeout)?;
+            let b = open(&cli, timeout).await?;
             if let Some(d) = &c.bind {
                 if d != "vfio-pci" {
                     return Err(Error::Invalid(format!(
@@ -444,11 +515,10 @@ async fn run(cli: Cli, out: &Out) -> Result<()> {
                     )));
                 }
             }
-            let shift = a.granule_shift();
+            let (shift, total) = b.board().await?;
             if c.count == 0 {
                 return Err(Error::Invalid("--count 0: create at least one VF".into()));
             }
-            let total = a.device_info().await?.total_vfs.get();
             if c.count > total {
                 return Err(Error::Invalid(format!(
                     "--count {}: this device has at most {total} VFs (its TotalVFs)",
@@ -482,49 +552,57 @@ async fn run(cli: Cli, out: &Out) -> Result<()> {
                     CreateSpec::Uniform(s)
                 }
             };
-            let made = a.create_vfs(c.count, spec).await;
-            tell(&a);
-            let made = made?;
-            let mut handoffs = Vec::new();
-            for v in &made {
-                if c.bind.is_some() {
-                    a.bind_vfio(v.vf.get())?;
-                }
-                handoffs.push(a.handoff(v.vf.get())?);
-            }
-            out.created(&made, &handoffs, shift);
+            let made = b.create(c.count, spec, c.bind.as_deref()).await?;
+            tell(&made.notes);
+            out.created(&made.vfs, &made.handoffs, shift);
             Ok(())
         }
         Cmd::Vf(v) => {
-            let a = open(&cli.device, timeout)?;
-            let shift = a.granule_shift();
+            let b = open(&cli, timeout).await?;
             match v {
-                VfCmd::List => out.vfs(&a.vfs().await?, shift),
+                VfCmd::List => {
+                    let (vfs, shift) = b.vfs().await?;
+                    out.vfs(&vfs, shift)
+                }
                 VfCmd::Show { id } => {
-                    let info = a.vf(id).await?;
-                    let h = a.handoff(id)?;
+                    let (info, h, shift) = b.vf(*id).await?;
                     out.vf_show(&info, &h, shift);
                 }
                 VfCmd::Resize { id, res } => {
+                    let shift = b.granule_shift().await?;
                     res.check(shift)?;
-                    let cur = a.vf(id).await?;
-                    let spec = spec_from(&res, Some(&cur), shift)?;
-                    out.vfs(&[a.resize(id, spec).await?], shift);
+                    let change = backend::Change {
+                        engines: res.engines,
+                        mem_granules: res
+                            .memory
+                            .as_deref()
+                            .map(|m| granules(parse_size(m)?, shift))
+                            .transpose()?,
+                        queues: res.queues,
+                        vectors: res.vectors,
+                        weight: res.weight,
+                    };
+                    out.vfs(&[b.resize(*id, change).await?], shift);
                 }
-                VfCmd::Reset { id } => out.vfs(&[a.reset(id).await?], shift),
+                VfCmd::Reset { id } => {
+                    let shift = b.granule_shift().await?;
+                    out.vfs(&[b.reset(*id).await?], shift)
+                }
                 VfCmd::Qos { id, weight } => {
-                    if !(1..=shared_abi::resources::MAX_WEIGHT).contains(&weight) {
+                    if !(1..=shared_abi::resources::MAX_WEIGHT).contains(weight) {
                         return Err(Error::Invalid(format!(
                             "--weight {weight}: from 1 to {}",
                             shared_abi::resources::MAX_WEIGHT
                         )));
                     }
-                    out.vfs(&[a.set_qos(id, weight).await?], shift)
+                    let shift = b.granule_shift().await?;
+                    out.vfs(&[b.set_qos(*id, *weight).await?], shift)
                 }
                 VfCmd::Run { id, load } => {
                     let load = load.load()?;
-                    a.vf(id).await?; // no such VF: exit 3, as for every VF command
-                    let target = match a.handoff(id)?.endpoint {
+                    // No such VF: exit 3, as for every VF command.
+                    let (_, h, _) = b.vf(*id).await?;
+                    let target = match h.endpoint {
                         host_driver::transport::VfEndpoint::Socket { path } => {
                             run::Target::Socket(path)
                         }
@@ -538,15 +616,14 @@ async fn run(cli: Cli, out: &Out) -> Result<()> {
             Ok(())
         }
         Cmd::DestroyVf { id, all } => {
-            let a = open(&cli.device, timeout)?;
-            let n = if all {
-                a.destroy_all().await
+            let b = open(&cli, timeout).await?;
+            let which = if *all {
+                None
             } else {
-                let id = id.ok_or_else(|| Error::Invalid("give a VF index or --all".into()))?;
-                a.destroy_vf(id).await.map(|_| 1)
+                Some(id.ok_or_else(|| Error::Invalid("give a VF index or --all".into()))?)
             };
-            tell(&a);
-            let n = n?;
+            let (n, notes) = b.destroy(which).await?;
+            tell(&notes);
             out.destroyed(n);
             Ok(())
         }
@@ -567,20 +644,28 @@ async fn run(cli: Cli, out: &Out) -> Result<()> {
             out.run_report(&run::run(&target, load)?);
             Ok(())
         }
+        Cmd::Events { follow } => {
+            let b = open(&cli, timeout).await?;
+            events::events(&b, *follow, out.json).await
+        }
+        Cmd::Health => {
+            let b = open(&cli, timeout).await?;
+            events::health(&b, out.json).await
+        }
         Cmd::Stats { watch, count } => {
             let interval = match watch {
-                Some(s) if !(0.01..=86_400.0).contains(&s) => {
+                Some(s) if !(0.01..=86_400.0).contains(s) => {
                     return Err(Error::Invalid(format!(
                         "--watch {s}: give an interval from 0.01 to 86400 seconds"
                     )))
                 }
-                Some(s) => Some(Duration::from_secs_f64(s)),
+                Some(s) => Some(Duration::from_secs_f64(*s)),
                 None => None,
             };
-            let a = open(&cli.device, timeout)?;
+            let b = open(&cli, timeout).await?;
             let mut left = count.unwrap_or(u32::MAX);
             loop {
-                let (d, v) = a.stats().await?;
+                let (d, v) = b.stats().await?;
                 out.stats(&d, &v);
                 left = left.saturating_sub(1);
                 match interval {
