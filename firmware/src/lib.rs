@@ -44,8 +44,9 @@ pub const FW_VERSION: u32 = match option_env!("ACCEL_FW_VERSION") {
     None => shared_abi::image::version_word(0, 1, 0),
 };
 
-/// What this board supports. EVENTS stays off until something consumes the event ring.
+/// What this board supports. EVENTS: acceld consumes the event ring.
 pub const CAPS: DevCaps = DevCaps::SRIOV
+    .union(DevCaps::EVENTS)
     .union(DevCaps::LIVE_RESIZE)
     .union(DevCaps::QOS)
     .union(DevCaps::DATA_PATH)
@@ -101,8 +102,37 @@ pub struct Firmware<R: Regs, C: Clock> {
     leases_expired: u32,
     /// The `FLR_SEQ` value whose FLRs have been handled.
     flr_seen: u32,
+    /// VF faults as last reported in events.
+    faults: FaultReports,
     /// The firmware download in progress (lost with a reset, as RAM is).
     download: Option<update::Download>,
+}
+
+/// The least time between two VF_FAULT events of one VF.
+pub const FAULT_EVENT_MS: u64 = 100;
+
+/// What the firmware last told the host about each VF's faults.
+#[derive(Clone, Copy, Debug)]
+struct FaultReports {
+    /// The `FAULT_SEQ` value looked at last.
+    seen: u32,
+    /// A count moved that the rate limit held back.
+    held: bool,
+    /// Each VF's fault count as last reported.
+    reported: [u32; shared_abi::pci::MAX_VFS],
+    /// When each VF may be reported again (firmware ms).
+    next_ms: [u64; shared_abi::pci::MAX_VFS],
+}
+
+impl FaultReports {
+    const fn new() -> Self {
+        FaultReports {
+            seen: 0,
+            held: false,
+            reported: [0; shared_abi::pci::MAX_VFS],
+            next_ms: [0; shared_abi::pci::MAX_VFS],
+        }
+    }
 }
 
 /// How long a holder may keep the mailbox lock without sending a command.
@@ -131,6 +161,7 @@ impl<R: Regs, C: Clock> Firmware<R, C> {
             lease: None,
             leases_expired: 0,
             flr_seen: 0,
+            faults: FaultReports::new(),
             download: None,
         })
     }
@@ -169,6 +200,8 @@ impl<R: Regs, C: Clock> Firmware<R, C> {
         self.sriov = SriovCtrl::from_bits_retain(r.read32(pf::SRIOV_CTRL.offset()));
         // Look at every VF word on the first poll, whatever happened before this boot.
         self.flr_seen = !r.read32(pf::FLR_SEQ.offset());
+        self.faults = FaultReports::new();
+        self.faults.seen = r.read32(pf::FAULT_SEQ.offset());
         // READY hands the whole register file over to the host (shared_abi::ordering).
         r.publish32(pf::DEV_STATUS.offset(), DevStatus::READY.bits());
         self.events.post(
@@ -195,6 +228,7 @@ impl<R: Regs, C: Clock> Firmware<R, C> {
         self.regs.write32(pf::HEARTBEAT.offset(), self.heartbeat);
         self.sync_sriov();
         self.handle_flrs();
+        self.report_faults();
         self.check_lease();
         if !mailbox::pending(self) {
             return false;
@@ -284,6 +318,54 @@ impl<R: Regs, C: Clock> Firmware<R, C> {
                     0,
                 );
             }
+        }
+    }
+
+    /// Posts a VF_FAULT event for each VF whose fault count moved since its last report, at
+    /// most one per VF per [`FAULT_EVENT_MS`]: a tenant that keeps faulting cannot fill the
+    /// ring its neighbours' events go through (the count in the event says how many).
+    fn report_faults(&mut self) {
+        let seq = self.regs.observe32(pf::FAULT_SEQ.offset());
+        let moved = seq != self.faults.seen;
+        // Counts held back by the rate limit are looked at again every 256th poll.
+        if !moved && !(self.faults.held && self.heartbeat.is_multiple_of(256)) {
+            return;
+        }
+        self.faults.seen = seq;
+        self.faults.held = false;
+        let now = self.clock.now_ms();
+        for vf in 0..self.board.total_vfs as usize {
+            let bank = pf::vf_bank(vf);
+            let count = self
+                .regs
+                .read32(shared_abi::regs::vf_bank::FAULT_COUNT.at(bank));
+            let last = self.faults.reported[vf];
+            if count == last {
+                continue;
+            }
+            if count < last {
+                // The bank was cleared (a reset, a destroy): counting starts again.
+                self.faults.reported[vf] = 0;
+                if count == 0 {
+                    continue;
+                }
+            }
+            if now < self.faults.next_ms[vf] {
+                self.faults.held = true;
+                continue;
+            }
+            let code = self
+                .regs
+                .read32(shared_abi::regs::vf_bank::FAULT_CODE.at(bank));
+            self.events.post(
+                &self.regs,
+                shared_abi::events::EventKind::VfFault,
+                vf as u16,
+                code,
+                count as u64,
+            );
+            self.faults.reported[vf] = count;
+            self.faults.next_ms[vf] = now + FAULT_EVENT_MS;
         }
     }
 

@@ -682,3 +682,66 @@ fn declared_queries_change_nothing() {
         .collect();
     assert_eq!(covered, declared, "every declared query is exercised");
 }
+
+/// Events in the ring from index `from` to its producer index.
+fn ring(regs: &firmware::ram::RamRegs, from: u32) -> Vec<shared_abi::events::Event> {
+    use zerocopy::FromBytes;
+    let prod = regs.read32(pf::EVQ_PROD.offset());
+    (from..prod)
+        .map(|i| {
+            let mut b = [0u8; 16];
+            let slot = i as usize % shared_abi::regs::EVENT_RING_ENTRIES;
+            regs.read_bytes(pf::EVENT_RING.start() + slot * 16, &mut b);
+            shared_abi::events::Event::read_from_bytes(&b).unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn vf_faults_are_reported_as_events_at_most_once_per_vf_per_interval() {
+    use shared_abi::events::EventKind;
+    use shared_abi::regs::vf_bank;
+    let now: &'static std::cell::Cell<u64> = Box::leak(Box::new(std::cell::Cell::new(0)));
+    let regs: &'static firmware::ram::RamRegs = Box::leak(Box::new(firmware::ram::RamRegs::new()));
+    let mut fw = firmware::Firmware::new(regs, Manual(now), firmware::Board::DEFAULT, 0).unwrap();
+    fw.boot();
+    let start = regs.read32(pf::EVQ_PROD.offset());
+    // What hardware does on a refused access of VF 3: count it, code it, move FAULT_SEQ.
+    let fault = |n: u32| {
+        let bank = pf::vf_bank(3);
+        regs.write32(vf_bank::FAULT_COUNT.at(bank), n);
+        regs.write32(vf_bank::FAULT_CODE.at(bank), 2);
+        let s = regs.read32(pf::FAULT_SEQ.offset());
+        regs.write32(pf::FAULT_SEQ.offset(), s.wrapping_add(1));
+    };
+    let faults = |from| -> Vec<(u16, u32, u64)> {
+        ring(regs, from)
+            .iter()
+            .filter(|e| e.kind.get() == EventKind::VfFault as u16)
+            .map(|e| (e.vf.get(), e.code.get(), e.data.get()))
+            .collect()
+    };
+    fault(1);
+    fw.poll();
+    assert_eq!(faults(start), [(3, 2, 1)]);
+    // A storm within the interval: nothing more in the ring...
+    for n in 2..500 {
+        fault(n);
+        fw.poll();
+    }
+    assert_eq!(faults(start).len(), 1, "one event per interval");
+    // ...and the count held back is reported once the interval has passed, even with no
+    // new fault to move FAULT_SEQ.
+    now.set(firmware::FAULT_EVENT_MS);
+    for _ in 0..512 {
+        fw.poll();
+    }
+    assert_eq!(faults(start), [(3, 2, 1), (3, 2, 499)]);
+    // A cleared bank (a reset) starts counting again.
+    fault(0);
+    fw.poll();
+    now.set(2 * firmware::FAULT_EVENT_MS);
+    fault(1);
+    fw.poll();
+    assert_eq!(faults(start).last(), Some(&(3, 2, 1)));
+}

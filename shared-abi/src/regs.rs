@@ -350,6 +350,11 @@ pub mod pf {
         /// a VF's [`VF_HW_STATUS`] word, after setting it: the firmware scans those words
         /// only when this moves, not on every poll.
         FLR_SEQ = 0x064, Hardware;
+        /// RO (hardware): incremented (wrapping) by hardware each time it counts a refused
+        /// access in a VF bank's `FAULT_COUNT`, after counting it: the firmware compares the
+        /// counts with those it last reported (and posts VF_FAULT events) only when this
+        /// moves.
+        FAULT_SEQ = 0x068, Hardware;
         /// WO by firmware: a [`super::FlashCmd`] for the flash controller, with its arguments
         /// in `FLASH_ARG0..2` (and data in [`FLASH_BUF`]); the controller answers in
         /// [`FLASH_STATUS`].

@@ -385,6 +385,16 @@ impl Device {
                 break;
             }
         }
+        // FAULT_SEQ tells the firmware to look (published after the count). Bounded: a lost
+        // increment under a storm only delays the report to the next fault.
+        let seq = pf::FAULT_SEQ.offset();
+        for _ in 0..64 {
+            let old = self.bar0.read32(seq);
+            shared_abi::ordering::publish();
+            if self.bar0.cas32(seq, old, old.wrapping_add(1)) {
+                break;
+            }
+        }
     }
 
     /// Records a refused access of VF `v`'s own (a register or memory access, not a job's):
