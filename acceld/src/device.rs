@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 pub const HEARTBEAT_LOSS: Duration = Duration::from_secs(2);
 /// How often the supervisor looks at a device when no interrupt wakes it.
 pub const TICK: Duration = Duration::from_millis(100);
-/// Automatic resets of one device are at least this far apart (a device that never comes
-/// up is not reset in a loop).
+/// A reset that did not bring the device back is retried no sooner than this (a device
+/// that never comes up is not reset in a loop).
 pub const RESET_BACKOFF: Duration = Duration::from_secs(10);
 /// How long a reset may take to bring the firmware back.
 pub const RESET_TIMEOUT: Duration = Duration::from_secs(15);
@@ -68,6 +68,9 @@ pub struct Health {
     /// Resets the daemon made.
     pub resets: u64,
     last_reset: Option<Instant>,
+    /// The device ran (READY, heartbeat moving) since the last reset: the next failure is
+    /// a new one, not that reset failing again.
+    recovered: bool,
     samples: VecDeque<(Instant, Vec<VfStats>)>,
     /// The desired state could not be saved (the reason), until a save succeeds.
     pub save_error: Option<String>,
@@ -90,6 +93,7 @@ impl Health {
             restores: 0,
             resets: 0,
             last_reset: None,
+            recovered: true,
             samples: VecDeque::new(),
             save_error: None,
             offline_reason: None,
@@ -516,6 +520,7 @@ impl Managed {
             let mut h = self.health();
             h.resets += 1;
             h.last_reset = Some(Instant::now());
+            h.recovered = false;
         }
         let a2 = self.accel().ok_or_else(offline)?;
         let vb = tokio::task::spawn_blocking(move || a2.fw_reset(RESET_TIMEOUT))
@@ -729,12 +734,17 @@ impl Managed {
             if hb != h.hb_value {
                 h.hb_value = hb;
                 h.hb_changed = Instant::now();
+                if status.contains(DevStatus::READY)
+                    && !status.intersects(DevStatus::FAULT | DevStatus::HALTED)
+                {
+                    h.recovered = true;
+                }
             }
             let was_ok = h.heartbeat_ok;
             h.heartbeat_ok =
                 h.hb_changed.elapsed() < HEARTBEAT_LOSS || status.contains(DevStatus::HALTED);
             let newly_hung = was_ok && !h.heartbeat_ok;
-            let due = h.last_reset.is_none_or(|t| t.elapsed() >= RESET_BACKOFF);
+            let due = h.recovered || h.last_reset.is_none_or(|t| t.elapsed() >= RESET_BACKOFF);
             (newly_hung, due)
         };
         self.metrics.set_health(&self.health());

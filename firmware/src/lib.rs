@@ -328,7 +328,8 @@ impl<R: Regs, C: Clock> Firmware<R, C> {
         let seq = self.regs.observe32(pf::FAULT_SEQ.offset());
         let moved = seq != self.faults.seen;
         // Counts held back by the rate limit are looked at again every 256th poll.
-        if !moved && !(self.faults.held && self.heartbeat.is_multiple_of(256)) {
+        let recheck = self.faults.held && self.heartbeat.is_multiple_of(256);
+        if !(moved || recheck) {
             return;
         }
         self.faults.seen = seq;

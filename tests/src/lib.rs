@@ -435,3 +435,182 @@ impl Silent {
         }
     }
 }
+
+/// A running `acceld` owning one device model, in that device's directory: its socket
+/// `acceld.sock`, its state in `state/`.
+#[derive(Debug)]
+pub struct Acceld {
+    child: Option<Child>,
+    /// The API socket.
+    pub sock: PathBuf,
+    /// The state directory.
+    pub state_dir: PathBuf,
+    device: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, std::ffi::OsString)>,
+    /// Where its stderr goes (the journal it would write).
+    pub log: PathBuf,
+}
+
+impl Acceld {
+    /// Starts a daemon for `sim`'s device and waits until it serves.
+    pub fn start(sim: &Sim, args: &[&str]) -> Acceld {
+        Self::start_env(sim, args, &[])
+    }
+
+    /// The same, with these variables in the daemon's environment.
+    pub fn start_env(sim: &Sim, args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Acceld {
+        let dir = sim.dir.path();
+        let mut d = Acceld {
+            child: None,
+            sock: dir.join("acceld.sock"),
+            state_dir: dir.join("state"),
+            device: sim.sock.clone(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_os_string()))
+                .collect(),
+            log: dir.join("acceld.log"),
+        };
+        d.spawn();
+        d
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("acceld log");
+        let child = Command::new(bin("acceld"))
+            .arg("--device")
+            .arg(&self.device)
+            .arg("--listen")
+            .arg(&self.sock)
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start acceld");
+        self.child = Some(child);
+        let t = Instant::now();
+        // Serving, and holding the device (its first reconcile done).
+        loop {
+            let o = self.ctl(&["health", "--json"]);
+            if o.status.code().is_some_and(|c| c == 0 || c == 8)
+                && String::from_utf8_lossy(&o.stdout).contains("\"online\": true")
+            {
+                return;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(15),
+                "acceld did not come up: {}\n{}",
+                String::from_utf8_lossy(&o.stderr),
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(self.child.as_ref().map_or(0, |c| c.id() as i32))
+    }
+
+    /// SIGKILL, then a new daemon with the same arguments.
+    pub fn kill_and_restart(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.spawn();
+    }
+
+    /// Sends a signal and waits up to 15 s for the exit; the status.
+    pub fn stop_with(&mut self, s: nix::sys::signal::Signal) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), s);
+        let t = Instant::now();
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                return Some(st);
+            }
+            if t.elapsed() > Duration::from_secs(15) {
+                let _ = c.kill();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Runs accelctl through this daemon (`ACCELD_SOCKET`), on its device.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        self.ctl_cmd(args).output().expect("run accelctl")
+    }
+
+    /// The accelctl command `ctl` runs, to change before running.
+    pub fn ctl_cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin("accelctl"));
+        c.arg("-d")
+            .arg(&self.device)
+            .args(args)
+            .env("ACCELD_SOCKET", &self.sock)
+            .env("RUST_BACKTRACE", "0")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// accelctl with `--json` through the daemon, parsed; panics with stderr on failure.
+    pub fn ctl_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        let o = self.ctl(&a);
+        assert!(
+            o.status.success(),
+            "accelctl {args:?} through acceld failed ({:?}): {}\nacceld:\n{}",
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr),
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+        serde_json::from_slice(&o.stdout).expect("accelctl --json prints JSON")
+    }
+
+    /// What the daemon logged.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Acceld {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Each VF's index and resources (engines, granules, queues, vectors, weight) in a
+/// `vf list --json`, and its FLR count and generation.
+pub fn layout(list: &serde_json::Value) -> Vec<serde_json::Value> {
+    list.as_array()
+        .or_else(|| list["vfs"].as_array())
+        .expect("a VF list")
+        .iter()
+        .map(|v| {
+            serde_json::json!({
+                "vf": v["vf"],
+                "engines": v["engines"],
+                "memory": v["memory_bytes"],
+                "queues": v["queues"],
+                "vectors": v["vectors"],
+                "weight": v["weight"],
+            })
+        })
+        .collect()
+}
