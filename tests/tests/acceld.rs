@@ -701,3 +701,29 @@ fn metrics_health_signals_and_systemd_readiness() {
     assert!(!d.sock.exists());
     assert_eq!(layout(&sim.ctl_json(&["vf", "list"])).len(), 2);
 }
+
+#[test]
+fn the_systemd_unit_verifies() {
+    // The unit as installed, with the binary where this build put it.
+    let dir = tempfile::tempdir().unwrap();
+    let unit =
+        std::fs::read_to_string(accelvirt_tests::root().join("acceld/systemd/acceld.service"))
+            .unwrap()
+            .replace(
+                "/usr/bin/acceld",
+                accelvirt_tests::bin("acceld").to_str().unwrap(),
+            );
+    assert!(unit.contains("Type=notify"));
+    let p = dir.path().join("acceld.service");
+    std::fs::write(&p, unit).unwrap();
+    let o = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&p)
+        .output()
+        .expect("systemd-analyze (systemd) is needed to check the unit");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.success() && !err.contains("acceld.service"),
+        "{err}"
+    );
+}
