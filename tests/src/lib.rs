@@ -213,6 +213,12 @@ impl Sim {
     fn spawn(sock: &Path, args: &[&str]) -> Child {
         let _ = std::fs::remove_file(sock);
         let (image, key) = firmware_image();
+        // What it reports (boots, resets, a stopped core) goes to a file beside its socket.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(sock.with_file_name("accel-sim.log"))
+            .expect("accel-sim log");
         let child = Command::new(bin("accel-sim"))
             // Its own process group, with its firmware core: freezing the device freezes both.
             .process_group(0)
@@ -223,7 +229,7 @@ impl Sim {
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("start accel-sim");
         let t = Instant::now();
@@ -240,6 +246,17 @@ impl Sim {
     /// The process id.
     pub fn pid(&self) -> nix::unistd::Pid {
         nix::unistd::Pid::from_raw(self.child.as_ref().map_or(0, |c| c.id() as i32))
+    }
+
+    /// What the device model reported so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("accel-sim.log")).unwrap_or_default()
+    }
+
+    /// How many times the firmware has booted: once at start, then once per reset of the
+    /// PF (each reboots it from flash).
+    pub fn boots(&self) -> usize {
+        self.log().matches(" running from slot ").count()
     }
 
     /// Sends a signal to the device model and its firmware core (its process group).
