@@ -11,6 +11,7 @@
 pub mod access;
 pub mod device;
 pub mod events;
+pub mod listener;
 pub mod metrics;
 pub mod notify;
 pub mod service;

@@ -24,47 +24,56 @@ use tonic::{Request, Response, Status};
 pub struct Service {
     devices: Arc<Vec<Arc<Managed>>>,
     events: Arc<EventLog>,
-    policy: Arc<RwLock<Policy>>,
 }
 
 type Reply<T> = std::result::Result<Response<T>, Status>;
 
 impl Service {
     /// Serves `devices`.
-    pub fn new(
-        devices: Arc<Vec<Arc<Managed>>>,
-        events: Arc<EventLog>,
-        policy: Arc<RwLock<Policy>>,
-    ) -> Self {
-        Service {
-            devices,
-            events,
-            policy,
-        }
+    pub fn new(devices: Arc<Vec<Arc<Managed>>>, events: Arc<EventLog>) -> Self {
+        Service { devices, events }
     }
 
-    /// The caller, if the policy lets it manage.
+    /// The caller, as the access check (see [`admit`]) left it on the request.
     fn admit<T>(&self, req: &Request<T>) -> std::result::Result<Peer, Status> {
-        let cred = req
-            .extensions()
-            .get::<tonic::transport::server::UdsConnectInfo>()
-            .and_then(|i| i.peer_cred);
-        let Some(c) = cred else {
-            return Err(deny("the caller's credentials are unknown".into()));
-        };
-        let peer = Peer {
-            uid: c.uid(),
-            gid: c.gid(),
-            pid: c.pid().unwrap_or(0),
-        };
-        let policy = self.policy.read().unwrap_or_else(|p| p.into_inner());
-        policy.check(&peer).map_err(deny)?;
-        Ok(peer)
+        req.extensions()
+            .get::<Peer>()
+            .copied()
+            .ok_or_else(|| deny("the request did not pass the access check".into()))
     }
 
     fn device(&self, name: &str) -> std::result::Result<Arc<Managed>, Status> {
         find(&self.devices, name).map_err(|e| error_status(&e))
     }
+}
+
+/// The access check, run on each request before its body is read (a tonic interceptor): the
+/// peer's credentials from the socket against the policy. A caller who may manage has its
+/// [`Peer`] put on the request; anyone else is refused before the daemon reads or decodes
+/// anything it sent.
+pub fn admit(
+    policy: &RwLock<Policy>,
+    mut req: Request<()>,
+) -> std::result::Result<Request<()>, Status> {
+    let cred = req
+        .extensions()
+        .get::<tonic::transport::server::UdsConnectInfo>()
+        .and_then(|i| i.peer_cred);
+    let Some(c) = cred else {
+        return Err(deny("the caller's credentials are unknown".into()));
+    };
+    let peer = Peer {
+        uid: c.uid(),
+        gid: c.gid(),
+        pid: c.pid().unwrap_or(0),
+    };
+    policy
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .check(&peer)
+        .map_err(deny)?;
+    req.extensions_mut().insert(peer);
+    Ok(req)
 }
 
 fn deny(why: String) -> Status {

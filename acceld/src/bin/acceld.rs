@@ -7,6 +7,10 @@ use acceld::events::EventLog;
 use acceld::notify::notify;
 use acceld::service::{self, Service};
 use accelvirt_api::v1::accelvirt_server::AccelvirtServer;
+use tonic::service::interceptor::InterceptedService;
+
+/// The largest message either way: a firmware image (a flash slot) and its framing.
+const MAX_MESSAGE: usize = shared_abi::image::SLOT_SIZE + (64 << 10);
 use clap::{Parser, ValueEnum};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -196,8 +200,9 @@ async fn serve(
             .map_err(|e| format!("--metrics {addr}: {e}"))?;
         tokio::spawn(acceld::metrics::serve(l, devices.clone()));
     }
-    let svc = Service::new(devices.clone(), events, policy.clone());
-    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    let svc = Service::new(devices.clone(), events);
+    let incoming = acceld::listener::bounded(listener, policy.clone());
+    let check = policy.clone();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| e.to_string())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
@@ -208,9 +213,13 @@ async fn serve(
     let server = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(
-                AccelvirtServer::new(svc)
-                    .max_decoding_message_size(64 << 20)
-                    .max_encoding_message_size(64 << 20),
+                // The largest request is a firmware image, at most a flash slot.
+                InterceptedService::new(
+                    AccelvirtServer::new(svc)
+                        .max_decoding_message_size(MAX_MESSAGE)
+                        .max_encoding_message_size(MAX_MESSAGE),
+                    move |r| service::admit(&check, r),
+                ),
             )
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = down_rx.await;

@@ -1,0 +1,103 @@
+//! The API socket's connections, bounded: past [`MAX_CONNECTIONS`] a new client is closed at
+//! once, so no one can make the daemon hold more descriptors and buffers than that. Callers
+//! the access policy refuses share a pool of their own ([`MAX_REFUSED`]): all they can get is
+//! their refusal, and however many connections they open, those who may manage still get
+//! theirs. Each connection carries its peer's credentials for the access check.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::UnixStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_stream::{Stream, StreamExt};
+
+/// Connections served at once to callers who may manage.
+pub const MAX_CONNECTIONS: usize = 256;
+/// Connections served at once to callers who may not (each gets its refusal).
+pub const MAX_REFUSED: usize = 16;
+
+/// A connection that counts against the bound while it lives.
+#[derive(Debug)]
+pub struct Conn {
+    s: UnixStream,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.s).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.s).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.s).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.s).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.s).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.s.is_write_vectored()
+    }
+}
+
+impl tonic::transport::server::Connected for Conn {
+    type ConnectInfo = tonic::transport::server::UdsConnectInfo;
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.s.connect_info()
+    }
+}
+
+/// The listener's connections, each holding a permit; a client past the bound is closed and
+/// skipped, and an accept that fails (out of descriptors) waits a moment instead of spinning.
+pub fn bounded(
+    l: tokio::net::UnixListener,
+    policy: Arc<std::sync::RwLock<crate::access::Policy>>,
+) -> impl Stream<Item = std::io::Result<Conn>> {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let refused = Arc::new(Semaphore::new(MAX_REFUSED));
+    tokio_stream::wrappers::UnixListenerStream::new(l)
+        .then(|r| async move {
+            if r.is_err() {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            r
+        })
+        .filter_map(move |r| {
+            let s = r.ok()?;
+            let admitted = s.peer_cred().is_ok_and(|c| {
+                let peer = crate::access::Peer {
+                    uid: c.uid(),
+                    gid: c.gid(),
+                    pid: c.pid().unwrap_or(0),
+                };
+                policy
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .check(&peer)
+                    .is_ok()
+            });
+            let pool = if admitted { &slots } else { &refused };
+            let permit = pool.clone().try_acquire_owned().ok()?;
+            Some(Ok(Conn { s, _permit: permit }))
+        })
+}
