@@ -22,6 +22,11 @@ use std::time::{Duration, Instant};
 pub const HEARTBEAT_LOSS: Duration = Duration::from_secs(2);
 /// How often the supervisor looks at a device when no interrupt wakes it.
 pub const TICK: Duration = Duration::from_millis(100);
+/// The first wait before trying to reach a lost device again; each failure doubles it, up
+/// to [`RECONNECT_MAX`]: a device model restarted in a moment is found again in a moment.
+pub const RECONNECT_FIRST: Duration = Duration::from_millis(10);
+/// The longest wait between attempts to reach a lost device.
+pub const RECONNECT_MAX: Duration = Duration::from_secs(1);
 /// A reset that did not bring the device back is retried no sooner than this (a device
 /// that never comes up is not reset in a loop).
 pub const RESET_BACKOFF: Duration = Duration::from_secs(10);
@@ -194,6 +199,12 @@ pub struct Managed {
     events: Arc<EventLog>,
     /// Counters for `--metrics`.
     pub metrics: Arc<DeviceMetrics>,
+    /// Concurrent `info` reads, one device read per batch.
+    pub info_reads: crate::coalesce::Coalesced<accelvirt_api::v1::DeviceInfoResponse>,
+    /// Concurrent VF list reads.
+    pub vf_reads: crate::coalesce::Coalesced<accelvirt_api::v1::VfList>,
+    /// Concurrent counter reads.
+    pub stats_reads: crate::coalesce::Coalesced<accelvirt_api::v1::StatsResponse>,
 }
 
 impl std::fmt::Debug for Managed {
@@ -325,6 +336,9 @@ impl Managed {
             health: Mutex::new(Health::new()),
             events,
             metrics: Arc::new(DeviceMetrics::default()),
+            info_reads: Default::default(),
+            vf_reads: Default::default(),
+            stats_reads: Default::default(),
         }))
     }
 
@@ -599,7 +613,7 @@ impl Managed {
 
     /// The supervisor: runs until `stop` turns true.
     pub async fn supervise(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
-        let mut backoff = TICK;
+        let mut backoff = RECONNECT_FIRST;
         let mut was_online = false;
         // Counters are sampled apart from the watch: a command that hangs on a hung firmware
         // must not keep the supervisor from noticing the hang.
@@ -612,7 +626,7 @@ impl Managed {
             match self.accel() {
                 None => match self.connect().await {
                     Ok(a) => {
-                        backoff = TICK;
+                        backoff = RECONNECT_FIRST;
                         *self.conn.write().unwrap_or_else(|p| p.into_inner()) = Some(a.clone());
                         {
                             let mut h = self.health();
@@ -650,7 +664,7 @@ impl Managed {
                             eprintln!("acceld: {}: cannot open: {e} (retrying)", self.name);
                         }
                         let _ = tokio::time::timeout(backoff, stop.changed()).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                        backoff = (backoff * 2).min(RECONNECT_MAX);
                         continue;
                     }
                 },

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod coalesce;
 pub mod device;
 pub mod events;
 pub mod listener;

@@ -205,6 +205,19 @@ fn spec_of(m: &v1::VfSpec, base: Option<&VfInfo>) -> Result<VfSpec> {
     Ok(VfSpec::new(engines, mem, queues, vectors, weight))
 }
 
+/// A read shared with concurrent identical ones (never one older than the request: see
+/// [`crate::coalesce`]); its error as the device's, by exit code and message.
+async fn coalesced<T, F, Fut>(c: &crate::coalesce::Coalesced<T>, read: F) -> Result<T>
+where
+    T: Clone,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    c.get(|| async { read().await.map_err(|e| (e.exit_code(), e.to_string())) })
+        .await
+        .map_err(|(code, message)| Error::Daemon { code, message })
+}
+
 fn vf_list(vfs: &[VfInfo], shift: u8) -> v1::VfList {
     v1::VfList {
         vfs: vfs.iter().map(convert::vf_info).collect(),
@@ -261,28 +274,31 @@ impl Accelvirt for Service {
     ) -> Reply<v1::DeviceInfoResponse> {
         self.admit(&req)?;
         let d = self.device(&req.get_ref().device)?;
-        let r = on_device(&d, |_, a| {
+        let r = on_device(&d, |d, a| {
             Box::pin(async move {
-                let info = a.device_info().await?;
-                let free = a.free_resources().await?;
-                let (st, code) = a.health()?;
-                let caps = DevCaps::from_bits_truncate(info.caps.get());
-                let slots = if caps.contains(DevCaps::FW_UPDATE) {
-                    Some(a.slots().await?)
-                } else {
-                    None
-                };
-                Ok(v1::DeviceInfoResponse {
-                    describe: a.transport().describe(),
-                    info: Some(convert::device_info(&info)),
-                    free: Some(convert::free(&free)),
-                    dev_status: st.bits(),
-                    fault_code: code,
-                    has_slots: slots.is_some(),
-                    slots: slots
-                        .map(|s| s.iter().map(host_driver::daemon::slot_msg).collect())
-                        .unwrap_or_default(),
+                coalesced(&d.info_reads, || async move {
+                    let info = a.device_info().await?;
+                    let free = a.free_resources().await?;
+                    let (st, code) = a.health()?;
+                    let caps = DevCaps::from_bits_truncate(info.caps.get());
+                    let slots = if caps.contains(DevCaps::FW_UPDATE) {
+                        Some(a.slots().await?)
+                    } else {
+                        None
+                    };
+                    Ok(v1::DeviceInfoResponse {
+                        describe: a.transport().describe(),
+                        info: Some(convert::device_info(&info)),
+                        free: Some(convert::free(&free)),
+                        dev_status: st.bits(),
+                        fault_code: code,
+                        has_slots: slots.is_some(),
+                        slots: slots
+                            .map(|s| s.iter().map(host_driver::daemon::slot_msg).collect())
+                            .unwrap_or_default(),
+                    })
                 })
+                .await
             })
         })
         .await?;
@@ -292,8 +308,13 @@ impl Accelvirt for Service {
     async fn list_vfs(&self, req: Request<v1::DeviceRequest>) -> Reply<v1::VfList> {
         self.admit(&req)?;
         let d = self.device(&req.get_ref().device)?;
-        let r = on_device(&d, |_, a| {
-            Box::pin(async move { Ok(vf_list(&a.vfs().await?, a.granule_shift())) })
+        let r = on_device(&d, |d, a| {
+            Box::pin(async move {
+                coalesced(&d.vf_reads, || async move {
+                    Ok(vf_list(&a.vfs().await?, a.granule_shift()))
+                })
+                .await
+            })
         })
         .await?;
         Ok(Response::new(r))
@@ -461,13 +482,16 @@ impl Accelvirt for Service {
     async fn get_stats(&self, req: Request<v1::DeviceRequest>) -> Reply<v1::StatsResponse> {
         self.admit(&req)?;
         let d = self.device(&req.get_ref().device)?;
-        let r = on_device(&d, |_, a| {
+        let r = on_device(&d, |d, a| {
             Box::pin(async move {
-                let (dev, vfs) = a.stats().await?;
-                Ok(v1::StatsResponse {
-                    device: Some(convert::device_stats(&dev)),
-                    vfs: vfs.iter().map(convert::vf_stats).collect(),
+                coalesced(&d.stats_reads, || async move {
+                    let (dev, vfs) = a.stats().await?;
+                    Ok(v1::StatsResponse {
+                        device: Some(convert::device_stats(&dev)),
+                        vfs: vfs.iter().map(convert::vf_stats).collect(),
+                    })
                 })
+                .await
             })
         })
         .await?;

@@ -77,6 +77,27 @@ fn main() {
     let d = Acceld::start(&sim, &[]);
     let dev = sim.sock.to_string_lossy().into_owned();
 
+    // A request that does not reach the device (ListDevices): what gRPC over the socket and
+    // the daemon's own handling cost, under the same 100 clients.
+    let (bare_rps, bare50, bare99) = rt.block_on(async {
+        let mut clients = Vec::new();
+        for _ in 0..CLIENTS {
+            clients.push(Client::connect(&d.sock).await.unwrap());
+        }
+        let clients = Arc::new(clients);
+        load(move |i| {
+            let mut c = clients[i].api.clone();
+            async move {
+                c.list_devices(v1::ListDevicesRequest {}).await.unwrap();
+            }
+        })
+        .await
+    });
+    println!(
+        "ListDevices (no device access), {CLIENTS} clients: {bare_rps:.0}/s p50 {} p99 {}",
+        ms(bare50),
+        ms(bare99)
+    );
     // info under 100 clients.
     let (via_rps, via50, via99) = rt.block_on(async {
         let mut clients = Vec::new();
