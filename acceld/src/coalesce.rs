@@ -9,7 +9,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-/// A coalescing read of `T`; errors are kept as (exit code, message).
+/// A read's result: its error kept as (exit code, message).
+pub type Outcome<T> = Result<T, (u8, String)>;
+
+/// A coalescing read of `T`.
 #[derive(Debug)]
 pub struct Coalesced<T> {
     /// Reads started so far.
@@ -17,7 +20,7 @@ pub struct Coalesced<T> {
     /// One read at a time.
     turn: tokio::sync::Mutex<()>,
     /// The last read finished: its number and its result.
-    last: Mutex<Option<(u64, Result<T, (u8, String)>)>>,
+    last: Mutex<Option<(u64, Outcome<T>)>>,
 }
 
 impl<T> Default for Coalesced<T> {
@@ -33,10 +36,10 @@ impl<T> Default for Coalesced<T> {
 impl<T: Clone> Coalesced<T> {
     /// The result of a read that began after this call did: `read`'s own, or a concurrent
     /// caller's.
-    pub async fn get<F, Fut>(&self, read: F) -> Result<T, (u8, String)>
+    pub async fn get<F, Fut>(&self, read: F) -> Outcome<T>
     where
         F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<T, (u8, String)>>,
+        Fut: std::future::Future<Output = Outcome<T>>,
     {
         // Reads numbered at most this began before we arrived.
         let arrived = self.started.load(Ordering::Acquire);
@@ -85,7 +88,10 @@ mod tests {
                             })
                             .await
                             .unwrap();
-                        assert!(v >= floor, "an answer older than the request: {v} < {floor}");
+                        assert!(
+                            v >= floor,
+                            "an answer older than the request: {v} < {floor}"
+                        );
                     })
                 })
                 .collect();

@@ -12,14 +12,16 @@ use host_driver::error::{Error, Result};
 use host_driver::{Accel, DeviceAddr};
 use shared_abi::events::EventKind;
 use shared_abi::regs::{pf, DevStatus};
-use shared_abi::resources::{DeviceStats, VfInfo, VfSpec, VfStats};
+use shared_abi::resources::{VfInfo, VfSpec, VfStats};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-/// How long the firmware heartbeat may stand still before the firmware counts as hung.
-pub const HEARTBEAT_LOSS: Duration = Duration::from_secs(2);
+/// How long the firmware heartbeat may stand still, beyond the longest a command may take
+/// (`--timeout-ms`: the firmware does not beat while it executes one), before the firmware
+/// counts as hung.
+pub const HEARTBEAT_GRACE: Duration = Duration::from_secs(1);
 /// How often the supervisor looks at a device when no interrupt wakes it.
 pub const TICK: Duration = Duration::from_millis(100);
 /// The first wait before trying to reach a lost device again; each failure doubles it, up
@@ -27,9 +29,14 @@ pub const TICK: Duration = Duration::from_millis(100);
 pub const RECONNECT_FIRST: Duration = Duration::from_millis(10);
 /// The longest wait between attempts to reach a lost device.
 pub const RECONNECT_MAX: Duration = Duration::from_secs(1);
-/// A reset that did not bring the device back is retried no sooner than this (a device
-/// that never comes up is not reset in a loop).
+/// The least time between two automatic resets of a device that failed again soon after
+/// the first; it doubles with each further one within [`RESET_WINDOW`], up to
+/// [`RESET_BACKOFF_MAX`]: a device that keeps failing is not reset in a loop.
 pub const RESET_BACKOFF: Duration = Duration::from_secs(10);
+/// The longest wait between automatic resets.
+pub const RESET_BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// A failure this long after the last reset is a new one.
+pub const RESET_WINDOW: Duration = Duration::from_secs(600);
 /// How long a reset may take to bring the firmware back.
 pub const RESET_TIMEOUT: Duration = Duration::from_secs(15);
 /// Counter samples kept for the fault and FLR rates (one per [`SAMPLE_EVERY`]: a minute).
@@ -60,12 +67,14 @@ pub struct Health {
     pub fault_code: u32,
     hb_value: u32,
     hb_changed: Instant,
-    /// The heartbeat moved within [`HEARTBEAT_LOSS`].
+    /// The heartbeat moved within the loss threshold.
     pub heartbeat_ok: bool,
     /// Ring entries not yet consumed at the last look.
     pub backlog: u32,
     /// Events the firmware dropped (OVERFLOW), in total.
     pub dropped: u64,
+    /// When the firmware last dropped events.
+    dropped_at: Option<Instant>,
     /// How the device differs from the desired state (empty: in sync).
     pub drift: Vec<String>,
     /// Layouts restored onto the device.
@@ -73,9 +82,8 @@ pub struct Health {
     /// Resets the daemon made.
     pub resets: u64,
     last_reset: Option<Instant>,
-    /// The device ran (READY, heartbeat moving) since the last reset: the next failure is
-    /// a new one, not that reset failing again.
-    recovered: bool,
+    /// Automatic resets in a row, each within [`RESET_WINDOW`] of the one before.
+    reset_streak: u32,
     samples: VecDeque<(Instant, Vec<VfStats>)>,
     /// The desired state could not be saved (the reason), until a save succeeds.
     pub save_error: Option<String>,
@@ -83,7 +91,25 @@ pub struct Health {
     pub offline_reason: Option<String>,
 }
 
+/// Dropped events count as a problem for this long.
+const DROPS_RECENT: Duration = Duration::from_secs(600);
+
 impl Health {
+    /// Whether an automatic reset may happen now: the first of a streak at once, the next
+    /// ones after a backoff that doubles.
+    fn reset_due(&self) -> bool {
+        match self.last_reset {
+            None => true,
+            Some(t) if t.elapsed() >= RESET_WINDOW => true,
+            Some(t) => {
+                let wait = RESET_BACKOFF
+                    .saturating_mul(1 << self.reset_streak.saturating_sub(1).min(5))
+                    .min(RESET_BACKOFF_MAX);
+                self.reset_streak == 0 || t.elapsed() >= wait
+            }
+        }
+    }
+
     fn new() -> Self {
         Health {
             online: false,
@@ -94,11 +120,12 @@ impl Health {
             heartbeat_ok: true,
             backlog: 0,
             dropped: 0,
+            dropped_at: None,
             drift: Vec::new(),
             restores: 0,
             resets: 0,
             last_reset: None,
-            recovered: true,
+            reset_streak: 0,
             samples: VecDeque::new(),
             save_error: None,
             offline_reason: None,
@@ -166,9 +193,10 @@ impl Health {
                 self.heartbeat_age().as_secs_f64()
             ));
         }
-        if self.dropped > 0 {
+        if self.dropped_at.is_some_and(|t| t.elapsed() < DROPS_RECENT) {
             p.push(format!(
-                "the firmware dropped {} events (its ring was full)",
+                "the firmware dropped events in the last {} minutes (its ring was full; {} in all)",
+                DROPS_RECENT.as_secs() / 60,
                 self.dropped
             ));
         }
@@ -199,6 +227,10 @@ pub struct Managed {
     events: Arc<EventLog>,
     /// Counters for `--metrics`.
     pub metrics: Arc<DeviceMetrics>,
+    /// The event ring's one consumer.
+    ring: tokio::sync::Mutex<()>,
+    /// One firmware download at a time.
+    pub flashing: tokio::sync::Mutex<()>,
     /// Concurrent `info` reads, one device read per batch.
     pub info_reads: crate::coalesce::Coalesced<accelvirt_api::v1::DeviceInfoResponse>,
     /// Concurrent VF list reads.
@@ -232,6 +264,23 @@ pub fn state_path(dir: &Path, name: &str) -> PathBuf {
         (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
     });
     dir.join(format!("{safe}-{:08x}.json", h as u32))
+}
+
+/// One spelling per device: a PCI address with its domain, a socket path resolved (its
+/// directory, where the socket itself may not exist yet). Names, state files and the lock
+/// that keeps two daemons off one device all use it.
+pub fn canonical(name: &str) -> String {
+    match DeviceAddr::parse(name) {
+        Ok(DeviceAddr::Pci(a)) => a,
+        Ok(DeviceAddr::Socket(p)) => {
+            let resolved = std::fs::canonicalize(&p).ok().or_else(|| {
+                let dir = std::fs::canonicalize(p.parent()?).ok()?;
+                Some(dir.join(p.file_name()?))
+            });
+            resolved.unwrap_or(p).to_string_lossy().into_owned()
+        }
+        Err(_) => name.to_string(),
+    }
 }
 
 /// A VF's layout as the firmware reports it.
@@ -313,10 +362,11 @@ impl Managed {
         events: Arc<EventLog>,
     ) -> std::result::Result<Arc<Self>, String> {
         let addr = DeviceAddr::parse(name).map_err(|e| e.to_string())?;
+        let name = &canonical(name);
         let state_path = state_path(&opts.state_dir, name);
         let desired = state::load(&state_path).map_err(|e| e.to_string())?;
         if let Some(d) = &desired {
-            if d.device != name {
+            if d.device != *name {
                 return Err(format!(
                     "{} is the state of {}, not {name}",
                     state_path.display(),
@@ -336,6 +386,8 @@ impl Managed {
             health: Mutex::new(Health::new()),
             events,
             metrics: Arc::new(DeviceMetrics::default()),
+            ring: tokio::sync::Mutex::new(()),
+            flashing: tokio::sync::Mutex::new(()),
             info_reads: Default::default(),
             vf_reads: Default::default(),
             stats_reads: Default::default(),
@@ -424,8 +476,9 @@ impl Managed {
     }
 
     /// Re-reads the desired state from its file (SIGHUP: an operator may have edited it).
+    /// Call with `mutate` held: a change in flight records its own state.
     pub fn reload(&self) -> std::result::Result<(), String> {
-        let d = state::load(&self.state_path).map_err(|e| e.to_string())?;
+        let d = state::read(&self.state_path).map_err(|e| e.to_string())?;
         if let Some(d) = &d {
             if d.device != self.name {
                 return Err(format!(
@@ -442,7 +495,10 @@ impl Managed {
 
     /// Brings the device to its desired state, as far as the policy allows. Call with
     /// `mutate` held.
-    pub async fn reconcile_locked(&self, a: &Accel, why: &str) -> Result<Outcome> {
+    /// `came_back`: the device was just reset, reconnected or first opened, so an empty one
+    /// lost its VFs and gets them back. Otherwise (a periodic look, a reload) an empty device
+    /// is drift like any other difference: someone emptied it on purpose.
+    pub async fn reconcile_locked(&self, a: &Accel, why: &str, came_back: bool) -> Result<Outcome> {
         let live = a.vfs().await?;
         let want = {
             let d = self.desired.lock().unwrap_or_else(|p| p.into_inner());
@@ -459,15 +515,16 @@ impl Managed {
         };
         let diff = differences(&want, &live);
         if diff.is_empty() {
-            // Made and never shown (an interrupted create): SR-IOV shows them now.
+            // Made and never shown (an interrupted create): SR-IOV shows them now. Only when
+            // the device came back: otherwise a direct accelctl may be between its two steps.
             let need = live.iter().map(|v| v.vf.get() + 1).max().unwrap_or(0);
-            if need > 0 && a.transport().num_vfs()? == 0 {
+            if came_back && need > 0 && a.transport().num_vfs()? == 0 {
                 a.transport().set_num_vfs(need)?;
             }
             self.health().drift.clear();
             return Ok(Outcome::Adopted);
         }
-        if !live.is_empty() && !self.opts.enforce {
+        if (!live.is_empty() || !came_back) && !self.opts.enforce {
             let changed = self.health().drift != diff;
             if changed {
                 self.health().drift = diff.clone();
@@ -534,7 +591,6 @@ impl Managed {
             let mut h = self.health();
             h.resets += 1;
             h.last_reset = Some(Instant::now());
-            h.recovered = false;
         }
         let a2 = self.accel().ok_or_else(offline)?;
         let vb = tokio::task::spawn_blocking(move || a2.fw_reset(RESET_TIMEOUT))
@@ -546,18 +602,40 @@ impl Managed {
             h.heartbeat_ok = true;
         }
         // The boot's own events (FW_READY) are this reset's: read them now.
-        self.drain_events(a)?;
-        let n = match self.reconcile_locked(a, why).await? {
-            Outcome::Restored(n) => n,
-            _ => 0,
-        };
-        Ok((vb, n))
+        self.drain_events(a).await?;
+        Ok((vb, self.restore_after(a, why).await))
     }
 
-    /// Reads the event ring; returns whether the firmware (re)booted.
-    fn drain_events(&self, a: &Accel) -> Result<bool> {
+    /// After a reset the daemon made: the layout back, or the reason it is not, as an event
+    /// and in health (the reset itself worked, and is not undone by a failed restore).
+    pub async fn restore_after(&self, a: &Accel, why: &str) -> usize {
+        let r = self.reconcile_locked(a, why, true).await;
+        for n in a.take_notes() {
+            eprintln!("acceld: {}: {n}", self.name);
+        }
+        match r {
+            Ok(Outcome::Restored(n)) => n,
+            Ok(_) => 0,
+            Err(e) => {
+                self.event("restore_failed", None, 0, 0, e.to_string());
+                0
+            }
+        }
+    }
+
+    /// Reads the event ring (its one consumer at a time); returns whether the firmware
+    /// (re)booted.
+    async fn drain_events(&self, a: &Accel) -> Result<bool> {
+        let _ring = self.ring.lock().await;
         let mut booted = false;
-        for e in a.take_events()? {
+        let taken = match a.take_events() {
+            Err(Error::BadResponse(why)) => {
+                self.event("overflow", None, 0, 0, format!("events lost: {why}"));
+                return Ok(false);
+            }
+            r => r?,
+        };
+        for e in taken {
             let vf = (e.vf.get() != shared_abi::events::DEVICE).then(|| e.vf.get());
             let (code, data) = (e.code.get(), e.data.get());
             let Some(kind) = EventKind::from_wire(e.kind.get()) else {
@@ -583,7 +661,10 @@ impl Managed {
                     host_driver::error::fault_name(code)
                 ),
                 EventKind::Overflow => {
-                    self.health().dropped += data;
+                    let mut h = self.health();
+                    h.dropped = h.dropped.saturating_add(data);
+                    h.dropped_at = Some(Instant::now());
+                    drop(h);
                     format!("the ring was full: {data} events dropped")
                 }
             };
@@ -651,9 +732,9 @@ impl Managed {
                         };
                         was_online = true;
                         // Events from before the daemon took the device are history.
-                        let _ = self.drain_events(&a);
+                        let _ = self.drain_events(&a).await;
                         let _m = self.mutate.lock().await;
-                        if let Err(e) = self.reconcile_locked(&a, why).await {
+                        if let Err(e) = self.reconcile_locked(&a, why, true).await {
                             self.event("restore_failed", None, 0, 0, e.to_string());
                         }
                     }
@@ -734,58 +815,77 @@ impl Managed {
         }
     }
 
-    async fn tick(&self, a: &Arc<Accel>) -> Result<()> {
+    /// How long the heartbeat may stand still before the firmware counts as hung.
+    fn heartbeat_loss(&self) -> Duration {
+        self.opts.timeout + HEARTBEAT_GRACE
+    }
+
+    /// DEV_STATUS, FAULT_CODE and the heartbeat, looked at and recorded; whether the device
+    /// needs a reset (faulted, halted or hung) and why.
+    fn look(&self, a: &Accel) -> Result<(DevStatus, Option<String>)> {
         let t = a.transport();
         let st = t.read32(pf::DEV_STATUS.offset())?;
         let code = t.read32(pf::FAULT_CODE.offset())?;
         let hb = t.read32(pf::HEARTBEAT.offset())?;
-        let booted = self.drain_events(a)?;
         let status = DevStatus::from_bits_retain(st);
-        let (hung, due) = {
+        let loss = self.heartbeat_loss();
+        let (newly_hung, ok) = {
             let mut h = self.health();
             h.dev_status = st;
             h.fault_code = code;
             if hb != h.hb_value {
                 h.hb_value = hb;
                 h.hb_changed = Instant::now();
-                if status.contains(DevStatus::READY)
-                    && !status.intersects(DevStatus::FAULT | DevStatus::HALTED)
-                {
-                    h.recovered = true;
-                }
             }
             let was_ok = h.heartbeat_ok;
-            h.heartbeat_ok =
-                h.hb_changed.elapsed() < HEARTBEAT_LOSS || status.contains(DevStatus::HALTED);
-            let newly_hung = was_ok && !h.heartbeat_ok;
-            let due = h.recovered || h.last_reset.is_none_or(|t| t.elapsed() >= RESET_BACKOFF);
-            (newly_hung, due)
+            h.heartbeat_ok = h.hb_changed.elapsed() < loss || status.contains(DevStatus::HALTED);
+            (was_ok && !h.heartbeat_ok, h.heartbeat_ok)
         };
-        self.metrics.set_health(&self.health());
-        if hung {
+        if newly_hung {
             self.event(
                 "heartbeat_lost",
                 None,
                 0,
                 0,
                 format!(
-                    "the firmware heartbeat stood still for {} s",
-                    HEARTBEAT_LOSS.as_secs()
+                    "the firmware heartbeat stood still for {:.1} s",
+                    loss.as_secs_f64()
                 ),
             );
         }
-        let bad =
-            status.intersects(DevStatus::FAULT | DevStatus::HALTED) || !self.health().heartbeat_ok;
-        if bad && self.opts.auto_reset && due {
-            let why = if status.intersects(DevStatus::FAULT | DevStatus::HALTED) {
-                format!(
-                    "the firmware faulted ({})",
-                    host_driver::error::fault_name(code)
-                )
-            } else {
-                "the firmware heartbeat stopped".to_string()
-            };
+        let why = if status.intersects(DevStatus::FAULT | DevStatus::HALTED) {
+            Some(format!(
+                "the firmware faulted ({})",
+                host_driver::error::fault_name(code)
+            ))
+        } else if !ok {
+            Some("the firmware heartbeat stopped".to_string())
+        } else {
+            None
+        };
+        Ok((status, why))
+    }
+
+    async fn tick(&self, a: &Arc<Accel>) -> Result<()> {
+        let booted = self.drain_events(a).await?;
+        let (_, bad) = self.look(a)?;
+        self.metrics.set_health(&self.health());
+        if let Some(why) = bad {
+            if !self.opts.auto_reset || !self.health().reset_due() {
+                return Ok(());
+            }
             let _m = self.mutate.lock().await;
+            // Looked at again now that nothing else changes the device: a reset someone
+            // made meanwhile (fw-reset, flash --activate) may have fixed it already.
+            let (_, still) = self.look(a)?;
+            let Some(why) = still.map(|_| why) else {
+                return Ok(());
+            };
+            {
+                let mut h = self.health();
+                let streak = h.last_reset.is_some_and(|t| t.elapsed() < RESET_WINDOW);
+                h.reset_streak = if streak { h.reset_streak + 1 } else { 1 };
+            }
             if let Err(e) = self.reset_and_restore(a, &why).await {
                 if lost(&e) {
                     return Err(e);
@@ -794,10 +894,10 @@ impl Managed {
             }
             return Ok(());
         }
-        if booted && !bad {
+        if booted {
             // Someone else reset the device (a VMM, a direct fw-reset, a power event).
             let _m = self.mutate.lock().await;
-            if let Err(e) = self.reconcile_locked(a, "a device reset").await {
+            if let Err(e) = self.reconcile_locked(a, "a device reset", true).await {
                 if lost(&e) {
                     return Err(e);
                 }
@@ -818,15 +918,15 @@ impl Managed {
             h.samples.push_back((Instant::now(), vfs));
         }
         if let Ok(_m) = self.mutate.try_lock() {
-            self.reconcile_locked(a, "a periodic check").await?;
+            self.reconcile_locked(a, "a periodic check", false).await?;
         }
         Ok(())
     }
 
-    /// Device and per-VF counters, for the metrics endpoint.
-    pub async fn stats(&self) -> Result<(DeviceStats, Vec<VfStats>)> {
-        let a = self.accel().ok_or_else(offline)?;
-        a.stats().await
+    /// The per-VF counters as last sampled (every few seconds), for the metrics endpoint:
+    /// a scrape costs the device nothing.
+    pub fn sampled(&self) -> Option<Vec<VfStats>> {
+        self.health().samples.back().map(|(_, v)| v.clone())
     }
 }
 
@@ -840,10 +940,13 @@ impl Drop for AbortOnDrop {
 
 /// The error for a device the daemon cannot reach now.
 pub fn offline() -> Error {
-    Error::Io(std::io::Error::new(
-        std::io::ErrorKind::NotConnected,
-        "the daemon cannot reach the device now (it reconnects on its own; see `accelctl health`)",
-    ))
+    // Exit 3, as a device model that is not there is when accelctl goes to it directly.
+    Error::Daemon {
+        code: 3,
+        message: "acceld cannot reach the device now (it reconnects on its own; see \
+                  `accelctl health`)"
+            .into(),
+    }
 }
 
 fn fw_version(w: u32) -> String {

@@ -21,6 +21,7 @@ pub const MAX_REFUSED: usize = 16;
 #[derive(Debug)]
 pub struct Conn {
     s: UnixStream,
+    caller: crate::access::Caller,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -61,9 +62,9 @@ impl AsyncWrite for Conn {
 }
 
 impl tonic::transport::server::Connected for Conn {
-    type ConnectInfo = tonic::transport::server::UdsConnectInfo;
+    type ConnectInfo = crate::access::Caller;
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.s.connect_info()
+        self.caller.clone()
     }
 }
 
@@ -84,20 +85,21 @@ pub fn bounded(
         })
         .filter_map(move |r| {
             let s = r.ok()?;
-            let admitted = s.peer_cred().is_ok_and(|c| {
-                let peer = crate::access::Peer {
-                    uid: c.uid(),
-                    gid: c.gid(),
-                    pid: c.pid().unwrap_or(0),
-                };
+            // Taken now, while the process that connected is the one behind its pid.
+            let caller = crate::access::Caller::of(&s);
+            let admitted = caller.peer.as_ref().is_some_and(|p| {
                 policy
                     .read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .check(&peer)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .check(p, &caller.groups)
                     .is_ok()
             });
             let pool = if admitted { &slots } else { &refused };
             let permit = pool.clone().try_acquire_owned().ok()?;
-            Some(Ok(Conn { s, _permit: permit }))
+            Some(Ok(Conn {
+                s,
+                caller,
+                _permit: permit,
+            }))
         })
 }

@@ -1,6 +1,7 @@
 //! Prometheus metrics (`acceld --metrics ADDR:PORT`, text format 0.0.4 at `/metrics`), as
-//! dcgm-exporter serves a GPU's: per-VF jobs, bytes, engine time, faults and FLRs read from
-//! the firmware at each scrape; device health from the supervisor; the mailbox latency
+//! dcgm-exporter serves a GPU's: per-VF jobs, bytes, engine time, faults and FLRs as the
+//! supervisor last read them from the firmware (every 5 s; a scrape costs the device
+//! nothing); device health from the supervisor; the mailbox latency
 //! histogram and event counts from the daemon's own books. Every name starts `accelvirt_`.
 
 use crate::device::{Health, Managed};
@@ -86,7 +87,7 @@ fn label(v: &str) -> String {
 }
 
 /// The whole exposition: each family's HELP and TYPE once, then its samples.
-pub async fn render(devices: &[Arc<Managed>]) -> String {
+pub fn render(devices: &[Arc<Managed>]) -> String {
     let mut fam: BTreeMap<&'static str, (&'static str, &'static str, String)> = BTreeMap::new();
     let mut put = |name: &'static str, kind: &'static str, help: &'static str, line: String| {
         let e = fam
@@ -194,15 +195,9 @@ pub async fn render(devices: &[Arc<Managed>]) -> String {
                 m.sum_ns.load(Ordering::Relaxed) as f64 / 1e9
             ),
         );
-        // The counters come from the device: on its runtime, bounded by the command timeout.
-        let d2 = d.clone();
-        let stats = d
-            .runtime()
-            .spawn(async move { d2.stats().await })
-            .await
-            .ok()
-            .and_then(|r| r.ok());
-        if let Some((_, vfs)) = stats {
+        // The counters as the supervisor last sampled them: a scrape never reaches the device.
+        let stats = d.sampled();
+        if let Some(vfs) = stats {
             for v in vfs {
                 let vf = v.vf.get();
                 let mut vf_line = |name: &'static str, help: &'static str, value: String| {
@@ -287,7 +282,7 @@ pub async fn serve(listener: tokio::net::TcpListener, devices: Arc<Vec<Arc<Manag
             let req = String::from_utf8_lossy(&buf[..n]);
             let line = req.lines().next().unwrap_or("");
             let resp = if line.starts_with("GET /metrics ") || line == "GET /metrics" {
-                let body = render(&devices).await;
+                let body = render(&devices);
                 format!(
                     "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n\
                      Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -297,8 +292,12 @@ pub async fn serve(listener: tokio::net::TcpListener, devices: Arc<Vec<Arc<Manag
                 "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
                     .to_string()
             };
-            let _ = s.write_all(resp.as_bytes()).await;
-            let _ = s.shutdown().await;
+            // A scraper that does not read gives its slot back after 5 s.
+            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                let _ = s.write_all(resp.as_bytes()).await;
+                let _ = s.shutdown().await;
+            })
+            .await;
         });
     }
 }

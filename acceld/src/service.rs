@@ -55,22 +55,14 @@ pub fn admit(
     policy: &RwLock<Policy>,
     mut req: Request<()>,
 ) -> std::result::Result<Request<()>, Status> {
-    let cred = req
-        .extensions()
-        .get::<tonic::transport::server::UdsConnectInfo>()
-        .and_then(|i| i.peer_cred);
-    let Some(c) = cred else {
+    let caller = req.extensions().get::<crate::access::Caller>().cloned();
+    let Some((peer, groups)) = caller.and_then(|c| Some((c.peer?, c.groups.clone()))) else {
         return Err(deny("the caller's credentials are unknown".into()));
-    };
-    let peer = Peer {
-        uid: c.uid(),
-        gid: c.gid(),
-        pid: c.pid().unwrap_or(0),
     };
     policy
         .read()
         .unwrap_or_else(|p| p.into_inner())
-        .check(&peer)
+        .check(&peer, &groups)
         .map_err(deny)?;
     req.extensions_mut().insert(peer);
     Ok(req)
@@ -145,17 +137,44 @@ where
         .map_err(|e| error_status(&e))
 }
 
-/// Logs a change: who asked, what, and how it went.
-fn audit<T>(peer: &Peer, device: &str, what: &str, r: &std::result::Result<T, Status>) {
-    eprintln!(
-        "acceld: uid {} pid {} on {device}: {what}: {}",
-        peer.uid,
-        peer.pid,
-        match r {
-            Ok(_) => "ok".to_string(),
-            Err(s) => format!("failed: {}", s.message()),
+/// A change, run as [`on_device`] runs a read, and logged: who asked and what before it
+/// starts, and how it went from the device's task when it ends, so that a client that goes
+/// away mid-change does not take the record of the change with it.
+async fn change<T, F>(
+    d: &Arc<Managed>,
+    peer: &Peer,
+    what: String,
+    f: F,
+) -> std::result::Result<T, Status>
+where
+    T: Send + 'static,
+    F: for<'a> FnOnce(Arc<Managed>, Arc<Accel>) -> Pin<Box<dyn Future<Output = Result<T>> + Send>>
+        + Send
+        + 'static,
+{
+    let who = format!("uid {} pid {} on {}: {what}", peer.uid, peer.pid, d.name);
+    eprintln!("acceld: {who}: requested");
+    let a = match d.accel() {
+        Some(a) => a,
+        None => {
+            let e = offline();
+            eprintln!("acceld: {who}: failed: {e}");
+            return Err(error_status(&e));
         }
-    );
+    };
+    let d2 = d.clone();
+    d.runtime()
+        .spawn(async move {
+            let r = f(d2, a).await;
+            match &r {
+                Ok(_) => eprintln!("acceld: {who}: ok"),
+                Err(e) => eprintln!("acceld: {who}: failed: {e}"),
+            }
+            r
+        })
+        .await
+        .map_err(|e| Status::internal(format!("the request's task failed: {e}")))?
+        .map_err(|e| error_status(&e))
 }
 
 fn u16_arg(v: u32, what: &str) -> Result<u16> {
@@ -344,7 +363,7 @@ impl Accelvirt for Service {
         let d = self.device(&req.get_ref().device)?;
         let m = req.into_inner();
         let what = format!("create-vf --count {}", m.count);
-        let r = on_device(&d, move |d, a| {
+        let r = change(&d, &peer, what, move |d, a| {
             Box::pin(async move {
                 if !m.bind.is_empty() && m.bind != "vfio-pci" {
                     return Err(Error::Invalid(format!(
@@ -363,6 +382,12 @@ impl Accelvirt for Service {
                 let _m = d.mutate.lock().await;
                 let made = a.create_vfs(count, spec).await;
                 let mut notes = a.take_notes();
+                // Whatever the create left (it may have got part of the way), the desired
+                // state is what the device holds now.
+                record(&d, &a, &mut notes).await;
+                for n in &notes {
+                    eprintln!("acceld: {}: {n}", d.name);
+                }
                 let made = made?;
                 let mut handoffs = Vec::new();
                 for v in &made {
@@ -371,7 +396,6 @@ impl Accelvirt for Service {
                     }
                     handoffs.push(handoff_msg(&a.handoff(v.vf.get())?));
                 }
-                record(&d, &a, &mut notes).await;
                 Ok(v1::CreateVfsResponse {
                     vfs: made.iter().map(convert::vf_info).collect(),
                     handoffs,
@@ -381,7 +405,6 @@ impl Accelvirt for Service {
             })
         })
         .await;
-        audit(&peer, &d.name, &what, &r);
         Ok(Response::new(r?))
     }
 
@@ -397,7 +420,7 @@ impl Accelvirt for Service {
         } else {
             format!("destroy-vf {}", m.vf)
         };
-        let r = on_device(&d, move |d, a| {
+        let r = change(&d, &peer, what, move |d, a| {
             Box::pin(async move {
                 let _m = d.mutate.lock().await;
                 let n = if m.all {
@@ -406,8 +429,11 @@ impl Accelvirt for Service {
                     a.destroy_vf(u16_arg(m.vf, "VF")?).await.map(|_| 1)
                 };
                 let mut notes = a.take_notes();
-                let n = n?;
                 record(&d, &a, &mut notes).await;
+                for n in &notes {
+                    eprintln!("acceld: {}: {n}", d.name);
+                }
+                let n = n?;
                 Ok(v1::DestroyVfsResponse {
                     destroyed: n.into(),
                     notes,
@@ -415,7 +441,6 @@ impl Accelvirt for Service {
             })
         })
         .await;
-        audit(&peer, &d.name, &what, &r);
         Ok(Response::new(r?))
     }
 
@@ -424,19 +449,19 @@ impl Accelvirt for Service {
         let d = self.device(&req.get_ref().device)?;
         let m = req.into_inner();
         let what = format!("vf resize {}", m.vf);
-        let r = on_device(&d, move |d, a| {
+        let r = change(&d, &peer, what, move |d, a| {
             Box::pin(async move {
                 let vf = u16_arg(m.vf, "VF")?;
                 let _m = d.mutate.lock().await;
                 let cur = a.vf(vf).await?;
                 let spec = spec_of(&m.spec.unwrap_or_default(), Some(&cur))?;
-                let info = a.resize(vf, spec).await?;
+                let info = a.resize(vf, spec).await;
                 record(&d, &a, &mut Vec::new()).await;
+                let info = info?;
                 Ok(vf_list(&[info], a.granule_shift()))
             })
         })
         .await;
-        audit(&peer, &d.name, &what, &r);
         Ok(Response::new(r?))
     }
 
@@ -444,14 +469,13 @@ impl Accelvirt for Service {
         let peer = self.admit(&req)?;
         let d = self.device(&req.get_ref().device)?;
         let vf = req.get_ref().vf;
-        let r = on_device(&d, move |_, a| {
+        let r = change(&d, &peer, format!("vf reset {vf}"), move |_, a| {
             Box::pin(async move {
                 let info = a.reset(u16_arg(vf, "VF")?).await?;
                 Ok(vf_list(&[info], a.granule_shift()))
             })
         })
         .await;
-        audit(&peer, &d.name, &format!("vf reset {vf}"), &r);
         Ok(Response::new(r?))
     }
 
@@ -460,7 +484,7 @@ impl Accelvirt for Service {
         let d = self.device(&req.get_ref().device)?;
         let m = req.into_inner();
         let what = format!("vf qos {} --weight {}", m.vf, m.weight);
-        let r = on_device(&d, move |d, a| {
+        let r = change(&d, &peer, what, move |d, a| {
             Box::pin(async move {
                 let weight = u16_arg(m.weight, "--weight")?;
                 if !(1..=MAX_WEIGHT).contains(&weight) {
@@ -469,13 +493,13 @@ impl Accelvirt for Service {
                     )));
                 }
                 let _m = d.mutate.lock().await;
-                let info = a.set_qos(u16_arg(m.vf, "VF")?, weight).await?;
+                let info = a.set_qos(u16_arg(m.vf, "VF")?, weight).await;
                 record(&d, &a, &mut Vec::new()).await;
+                let info = info?;
                 Ok(vf_list(&[info], a.granule_shift()))
             })
         })
         .await;
-        audit(&peer, &d.name, &what, &r);
         Ok(Response::new(r?))
     }
 
@@ -507,10 +531,12 @@ impl Accelvirt for Service {
             m.image.len(),
             if m.activate { " --activate" } else { "" }
         );
-        let r = on_device(&d, move |d, a| {
+        let r = change(&d, &peer, what, move |d, a| {
             Box::pin(async move {
                 let header = fw_image::header(&m.image)
                     .map_err(|e| Error::Invalid(format!("not a usable image: {e}")))?;
+                // One download at a time: two would take turns on one slot.
+                let _one = d.flashing.lock().await;
                 let start = Instant::now();
                 let f = a.flash(&m.image, m.allow_downgrade, &mut |_, _| {}).await?;
                 let seconds = start.elapsed().as_secs_f64();
@@ -538,7 +564,6 @@ impl Accelvirt for Service {
             })
         })
         .await;
-        audit(&peer, &d.name, &what, &r);
         Ok(Response::new(r?))
     }
 
@@ -549,12 +574,20 @@ impl Accelvirt for Service {
         let peer = self.admit(&req)?;
         let d = self.device(&req.get_ref().device)?;
         let force = req.get_ref().force;
-        let r = on_device(&d, move |d, a| {
+        let what = if force {
+            "fw-reset --force"
+        } else {
+            "fw-reset"
+        };
+        let r = change(&d, &peer, what.to_string(), move |d, a| {
             Box::pin(async move {
                 let _m = d.mutate.lock().await;
                 let vfs = match a.device_info().await {
                     Ok(i) => i.vfs_in_use.get(),
+                    // A faulted firmware answers nothing; a hung one nothing in time. The
+                    // reset is the way out, and --force asks for it whatever the VFs.
                     Err(Error::FirmwareFaulted { .. }) => 0,
+                    Err(_) if force => 0,
                     Err(e) => return Err(e),
                 };
                 if vfs != 0 && !force {
@@ -574,16 +607,6 @@ impl Accelvirt for Service {
             })
         })
         .await;
-        audit(
-            &peer,
-            &d.name,
-            if force {
-                "fw-reset --force"
-            } else {
-                "fw-reset"
-            },
-            &r,
-        );
         Ok(Response::new(r?))
     }
 
@@ -697,31 +720,39 @@ impl Accelvirt for Service {
     }
 }
 
-/// Reconciles every device now (SIGHUP after re-reading their state files).
-pub async fn reconcile_all(devices: &[Arc<Managed>]) {
-    for d in devices {
-        let Some(a) = d.accel() else { continue };
-        let d2 = d.clone();
-        let r = d
-            .runtime()
-            .spawn(async move {
+/// SIGHUP: each device's state file re-read and the device reconciled, under its mutation
+/// lock, all devices at once, each bounded by [`RELOAD_TIMEOUT`].
+pub async fn reload_all(devices: &[Arc<Managed>]) {
+    let tasks: Vec<_> = devices
+        .iter()
+        .map(|d| {
+            let d2 = d.clone();
+            let h = d.runtime().spawn(async move {
                 let _m = d2.mutate.lock().await;
-                d2.reconcile_locked(&a, "a configuration reload").await
-            })
-            .await;
-        match r {
-            Ok(Ok(Outcome::Drift(diff))) => {
-                eprintln!(
-                    "acceld: {}: drift after reload: {}",
-                    d.name,
-                    diff.join("; ")
-                )
+                d2.reload()?;
+                let Some(a) = d2.accel() else { return Ok(None) };
+                d2.reconcile_locked(&a, "a configuration reload", false)
+                    .await
+                    .map(Some)
+                    .map_err(|e| e.to_string())
+            });
+            (d.name.clone(), h)
+        })
+        .collect();
+    for (name, h) in tasks {
+        match tokio::time::timeout(RELOAD_TIMEOUT, h).await {
+            Ok(Ok(Ok(Some(Outcome::Drift(diff))))) => {
+                eprintln!("acceld: {name}: drift after reload: {}", diff.join("; "))
             }
-            Ok(Err(e)) => eprintln!("acceld: {}: reconcile after reload: {e}", d.name),
+            Ok(Ok(Err(e))) => eprintln!("acceld: {name}: reload: {e}"),
+            Err(_) => eprintln!("acceld: {name}: reload still running after {RELOAD_TIMEOUT:?}"),
             _ => {}
         }
     }
 }
+
+/// How long a reload waits for one device.
+pub const RELOAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a graceful stop waits for requests in flight.
 pub const DRAIN: Duration = Duration::from_secs(10);

@@ -159,6 +159,12 @@ pub fn load(path: &Path) -> Result<Option<DesiredState>, StateError> {
             }
         }
     }
+    read(path)
+}
+
+/// Reads the state at `path` as [`load`] does, leaving temporary files alone (a save may be
+/// under way: a re-read while the daemon runs).
+pub fn read(path: &Path) -> Result<Option<DesiredState>, StateError> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

@@ -40,6 +40,14 @@ impl Accel {
         if prod == cons {
             return Ok(Vec::new());
         }
+        if prod.wrapping_sub(cons) > EVENT_RING_ENTRIES as u32 {
+            // The indices disagree (a reset between the two reads, or a consumer that wrote a
+            // wrong index): nothing between them can be trusted. Start again from the producer.
+            t.publish32(pf::EVQ_CONS.offset(), prod)?;
+            return Err(Error::BadResponse(
+                "the event ring's indices disagreed; its consumer index was reset",
+            ));
+        }
         let events = self.ring_events(cons, prod)?;
         // The slots are free once read.
         t.publish32(pf::EVQ_CONS.offset(), prod)?;

@@ -179,6 +179,9 @@ impl Accel {
         let command = word(0x04)?;
         let msix = crate::transport::find_cap(&**t, 0x11)?;
         let msix_ctl = msix.map(|c| word(c + 2)).transpose()?;
+        // The mailbox's and the events' vector controls (their mask bits) as well.
+        let vector_ctl = |v: usize| pf::MSIX_TABLE.start() + v * 16 + 12;
+        let masks = [t.read32(vector_ctl(0))?, t.read32(vector_ctl(1))?];
         let v = word(devctl)? | pcie::DEVCTL_FLR;
         t.config_write(devctl, &v.to_le_bytes())?;
         let start = Instant::now();
@@ -188,6 +191,9 @@ impl Accel {
                 t.config_write(0x04, &command.to_le_bytes())?;
                 if let (Some(c), Some(ctl)) = (msix, msix_ctl) {
                     t.config_write(c + 2, &ctl.to_le_bytes())?;
+                }
+                for (v, m) in masks.iter().enumerate() {
+                    t.write32(vector_ctl(v), *m)?;
                 }
                 return Ok((
                     t.read32(pf::FW_VERSION.offset())?,

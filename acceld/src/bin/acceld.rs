@@ -11,8 +11,9 @@ use tonic::service::interceptor::InterceptedService;
 
 /// The largest message either way: a firmware image (a flash slot) and its framing.
 const MAX_MESSAGE: usize = shared_abi::image::SLOT_SIZE + (64 << 10);
+/// Requests one connection may have in flight.
+const MAX_STREAMS: u32 = 16;
 use clap::{Parser, ValueEnum};
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, RwLock};
@@ -128,8 +129,13 @@ fn run(args: Args) -> Result<(), String> {
     let mut runtimes = Vec::new();
     let mut devices = Vec::new();
     let mut locks = Vec::new();
-    for (i, name) in args.devices.iter().enumerate() {
-        if args.devices[..i].contains(name) {
+    let names: Vec<String> = args
+        .devices
+        .iter()
+        .map(|d| acceld::device::canonical(d))
+        .collect();
+    for (i, name) in names.iter().enumerate() {
+        if names[..i].contains(name) {
             return Err(format!("--device {name} given twice"));
         }
         locks.push(lock_device(&args.state_dir, name)?);
@@ -151,7 +157,10 @@ fn run(args: Args) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("runtime: {e}"))?;
-    let r = main_rt.block_on(serve(args, devices.clone(), events));
+    // The socket before anything else runs: its mode comes from the umask at bind, so it
+    // is set for that moment alone, and no other thread creates files meanwhile.
+    let listener = bind(&args.listen)?;
+    let r = main_rt.block_on(serve(args, listener, devices.clone(), events));
     // The supervisors stop with their runtimes; the devices keep their VFs.
     for rt in runtimes {
         rt.shutdown_timeout(Duration::from_secs(2));
@@ -160,33 +169,43 @@ fn run(args: Args) -> Result<(), String> {
     r
 }
 
+/// Binds the API socket: its directory made, a stale socket (no daemon answers) replaced, a
+/// live one refused. Mode 0666: anyone may connect, and each connection is then checked
+/// against its peer's credentials, so a refused user learns why instead of meeting a bare
+/// EACCES. Set through the umask at bind, not a chmod after it (which would follow a symlink
+/// someone put in its place).
+fn bind(path: &std::path::Path) -> Result<std::os::unix::net::UnixListener, String> {
+    use nix::sys::stat::{umask, Mode};
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(format!(
+            "another acceld answers at {}; stop it first",
+            path.display()
+        ));
+    }
+    let _ = std::fs::remove_file(path);
+    let old = umask(Mode::from_bits_truncate(0o111));
+    let l = std::os::unix::net::UnixListener::bind(path);
+    umask(old);
+    let l = l.map_err(|e| format!("--listen {}: {e}", path.display()))?;
+    l.set_nonblocking(true)
+        .map_err(|e| format!("--listen {}: {e}", path.display()))?;
+    Ok(l)
+}
+
 async fn serve(
     args: Args,
+    listener: std::os::unix::net::UnixListener,
     devices: Arc<Vec<Arc<Managed>>>,
     events: Arc<EventLog>,
 ) -> Result<(), String> {
+    let listener = tokio::net::UnixListener::from_std(listener).map_err(|e| e.to_string())?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     for d in devices.iter() {
         d.runtime().spawn(d.clone().supervise(stop_rx.clone()));
     }
-    // The socket: its directory made, a stale socket (no daemon answers) replaced, a live
-    // one refused.
-    if let Some(dir) = args.listen.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    }
-    if std::os::unix::net::UnixStream::connect(&args.listen).is_ok() {
-        return Err(format!(
-            "another acceld answers at {}; stop it first",
-            args.listen.display()
-        ));
-    }
-    let _ = std::fs::remove_file(&args.listen);
-    let listener = tokio::net::UnixListener::bind(&args.listen)
-        .map_err(|e| format!("--listen {}: {e}", args.listen.display()))?;
-    // Anyone may connect; each request is then checked against the caller's credentials, so
-    // a refused user learns why instead of meeting a bare EACCES.
-    std::fs::set_permissions(&args.listen, std::fs::Permissions::from_mode(0o666))
-        .map_err(|e| format!("{}: {e}", args.listen.display()))?;
     let policy = Arc::new(RwLock::new(Policy::new(&args.group)));
     if policy.read().map(|p| p.gid.is_none()).unwrap_or(false) {
         eprintln!(
@@ -212,6 +231,11 @@ async fn serve(
     let (down_tx, down_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
         tonic::transport::Server::builder()
+            // Bounds on what one connection can make the daemon hold: streams at once, and
+            // a peer that stops answering pings is dropped.
+            .max_concurrent_streams(Some(MAX_STREAMS))
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .add_service(
                 // The largest request is a firmware image, at most a flash slot.
                 InterceptedService::new(
@@ -245,12 +269,7 @@ async fn serve(
                 if let Ok(mut p) = policy.write() {
                     *p = Policy::new(&args.group);
                 }
-                for d in devices.iter() {
-                    if let Err(e) = d.reload() {
-                        eprintln!("acceld: {}: {e} (keeping the state in memory)", d.name);
-                    }
-                }
-                service::reconcile_all(&devices).await;
+                service::reload_all(&devices).await;
                 notify("READY=1");
             }
         }

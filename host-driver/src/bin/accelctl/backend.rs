@@ -166,11 +166,11 @@ impl Backend {
         }
     }
 
-    /// log2 of the granule.
+    /// log2 of the granule (through the daemon: from a VF list, one command).
     pub async fn granule_shift(&self) -> Result<u8> {
         match self {
             Backend::Direct(a) => Ok(a.granule_shift()),
-            Backend::Daemon { .. } => Ok(self.board().await?.0),
+            Backend::Daemon { .. } => Ok(self.vfs().await?.1),
         }
     }
 
@@ -271,7 +271,14 @@ impl Backend {
                 None => a.destroy_all().await,
                 Some(id) => a.destroy_vf(id).await.map(|_| 1),
             };
-            return n.map(|n| (n, a.take_notes()));
+            let notes = a.take_notes();
+            if n.is_err() {
+                // What was finished before the failure is still worth saying.
+                for m in &notes {
+                    eprintln!("accelctl: {m}");
+                }
+            }
+            return n.map(|n| (n, notes));
         }
         let mut c = self.client().ok_or(Error::BadResponse("no client"))?;
         let r = reply(
@@ -476,12 +483,24 @@ pub async fn open(
                         device.unwrap_or("any device")
                     )))
                 }
+                // A daemon that answers and does not own this device: it is ours to open.
                 Ok(None) => {}
+                Err(e @ Error::PermissionDenied(_)) => return Err(e),
                 Err(e) if explicit => return Err(e),
-                // The default socket is there but nothing answers: no daemon holds the
-                // device, so this process may.
-                Err(Error::PermissionDenied(m)) => return Err(Error::PermissionDenied(m)),
-                Err(_) => {}
+                // The default socket is there and nothing answers: the daemon may be
+                // restarting. Opening the device here could reset it (kernel VFIO resets a
+                // PF at each open, and the reset destroys every VF), so say so instead.
+                Err(e) => {
+                    return Err(Error::Daemon {
+                        code: 5,
+                        message: format!(
+                            "acceld's socket {} is there but the daemon does not answer ({e}); \
+                             it may be restarting: retry, or give --direct to open the device \
+                             here",
+                            sock.display()
+                        ),
+                    })
+                }
             }
         }
     }
@@ -492,6 +511,27 @@ pub async fn open(
     };
     // --timeout-ms bounds every wait on the device, the socket's as well as the firmware's.
     Accel::open_with_timeout(&host_driver::DeviceAddr::parse(d)?, timeout).map(Backend::Direct)
+}
+
+/// The daemon for commands that may span every device it owns (`events`): with no device
+/// named, all of them.
+pub async fn open_all(
+    device: Option<&str>,
+    acceld: Option<&std::path::Path>,
+    direct: bool,
+    timeout: Duration,
+) -> Result<Backend> {
+    if device.is_none() && !direct {
+        if let Some((sock, _)) = daemon::socket(acceld) {
+            let c = Client::connect(&sock).await?;
+            return Ok(Backend::Daemon {
+                c,
+                device: String::new(),
+                timeout,
+            });
+        }
+    }
+    open(device, acceld, direct, timeout).await
 }
 
 async fn daemon_for(

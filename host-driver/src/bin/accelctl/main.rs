@@ -645,7 +645,13 @@ async fn run(cli: Cli, out: &Out) -> Result<()> {
             Ok(())
         }
         Cmd::Events { follow } => {
-            let b = open(&cli, timeout).await?;
+            let b = backend::open_all(
+                cli.device.as_deref(),
+                cli.acceld.as_deref(),
+                cli.direct,
+                timeout,
+            )
+            .await?;
             events::events(&b, *follow, out.json).await
         }
         Cmd::Health => {
