@@ -24,9 +24,12 @@ use std::time::{Duration, Instant};
 pub const HEARTBEAT_GRACE: Duration = Duration::from_secs(1);
 /// How often the supervisor looks at a device when no interrupt wakes it.
 pub const TICK: Duration = Duration::from_millis(100);
-/// The first wait before trying to reach a lost device again; each failure doubles it, up
-/// to [`RECONNECT_MAX`]: a device model restarted in a moment is found again in a moment.
+/// The wait before trying to reach a lost device again, for the first
+/// [`RECONNECT_EAGER`] attempts; then each failure doubles it, up to [`RECONNECT_MAX`]: a
+/// device model restarted in a moment is found again in a moment.
 pub const RECONNECT_FIRST: Duration = Duration::from_millis(10);
+/// Attempts at [`RECONNECT_FIRST`] intervals before they back off.
+pub const RECONNECT_EAGER: u32 = 20;
 /// The longest wait between attempts to reach a lost device.
 pub const RECONNECT_MAX: Duration = Duration::from_secs(1);
 /// The least time between two automatic resets of a device that failed again soon after
@@ -695,6 +698,7 @@ impl Managed {
     /// The supervisor: runs until `stop` turns true.
     pub async fn supervise(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut backoff = RECONNECT_FIRST;
+        let mut tries = 0u32;
         let mut was_online = false;
         // Counters are sampled apart from the watch: a command that hangs on a hung firmware
         // must not keep the supervisor from noticing the hang.
@@ -708,6 +712,7 @@ impl Managed {
                 None => match self.connect().await {
                     Ok(a) => {
                         backoff = RECONNECT_FIRST;
+                        tries = 0;
                         *self.conn.write().unwrap_or_else(|p| p.into_inner()) = Some(a.clone());
                         {
                             let mut h = self.health();
@@ -745,7 +750,12 @@ impl Managed {
                             eprintln!("acceld: {}: cannot open: {e} (retrying)", self.name);
                         }
                         let _ = tokio::time::timeout(backoff, stop.changed()).await;
-                        backoff = (backoff * 2).min(RECONNECT_MAX);
+                        // Every 10 ms for the first fifth of a second (a device model that
+                        // restarts is back by then), then less and less often.
+                        tries += 1;
+                        if tries >= RECONNECT_EAGER {
+                            backoff = (backoff * 2).min(RECONNECT_MAX);
+                        }
                         continue;
                     }
                 },
@@ -763,31 +773,49 @@ impl Managed {
                             continue;
                         }
                     }
-                    // Sleep until the events vector fires, or a tick.
-                    let irq = a
-                        .transport()
+                    // Sleep until the events vector fires, the device's connection closes,
+                    // or a tick.
+                    let t = a.transport();
+                    let irq = t
                         .events_irq()
                         .and_then(|fd| host_driver::sys::async_eventfd(fd).ok());
-                    match irq {
-                        Some(afd) => {
-                            tokio::select! {
-                                r = afd.readable() => {
-                                    if let Ok(mut g) = r {
-                                        let mut b = [0u8; 8];
-                                        let _ = nix::unistd::read(
-                                            std::os::fd::AsRawFd::as_raw_fd(g.get_inner()),
-                                            &mut b,
-                                        );
-                                        g.clear_ready();
-                                    }
+                    let conn = t
+                        .connection_fd()
+                        .and_then(|fd| host_driver::sys::async_eventfd(fd).ok());
+                    let fired = async {
+                        match &irq {
+                            Some(afd) => {
+                                if let Ok(mut g) = afd.readable().await {
+                                    let mut b = [0u8; 8];
+                                    let _ = nix::unistd::read(
+                                        std::os::fd::AsRawFd::as_raw_fd(g.get_inner()),
+                                        &mut b,
+                                    );
+                                    g.clear_ready();
                                 }
-                                _ = tokio::time::sleep(TICK) => {}
-                                _ = stop.changed() => {}
                             }
+                            None => std::future::pending().await,
                         }
-                        None => {
-                            let _ = tokio::time::timeout(TICK, stop.changed()).await;
+                    };
+                    let closed = async {
+                        match &conn {
+                            // Readable also while an answer is in flight: only a close
+                            // wakes the supervisor.
+                            Some(afd) => loop {
+                                match afd.readable().await {
+                                    Ok(g) if g.ready().is_read_closed() => break,
+                                    Ok(mut g) => g.clear_ready(),
+                                    Err(_) => std::future::pending::<()>().await,
+                                }
+                            },
+                            None => std::future::pending().await,
                         }
+                    };
+                    tokio::select! {
+                        _ = fired => {}
+                        _ = closed => {}
+                        _ = tokio::time::sleep(TICK) => {}
+                        _ = stop.changed() => {}
                     }
                 }
             }

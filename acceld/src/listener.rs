@@ -16,6 +16,8 @@ use tokio_stream::{Stream, StreamExt};
 pub const MAX_CONNECTIONS: usize = 256;
 /// Connections served at once to callers who may not (each gets its refusal).
 pub const MAX_REFUSED: usize = 16;
+/// How long a new connection waits for a slot when its pool is full.
+pub const FULL_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A connection that counts against the bound while it lives.
 #[derive(Debug)]
@@ -83,23 +85,37 @@ pub fn bounded(
             }
             r
         })
-        .filter_map(move |r| {
-            let s = r.ok()?;
-            // Taken now, while the process that connected is the one behind its pid.
-            let caller = crate::access::Caller::of(&s);
-            let admitted = caller.peer.as_ref().is_some_and(|p| {
-                policy
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .check(p, &caller.groups)
-                    .is_ok()
-            });
-            let pool = if admitted { &slots } else { &refused };
-            let permit = pool.clone().try_acquire_owned().ok()?;
-            Some(Ok(Conn {
-                s,
-                caller,
-                _permit: permit,
-            }))
+        .then(move |r| {
+            let (slots, refused, policy) = (slots.clone(), refused.clone(), policy.clone());
+            async move {
+                let s = r.ok()?;
+                // Taken now, while the process that connected is the one behind its pid.
+                let caller = crate::access::Caller::of(&s);
+                let admitted = caller.peer.as_ref().is_some_and(|p| {
+                    policy
+                        .read()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .check(p, &caller.groups)
+                        .is_ok()
+                });
+                // A full pool of those who may manage waits a moment (connections closing
+                // give their slots back), the queue behind it held by the kernel; then the
+                // newcomer is closed. Refused callers never wait: they could stall the
+                // accept of everyone behind them.
+                let permit = if admitted {
+                    tokio::time::timeout(FULL_WAIT, slots.acquire_owned())
+                        .await
+                        .ok()?
+                        .ok()?
+                } else {
+                    refused.try_acquire_owned().ok()?
+                };
+                Some(Ok(Conn {
+                    s,
+                    caller,
+                    _permit: permit,
+                }))
+            }
         })
+        .filter_map(|c| c)
 }

@@ -166,6 +166,23 @@ pub struct Client {
 impl Client {
     /// Connects to the daemon at `path` (a UNIX socket).
     pub async fn connect(path: &Path) -> Result<Self> {
+        // A daemon whose accept queue is full (many clients at once) answers a moment later.
+        let mut wait = std::time::Duration::from_millis(1);
+        loop {
+            match Self::connect_once(path).await {
+                Err(Error::Connect { source, .. })
+                    if source.kind() == std::io::ErrorKind::WouldBlock
+                        && wait < std::time::Duration::from_millis(500) =>
+                {
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn connect_once(path: &Path) -> Result<Self> {
         let p = path.to_path_buf();
         // The URI is a placeholder: the connector below reaches the socket.
         let ch = tonic::transport::Endpoint::from_static("http://acceld")
@@ -178,10 +195,17 @@ impl Client {
             }))
             .await
             .map_err(|e| {
-                let io = std::error::Error::source(&e)
-                    .and_then(|s| s.downcast_ref::<std::io::Error>())
-                    .map(|io| std::io::Error::new(io.kind(), io.to_string()))
-                    .unwrap_or_else(|| std::io::Error::other(e.to_string()));
+                // The socket's own error, wherever it is in the chain.
+                let mut cause = std::error::Error::source(&e);
+                let mut found = None;
+                while let Some(c) = cause {
+                    if let Some(io) = c.downcast_ref::<std::io::Error>() {
+                        found = Some(std::io::Error::new(io.kind(), io.to_string()));
+                        break;
+                    }
+                    cause = c.source();
+                }
+                let io = found.unwrap_or_else(|| std::io::Error::other(e.to_string()));
                 if io.kind() == std::io::ErrorKind::PermissionDenied {
                     return Error::PermissionDenied(format!(
                         "cannot connect to acceld at {}: {io}",

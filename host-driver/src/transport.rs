@@ -149,6 +149,11 @@ pub trait Transport: Send + Sync {
     fn events_irq(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         None
     }
+    /// A descriptor of the device's connection, where it has one (vfio-user), for a
+    /// long-lived owner to notice at once that the device went away (it reads as closed).
+    fn connection_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        None
+    }
     /// Whether the mailbox pages are mapped (a look at them costs nanoseconds, not a
     /// message), so the client may spin on them.
     fn mapped_mailbox(&self) -> bool {

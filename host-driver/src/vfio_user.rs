@@ -33,6 +33,8 @@ pub struct VfioUser {
     /// The events vector's eventfd, once asked for (only the event ring's consumer does: the
     /// device keeps one eventfd per vector, and another client's would replace it).
     events_irq: std::sync::OnceLock<Option<nix::sys::eventfd::EventFd>>,
+    /// The connection, a second descriptor of it: watched (never read) for its closing.
+    watch: Option<OwnedFd>,
 }
 
 /// REGION_READ/REGION_WRITE head (offset, region, count) and the data.
@@ -99,6 +101,7 @@ impl VfioUser {
         stream
             .set_read_timeout(Some(Duration::from_millis(200)))
             .map_err(Error::Io)?;
+        let watch = stream.try_clone().ok().map(OwnedFd::from);
         let mut dev = VfioUser {
             // Canonical once: VF sockets sit beside it, so their paths need no lookups.
             path: std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()),
@@ -107,6 +110,7 @@ impl VfioUser {
             bar0_map: None,
             io_timeout_ms: (io_timeout.as_millis().max(1) as u64).into(),
             events_irq: Default::default(),
+            watch,
         };
         let mut v = Vec::new();
         v.extend_from_slice(&0u16.to_ne_bytes());
@@ -449,6 +453,9 @@ impl Transport for VfioUser {
     }
     fn describe(&self) -> String {
         format!("vfio-user:{}", self.path.display())
+    }
+    fn connection_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.watch.as_ref().map(|f| f.as_fd())
     }
     fn events_irq(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         use nix::sys::eventfd::{EfdFlags, EventFd};

@@ -186,10 +186,24 @@ fn bind(path: &std::path::Path) -> Result<std::os::unix::net::UnixListener, Stri
         ));
     }
     let _ = std::fs::remove_file(path);
+    use nix::sys::socket::{socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
+    let err = |e: nix::Error| format!("--listen {}: {e}", path.display());
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(err)?;
+    let addr = UnixAddr::new(path).map_err(err)?;
     let old = umask(Mode::from_bits_truncate(0o111));
-    let l = std::os::unix::net::UnixListener::bind(path);
+    let bound = nix::sys::socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr);
     umask(old);
-    let l = l.map_err(|e| format!("--listen {}: {e}", path.display()))?;
+    bound.map_err(err)?;
+    // A deep queue: a hundred clients connecting at once while the daemon is busy find
+    // room (a full queue fails a non-blocking connect at once, with EAGAIN).
+    nix::sys::socket::listen(&fd, Backlog::new(1024).map_err(err)?).map_err(err)?;
+    let l = std::os::unix::net::UnixListener::from(fd);
     l.set_nonblocking(true)
         .map_err(|e| format!("--listen {}: {e}", path.display()))?;
     Ok(l)
