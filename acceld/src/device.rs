@@ -232,6 +232,8 @@ pub struct Managed {
     pub metrics: Arc<DeviceMetrics>,
     /// The event ring's one consumer.
     ring: tokio::sync::Mutex<()>,
+    /// Descriptors an earlier acceld kept open (kernel VFIO), for the first connection.
+    kept: Mutex<Option<host_driver::kernel::vfio::Opened>>,
     /// One firmware download at a time.
     pub flashing: tokio::sync::Mutex<()>,
     /// Concurrent `info` reads, one device read per batch.
@@ -267,6 +269,15 @@ pub fn state_path(dir: &Path, name: &str) -> PathBuf {
         (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
     });
     dir.join(format!("{safe}-{:08x}.json", h as u32))
+}
+
+/// The name under which the descriptor `role` of device `name` is kept in systemd's store
+/// (no ':' allowed there; a hash of the device's name tells devices apart).
+pub fn fd_name(name: &str, role: &str) -> String {
+    let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    });
+    format!("acceld-{:08x}-{role}", h as u32)
 }
 
 /// One spelling per device: a PCI address with its domain, a socket path resolved (its
@@ -390,11 +401,17 @@ impl Managed {
             events,
             metrics: Arc::new(DeviceMetrics::default()),
             ring: tokio::sync::Mutex::new(()),
+            kept: Mutex::new(None),
             flashing: tokio::sync::Mutex::new(()),
             info_reads: Default::default(),
             vf_reads: Default::default(),
             stats_reads: Default::default(),
         }))
+    }
+
+    /// Hands the device descriptors an earlier acceld kept to the first connection.
+    pub fn keep(&self, opened: host_driver::kernel::vfio::Opened) {
+        *self.kept.lock().unwrap_or_else(|p| p.into_inner()) = Some(opened);
     }
 
     /// "pci" or "vfio-user".
@@ -684,9 +701,49 @@ impl Managed {
 
     async fn connect(&self) -> Result<Arc<Accel>> {
         let (addr, timeout) = (self.addr.clone(), self.opts.timeout);
-        let a = tokio::task::spawn_blocking(move || Accel::open_with_timeout(&addr, timeout))
-            .await
-            .map_err(|e| Error::Invalid(format!("connect task: {e}")))??;
+        let kept = self.kept.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let (a, adopted) = tokio::task::spawn_blocking(move || match (&addr, kept) {
+            // Descriptors an earlier acceld kept in systemd's store: the device is still
+            // open, with its VFs, and taken over without the reset an open would make.
+            (DeviceAddr::Pci(pci), Some(opened)) => {
+                match host_driver::kernel::KernelVfio::adopt(pci, Default::default(), opened)
+                    .and_then(|t| Accel::with_transport(Arc::new(t), timeout))
+                {
+                    Ok(a) => Ok((a, true)),
+                    Err(e) => {
+                        eprintln!(
+                            "acceld: {pci}: the kept descriptors are of no use ({e}): opening it"
+                        );
+                        Accel::open_with_timeout(&addr, timeout).map(|a| (a, false))
+                    }
+                }
+            }
+            _ => Accel::open_with_timeout(&addr, timeout).map(|a| (a, false)),
+        })
+        .await
+        .map_err(|e| Error::Invalid(format!("connect task: {e}")))??;
+        if adopted {
+            self.event(
+                "adopted",
+                None,
+                0,
+                0,
+                "took over the descriptors an earlier acceld kept in systemd's store: no reset"
+                    .into(),
+            );
+        } else {
+            // Kept by systemd from now on, so a restart of acceld does not release the device
+            // (vfio-pci would reset it, and the reset destroys every VF).
+            for (role, fd) in a.transport().held_descriptors() {
+                match crate::notify::store_fd(&fd_name(&self.name, role), fd) {
+                    Ok(_) => {}
+                    Err(e) => eprintln!(
+                        "acceld: {}: cannot keep the {role} descriptor in systemd's store: {e}",
+                        self.name
+                    ),
+                }
+            }
+        }
         let m = self.metrics.clone();
         a.mailbox()
             .observe_latency(Arc::new(move |d| m.mailbox_latency(d)));

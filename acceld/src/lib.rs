@@ -6,7 +6,7 @@
 //! root and its group manage, keeps the VF layout its users asked for ([`state`]) and puts
 //! it back whenever the device comes back empty ([`device`]), reads the firmware's event
 //! ring ([`events`]) and serves health and Prometheus metrics ([`metrics`]).
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod access;
 pub mod coalesce;
@@ -17,3 +17,4 @@ pub mod metrics;
 pub mod notify;
 pub mod service;
 pub mod state;
+pub mod sys;

@@ -149,6 +149,12 @@ pub trait Transport: Send + Sync {
     fn events_irq(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         None
     }
+    /// The descriptors that hold the device open, named (kernel VFIO: its container, group
+    /// and device), for an owner to keep across its own restart; empty where closing them
+    /// does nothing to the device.
+    fn held_descriptors(&self) -> Vec<(&'static str, std::os::fd::BorrowedFd<'_>)> {
+        Vec::new()
+    }
     /// A descriptor of the device's connection, where it has one (vfio-user), for a
     /// long-lived owner to notice at once that the device went away (it reads as closed).
     fn connection_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {

@@ -22,6 +22,7 @@ fn boot(g: Guest) -> Outcome {
     let out = g
         .file("bin/accelctl", &bin("accelctl"))
         .file("bin/acceld", &bin("acceld"))
+        .file("bin/fdstore", &bin("fdstore"))
         .boot(assets(), work.path())
         .unwrap_or_else(|e| panic!("guest boot: {e}"));
     assert_eq!(
@@ -464,4 +465,64 @@ echo \"@@ end\"\n"
         .unwrap_or_else(|e| panic!("health --json: {e}\n{}", with.serial));
     assert_eq!(h["online"], true, "{h}");
     assert_eq!(h["firmware"], "ready", "{h}");
+}
+
+/// Over kernel VFIO acceld keeps the PF's descriptors in systemd's descriptor store, so a
+/// restarted acceld takes the device over without vfio-pci's reset at release and open (a
+/// PF reset destroys every VF). systemd does not run in this guest: `fdstore` does what it
+/// does for a `Type=notify` service with a store. The firmware's own uptime tells whether the
+/// device was reset: it goes on across a restart with the store, and starts again across one
+/// without.
+#[test]
+fn in_a_guest_a_restarted_acceld_keeps_the_pf_open() {
+    let script = r#"
+dev=$(basename $(dirname $(grep -l 0xa0c0 /sys/bus/pci/devices/*/device)))
+echo 1fac a0c0 > /sys/bus/pci/drivers/vfio-pci/new_id
+mkdir -p /run/accelvirt
+mkfifo /tmp/ctl
+fdstore acceld --device $dev --state-dir /tmp/acceld < /tmp/ctl > /tmp/ready 2> /tmp/acceld.log &
+exec 3> /tmp/ctl
+# Until the service has said READY=1 the given number of times, and holds the device.
+ready() {
+  i=0
+  while [ "$(grep -c ready /tmp/ready)" -lt $1 ] && [ $i -lt 400 ]; do usleep 50000; i=$((i+1)); done
+  i=0
+  until accelctl info > /dev/null 2>&1; do [ $i -ge 400 ] && break; usleep 50000; i=$((i+1)); done
+}
+ready 1
+echo "@@ before"; accelctl --json info
+usleep 300000
+echo restart >&3
+ready 2
+echo "@@ kept"; accelctl --json info
+echo restart-fresh >&3
+ready 3
+echo "@@ fresh"; accelctl --json info
+echo stop >&3
+exec 3>&-
+wait
+echo "@@ log"; cat /tmp/acceld.log
+echo "@@ end"
+"#;
+    let sim = Sim::start();
+    let out = boot(Guest::new(script).device(vfio_user_device(&sim.sock)));
+    let uptime = |name: &str| -> u64 {
+        let text = section(&out, name);
+        let j: serde_json::Value = serde_json::from_str(text.trim())
+            .unwrap_or_else(|e| panic!("{name}: {e}:\n{}", out.serial));
+        j["uptime_ms"].as_u64().unwrap()
+    };
+    let (before, kept, fresh) = (uptime("before"), uptime("kept"), uptime("fresh"));
+    assert!(
+        kept > before,
+        "the firmware rebooted across a restart with the store: {before} ms, then {kept} ms\n{}",
+        out.serial
+    );
+    assert!(
+        fresh < kept,
+        "without the store the restart resets the PF: {kept} ms, then {fresh} ms\n{}",
+        out.serial
+    );
+    let log = section(&out, "log");
+    assert!(log.contains("took over the descriptors"), "{log}");
 }

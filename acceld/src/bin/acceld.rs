@@ -86,15 +86,36 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    // First: the descriptors systemd passed (before anything opens one of its own).
+    let passed = acceld::sys::listen_fds();
     host_driver::sys::default_sigpipe();
     let args = Args::parse();
-    match run(args) {
+    match run(args, passed) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("acceld: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// The container, group and device descriptors systemd passed for device `name`, if all
+/// three were.
+fn kept_for(
+    passed: &mut Vec<(String, std::os::fd::OwnedFd)>,
+    name: &str,
+) -> Option<host_driver::kernel::vfio::Opened> {
+    let mut take = |role: &str| {
+        let want = acceld::device::fd_name(name, role);
+        let i = passed.iter().position(|(n, _)| *n == want)?;
+        Some(passed.swap_remove(i).1)
+    };
+    let (c, g, d) = (take("container"), take("group"), take("device"));
+    Some(host_driver::kernel::vfio::Opened {
+        container: c?,
+        group: g?,
+        device: d?,
+    })
 }
 
 /// A lock on each device's state file: two daemons never own one device.
@@ -115,7 +136,7 @@ fn lock_device(dir: &std::path::Path, name: &str) -> Result<std::fs::File, Strin
     Ok(f)
 }
 
-fn run(args: Args) -> Result<(), String> {
+fn run(args: Args, mut passed: Vec<(String, std::os::fd::OwnedFd)>) -> Result<(), String> {
     std::fs::create_dir_all(&args.state_dir)
         .map_err(|e| format!("--state-dir {}: {e}", args.state_dir.display()))?;
     let opts = Options {
@@ -147,6 +168,9 @@ fn run(args: Args) -> Result<(), String> {
             .map_err(|e| format!("runtime: {e}"))?;
         let d = Managed::new(name, opts.clone(), rt.handle().clone(), events.clone())
             .map_err(|e| format!("--device {name}: {e}"))?;
+        if let Some(opened) = kept_for(&mut passed, &d.name) {
+            d.keep(opened);
+        }
         runtimes.push(rt);
         devices.push(d);
     }

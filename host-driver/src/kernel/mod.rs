@@ -53,8 +53,8 @@ pub(crate) fn open_ours(
 pub struct KernelVfio {
     addr: String,
     sysfs: Sysfs,
-    _container: OwnedFd,
-    _group: OwnedFd,
+    container: OwnedFd,
+    group: OwnedFd,
     device: OwnedFd,
     bar0: Shared,
     config_offset: u64,
@@ -70,6 +70,14 @@ impl KernelVfio {
     /// Opens `addr` (which must be bound to vfio-pci and carry our IDs).
     pub fn open(addr: &str, sysfs: Sysfs) -> Result<Self> {
         let opened = open_ours(addr, &sysfs, shared_abi::pci::PF_DEVICE_ID, "PF", None)?;
+        Self::adopt(addr, sysfs, opened)
+    }
+
+    /// Drives `addr` through descriptors opened before (by an earlier process of the same
+    /// owner, kept for it by systemd's descriptor store): vfio-pci resets a function when it
+    /// is opened and when it is released, and a PF reset destroys every VF, so an owner that
+    /// restarts keeps the device open through its descriptors instead of opening it again.
+    pub fn adopt(addr: &str, sysfs: Sysfs, opened: vfio::Opened) -> Result<Self> {
         let cfg = vfio::region(&opened.device, vfio::CONFIG_REGION_INDEX)?;
         let bar = vfio::region(&opened.device, 0)?;
         let bar0 =
@@ -82,8 +90,8 @@ impl KernelVfio {
         let mut pf = KernelVfio {
             addr: addr.to_string(),
             sysfs,
-            _container: opened.container,
-            _group: opened.group,
+            container: opened.container,
+            group: opened.group,
             device: opened.device,
             bar0,
             config_offset: cfg.offset,
@@ -139,6 +147,13 @@ impl Transport for KernelVfio {
     }
     fn events_irq(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         self.events_irq.as_ref().map(|e| e.as_fd())
+    }
+    fn held_descriptors(&self) -> Vec<(&'static str, std::os::fd::BorrowedFd<'_>)> {
+        vec![
+            ("container", self.container.as_fd()),
+            ("group", self.group.as_fd()),
+            ("device", self.device.as_fd()),
+        ]
     }
     fn mapped_mailbox(&self) -> bool {
         true
