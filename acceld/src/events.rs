@@ -10,8 +10,10 @@ use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::broadcast;
 
-/// Events kept for `ListEvents` (and replayed to a new watcher).
-pub const KEPT: usize = 1024;
+/// Events kept for `ListEvents` (and replayed to a new watcher), in all.
+pub const KEPT: usize = 4096;
+/// Events kept per device.
+pub const KEPT_PER_DEVICE: usize = 1024;
 /// Events a watcher may fall behind by before it is told it missed some.
 pub const FANOUT: usize = 1024;
 
@@ -66,7 +68,14 @@ impl EventLog {
             data: e.data,
             message: e.message,
         };
-        if g.1.len() == KEPT {
+        // Each device keeps its own share: one whose tenants make many events (a VF that
+        // keeps faulting) does not push another's history out.
+        let mine = g.1.iter().filter(|x| x.device == ev.device).count();
+        if mine >= KEPT_PER_DEVICE {
+            if let Some(i) = g.1.iter().position(|x| x.device == ev.device) {
+                g.1.remove(i);
+            }
+        } else if g.1.len() >= KEPT {
             g.1.pop_front();
         }
         g.1.push_back(ev.clone());
@@ -130,12 +139,14 @@ mod tests {
     #[test]
     fn kept_is_bounded_and_a_watcher_misses_nothing_between_snapshot_and_stream() {
         let log = EventLog::default();
-        for i in 0..(KEPT as u64 + 10) {
-            ev(&log, i);
+        // Device "b" floods; "a" keeps its history.
+        ev(&log, 0);
+        for i in 0..(KEPT_PER_DEVICE as u64 * 3) {
+            ev(&log, 2 * i + 1);
         }
-        assert_eq!(log.kept("").len(), KEPT);
-        assert_eq!(log.kept("").first().unwrap().seq, 11);
-        assert_eq!(log.kept("a").len(), KEPT / 2);
+        assert_eq!(log.kept("b").len(), KEPT_PER_DEVICE);
+        assert_eq!(log.kept("a").len(), 1);
+        assert_eq!(log.kept("a")[0].code, 0);
         let (kept, mut rx) = log.watch("");
         ev(&log, 7);
         assert_eq!(kept.last().unwrap().seq + 1, rx.try_recv().unwrap().seq);

@@ -24,14 +24,24 @@ use tonic::{Request, Response, Status};
 pub struct Service {
     devices: Arc<Vec<Arc<Managed>>>,
     events: Arc<EventLog>,
+    /// Turns true when the daemon stops: event streams end then.
+    stop: tokio::sync::watch::Receiver<bool>,
 }
 
 type Reply<T> = std::result::Result<Response<T>, Status>;
 
 impl Service {
     /// Serves `devices`.
-    pub fn new(devices: Arc<Vec<Arc<Managed>>>, events: Arc<EventLog>) -> Self {
-        Service { devices, events }
+    pub fn new(
+        devices: Arc<Vec<Arc<Managed>>>,
+        events: Arc<EventLog>,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        Service {
+            devices,
+            events,
+            stop,
+        }
     }
 
     /// The caller, as the access check (see [`admit`]) left it on the request.
@@ -715,8 +725,35 @@ impl Accelvirt for Service {
                 }))
             }
         });
+        // A stopping daemon ends the stream (its requests in flight are what it waits for).
+        let mut stop = self.stop.clone();
+        let stopping = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
         let s = tokio_stream::iter(kept.into_iter().map(Ok)).chain(live);
-        Ok(Response::new(Box::pin(s)))
+        // Forwarded until the daemon stops or the watcher goes away, whichever is first.
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            let mut s = std::pin::pin!(s);
+            let mut stopping = std::pin::pin!(stopping);
+            loop {
+                tokio::select! {
+                    _ = &mut stopping => break,
+                    _ = tx.closed() => break,
+                    item = s.next() => match item {
+                        Some(e) => {
+                            if tx.send(e).await.is_err() {
+                                break;
+                            }
+                        }
+                        None => break,
+                    },
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 }
 

@@ -695,10 +695,31 @@ fn metrics_health_signals_and_systemd_readiness() {
         2,
         "drift is reported, not acted on"
     );
-    // SIGTERM: drains, says STOPPING, exits 0, removes its socket; the VFs stay.
+    // SIGTERM: ends event streams, drains, says STOPPING, exits 0, removes its socket; the
+    // VFs stay. A watcher does not hold the exit up.
     let mut d = d;
+    let mut follower = d
+        .ctl_cmd(&["events", "--follow"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
     let st = d.stop_with(nix::sys::signal::Signal::SIGTERM).unwrap();
     assert!(st.success(), "{st:?}");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "a watcher held the stop up for {:?}",
+        t.elapsed()
+    );
+    let fo = follower.wait_with_output().unwrap();
+    assert_eq!(
+        fo.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&fo.stderr)
+    );
     let mut saw_stopping = false;
     while let Ok(n) = rx.recv(&mut b) {
         if &b[..n] == b"STOPPING=1" {

@@ -29,7 +29,7 @@ whenever the device comes back empty: after a firmware fault or hang (acceld res
 reset, a firmware update, or a device-model restart. A device found holding another layout
 is reported (accelctl health) and left alone, unless --reconcile enforce.
 
-Signals: SIGTERM and SIGINT finish the requests in flight and exit (the VFs stay); SIGHUP
+Signals: SIGTERM and SIGINT end event streams, finish the requests in flight and exit; SIGHUP
 re-reads the state files and the group, and reconciles.
 
 Example:
@@ -257,7 +257,7 @@ async fn serve(
             .map_err(|e| format!("--metrics {addr}: {e}"))?;
         tokio::spawn(acceld::metrics::serve(l, devices.clone()));
     }
-    let svc = Service::new(devices.clone(), events);
+    let svc = Service::new(devices.clone(), events, stop_rx.clone());
     let incoming = acceld::listener::bounded(listener, policy.clone());
     let check = policy.clone();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
