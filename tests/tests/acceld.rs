@@ -698,7 +698,7 @@ fn metrics_health_signals_and_systemd_readiness() {
     // SIGTERM: ends event streams, drains, says STOPPING, exits 0, removes its socket; the
     // VFs stay. A watcher does not hold the exit up.
     let mut d = d;
-    let mut follower = d
+    let follower = d
         .ctl_cmd(&["events", "--follow"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
