@@ -781,3 +781,62 @@ fn a_device_emptied_on_purpose_is_reported_not_refilled() {
     assert_eq!(vf_layout(&d).unwrap().len(), 0, "not refilled");
     assert!(!d.log().contains("restored"), "{}", d.log());
 }
+
+#[test]
+fn a_hung_device_holds_up_no_request_for_another() {
+    let a = Sim::start();
+    let b = Sim::start();
+    let b_sock = b.sock.to_str().unwrap().to_string();
+    let d = Acceld::start(&a, &["--device", &b_sock, "--on-fault", "report"]);
+    // Both owned, both answering.
+    let ctl_b = |args: &[&str]| {
+        let mut c = std::process::Command::new(accelvirt_tests::bin("accelctl"));
+        c.arg("-d")
+            .arg(&b.sock)
+            .args(args)
+            .env("ACCELD_SOCKET", &d.sock)
+            .stdin(Stdio::null());
+        c.output().unwrap()
+    };
+    until(&d, Duration::from_secs(10), "device B online", || {
+        ctl_b(&["info"]).status.success()
+    });
+    d.ctl_json(&["create-vf", "--count", "1"]);
+    // Device A freezes (its model and firmware stopped): requests to it hang until their
+    // timeout; meanwhile B's are served as fast as ever.
+    a.freeze();
+    let stuck: Vec<_> = (0..8)
+        .map(|_| {
+            d.ctl_cmd(&["vf", "list"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    for _ in 0..10 {
+        let t = Instant::now();
+        let o = ctl_b(&["vf", "list", "--json"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "B answered in {:?} while A hung",
+            t.elapsed()
+        );
+        let o = ctl_b(&["create-vf", "--count", "1", "--json"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let o = ctl_b(&["destroy-vf", "--all"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    // A's requests were waiting on it all along.
+    let mut stuck = stuck;
+    assert!(
+        stuck.iter_mut().all(|c| matches!(c.try_wait(), Ok(None))),
+        "the requests to the frozen device were not waiting on it"
+    );
+    a.signal(nix::sys::signal::Signal::SIGCONT);
+    for mut c in stuck {
+        let _ = c.wait();
+    }
+}
