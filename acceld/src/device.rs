@@ -280,21 +280,10 @@ pub fn fd_name(name: &str, role: &str) -> String {
     format!("acceld-{:08x}-{role}", h as u32)
 }
 
-/// One spelling per device: a PCI address with its domain, a socket path resolved (its
-/// directory, where the socket itself may not exist yet). Names, state files and the lock
-/// that keeps two daemons off one device all use it.
+/// One spelling per device (`host_driver::transport::canonical_name`): names, state files
+/// and the lock that keeps two daemons off one device all use it.
 pub fn canonical(name: &str) -> String {
-    match DeviceAddr::parse(name) {
-        Ok(DeviceAddr::Pci(a)) => a,
-        Ok(DeviceAddr::Socket(p)) => {
-            let resolved = std::fs::canonicalize(&p).ok().or_else(|| {
-                let dir = std::fs::canonicalize(p.parent()?).ok()?;
-                Some(dir.join(p.file_name()?))
-            });
-            resolved.unwrap_or(p).to_string_lossy().into_owned()
-        }
-        Err(_) => name.to_string(),
-    }
+    host_driver::transport::canonical_name(name)
 }
 
 /// A VF's layout as the firmware reports it.

@@ -102,20 +102,10 @@ pub fn find(devices: &[Arc<Managed>], name: &str) -> Result<Arc<Managed>> {
             ))),
         };
     }
-    let canon = |s: &str| -> String {
-        match host_driver::DeviceAddr::parse(s) {
-            Ok(host_driver::DeviceAddr::Pci(a)) => a,
-            Ok(host_driver::DeviceAddr::Socket(p)) => std::fs::canonicalize(&p)
-                .unwrap_or(p)
-                .to_string_lossy()
-                .into_owned(),
-            Err(_) => s.to_string(),
-        }
-    };
-    let want = canon(name);
+    let want = host_driver::transport::canonical_name(name);
     devices
         .iter()
-        .find(|d| d.name == name || canon(&d.name) == want)
+        .find(|d| d.name == name || d.name == want)
         .cloned()
         .ok_or_else(|| {
             Error::NotOurDevice(format!(

@@ -25,6 +25,23 @@ impl DeviceAddr {
     }
 }
 
+/// One spelling per device: a PCI address with its domain, a socket path resolved (its
+/// directory, where the socket itself may not exist yet); anything else as it is. Two names
+/// of one device (`3b:00.0` and `0000:3b:00.0`, a symlinked path) spell the same.
+pub fn canonical_name(name: &str) -> String {
+    match DeviceAddr::parse(name) {
+        Ok(DeviceAddr::Pci(a)) => a,
+        Ok(DeviceAddr::Socket(p)) => {
+            let resolved = std::fs::canonicalize(&p).ok().or_else(|| {
+                let dir = std::fs::canonicalize(p.parent()?).ok()?;
+                Some(dir.join(p.file_name()?))
+            });
+            resolved.unwrap_or(p).to_string_lossy().into_owned()
+        }
+        Err(_) => name.to_string(),
+    }
+}
+
 /// Normalizes `BB:DD.F` or `DDDD:BB:DD.F` to `DDDD:BB:DD.F`.
 pub fn parse_pci(s: &str) -> Option<String> {
     let parts: Vec<&str> = s.split(':').collect();
@@ -266,5 +283,19 @@ mod tests {
         assert!(DeviceAddr::parse("01:20.0").is_err());
         assert!(DeviceAddr::parse("01:00.8").is_err());
         assert!(DeviceAddr::parse("nonsense").is_err());
+    }
+
+    #[test]
+    fn one_device_has_one_canonical_name() {
+        assert_eq!(canonical_name("3b:00.0"), canonical_name("0000:3b:00.0"));
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        std::os::unix::fs::symlink(&real, dir.path().join("link")).unwrap();
+        // Through a symlinked directory, and before the socket exists.
+        assert_eq!(
+            canonical_name(dir.path().join("link/accel0.sock").to_str().unwrap()),
+            canonical_name(real.join("accel0.sock").to_str().unwrap())
+        );
     }
 }

@@ -549,16 +549,9 @@ async fn daemon_for(
         None if names.len() == 1 => Some(names[0].clone()),
         None => None,
         Some(d) => {
-            let canon = |s: &str| match host_driver::DeviceAddr::parse(s) {
-                Ok(host_driver::DeviceAddr::Pci(a)) => a,
-                Ok(host_driver::DeviceAddr::Socket(p)) => std::fs::canonicalize(&p)
-                    .unwrap_or(p)
-                    .to_string_lossy()
-                    .into_owned(),
-                Err(_) => s.to_string(),
-            };
-            let want = canon(d);
-            names.into_iter().find(|n| n == d || canon(n) == want)
+            // The daemon names its devices canonically.
+            let want = host_driver::transport::canonical_name(d);
+            names.into_iter().find(|n| n == d || *n == want)
         }
     };
     Ok(owned.map(|device| Backend::Daemon { c, device, timeout }))
