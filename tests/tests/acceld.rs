@@ -496,6 +496,27 @@ fn firmware_events_reach_accelctl_events() {
             .any(|c| c == "events"),
         "{info}"
     );
+    // Watchers that vanish (SIGKILL) while events flow to them cost the daemon nothing: its
+    // writes to their closed sockets fail on those connections alone.
+    let watchers: Vec<_> = (0..4)
+        .map(|_| {
+            d.ctl_cmd(&["events", "--follow"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    for mut w in watchers {
+        let _ = w.kill();
+        let _ = w.wait();
+    }
+    for _ in 0..5 {
+        d.ctl_json(&["vf", "reset", "1"]);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    d.ctl_json(&["vf", "list"]);
 }
 
 /// Runs accelctl through the daemon as another user (setpriv), with these groups.
@@ -593,6 +614,19 @@ fn metrics_health_signals_and_systemd_readiness() {
     let mut b = [0u8; 64];
     let n = rx.recv(&mut b).unwrap();
     assert_eq!(&b[..n], b"READY=1");
+    // SIGPIPE ignored: a client gone while the daemon writes to it is an error on that
+    // connection, not the daemon's death (seen once in CI, a watcher exiting at SIGTERM).
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
+    let ignored = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+        .unwrap();
+    assert_ne!(
+        ignored & (1 << (libc_sigpipe() - 1)),
+        0,
+        "SIGPIPE is not ignored"
+    );
     d.ctl_json(&["create-vf", "--count", "2"]);
     // A tenant's jobs show in the VF's counters.
     let mut dev = VfDev::open(&sim.dir.path().join("accel0-vf1.sock"), 1 << 20).unwrap();
@@ -839,4 +873,9 @@ fn a_hung_device_holds_up_no_request_for_another() {
     for mut c in stuck {
         let _ = c.wait();
     }
+}
+
+/// SIGPIPE's number.
+fn libc_sigpipe() -> u32 {
+    nix::sys::signal::Signal::SIGPIPE as i32 as u32
 }

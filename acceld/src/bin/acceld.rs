@@ -88,7 +88,8 @@ struct Args {
 fn main() -> ExitCode {
     // First: the descriptors systemd passed (before anything opens one of its own).
     let passed = acceld::sys::listen_fds();
-    host_driver::sys::default_sigpipe();
+    // SIGPIPE stays ignored (Rust's default), unlike accelctl's: a client that goes away
+    // while the daemon writes to it is an EPIPE on that connection, not the daemon's end.
     let args = Args::parse();
     match run(args, passed) {
         Ok(()) => ExitCode::SUCCESS,
