@@ -20,5 +20,10 @@ fuzz_target!(|data: &[u8]| {
         );
         assert_eq!(fw_image::crc32(p.payload), p.header.payload_crc.get());
     }
-    let _ = fw_image::check_rollback(data.len() as u32, 0x0100_0000, data.first() == Some(&1));
+    let _ = fw_image::check_rollback(
+        data.len() as u32,
+        0x0100_0000,
+        data.get(1).map_or(0, |&b| (b as u32) << 16),
+        data.first() == Some(&1),
+    );
 });

@@ -52,12 +52,20 @@ pub enum ImageError {
         /// The device's board.
         device: u32,
     },
-    /// The version is below the running firmware's rollback floor.
+    /// The version is below the device's rollback floor (one-time-programmable: it only
+    /// rises, and nothing the host asks for goes below it).
     BelowRollbackFloor {
         /// The image's version.
         version: u32,
         /// The floor.
         floor: u32,
+    },
+    /// The version is older than the running firmware's, and no downgrade was asked for.
+    Downgrade {
+        /// The image's version.
+        version: u32,
+        /// The running firmware's.
+        running: u32,
     },
 }
 
@@ -101,9 +109,15 @@ impl core::fmt::Display for ImageError {
             }
             ImageError::BelowRollbackFloor { version, floor } => write!(
                 f,
-                "version {} is below the running firmware's rollback floor {}",
+                "version {} is below the device's rollback floor {}, which nothing lowers",
                 Version(version),
                 Version(floor)
+            ),
+            ImageError::Downgrade { version, running } => write!(
+                f,
+                "version {} is older than the running {}: a downgrade (--allow-downgrade installs it)",
+                Version(version),
+                Version(running)
             ),
         }
     }
@@ -123,6 +137,7 @@ impl ImageError {
             ImageError::BadSignature => reason::BAD_SIGNATURE,
             ImageError::WrongBoard { .. } => reason::WRONG_BOARD,
             ImageError::BelowRollbackFloor { .. } => reason::BELOW_FLOOR,
+            ImageError::Downgrade { .. } => reason::DOWNGRADE,
         }
     }
 
@@ -139,7 +154,12 @@ impl ImageError {
             reason::BAD_SIGNATURE => "signature does not verify with the device's key",
             reason::WRONG_BOARD => "image built for another board",
             reason::BELOW_FLOOR => {
-                "version below the running firmware's rollback floor (--allow-downgrade to override)"
+                "version below the device's rollback floor (kept in its one-time-programmable \
+                 memory: nothing lowers it, --allow-downgrade included)"
+            }
+            reason::DOWNGRADE => {
+                "version older than the running firmware's: a downgrade (--allow-downgrade \
+                 installs it, down to the device's rollback floor)"
             }
             _ => "image refused",
         }
@@ -234,10 +254,20 @@ pub fn verify<'a>(bytes: &'a [u8], key: &[u8; 32], board: u32) -> Result<Parsed<
     Ok(p)
 }
 
-/// Whether an image of `version` may replace firmware whose rollback floor is `floor`.
-pub fn check_rollback(version: u32, floor: u32, allow_downgrade: bool) -> Result<(), ImageError> {
-    if version < floor && !allow_downgrade {
+/// Whether an image of `version` may replace the running firmware (version `running`) on a
+/// device whose rollback floor is `floor`: never below the floor; below the running version
+/// (a downgrade) only when the host asks for one.
+pub fn check_rollback(
+    version: u32,
+    running: u32,
+    floor: u32,
+    allow_downgrade: bool,
+) -> Result<(), ImageError> {
+    if version < floor {
         return Err(ImageError::BelowRollbackFloor { version, floor });
+    }
+    if version < running && !allow_downgrade {
+        return Err(ImageError::Downgrade { version, running });
     }
     Ok(())
 }
@@ -418,24 +448,36 @@ mod tests {
     }
 
     #[test]
-    fn rollback_floor() {
-        assert!(check_rollback(0x0100_0000, 0x0100_0000, false).is_ok());
-        assert!(check_rollback(0x0200_0000, 0x0100_0000, false).is_ok());
+    fn rollback_floor_and_downgrades() {
+        // At or above the running version: no question asked.
+        assert!(check_rollback(0x0100_0000, 0x0100_0000, 0, false).is_ok());
+        assert!(check_rollback(0x0200_0000, 0x0100_0000, 0, false).is_ok());
+        // Older: a downgrade, the host's to ask for.
         assert_eq!(
-            check_rollback(0x0009_0000, 0x0100_0000, false).unwrap_err(),
-            ImageError::BelowRollbackFloor {
+            check_rollback(0x0009_0000, 0x0100_0000, 0, false).unwrap_err(),
+            ImageError::Downgrade {
                 version: 0x0009_0000,
-                floor: 0x0100_0000
+                running: 0x0100_0000
             }
         );
-        assert!(check_rollback(0x0009_0000, 0x0100_0000, true).is_ok());
+        assert!(check_rollback(0x0009_0000, 0x0100_0000, 0, true).is_ok());
+        // Below the floor: refused, asked for or not.
+        for allow in [false, true] {
+            assert_eq!(
+                check_rollback(0x0009_0000, 0x0100_0000, 0x0009_0001, allow).unwrap_err(),
+                ImageError::BelowRollbackFloor {
+                    version: 0x0009_0000,
+                    floor: 0x0009_0001
+                }
+            );
+        }
         let e = std::format!(
             "{}",
-            check_rollback(0x0009_0000, 0x0100_0000, false).unwrap_err()
+            check_rollback(0x0009_0000, 0x0100_0000, 0x0100_0000, true).unwrap_err()
         );
         assert_eq!(
             e,
-            "version 0.9.0 is below the running firmware's rollback floor 1.0.0"
+            "version 0.9.0 is below the device's rollback floor 1.0.0, which nothing lowers"
         );
     }
 

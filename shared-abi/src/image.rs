@@ -138,8 +138,13 @@ pub mod reason {
     pub const BAD_SIGNATURE: u8 = 8;
     /// Built for another board.
     pub const WRONG_BOARD: u8 = 9;
-    /// Below the running firmware's rollback floor.
+    /// Below the device's rollback floor: kept in its one-time-programmable memory, raised
+    /// to the floor an image demands once that image has run, never lowered, and not
+    /// skipped by any host request.
     pub const BELOW_FLOOR: u8 = 10;
+    /// Older than the running firmware: a downgrade, which the host must ask for (and which
+    /// still may not go below the rollback floor).
+    pub const DOWNGRADE: u8 = 11;
 }
 
 #[cfg(test)]

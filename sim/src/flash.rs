@@ -6,6 +6,8 @@
 //!
 //! ```text
 //! 0x0000  OTP page: "ACVTOTP1", public key (32), board (4), CRC-32 of the above
+//! 0x0100  OTP rollback-floor fuses: 64 entries of (version u32, CRC-32 of it), written
+//!         once each, in order; the floor is the highest written (it only rises)
 //! 0x1000  boot record, copy 0 (64 bytes)       } the copy with a good CRC and the higher
 //! 0x1200  boot record, copy 1                  } sequence number counts
 //! 0x2000  slot A (fw_image::SLOT_SIZE bytes)
@@ -29,6 +31,9 @@ use std::path::Path;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 const OTP_MAGIC: [u8; 8] = *b"ACVTOTP1";
+/// The rollback-floor fuses: one-time-programmable entries, each written once.
+const FUSES_AT: u64 = 0x0100;
+const FUSES: usize = 64;
 const RECORD_MAGIC: [u8; 4] = *b"ACBR";
 const RECORD_AT: [u64; 2] = [0x1000, 0x1200];
 const SLOT_BASE: u64 = 0x2000;
@@ -144,8 +149,12 @@ pub struct Flash {
     key: [u8; 32],
     board: u32,
     rec: Record,
-    /// The slot the running image came from, and that image's rollback floor.
+    /// The slot the running image came from, and that image's version.
     running: Option<(u8, u32)>,
+    /// The rollback floor: the highest version written to the fuses (0: none).
+    security: u32,
+    /// Fuse entries written.
+    fuses_used: usize,
 }
 
 fn slot_at(slot: u8) -> u64 {
@@ -186,12 +195,15 @@ impl Flash {
         let key: [u8; 32] = otp[8..40].try_into().unwrap_or_default();
         let board = u32::from_le_bytes(otp[40..44].try_into().unwrap_or_default());
         let rec = Self::read_record(&file)?.unwrap_or_else(Record::empty);
+        let (security, fuses_used) = Self::read_fuses(&file)?;
         Ok(Flash {
             file,
             key,
             board,
             rec,
             running: None,
+            security,
+            fuses_used,
         })
     }
 
@@ -212,6 +224,8 @@ impl Flash {
             board,
             rec: Record::empty(),
             running: None,
+            security: 0,
+            fuses_used: 0,
         };
         f.rec.state[0] = SlotState::Valid as u8;
         f.rec.active = 0;
@@ -226,6 +240,50 @@ impl Flash {
         f.file.write_all_at(&otp, 0)?;
         f.file.sync_all()?;
         Ok(f)
+    }
+
+    /// The rollback floor the fuses hold, and how many entries are written. An entry is
+    /// written once; one whose CRC does not match (a write cut short) counts as used but
+    /// raises nothing.
+    fn read_fuses(file: &File) -> std::io::Result<(u32, usize)> {
+        let mut b = [0u8; FUSES * 8];
+        let n = file.read_at(&mut b, FUSES_AT)?;
+        let (mut floor, mut used) = (0u32, 0usize);
+        for e in b[..n - n % 8].chunks_exact(8) {
+            if e == [0u8; 8] {
+                break;
+            }
+            used += 1;
+            let v = u32::from_le_bytes([e[0], e[1], e[2], e[3]]);
+            let crc = u32::from_le_bytes([e[4], e[5], e[6], e[7]]);
+            if crc == fw_image::crc32(&e[..4]) {
+                floor = floor.max(v);
+            }
+        }
+        Ok((floor, used))
+    }
+
+    /// Raises the rollback floor to `version` (never lowers it): the next fuse entry is
+    /// written. With every entry used the floor stays where it is.
+    fn raise_floor(&mut self, version: u32) -> std::io::Result<()> {
+        if version <= self.security || self.fuses_used >= FUSES {
+            return Ok(());
+        }
+        let mut e = [0u8; 8];
+        e[..4].copy_from_slice(&version.to_le_bytes());
+        let crc = fw_image::crc32(&e[..4]);
+        e[4..].copy_from_slice(&crc.to_le_bytes());
+        self.file
+            .write_all_at(&e, FUSES_AT + 8 * self.fuses_used as u64)?;
+        self.file.sync_data()?;
+        self.fuses_used += 1;
+        self.security = version;
+        Ok(())
+    }
+
+    /// The device's rollback floor (0 when none was ever raised).
+    pub fn rollback_floor(&self) -> u32 {
+        self.security
     }
 
     fn read_record(file: &File) -> std::io::Result<Option<Record>> {
@@ -318,6 +376,17 @@ impl Flash {
                 }
                 SlotState::Valid => {}
             }
+            // Below the rollback floor an image does not boot, verified or not: that is what
+            // the floor is for (an old image with a known hole).
+            if self.rec.version[slot as usize] < self.security {
+                why[slot as usize] = "below the rollback floor";
+                self.rec.state[slot as usize] = SlotState::Bad as u8;
+                if self.rec.pending == slot {
+                    self.rec.pending = NONE;
+                }
+                self.write_record()?;
+                continue;
+            }
             match self.read_verified(slot) {
                 Ok(img) => {
                     if slot != self.rec.active {
@@ -325,8 +394,7 @@ impl Flash {
                         self.rec.trial = slot;
                         self.write_record()?;
                     }
-                    let floor = self.rec.floor[slot as usize];
-                    self.running = Some((slot, floor));
+                    self.running = Some((slot, self.rec.version[slot as usize]));
                     return Ok((slot, img));
                 }
                 Err(e) => {
@@ -343,17 +411,23 @@ impl Flash {
         Err(FlashError::NothingToBoot(why[0], why[1]))
     }
 
-    /// The image booted from `slot` reported READY: it is the active slot now.
+    /// The image booted from `slot` reported READY: it is the active slot now, and the
+    /// rollback floor rises to the floor it demands (only once it has proven itself, so a new
+    /// image that never comes up leaves the old one bootable, as a verified boot's rollback
+    /// index is raised after a successful boot).
     pub fn confirm(&mut self, slot: u8) -> std::io::Result<()> {
-        if self.rec.active == slot && self.rec.trial == NONE && self.rec.pending == NONE {
-            return Ok(());
+        if !(self.rec.active == slot && self.rec.trial == NONE && self.rec.pending == NONE) {
+            self.rec.active = slot;
+            self.rec.trial = NONE;
+            if self.rec.pending == slot {
+                self.rec.pending = NONE;
+            }
+            self.write_record()?;
         }
-        self.rec.active = slot;
-        self.rec.trial = NONE;
-        if self.rec.pending == slot {
-            self.rec.pending = NONE;
-        }
-        self.write_record()
+        // After the record: power lost between the two leaves the new image active and the
+        // floor where it was (raised at its next boot), never a floor raised over the only
+        // image the record would boot.
+        self.raise_floor(self.rec.floor[slot as usize])
     }
 
     /// The image chosen from `slot` was never started, for a reason of the host's: it was not
@@ -417,8 +491,9 @@ impl Flash {
             .map_err(|_| flash_result::IO)
     }
 
-    /// COMMIT: verify the `len` bytes slot `slot` holds (and the rollback floor unless
-    /// allowed) and make it the slot the next reset boots.
+    /// COMMIT: verify the `len` bytes slot `slot` holds, never below the rollback floor and
+    /// not older than the running image unless a downgrade is allowed, and make it the slot
+    /// the next reset boots.
     pub fn commit(&mut self, slot: u32, allow_downgrade: bool, len: u32) -> Result<(), u32> {
         let s = self.writable(slot)?;
         if SlotState::from(self.rec.state[s as usize]) != SlotState::Empty {
@@ -436,8 +511,9 @@ impl Flash {
         let h = fw_image::verify(&img, &self.key, self.board)
             .map_err(refused)?
             .header;
-        let floor = self.running.map_or(0, |r| r.1);
-        fw_image::check_rollback(h.fw_version.get(), floor, allow_downgrade).map_err(refused)?;
+        let running = self.running.map_or(0, |r| r.1);
+        fw_image::check_rollback(h.fw_version.get(), running, self.security, allow_downgrade)
+            .map_err(refused)?;
         self.note_image(s, &h);
         self.rec.state[s as usize] = SlotState::Valid as u8;
         self.rec.pending = s;
@@ -555,6 +631,75 @@ mod tests {
     }
 
     #[test]
+    fn the_rollback_floor_rises_with_a_proven_image_and_nothing_goes_below_it() {
+        use shared_abi::image::reason;
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = fresh(&dir);
+        f.choose_boot().unwrap();
+        f.confirm(0).unwrap();
+        assert_eq!(
+            f.rollback_floor(),
+            0x0100_0000,
+            "the installed image's floor"
+        );
+        // 2.0.0, demanding 2.0.0: committed, booted, proven.
+        download(&mut f, 1, &image(0x0200_0000, 0x0200_0000, b"two"), false).unwrap();
+        assert_eq!(f.choose_boot().unwrap().0, 1);
+        assert_eq!(f.rollback_floor(), 0x0100_0000, "not before it runs");
+        f.confirm(1).unwrap();
+        assert_eq!(f.rollback_floor(), 0x0200_0000);
+        // 1.5.0 is below it: refused, a downgrade asked for or not.
+        let below = flash_result::IMAGE | reason::BELOW_FLOOR as u32;
+        let old = image(0x0105_0000, 0x0100_0000, b"old");
+        assert_eq!(download(&mut f, 0, &old, true), Err(below));
+        assert_eq!(download(&mut f, 0, &old, false), Err(below));
+        // The device restarted (the flash reopened): still there; nothing lowers it.
+        drop(f);
+        let mut f = reopen(&dir);
+        assert_eq!(f.rollback_floor(), 0x0200_0000);
+        assert_eq!(f.choose_boot().unwrap().0, 1);
+        f.confirm(1).unwrap();
+        assert_eq!(download(&mut f, 0, &old, true), Err(below));
+        // 3.0.0 demanding only 2.0.0 runs; then 2.5.0 is a downgrade, the host's to ask for.
+        download(&mut f, 0, &image(0x0300_0000, 0x0200_0000, b"three"), false).unwrap();
+        f.choose_boot().unwrap();
+        f.confirm(0).unwrap();
+        assert_eq!(f.rollback_floor(), 0x0200_0000);
+        let back = image(0x0205_0000, 0x0200_0000, b"back");
+        assert_eq!(
+            download(&mut f, 1, &back, false),
+            Err(flash_result::IMAGE | reason::DOWNGRADE as u32)
+        );
+        download(&mut f, 1, &back, true).unwrap();
+    }
+
+    #[test]
+    fn an_image_left_below_the_rollback_floor_does_not_boot() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = fresh(&dir);
+        f.choose_boot().unwrap();
+        f.confirm(0).unwrap();
+        download(&mut f, 1, &image(0x0200_0000, 0x0200_0000, b"two"), false).unwrap();
+        f.choose_boot().unwrap();
+        f.confirm(1).unwrap();
+        // Slot A still holds 1.0.0, verified and valid; slot B is then damaged.
+        drop(f);
+        {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(dir.path().join("flash"))
+                .unwrap();
+            file.write_all_at(&[0xFF; 16], slot_at(1) + PAYLOAD_OFFSET as u64)
+                .unwrap();
+        }
+        let mut f = reopen(&dir);
+        match f.choose_boot() {
+            Err(FlashError::NothingToBoot(a, _)) => assert_eq!(a, "below the rollback floor"),
+            other => panic!("booted {:?}", other.map(|(s, _)| s)),
+        }
+    }
+
+    #[test]
     fn refusals_leave_the_running_image_and_nothing_pending() {
         let dir = tempfile::tempdir().unwrap();
         let mut f = fresh(&dir);
@@ -586,7 +731,14 @@ mod tests {
         assert!(f.slots()[1].flags & slot_flags::PENDING == 0);
         assert_eq!(f.choose_boot().unwrap().0, 0, "still the running image");
         f.confirm(0).unwrap();
-        download(&mut f, 1, &old, true).unwrap();
+        // Below the floor even when the host asks for a downgrade.
+        assert_eq!(
+            download(&mut f, 1, &old, true),
+            Err(code(ImageError::BelowRollbackFloor {
+                version: 0,
+                floor: 0
+            }))
+        );
     }
 
     #[test]

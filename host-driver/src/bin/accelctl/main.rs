@@ -118,7 +118,8 @@ enum Cmd {
         /// the reset: refused while VFs exist).
         #[arg(long)]
         activate: bool,
-        /// Allow an image below the running firmware's rollback floor.
+        /// Allow an image older than the running firmware (never one below the device's
+        /// rollback floor, which an image raises once it has run and nothing lowers).
         #[arg(long)]
         allow_downgrade: bool,
     },
