@@ -334,10 +334,13 @@ impl Conn {
                 }
                 Ok((vec![], vec![]))
             }
-            cmd::DEVICE_GET_REGION_IO_FDS
-            | cmd::DEVICE_FEATURE
-            | cmd::MIG_DATA_READ
-            | cmd::MIG_DATA_WRITE => Err(Errno::ENOTSUP),
+            // A feature the device does not have (it has none: no migration, no dirty-page
+            // logging) is ENOTTY, as the kernel's VFIO_DEVICE_FEATURE answers and
+            // libvfio-user's own tests expect of a device without migration.
+            cmd::DEVICE_FEATURE => Err(Errno::ENOTTY),
+            cmd::DEVICE_GET_REGION_IO_FDS | cmd::MIG_DATA_READ | cmd::MIG_DATA_WRITE => {
+                Err(Errno::ENOTSUP)
+            }
             _ => Err(Errno::ENOSYS),
         }
     }
