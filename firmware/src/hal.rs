@@ -84,6 +84,21 @@ pub trait Clock {
     fn now_ms(&self) -> u64;
 }
 
+/// Milliseconds from the first reading of a monotonic millisecond counter (`now`, which
+/// `start` remembers) to this one: full 64-bit, so an uptime never wraps (a 32-bit one
+/// would after 49.7 days, and a mailbox lease spanning the wrap would never expire).
+pub fn uptime_ms(start: &core::sync::atomic::AtomicU64, now: u64) -> u64 {
+    use core::sync::atomic::Ordering;
+    const UNSET: u64 = u64::MAX;
+    match start.compare_exchange(UNSET, now, Ordering::Relaxed, Ordering::Relaxed) {
+        Ok(_) => 0,
+        Err(first) => now.saturating_sub(first),
+    }
+}
+
+/// The value a fresh `start` for [`uptime_ms`] holds.
+pub const UPTIME_UNSET: u64 = u64::MAX;
+
 /// A clock that never advances (tests, boards without a timer).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NoClock;
@@ -91,5 +106,17 @@ pub struct NoClock;
 impl Clock for NoClock {
     fn now_ms(&self) -> u64 {
         0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn uptime_goes_past_32_bits_of_milliseconds() {
+        let start = core::sync::atomic::AtomicU64::new(super::UPTIME_UNSET);
+        assert_eq!(super::uptime_ms(&start, 5), 0);
+        assert_eq!(super::uptime_ms(&start, 1_005), 1_000);
+        // 49.7 days and more: a 32-bit counter would have wrapped to 10.
+        assert_eq!(super::uptime_ms(&start, 5 + (1 << 32) + 10), (1 << 32) + 10);
     }
 }

@@ -3,7 +3,7 @@
 #![allow(unsafe_code)]
 
 use core::arch::asm;
-use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use firmware::mmio::Mmio;
 use firmware::{Clock, Regs};
 use shared_abi::mailbox::FaultCode;
@@ -303,7 +303,7 @@ pub fn monotonic_ns() -> u64 {
     ts[0] * 1_000_000_000 + ts[1]
 }
 
-static START_MS: AtomicU32 = AtomicU32::new(0);
+static START_MS: AtomicU64 = AtomicU64::new(firmware::hal::UPTIME_UNSET);
 
 /// Milliseconds since the image started.
 #[derive(Debug)]
@@ -311,13 +311,7 @@ pub struct Uptime;
 
 impl Clock for Uptime {
     fn now_ms(&self) -> u64 {
-        let now = monotonic_ms();
-        let start = START_MS.load(Ordering::Relaxed) as u64;
-        if start == 0 {
-            START_MS.store(now as u32 | 1, Ordering::Relaxed);
-            return 0;
-        }
-        (now as u32).wrapping_sub(start as u32) as u64
+        firmware::hal::uptime_ms(&START_MS, monotonic_ms())
     }
 }
 
