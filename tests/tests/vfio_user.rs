@@ -213,6 +213,47 @@ fn malformed_messages_get_errors_and_other_clients_keep_working() {
             nix::libc::EINVAL,
         ),
         (msg(16, 16, &[8, 0, 0, 0, 1, 0, 1, 0]), nix::libc::ENOTTY),
+        // REGION_WRITE_MULTI from a client that did not propose write_multiple: a valid
+        // write of SCRATCH, refused.
+        (
+            msg(
+                30,
+                15,
+                &[
+                    &1u64.to_ne_bytes()[..],
+                    &0x1Cu64.to_ne_bytes(),
+                    &0u32.to_ne_bytes(),
+                    &4u32.to_ne_bytes(),
+                    &[1, 2, 3, 4, 0, 0, 0, 0],
+                ]
+                .concat(),
+            ),
+            nix::libc::EINVAL,
+        ),
+        // SET_IRQS: MASK with count 0; a BOOL array argsz does not cover.
+        (
+            msg(
+                31,
+                8,
+                &[20u32, 1 | 8, 2, 0, 0]
+                    .iter()
+                    .flat_map(|v| v.to_ne_bytes())
+                    .collect::<Vec<u8>>(),
+            ),
+            nix::libc::EINVAL,
+        ),
+        (
+            msg(
+                32,
+                8,
+                &[20u32, 2 | 32, 2, 0, 2]
+                    .iter()
+                    .flat_map(|v| v.to_ne_bytes())
+                    .chain([1, 1])
+                    .collect::<Vec<u8>>(),
+            ),
+            nix::libc::EINVAL,
+        ),
         // MASK with a bool array whose start is at the top of the u32 range.
         (
             msg(
@@ -525,4 +566,60 @@ fn a_queued_conversation_is_served_to_its_end() {
         (le16(&h), u32::from_ne_bytes(h[12..16].try_into().unwrap())),
         (5, 0)
     );
+}
+
+/// VERSION as the spec defines it: capabilities in a NUL-terminated JSON string, each of its
+/// type; anything else is refused with EINVAL.
+#[test]
+fn version_negotiation_is_strict() {
+    let sim = Sim::start();
+    let ver = |json: &[u8], nul: bool| {
+        let mut v = vec![0, 0, 1, 0];
+        v.extend_from_slice(json);
+        if nul {
+            v.push(0);
+        }
+        v
+    };
+    for (json, nul) in [
+        (&br#"{"capabilities":{"max_msg_fds":8}}"#[..], false),
+        (br#"{"capabilities":{"max_msg_fds":"foo"}}"#, true),
+        (br#"{"capabilities":{"max_msg_fds":-1}}"#, true),
+        (br#"{"capabilities":{"max_data_xfer_size":0}}"#, true),
+        (br#"{"capabilities":{"write_multiple":1}}"#, true),
+        (br#"{"capabilities":{"migration":7}}"#, true),
+        (br#"{"capabilities":[]}"#, true),
+    ] {
+        let mut s = UnixStream::connect(&sim.sock).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let (_, flags, err, _) = raw(&mut s, &msg(1, 1, &ver(json, nul)));
+        assert_eq!(
+            (flags & 0x20, err),
+            (0x20, nix::libc::EINVAL as u32),
+            "{}",
+            String::from_utf8_lossy(json)
+        );
+    }
+    // With write_multiple proposed, REGION_WRITE_MULTI works.
+    let mut s = UnixStream::connect(&sim.sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let (_, flags, _, _) = raw(
+        &mut s,
+        &msg(
+            1,
+            1,
+            &ver(br#"{"capabilities":{"write_multiple":true}}"#, true),
+        ),
+    );
+    assert_eq!(flags & 0x20, 0);
+    let multi = [
+        &1u64.to_ne_bytes()[..],
+        &0x1Cu64.to_ne_bytes(),
+        &0u32.to_ne_bytes(),
+        &4u32.to_ne_bytes(),
+        &[1, 2, 3, 4, 0, 0, 0, 0],
+    ]
+    .concat();
+    let (_, flags, err, _) = raw(&mut s, &msg(2, 15, &multi));
+    assert_eq!((flags & 0x20, err), (0, 0));
 }

@@ -63,6 +63,8 @@ pub(super) struct Conn {
     /// socket is empty, as a live one ends when the client hangs up.
     queued: bool,
     negotiated: bool,
+    /// The client proposed `write_multiple`: it may send REGION_WRITE_MULTI.
+    write_multiple: bool,
     irqs_installed: bool,
     err_fd: Option<OwnedFd>,
     req_fd: Option<OwnedFd>,
@@ -171,6 +173,7 @@ impl Conn {
             alive,
             queued,
             negotiated: false,
+            write_multiple: false,
             irqs_installed: false,
             err_fd: None,
             req_fd: None,
@@ -311,6 +314,8 @@ impl Conn {
                 let r = match h.command {
                     cmd::REGION_READ => self.region_read(p),
                     cmd::REGION_WRITE => self.region_write(p),
+                    // Only for a client that said it would send them.
+                    _ if !self.write_multiple => Err(Errno::EINVAL),
                     _ => self.write_multi(p),
                 };
                 let refused = crate::device::access_faults_here().wrapping_sub(before);
@@ -353,8 +358,11 @@ impl Conn {
         if v.major != proto::MAJOR {
             return Err(Errno::ENOTSUP);
         }
-        let proposed: Map<String, Value> = match rest.split(|&b| b == 0).next() {
-            Some(json) if !json.is_empty() => {
+        // The capabilities are a NUL-terminated JSON string (or nothing at all), and each
+        // one the spec defines has its type: anything else is refused, not guessed at.
+        let proposed: Map<String, Value> = match rest {
+            [] => Map::new(),
+            [json @ .., 0] if !json.contains(&0) => {
                 let val: Value = serde_json::from_slice(json).map_err(|_| Errno::EINVAL)?;
                 match val.get("capabilities") {
                     Some(Value::Object(m)) => m.clone(),
@@ -362,8 +370,33 @@ impl Conn {
                     None => Map::new(),
                 }
             }
-            _ => Map::new(),
+            _ => return Err(Errno::EINVAL),
         };
+        let count = |k: &str, least: u64| match proposed.get(k) {
+            None => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .filter(|n| *n >= least)
+                .map(Some)
+                .ok_or(Errno::EINVAL),
+        };
+        count("max_msg_fds", 0)?;
+        count("max_dma_maps", 0)?;
+        count("pgsizes", 1)?;
+        let xfer = count("max_data_xfer_size", 1)?;
+        let multi = match proposed.get("write_multiple") {
+            None => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(Errno::EINVAL),
+        };
+        if proposed.get("migration").is_some_and(|m| !m.is_object()) {
+            return Err(Errno::EINVAL);
+        }
+        self.write_multiple = multi;
+        if let Some(x) = xfer {
+            self.peer
+                .limit_transfers(usize::try_from(x).unwrap_or(usize::MAX));
+        }
         // Reply with the subset of proposed capabilities that we support, with our values.
         let mut caps = Map::new();
         for (k, ours) in [
@@ -507,6 +540,27 @@ impl Conn {
         let action = s.flags
             & (proto::IRQ_ACTION_MASK | proto::IRQ_ACTION_UNMASK | proto::IRQ_ACTION_TRIGGER);
         if data_kind.count_ones() != 1 || action.count_ones() != 1 || s.flags & !0x3F != 0 {
+            return Err(Errno::EINVAL);
+        }
+        // As the kernel's VFIO_DEVICE_SET_IRQS: argsz covers the header and a BOOL's array
+        // (an EVENTFD's descriptors travel beside the message), count 0 only with DATA_NONE
+        // and TRIGGER (disable all), and descriptors only with DATA_EVENTFD.
+        let head = std::mem::size_of::<proto::IrqSet>();
+        let need = head
+            + if data_kind == proto::IRQ_DATA_BOOL {
+                s.count as usize
+            } else {
+                0
+            };
+        if (s.argsz as usize) < need || head + data.len() < need {
+            return Err(Errno::EINVAL);
+        }
+        if s.count == 0
+            && !(data_kind == proto::IRQ_DATA_NONE && action == proto::IRQ_ACTION_TRIGGER)
+        {
+            return Err(Errno::EINVAL);
+        }
+        if !fds.is_empty() && data_kind != proto::IRQ_DATA_EVENTFD {
             return Err(Errno::EINVAL);
         }
         match s.index {

@@ -14,7 +14,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 use vfio_user_wire::framing;
 
-/// Bytes per DMA_READ/DMA_WRITE message (well under any client's transfer limit).
+/// Bytes per DMA_READ/DMA_WRITE message unless the client proposed fewer: the spec's
+/// default for a client that proposed no `max_data_xfer_size` is 1 MiB, and a device that
+/// holds a 1 MiB buffer per message waiting on a client gains nothing over 64 KiB steps.
 const STEP: usize = 64 << 10;
 /// How long the device waits for its client to answer one request: a client that does not
 /// answer fails the job (HostDma); it cannot hold the engine longer than this.
@@ -27,6 +29,9 @@ type Waiter = SyncSender<(Header, Vec<u8>)>;
 #[derive(Debug)]
 pub struct Peer {
     stream: UnixStream,
+    /// Bytes per DMA_READ/DMA_WRITE message: [`STEP`], or the client's `max_data_xfer_size`
+    /// if it proposed less.
+    step: std::sync::atomic::AtomicUsize,
     send: Mutex<()>,
     pending: Mutex<HashMap<u16, Waiter>>,
     next: AtomicU16,
@@ -37,11 +42,22 @@ impl Peer {
     pub fn new(stream: UnixStream) -> Self {
         Peer {
             stream,
+            step: std::sync::atomic::AtomicUsize::new(STEP),
             send: Mutex::new(()),
             // Ids of device requests count down from the top, far from any client's ids.
             next: AtomicU16::new(u16::MAX),
             pending: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The client's `max_data_xfer_size`: no DMA_READ or DMA_WRITE carries more.
+    pub fn limit_transfers(&self, max: usize) {
+        self.step
+            .store(max.clamp(1, STEP), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn step(&self) -> usize {
+        self.step.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The connection's socket, which the connection's receive loop reads.
@@ -103,8 +119,9 @@ fn region(addr: u64, count: usize) -> Vec<u8> {
 
 impl MessageDma for Peer {
     fn read(&self, iova: u64, buf: &mut [u8]) -> Result<(), DmaError> {
-        for (i, chunk) in buf.chunks_mut(STEP).enumerate() {
-            let at = iova + (i * STEP) as u64;
+        let step = self.step();
+        for (i, chunk) in buf.chunks_mut(step).enumerate() {
+            let at = iova + (i * step) as u64;
             let body = self
                 .call(cmd::DMA_READ, &region(at, chunk.len()))
                 .map_err(|_| DmaError::NoAnswer(at))?;
@@ -117,8 +134,9 @@ impl MessageDma for Peer {
     }
 
     fn write(&self, iova: u64, data: &[u8]) -> Result<(), DmaError> {
-        for (i, chunk) in data.chunks(STEP).enumerate() {
-            let at = iova + (i * STEP) as u64;
+        let step = self.step();
+        for (i, chunk) in data.chunks(step).enumerate() {
+            let at = iova + (i * step) as u64;
             let mut p = region(at, chunk.len());
             p.extend_from_slice(chunk);
             self.call(cmd::DMA_WRITE, &p)
