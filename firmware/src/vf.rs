@@ -211,9 +211,9 @@ impl Books {
         if !weight_ok(weight) {
             return Err(Status::InvalidArgument);
         }
-        let slot = &mut self.slots[vf as usize];
-        slot.weight = weight;
-        slot.generation = slot.generation.wrapping_add(1);
+        // The generation stays: a weight grants nothing and takes nothing away, and the
+        // device stops a VF's running jobs when its generation moves.
+        self.slots[vf as usize].weight = weight;
         Ok(())
     }
 

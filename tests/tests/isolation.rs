@@ -546,3 +546,29 @@ fn fault_floods_from_one_vf_leave_anothers_register_reads_alone() {
     );
     assert_eq!(stats["vfs"][0]["faults"], 0, "and none on the victim");
 }
+
+/// A QoS change is not a change of what a VF holds: the VF's jobs running across it finish,
+/// correctly (a weight change once moved the bank generation, and so aborted them).
+#[test]
+fn a_weight_change_does_not_stop_the_vfs_running_jobs() {
+    let _one = serial();
+    let (r, rt, acc) = device(1);
+    let mut dev = VfDev::open(&r.vf_socket(0), LEN + (1 << 20)).unwrap();
+    let mut q = dev.queue(0, 4).unwrap();
+    let src = dev.alloc(LEN, 4096).unwrap();
+    let data = pattern(LEN, 9);
+    dev.write(src, 0, &data).unwrap();
+    // One long job (64 steps, 20 ms each), the weight changed while it runs.
+    r.dev.inject_step_delay(Duration::from_millis(20));
+    dev.submit(&mut q, &job(JobOp::Crc32c, Some(src.into()), None, LEN))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    rt.block_on(acc.set_qos(0, 700)).unwrap();
+    let c = dev.wait(&mut q, T).unwrap();
+    r.dev.inject_step_delay(Duration::ZERO);
+    assert_eq!(
+        (c.status, c.result),
+        (JobStatus::Ok, jobs::crc32c(0, &data) as u64),
+        "the job ran on across the QoS change"
+    );
+}
