@@ -6,7 +6,8 @@
 //! input touches, for VF 0's inputs, so that VF exists for the whole run (with one device, the
 //! first PF reset removed it, and every later VF input met a function that was gone).
 //!
-//! Input: one byte (bit 0: PF or VF 0; bit 1: no VERSION first), then segments, each sent
+//! Input: one byte (bit 0: PF or VF 0; bit 1: no VERSION first; bit 2: another client owns
+//! the function's DMA, interrupts and reset throughout), then segments, each sent
 //! with one `sendmsg`: a control byte (low 2 bits: how many descriptors ride with it; bit 2:
 //! [`FLOOD`]), one byte per descriptor choosing it from a fixed pool (memfds of several sizes,
 //! an eventfd, both ends of a pipe, a socket, /dev/null), a 16-bit length, and the bytes. What
@@ -246,10 +247,23 @@ fuzz_target!(|data: &[u8]| {
     let r = rig();
     let func = if how & 1 == 0 { Func::Pf } else { Func::Vf(0) };
     let prefix = if how & 2 == 0 { version() } else { Vec::new() };
+    let dev = r.dev(func);
+    // An owner that is not this input's connection: everything the input asks of the
+    // function's DMA, interrupts or reset is refused, and it keeps the function.
+    const OWNER: u64 = u64::MAX - 1;
+    let owned = how & 4 != 0 && dev.claim(func, OWNER);
     connection(r, func, &prefix, bytes);
+    if owned {
+        assert!(dev.claim(func, OWNER), "the owner kept the function");
+        assert!(
+            dev.dma_space(func, OWNER).is_some(),
+            "a client that does not own the function took its DMA space"
+        );
+        dev.release_dma(func, OWNER);
+        dev.disown(func, OWNER);
+    }
     // What a client holds is released when it goes: the mailbox lock and the function's DMA
     // space (a new owner can take it).
-    let dev = r.dev(func);
     let lock = dev.bar0().read32(shared_abi::regs::pf::MBOX_LOCK.offset());
     assert_eq!(lock, 0, "a departed client left the mailbox locked");
     assert!(
@@ -257,6 +271,8 @@ fuzz_target!(|data: &[u8]| {
         "a departed client kept its DMA space"
     );
     dev.release_dma(func, u64::MAX);
+    assert!(dev.claim(func, u64::MAX), "a departed client still owns the function");
+    dev.disown(func, u64::MAX);
     // And a fresh client is served (a wedged lock would hang here: libFuzzer's timeout).
     // Every 64th input: a connection of its own costs as much as the input's.
     if r.inputs.fetch_add(1, Ordering::Relaxed) % 64 == 0 {

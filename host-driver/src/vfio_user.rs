@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 use vfio_user_wire::shared::Shared;
 
 use vfio_user_wire::framing::{self, RecvError, Wait};
-use vfio_user_wire::proto::{cmd, flags, Header, REGION_CAPS, REGION_MMAP};
+use vfio_user_wire::proto::{self, cmd, flags, region, Header, REGION_CAPS, REGION_MMAP};
+use zerocopy::{FromBytes, IntoBytes};
 
-const CONFIG_REGION: u32 = 7;
-const BAR0: u32 = 0;
+const CONFIG_REGION: u32 = region::CONFIG;
+const BAR0: u32 = region::BAR0;
 /// How long one request may take before the device is declared unresponsive.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -37,14 +38,29 @@ pub struct VfioUser {
     watch: Option<OwnedFd>,
 }
 
-/// REGION_READ/REGION_WRITE head (offset, region, count) and the data.
+/// REGION_READ/REGION_WRITE head and the data.
 fn region_msg(index: u32, offset: u64, data: &[u8]) -> Vec<u8> {
-    let mut req = Vec::with_capacity(16 + data.len());
-    req.extend_from_slice(&offset.to_ne_bytes());
-    req.extend_from_slice(&index.to_ne_bytes());
-    req.extend_from_slice(&(data.len() as u32).to_ne_bytes());
-    req.extend_from_slice(data);
-    req
+    let head = proto::RegionAccess {
+        offset,
+        region: index,
+        count: data.len() as u32,
+    };
+    [head.as_bytes(), data].concat()
+}
+
+/// The structure a reply starts with, or a protocol error naming `what`.
+fn reply<T: FromBytes + zerocopy::KnownLayout + zerocopy::Immutable>(
+    r: &[u8],
+    what: &str,
+) -> Result<(T, usize)> {
+    T::read_from_prefix(r)
+        .map(|(t, rest)| (t, r.len() - rest.len()))
+        .map_err(|_| Error::Protocol(format!("short {what}")))
+}
+
+/// `argsz` of a request whose reply is a `T` and nothing more.
+fn argsz<T>() -> u32 {
+    std::mem::size_of::<T>() as u32
 }
 
 /// A client waits for its reply until a deadline.
@@ -57,18 +73,6 @@ impl Wait for Deadline {
     fn more(&mut self) -> bool {
         Instant::now() < self.0
     }
-}
-
-fn u32_at(b: &[u8], o: usize) -> u32 {
-    b.get(o..o + 4)
-        .map_or(0, |s| u32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
-}
-fn u64_at(b: &[u8], o: usize) -> u64 {
-    b.get(o..o + 8).map_or(0, |s| {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(s);
-        u64::from_ne_bytes(a)
-    })
 }
 
 /// Region info as returned by the server.
@@ -112,24 +116,29 @@ impl VfioUser {
             events_irq: Default::default(),
             watch,
         };
-        let mut v = Vec::new();
-        v.extend_from_slice(&0u16.to_ne_bytes());
-        v.extend_from_slice(&1u16.to_ne_bytes());
-        v.extend_from_slice(br#"{"capabilities":{"max_msg_fds":16,"max_data_xfer_size":1048576}}"#);
-        v.push(0);
-        let (reply, _) = dev.call(cmd::VERSION, &v, &[], "version negotiation")?;
-        if reply.len() < 4 || u16::from_ne_bytes([reply[0], reply[1]]) != 0 {
+        let version = proto::Version {
+            major: proto::MAJOR,
+            minor: proto::MINOR,
+        };
+        let caps = format!(
+            r#"{{"capabilities":{{"max_msg_fds":{},"max_data_xfer_size":{}}}}}"#,
+            proto::MAX_MSG_FDS,
+            proto::MAX_DATA_XFER
+        );
+        let v = [version.as_bytes(), caps.as_bytes(), &[0]].concat();
+        let (r, _) = dev.call(cmd::VERSION, &v, &[], "version negotiation")?;
+        if reply::<proto::Version>(&r, "version")?.0.major != proto::MAJOR {
             return Err(Error::Protocol(
                 "server speaks another major version".into(),
             ));
         }
-        let (info, _) = dev.call(
-            cmd::DEVICE_GET_INFO,
-            &[16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-            &[],
-            "device info",
-        )?;
-        if info.len() < 16 || u32_at(&info, 4) & 2 == 0 {
+        let ask = proto::DeviceInfo {
+            argsz: argsz::<proto::DeviceInfo>(),
+            ..Default::default()
+        };
+        let (r, _) = dev.call(cmd::DEVICE_GET_INFO, ask.as_bytes(), &[], "device info")?;
+        let (info, _) = reply::<proto::DeviceInfo>(&r, "device info")?;
+        if info.flags & proto::DEVICE_FLAGS_PCI == 0 {
             return Err(Error::NotOurDevice(format!(
                 "{} is not a PCI device",
                 path.display()
@@ -238,42 +247,58 @@ impl VfioUser {
 
     /// DEVICE_GET_REGION_INFO, with capabilities.
     pub fn region_info(&self, index: u32) -> Result<RegionInfo> {
-        let mut req = [0u8; 32];
-        req[0..4].copy_from_slice(&256u32.to_ne_bytes());
-        req[8..12].copy_from_slice(&index.to_ne_bytes());
-        let (r, mut fds) = self.call(cmd::DEVICE_GET_REGION_INFO, &req, &[], "region info")?;
-        if r.len() < 32 {
-            return Err(Error::Protocol("short region info".into()));
-        }
-        let flags = u32_at(&r, 4);
+        // Room for the structure and its capabilities (a sparse mmap of a few areas).
+        let ask = proto::RegionInfo {
+            argsz: 256,
+            index,
+            ..Default::default()
+        };
+        let (r, mut fds) = self.call(
+            cmd::DEVICE_GET_REGION_INFO,
+            ask.as_bytes(),
+            &[],
+            "region info",
+        )?;
+        let (info, _) = reply::<proto::RegionInfo>(&r, "region info")?;
         let mut sparse = Vec::new();
-        if flags & REGION_CAPS != 0 {
-            let mut at = u32_at(&r, 12) as usize;
+        if info.flags & REGION_CAPS != 0 {
+            let head = std::mem::size_of::<proto::RegionInfo>();
+            let mut at = info.cap_offset as usize;
+            // A bounded walk of a chain that only moves forward.
             for _ in 0..16 {
-                if at < 32 || at + 8 > r.len() {
+                let Some((cap, _)) = (at >= head)
+                    .then(|| r.get(at..))
+                    .flatten()
+                    .and_then(|c| proto::CapHeader::read_from_prefix(c).ok())
+                else {
                     break;
-                }
-                let id = u16::from_ne_bytes([r[at], r[at + 1]]);
-                let next = u32_at(&r, at + 4) as usize;
-                if id == 1 {
-                    let n = u32_at(&r, at + 8) as usize;
-                    for i in 0..n.min(16) {
-                        let o = at + 16 + i * 16;
-                        if o + 16 <= r.len() {
-                            sparse.push((u64_at(&r, o), u64_at(&r, o + 8)));
-                        }
+                };
+                if cap.id == proto::CAP_SPARSE_MMAP {
+                    let body = &r[at + std::mem::size_of::<proto::CapHeader>()..];
+                    if let Ok((m, areas)) = proto::SparseMmap::read_from_prefix(body) {
+                        sparse.extend(
+                            <[proto::SparseArea]>::ref_from_prefix_with_elems(
+                                areas,
+                                (m.nr_areas as usize).min(16),
+                            )
+                            .map(|(a, _)| a)
+                            .unwrap_or(&[])
+                            .iter()
+                            .map(|a| (a.offset, a.size)),
+                        );
                     }
                 }
-                if next == 0 || next <= at {
+                let next = cap.next as usize;
+                if next <= at {
                     break;
                 }
                 at = next;
             }
         }
         Ok(RegionInfo {
-            flags,
-            size: u64_at(&r, 16),
-            offset: u64_at(&r, 24),
+            flags: info.flags,
+            size: info.size,
+            offset: info.offset,
             sparse,
             fd: fds.pop(),
         })
@@ -281,13 +306,15 @@ impl VfioUser {
 
     /// REGION_READ.
     pub fn region_read(&self, index: u32, offset: u64, buf: &mut [u8]) -> Result<()> {
-        let mut req = [0u8; 16];
-        req[0..8].copy_from_slice(&offset.to_ne_bytes());
-        req[8..12].copy_from_slice(&index.to_ne_bytes());
-        req[12..16].copy_from_slice(&(buf.len() as u32).to_ne_bytes());
-        let (r, _) = self.call(cmd::REGION_READ, &req, &[], "region read")?;
+        let req = proto::RegionAccess {
+            offset,
+            region: index,
+            count: buf.len() as u32,
+        };
+        let (r, _) = self.call(cmd::REGION_READ, req.as_bytes(), &[], "region read")?;
+        let (_, at) = reply::<proto::RegionAccess>(&r, "region read")?;
         let data = r
-            .get(16..16 + buf.len())
+            .get(at..at + buf.len())
             .ok_or_else(|| Error::Protocol("short region read".into()))?;
         buf.copy_from_slice(data);
         Ok(())
@@ -315,26 +342,29 @@ impl VfioUser {
 
     /// MSI-X vectors (IRQ index 2).
     pub fn msix_count(&self) -> Result<u32> {
-        let mut req = [0u8; 16];
-        req[0..4].copy_from_slice(&16u32.to_ne_bytes());
-        req[8..12].copy_from_slice(&2u32.to_ne_bytes());
-        let (r, _) = self.call(cmd::DEVICE_GET_IRQ_INFO, &req, &[], "irq info")?;
-        Ok(u32_at(&r, 12))
+        let ask = proto::IrqInfo {
+            argsz: argsz::<proto::IrqInfo>(),
+            index: proto::IRQ_MSIX,
+            ..Default::default()
+        };
+        let (r, _) = self.call(cmd::DEVICE_GET_IRQ_INFO, ask.as_bytes(), &[], "irq info")?;
+        Ok(reply::<proto::IrqInfo>(&r, "irq info")?.0.count)
     }
 
     /// Registers eventfds for MSI-X vectors `[start, start + fds.len())`, in messages of at
     /// most 16 descriptors (the most either side of a vfio-user socket accepts).
     pub fn set_msix_eventfds(&self, start: u32, fds: &[std::os::fd::BorrowedFd<'_>]) -> Result<()> {
-        for (i, chunk) in fds.chunks(16).enumerate() {
-            let first = start + (i * 16) as u32;
-            let mut req = [0u8; 20];
-            req[0..4].copy_from_slice(&20u32.to_ne_bytes());
-            req[4..8].copy_from_slice(&(4u32 | 32).to_ne_bytes());
-            req[8..12].copy_from_slice(&2u32.to_ne_bytes());
-            req[12..16].copy_from_slice(&first.to_ne_bytes());
-            req[16..20].copy_from_slice(&(chunk.len() as u32).to_ne_bytes());
+        for (i, chunk) in fds.chunks(proto::MAX_MSG_FDS).enumerate() {
+            // An EVENTFD's descriptors travel beside the message: argsz is the header's.
+            let req = proto::IrqSet {
+                argsz: argsz::<proto::IrqSet>(),
+                flags: proto::IRQ_DATA_EVENTFD | proto::IRQ_ACTION_TRIGGER,
+                index: proto::IRQ_MSIX,
+                start: start + (i * proto::MAX_MSG_FDS) as u32,
+                count: chunk.len() as u32,
+            };
             let raw: Vec<RawFd> = chunk.iter().map(|f| f.as_raw_fd()).collect();
-            self.call(cmd::DEVICE_SET_IRQS, &req, &raw, "set irqs")?;
+            self.call(cmd::DEVICE_SET_IRQS, req.as_bytes(), &raw, "set irqs")?;
         }
         Ok(())
     }

@@ -224,6 +224,30 @@ impl Msix {
         true
     }
 
+    /// Signals vector `i`'s eventfd now, whatever the masks, bus mastering or pending state
+    /// say: a client's own SET_IRQS TRIGGER, which kernel vfio-pci and libvfio-user carry
+    /// out as a plain eventfd signal (it loops the client's notifier; no message goes on the
+    /// bus). Nothing happens without an eventfd. False if the vector does not exist.
+    pub fn signal(&mut self, i: usize, out: &mut Signals) -> bool {
+        let Some(slot) = self.fds.get(i) else {
+            return false;
+        };
+        if let Some(fd) = slot {
+            out.0.push((self.courier.clone(), fd.clone()));
+        }
+        true
+    }
+
+    /// The function may send MSI-X again (enabled, bus master, function mask clear): every
+    /// pending vector that is not masked itself goes now, as silicon sends what it held.
+    pub fn flush_pending(&mut self, enabled: bool, fn_mask: bool, out: &mut Signals) {
+        for i in 0..self.len() {
+            if self.pending[i] {
+                self.fire(i, enabled, fn_mask, out);
+            }
+        }
+    }
+
     /// Whether vector `i` is pending.
     pub fn is_pending(&self, i: usize) -> bool {
         self.pending.get(i).copied().unwrap_or(false)

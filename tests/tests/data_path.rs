@@ -1094,6 +1094,10 @@ fn jobs_reach_memory_mapped_without_a_file_through_dma_messages() {
     let mut memory = pattern(1 << 20, 5);
     let original = memory.clone();
     let (mut reads, mut writes) = (0, 0);
+    // Commands of our own sent between a device request and its answer (ids from 0x8000),
+    // and their replies: one shared socket carries both ways' requests, and a client that
+    // interleaves them must not wedge it.
+    let (interleaved, answered) = (std::cell::Cell::new(0u16), std::cell::Cell::new(0u16));
     let mut reader = framing::Reader::new();
     // Answers the device's requests until `done` says the awaited reply or completion came.
     let mut serve = |memory: &mut Vec<u8>, until: &mut dyn FnMut(&Header) -> bool| {
@@ -1114,6 +1118,24 @@ fn jobs_reach_memory_mapped_without_a_file_through_dma_messages() {
                 // Never more than this client's max_data_xfer_size.
                 assert!(count <= XFER, "a DMA message of {count} bytes");
                 let at = (addr - DATA) as usize;
+                if (reads + writes) % 3 == 0 {
+                    // Our own config read first, the device's request still unanswered.
+                    let p = [
+                        &0u64.to_ne_bytes()[..],
+                        &7u32.to_ne_bytes(),
+                        &4u32.to_ne_bytes(),
+                    ]
+                    .concat();
+                    let q = Header {
+                        msg_id: 0x8000 + interleaved.get(),
+                        command: cmd::REGION_READ,
+                        size: 16 + p.len() as u32,
+                        flags: flags::TYPE_COMMAND,
+                        error: 0,
+                    };
+                    framing::send(&s, &q, &p, &[]).unwrap();
+                    interleaved.set(interleaved.get() + 1);
+                }
                 let mut reply = body[..16].to_vec();
                 if h.command == cmd::DMA_READ {
                     reply.extend_from_slice(&memory[at..at + count]);
@@ -1130,6 +1152,15 @@ fn jobs_reach_memory_mapped_without_a_file_through_dma_messages() {
                     error: 0,
                 };
                 framing::send(&s, &rh, &reply, &[]).unwrap();
+                continue;
+            }
+            if h.msg_id >= 0x8000 && h.flags & flags::TYPE_MASK == flags::TYPE_REPLY {
+                assert_eq!(h.flags & flags::ERROR, 0, "an interleaved read failed");
+                assert_eq!(
+                    u16::from_le_bytes([body[16], body[17]]),
+                    shared_abi::pci::VENDOR_ID
+                );
+                answered.set(answered.get() + 1);
                 continue;
             }
             if until(&h) {
@@ -1246,6 +1277,13 @@ fn jobs_reach_memory_mapped_without_a_file_through_dma_messages() {
     assert!(
         memory[600_000..800_000] == original[123..200_123],
         "the copy landed in our buffer"
+    );
+    // Every command sent in the middle of a device request was answered (the last ones'
+    // replies may trail the final completion).
+    serve(&mut memory, &mut |_| answered.get() == interleaved.get());
+    assert!(
+        interleaved.get() > 10,
+        "{interleaved:?} interleaved commands"
     );
     assert!(
         reads >= 2 * 200_000 / XFER && writes >= 200_000 / XFER,

@@ -130,6 +130,17 @@ pub const REGION_READ: u32 = 1;
 pub const REGION_WRITE: u32 = 2;
 pub const REGION_MMAP: u32 = 4;
 pub const REGION_CAPS: u32 = 8;
+/// VFIO PCI region indices (the kernel's `VFIO_PCI_*_REGION_INDEX`).
+pub mod region {
+    /// BAR 0.
+    pub const BAR0: u32 = 0;
+    /// BAR 2.
+    pub const BAR2: u32 = 2;
+    /// Configuration space.
+    pub const CONFIG: u32 = 7;
+    /// Regions of a PCI device (six BARs, the ROM, config space and VGA).
+    pub const COUNT: u32 = 9;
+}
 /// Sparse mmap capability id.
 pub const CAP_SPARSE_MMAP: u16 = 1;
 

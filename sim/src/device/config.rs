@@ -1,6 +1,12 @@
 //! Configuration spaces, SR-IOV enable and disable, function level reset and PF reset.
 
 use super::*;
+use crate::msix::Signals;
+
+/// MSI-X may go out: enabled, bus master, function mask clear (from `msix_ctl`).
+fn may_send((enabled, fn_mask): (bool, bool)) -> bool {
+    enabled && !fn_mask
+}
 
 impl Device {
     /// Reads configuration space.
@@ -35,6 +41,7 @@ impl Device {
                 let ctrl_before = g.pf_cfg.r16(s + sriov::CTRL);
                 let num_before = g.pf_cfg.r16(s + sriov::NUM_VFS);
                 let page_before = g.pf_cfg.r32(s + sriov::SYSTEM_PAGE_SIZE);
+                let msix_before = interrupts::msix_ctl(&g.pf_cfg);
                 g.pf_cfg.write(o, data);
                 // NumVFs and System Page Size may only change while VF Enable is clear.
                 if ctrl_before & sriov::CTRL_VF_ENABLE != 0 {
@@ -52,7 +59,13 @@ impl Device {
                 }
                 let ctrl = g.pf_cfg.r16(s + sriov::CTRL);
                 let changed = self.apply_sriov(&mut g, ctrl_before, ctrl);
+                let mut out = Signals::default();
+                let now = interrupts::msix_ctl(&g.pf_cfg);
+                if may_send(now) && !may_send(msix_before) {
+                    g.pf_msix.flush_pending(now.0, now.1, &mut out);
+                }
                 drop(g);
+                out.send();
                 if let Some(n) = changed {
                     self.notify(n);
                 }
@@ -61,6 +74,7 @@ impl Device {
                 let mut g = lock(&self.inner);
                 self.sync_vf(&mut g, v)?;
                 let vf_fn = &mut g.vfs[v as usize];
+                let msix_before = interrupts::msix_ctl(&vf_fn.presented);
                 vf_fn.presented.write(o, data);
                 vf_fn.raw.write(o, data);
                 let bm = vf_fn.presented.r16(off::COMMAND) & cmd::BUS_MASTER != 0;
@@ -77,7 +91,13 @@ impl Device {
                         })
                         .bits(),
                 );
+                let mut out = Signals::default();
+                let now = interrupts::msix_ctl(&vf_fn.presented);
+                if may_send(now) && !may_send(msix_before) {
+                    vf_fn.msix.flush_pending(now.0, now.1, &mut out);
+                }
                 drop(g);
+                out.send();
                 if flr {
                     self.flr_vf(v);
                 }

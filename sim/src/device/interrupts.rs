@@ -47,7 +47,28 @@ impl Device {
         r
     }
 
-    /// Raises vectors (SET_IRQS TRIGGER from the client, or device-internal sources).
+    /// SET_IRQS TRIGGER from the client: signals the vectors' eventfds directly, as kernel
+    /// vfio-pci does ([`Msix::signal`]); no mask, pending bit or bus master state is involved.
+    pub fn signal_msix(&self, f: Func, start: u32, count: u32) -> Result<(), AccessError> {
+        let mut out = Signals::default();
+        let mut g = lock(&self.inner);
+        let m = self.msix_of(&mut g, f)?;
+        if (start as usize)
+            .checked_add(count as usize)
+            .is_none_or(|e| e > m.len())
+        {
+            return Err(AccessError::OutOfRange);
+        }
+        for i in start..start + count {
+            m.signal(i as usize, &mut out);
+        }
+        drop(g);
+        out.send();
+        Ok(())
+    }
+
+    /// Raises vectors the device itself sends (completions, mailbox, events): held pending
+    /// while the function may not send them.
     pub fn fire_msix(&self, f: Func, start: u32, count: u32) -> Result<(), AccessError> {
         let mut out = Signals::default();
         let mut g = lock(&self.inner);

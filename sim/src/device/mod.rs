@@ -62,13 +62,7 @@ pub enum AccessError {
     BadSize,
 }
 
-/// VFIO PCI region indices.
-pub mod region {
-    pub const BAR0: u32 = 0;
-    pub const BAR2: u32 = 2;
-    pub const CONFIG: u32 = 7;
-    pub const COUNT: u32 = 9;
-}
+pub use vfio_user_wire::proto::region;
 
 struct VfFn {
     raw: ConfigSpace,
@@ -110,6 +104,9 @@ pub struct Device {
     sriov_notify: Mutex<Option<SriovNotify>>,
     /// Each function's DMA space: the map table of the one connection that maps into it.
     dma: Mutex<std::collections::HashMap<Func, Arc<crate::dma::Space>>>,
+    /// Each function's owning connection: the one client that may use its DMA, interrupts
+    /// and reset (see [`Device::claim`]).
+    owners: Mutex<std::collections::HashMap<Func, u64>>,
     /// Per physical queue: bumped on every write to its CONTROL register (by its VF or the
     /// firmware), so the queue engine drops what it knew of a queue that was re-armed or reset.
     queue_epochs: Vec<std::sync::atomic::AtomicU32>,
@@ -189,6 +186,7 @@ impl Device {
             vu: std::sync::RwLock::new(()),
             sriov_notify: Mutex::new(None),
             dma: Mutex::new(Default::default()),
+            owners: Mutex::new(Default::default()),
             queue_epochs: (0..board.queues)
                 .map(|_| std::sync::atomic::AtomicU32::new(0))
                 .collect(),
@@ -227,6 +225,23 @@ impl Device {
     /// the VF endpoints exist, or are gone, before the host's write is answered.
     pub fn on_sriov_change(&self, notify: SriovNotify) {
         *lock(&self.sriov_notify) = Some(notify);
+    }
+
+    /// Connection `conn` asks to use `f`'s DMA, interrupts or reset: true if it owns them,
+    /// now or already. A function has one owner, as a VFIO device has one user (the kernel
+    /// lets one process open a group): the first client to ask, until it hangs up
+    /// ([`Device::disown`]). Its registers stay open to every client, as the mailbox lock
+    /// arbitrates the PF's management interface among them.
+    pub fn claim(&self, f: Func, conn: u64) -> bool {
+        *lock(&self.owners).entry(f).or_insert(conn) == conn
+    }
+
+    /// Connection `conn` went away: if it owned `f`, nobody does now.
+    pub fn disown(&self, f: Func, conn: u64) {
+        let mut m = lock(&self.owners);
+        if m.get(&f) == Some(&conn) {
+            m.remove(&f);
+        }
     }
 
     /// The DMA space of `f` for connection `conn`. A function has one DMA space, as a

@@ -126,6 +126,15 @@ fn access_errno(e: AccessError) -> Errno {
     }
 }
 
+/// A request's `argsz` must cover the structure its reply fills, as the kernel's VFIO and
+/// libvfio-user require: a smaller one is refused, not answered with more than it allowed.
+fn fits<T>(argsz: u32) -> Result<(), Errno> {
+    if (argsz as usize) < std::mem::size_of::<T>() {
+        return Err(Errno::EINVAL);
+    }
+    Ok(())
+}
+
 fn view<T: FromBytes + zerocopy::KnownLayout + zerocopy::Immutable + Copy>(
     p: &[u8],
 ) -> Result<(T, &[u8]), Errno> {
@@ -235,6 +244,7 @@ impl Conn {
         if self.irqs_installed {
             self.dev.clear_msix(self.func);
         }
+        self.dev.disown(self.func, self.id);
     }
 
     /// Reads one message. `Ok(None)`: nothing arrived within the poll interval.
@@ -298,6 +308,8 @@ impl Conn {
             cmd::DMA_MAP => self.dma_map(p, fds),
             cmd::DMA_UNMAP => self.dma_unmap(p),
             cmd::DEVICE_GET_INFO => {
+                let (req, _) = view::<proto::DeviceInfo>(p)?;
+                fits::<proto::DeviceInfo>(req.argsz)?;
                 let info = proto::DeviceInfo {
                     argsz: 16,
                     flags: proto::DEVICE_FLAGS_RESET | proto::DEVICE_FLAGS_PCI,
@@ -329,6 +341,7 @@ impl Conn {
                 if !p.is_empty() {
                     return Err(Errno::EINVAL);
                 }
+                self.own()?;
                 match self.func {
                     Func::Pf => self.dev.reset_pf(),
                     Func::Vf(v) => {
@@ -347,6 +360,16 @@ impl Conn {
                 Err(Errno::ENOTSUP)
             }
             _ => Err(Errno::ENOSYS),
+        }
+    }
+
+    /// This connection may use the function's DMA, interrupts and reset only as their one
+    /// owner: the first client to ask for any of them, until it hangs up ([`Device::claim`]).
+    fn own(&mut self) -> Result<(), Errno> {
+        if self.dev.claim(self.func, self.id) {
+            Ok(())
+        } else {
+            Err(Errno::EBUSY)
         }
     }
 
@@ -427,6 +450,7 @@ impl Conn {
         if fds.len() > 1 {
             return Err(Errno::EINVAL);
         }
+        self.own()?;
         let space = self.dev.dma_space(self.func, self.id).ok_or(Errno::EBUSY)?;
         space.map(&m, fds.pop(), self.peer.clone())?;
         Ok((vec![], vec![]))
@@ -434,6 +458,8 @@ impl Conn {
 
     fn dma_unmap(&mut self, p: &[u8]) -> Reply {
         let (u, _) = view::<proto::DmaUnmap>(p)?;
+        fits::<proto::DmaUnmap>(u.argsz)?;
+        self.own()?;
         let space = self.dev.dma_space(self.func, self.id).ok_or(Errno::EBUSY)?;
         space.unmap(&u)?;
         Ok((u.as_bytes().to_vec(), vec![]))
@@ -441,6 +467,7 @@ impl Conn {
 
     fn region_info(&self, p: &[u8]) -> Reply {
         let (req, _) = view::<proto::RegionInfo>(p)?;
+        fits::<proto::RegionInfo>(req.argsz)?;
         if req.index >= region::COUNT {
             return Err(Errno::EINVAL);
         }
@@ -509,6 +536,7 @@ impl Conn {
 
     fn irq_info(&self, p: &[u8]) -> Reply {
         let (req, _) = view::<proto::IrqInfo>(p)?;
+        fits::<proto::IrqInfo>(req.argsz)?;
         let (flags, count) = match req.index {
             proto::IRQ_MSIX => (
                 proto::IRQ_INFO_EVENTFD | proto::IRQ_INFO_MASKABLE | proto::IRQ_INFO_NORESIZE,
@@ -563,6 +591,7 @@ impl Conn {
         if !fds.is_empty() && data_kind != proto::IRQ_DATA_EVENTFD {
             return Err(Errno::EINVAL);
         }
+        self.own()?;
         match s.index {
             proto::IRQ_MSIX => {}
             proto::IRQ_ERR | proto::IRQ_REQ => {
@@ -594,13 +623,13 @@ impl Conn {
                 self.dev.clear_msix(self.func)
             }
             (proto::IRQ_DATA_NONE, proto::IRQ_ACTION_TRIGGER) => {
-                e(self.dev.fire_msix(self.func, s.start, s.count))?
+                e(self.dev.signal_msix(self.func, s.start, s.count))?
             }
             (proto::IRQ_DATA_BOOL, proto::IRQ_ACTION_TRIGGER) => {
                 let flags = data.get(..s.count as usize).ok_or(Errno::EINVAL)?;
                 for (i, &b) in flags.iter().enumerate() {
                     if b != 0 {
-                        e(self.dev.fire_msix(self.func, s.start + i as u32, 1))?;
+                        e(self.dev.signal_msix(self.func, s.start + i as u32, 1))?;
                     }
                 }
             }
