@@ -833,10 +833,7 @@ impl Managed {
                             Some(afd) => {
                                 if let Ok(mut g) = afd.readable().await {
                                     let mut b = [0u8; 8];
-                                    let _ = nix::unistd::read(
-                                        std::os::fd::AsRawFd::as_raw_fd(g.get_inner()),
-                                        &mut b,
-                                    );
+                                    let _ = nix::unistd::read(g.get_inner(), &mut b);
                                     g.clear_ready();
                                 }
                             }

@@ -34,9 +34,11 @@ pub fn listen_fds() -> Vec<(String, OwnedFd)> {
     let mut out = Vec::new();
     for i in 0..n.clamp(0, MOST) {
         let fd = FIRST + i;
-        use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+        use nix::libc::{fcntl, FD_CLOEXEC, F_SETFD};
         // A descriptor that is not open is skipped, not adopted.
-        if fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).is_err() {
+        // SAFETY: fcntl(F_SETFD) on a number touches no memory; on a number that is not an
+        // open descriptor it fails with EBADF.
+        if unsafe { fcntl(fd, F_SETFD, FD_CLOEXEC) } < 0 {
             continue;
         }
         // SAFETY: LISTEN_PID names this process, so systemd passed it descriptors FIRST..

@@ -21,6 +21,7 @@ pub mod banks;
 pub mod commands;
 pub mod events;
 pub mod hal;
+pub mod logger;
 pub mod mailbox;
 pub mod mmio;
 pub mod ram;

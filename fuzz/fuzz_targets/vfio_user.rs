@@ -52,7 +52,7 @@ struct Rig {
 }
 
 fn memfd(size: u64) -> OwnedFd {
-    let fd = nix::sys::memfd::memfd_create(c"fuzz", nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC)
+    let fd = nix::sys::memfd::memfd_create(c"fuzz", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
         .expect("memfd");
     nix::unistd::ftruncate(&fd, size as i64).expect("ftruncate");
     fd

@@ -284,7 +284,7 @@ async fn wait_irq(irq: std::os::fd::BorrowedFd<'_>, limit: Duration) -> Result<(
     let afd = crate::sys::async_eventfd(irq).map_err(Error::Io)?;
     if let Ok(Ok(mut ready)) = tokio::time::timeout(limit, afd.readable()).await {
         let mut b = [0u8; 8];
-        let _ = nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(ready.get_inner()), &mut b);
+        let _ = nix::unistd::read(ready.get_inner(), &mut b);
         ready.clear_ready();
     }
     Ok(())

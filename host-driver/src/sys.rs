@@ -63,39 +63,56 @@ pub mod vfio {
         unsafe { group_get_device_fd_raw(group.as_raw_fd(), name.as_ptr()) }
     }
 
-    /// `VFIO_DEVICE_FEATURE` with a prepared argument buffer (see `kernel::vfio::vf_token_arg`).
+    /// An ioctl argument that starts with its `argsz` (a u32) and is at least `head` bytes:
+    /// `argsz` is set here to the buffer's length, so the kernel, which reads and writes up
+    /// to `argsz` bytes of it, never goes past the buffer whatever the caller put there.
+    pub(crate) fn sized(arg: &mut [u8], head: usize) -> nix::Result<()> {
+        let len = u32::try_from(arg.len()).map_err(|_| nix::errno::Errno::EINVAL)?;
+        if arg.len() < head.max(4) {
+            return Err(nix::errno::Errno::EINVAL);
+        }
+        arg[..4].copy_from_slice(&len.to_ne_bytes());
+        Ok(())
+    }
+
+    /// `VFIO_DEVICE_FEATURE` with an argument buffer (`struct vfio_device_feature` and its
+    /// data, as `kernel::vfio::vf_token_arg` builds it); its `argsz` is set to its length.
     pub fn device_feature(dev: BorrowedFd<'_>, arg: &mut [u8]) -> nix::Result<i32> {
-        // SAFETY: `arg` is a writable buffer whose `argsz` field the caller set to its length.
+        sized(arg, 8)?;
+        // SAFETY: `arg` is a writable buffer of `argsz` bytes (set just above), the most the
+        // kernel reads or writes.
         unsafe { device_feature_raw(dev.as_raw_fd(), arg.as_mut_ptr()) }
     }
 
-    /// `VFIO_IOMMU_MAP_DMA`: maps `size` bytes of this process at `vaddr` to `iova` for the
-    /// container's devices.
+    /// `VFIO_IOMMU_MAP_DMA`: the container's devices may read and write `mem` at `iova`.
+    /// Only a shared mapping can be handed over: memory the device writes behind the
+    /// process's back must be memory every access of this process treats as shared.
     pub fn iommu_map_dma(
         container: BorrowedFd<'_>,
-        vaddr: u64,
+        mem: &vfio_user_wire::shared::Shared,
         iova: u64,
-        size: u64,
     ) -> nix::Result<()> {
         let m = vfio_bindings::bindings::vfio::vfio_iommu_type1_dma_map {
             argsz: std::mem::size_of::<vfio_bindings::bindings::vfio::vfio_iommu_type1_dma_map>()
                 as u32,
             flags: 1 | 2, // READ | WRITE
-            vaddr,
+            vaddr: mem.addr() as u64,
             iova,
-            size,
+            size: mem.len() as u64,
         };
-        // SAFETY: the kernel reads `argsz` bytes of a valid struct; the memory at `vaddr` is
-        // the caller's mapping, which the kernel pins (it stays valid for the container's
-        // life whatever happens to the mapping).
+        // SAFETY: the kernel reads `argsz` bytes of a valid struct. The range is a `Shared`
+        // mapping, whose every access here is an atomic (so the device writing it is no data
+        // race), and the kernel pins its pages for the container's life: dropping the mapping
+        // leaves them to the device, never reused under it.
         unsafe { iommu_map_dma_raw(container.as_raw_fd(), &m)? };
         Ok(())
     }
 
-    /// `VFIO_DEVICE_SET_IRQS` with a prepared `struct vfio_irq_set` (see
-    /// `kernel::vfio::irq_set_eventfds`).
-    pub fn device_set_irqs(dev: BorrowedFd<'_>, arg: &[u8]) -> nix::Result<i32> {
-        // SAFETY: the kernel reads `argsz` bytes (set by the caller to `arg.len()`).
+    /// `VFIO_DEVICE_SET_IRQS` with a `struct vfio_irq_set` and its data (as
+    /// `kernel::vfio::irq_set_eventfds` builds it); its `argsz` is set to its length.
+    pub fn device_set_irqs(dev: BorrowedFd<'_>, arg: &mut [u8]) -> nix::Result<i32> {
+        sized(arg, 20)?;
+        // SAFETY: the kernel reads `argsz` bytes, set just above to `arg.len()`.
         unsafe { device_set_irqs_raw(dev.as_raw_fd(), arg.as_ptr()) }
     }
 
@@ -180,4 +197,21 @@ pub fn default_sigpipe() {
     // SAFETY: SIG_DFL installs no handler, so no code of ours runs in signal context; this is
     // called at start-up before other threads exist.
     let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}
+
+#[cfg(test)]
+mod tests {
+    /// Whatever `argsz` a caller wrote, the kernel is told the buffer's own length (before,
+    /// a caller's argsz of 4096 on a 24-byte buffer let the kernel write past it).
+    #[test]
+    fn an_ioctl_argument_carries_its_own_length() {
+        let mut arg = vec![0u8; 24];
+        arg[..4].copy_from_slice(&4096u32.to_ne_bytes());
+        super::vfio::sized(&mut arg, 8).unwrap();
+        assert_eq!(u32::from_ne_bytes(arg[..4].try_into().unwrap()), 24);
+        assert!(
+            super::vfio::sized(&mut [0u8; 6], 8).is_err(),
+            "short of the header"
+        );
+    }
 }

@@ -194,7 +194,7 @@ pub fn trapped_cas32(t: &(impl Transport + ?Sized), off: usize, new: u32) -> Res
 /// Finds a standard capability in the list at 0x34 (as the kernel's `pci_find_capability`).
 pub fn find_cap(t: &dyn Transport, id: u8) -> Result<Option<u64>> {
     let mut p = [0u8; 1];
-    t.config_read(0x34, &mut p)?;
+    t.config_read(header::CAP_PTR as u64, &mut p)?;
     let mut pos = (p[0] & 0xFC) as u64;
     for _ in 0..48 {
         if pos < 0x40 {
@@ -212,7 +212,7 @@ pub fn find_cap(t: &dyn Transport, id: u8) -> Result<Option<u64>> {
 
 /// Finds a PCIe extended capability (as the kernel's `pci_find_ext_capability` does).
 pub fn find_ext_cap(t: &dyn Transport, id: u16) -> Result<Option<u64>> {
-    let mut pos = 0x100u64;
+    let mut pos = shared_abi::config_space::EXT_CAP_START as u64;
     for _ in 0..(4096 - 256) / 8 {
         let mut h = [0u8; 4];
         t.config_read(pos, &mut h)?;
@@ -224,7 +224,7 @@ pub fn find_ext_cap(t: &dyn Transport, id: u16) -> Result<Option<u64>> {
             return Ok(Some(pos));
         }
         let next = (h >> 20) as u64 & 0xFFC;
-        if next < 0x100 {
+        if next < shared_abi::config_space::EXT_CAP_START as u64 {
             return Ok(None);
         }
         pos = next;
@@ -232,31 +232,7 @@ pub fn find_ext_cap(t: &dyn Transport, id: u16) -> Result<Option<u64>> {
     Ok(None)
 }
 
-/// PCI Express capability registers (PCIe base spec).
-pub mod pcie {
-    /// Capability ID.
-    pub const ID: u8 = 0x10;
-    /// Device Control.
-    pub const DEVCTL: u64 = 0x08;
-    /// Device Control: Initiate Function Level Reset.
-    pub const DEVCTL_FLR: u16 = 1 << 15;
-}
-
-/// SR-IOV capability register offsets (PCIe base spec, as read by drivers/pci/iov.c).
-pub mod sriov {
-    /// Extended capability ID.
-    pub const ID: u16 = 0x0010;
-    /// Control.
-    pub const CTRL: u64 = 0x08;
-    /// TotalVFs.
-    pub const TOTAL_VF: u64 = 0x0E;
-    /// NumVFs.
-    pub const NUM_VF: u64 = 0x10;
-    /// VF Enable.
-    pub const CTRL_VFE: u16 = 1 << 0;
-    /// VF Memory Space Enable.
-    pub const CTRL_MSE: u16 = 1 << 3;
-}
+pub use shared_abi::config_space::{cap_id, command, header, msix, pcie, sriov};
 
 #[cfg(test)]
 mod tests {

@@ -164,10 +164,10 @@ impl Accel {
     /// Returns the running version and build id.
     pub fn fw_reset(&self, timeout: Duration) -> Result<(u32, u32)> {
         let t = self.transport();
-        use crate::transport::pcie;
-        let cap = crate::transport::find_cap(&**t, pcie::ID)?
+        use crate::transport::{cap_id, header, msix, pcie};
+        let cap = crate::transport::find_cap(&**t, cap_id::PCIE)?
             .ok_or(Error::BadResponse("no PCI Express capability"))?;
-        let devctl = cap + pcie::DEVCTL;
+        let devctl = cap + pcie::DEVCTL as u64;
         // An FLR clears the command register (Bus Master) and MSI-X control, as on silicon:
         // kept here and put back once the device is up (the kernel's pci_save_state and
         // pci_restore_state around a reset), so a long-lived owner's interrupts keep coming.
@@ -176,11 +176,11 @@ impl Accel {
             t.config_read(off, &mut b)?;
             Ok(u16::from_le_bytes(b))
         };
-        let command = word(0x04)?;
-        let msix = crate::transport::find_cap(&**t, 0x11)?;
-        let msix_ctl = msix.map(|c| word(c + 2)).transpose()?;
+        let command = word(header::COMMAND as u64)?;
+        let msix_cap = crate::transport::find_cap(&**t, cap_id::MSIX)?;
+        let msix_ctl = msix_cap.map(|c| word(c + msix::CTRL as u64)).transpose()?;
         // The mailbox's and the events' vector controls (their mask bits) as well.
-        let vector_ctl = |v: usize| pf::MSIX_TABLE.start() + v * 16 + 12;
+        let vector_ctl = |v: usize| pf::MSIX_TABLE.start() + v * msix::ENTRY_SIZE + 12;
         let masks = [t.read32(vector_ctl(0))?, t.read32(vector_ctl(1))?];
         let v = word(devctl)? | pcie::DEVCTL_FLR;
         t.config_write(devctl, &v.to_le_bytes())?;
@@ -188,9 +188,9 @@ impl Accel {
         loop {
             let st = DevStatus::from_bits_retain(t.read32(pf::DEV_STATUS.offset())?);
             if st.contains(DevStatus::READY) {
-                t.config_write(0x04, &command.to_le_bytes())?;
-                if let (Some(c), Some(ctl)) = (msix, msix_ctl) {
-                    t.config_write(c + 2, &ctl.to_le_bytes())?;
+                t.config_write(header::COMMAND as u64, &command.to_le_bytes())?;
+                if let (Some(c), Some(ctl)) = (msix_cap, msix_ctl) {
+                    t.config_write(c + msix::CTRL as u64, &ctl.to_le_bytes())?;
                 }
                 for (v, m) in masks.iter().enumerate() {
                     t.write32(vector_ctl(v), *m)?;

@@ -8,6 +8,7 @@
 
 use crate::error::{Error, Result};
 use crate::transport::Transport;
+use crate::transport::{cap_id, command, header, msix};
 use crate::vfio_user::VfioUser;
 use shared_abi::jobs::{self, Cqe, JobOp, JobStatus, Sqe, SqeHead};
 use shared_abi::regs::{self, queue, vf, QueueCtrl, VfStatus};
@@ -180,7 +181,7 @@ impl VfDev {
     /// The same over any port (the kernel's VFIO: `kernel::vf::KernelVf`).
     pub fn with_port(t: Box<dyn VfPort>, mem_bytes: usize) -> Result<Self> {
         use nix::fcntl::{fcntl, FcntlArg, SealFlag};
-        use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
+        use nix::sys::memfd::{memfd_create, MFdFlags};
         let mut id = [0u8; 4];
         t.bar_read(BAR0, vf::MAGIC.offset() as u64, &mut id)?;
         if u32::from_le_bytes(id) != regs::VF_MAGIC {
@@ -210,13 +211,13 @@ impl VfDev {
         let size = mem_bytes.max(1).div_ceil(4096) * 4096;
         let fd = memfd_create(
             c"accelvirt-vf-dma",
-            MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING,
+            MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
         )
         .map_err(|e| Error::Io(e.into()))?;
         nix::unistd::ftruncate(&fd, size as i64).map_err(|e| Error::Io(e.into()))?;
         // The device may rely on the memory staying: it can neither shrink nor grow.
         fcntl(
-            fd.as_raw_fd(),
+            &fd,
             FcntlArg::F_ADD_SEALS(SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW),
         )
         .map_err(|e| Error::Io(e.into()))?;
@@ -338,10 +339,10 @@ impl VfDev {
     /// [`wait`]: VfDev::wait
     pub fn queue_with_irq(&mut self, q: u32, depth: u32, vector: u32) -> Result<Queue> {
         use nix::sys::eventfd::{EfdFlags, EventFd};
-        let msix = find_msix(&*self.t)?;
+        let cap = find_msix(&*self.t)?;
         let mut b = [0u8; 2];
-        self.t.cfg_read(msix + 2, &mut b)?;
-        let table = (u16::from_le_bytes(b) & 0x7FF) as u32 + 1;
+        self.t.cfg_read(cap + msix::CTRL as u64, &mut b)?;
+        let table = (u16::from_le_bytes(b) & msix::CTRL_TABLE_SIZE) as u32 + 1;
         if vector >= table {
             return Err(Error::Invalid(format!(
                 "vector {vector}: the VF has {table} MSI-X vectors"
@@ -349,11 +350,15 @@ impl VfDev {
         }
         // MSI-X enabled, function not masked; a completion interrupt is a memory write, so the
         // VF must be a bus master.
-        let ctl = (u16::from_le_bytes(b) | 0x8000) & !0x4000;
-        self.t.cfg_write(msix + 2, &ctl.to_le_bytes())?;
-        self.t.cfg_read(0x04, &mut b)?;
+        let ctl = (u16::from_le_bytes(b) | msix::CTRL_ENABLE) & !msix::CTRL_FUNCTION_MASK;
         self.t
-            .cfg_write(0x04, &(u16::from_le_bytes(b) | 0x4).to_le_bytes())?;
+            .cfg_write(cap + msix::CTRL as u64, &ctl.to_le_bytes())?;
+        let command = header::COMMAND as u64;
+        self.t.cfg_read(command, &mut b)?;
+        self.t.cfg_write(
+            command,
+            &(u16::from_le_bytes(b) | command::BUS_MASTER).to_le_bytes(),
+        )?;
         let efd = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
             .map_err(|e| Error::Io(e.into()))?;
         self.t.msix_eventfd(vector, efd.as_fd())?;
@@ -568,7 +573,7 @@ fn write32(t: &dyn VfPort, off: u64, v: u32) -> Result<()> {
 /// The MSI-X capability in the VF's config space list.
 fn find_msix(t: &dyn VfPort) -> Result<u64> {
     let mut p = [0u8; 1];
-    t.cfg_read(0x34, &mut p)?;
+    t.cfg_read(header::CAP_PTR as u64, &mut p)?;
     let mut pos = (p[0] & 0xFC) as u64;
     for _ in 0..48 {
         if pos < 0x40 {
@@ -576,7 +581,7 @@ fn find_msix(t: &dyn VfPort) -> Result<u64> {
         }
         let mut h = [0u8; 2];
         t.cfg_read(pos, &mut h)?;
-        if h[0] == 0x11 {
+        if h[0] == cap_id::MSIX {
             return Ok(pos);
         }
         pos = (h[1] & 0xFC) as u64;

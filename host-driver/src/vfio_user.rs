@@ -3,7 +3,7 @@
 //! REGION_READ/WRITE messages.
 
 use crate::error::{Error, Result};
-use crate::transport::{find_ext_cap, sriov, Transport, VfEndpoint};
+use crate::transport::{cap_id, find_ext_cap, header, msix, sriov, Transport, VfEndpoint};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -429,37 +429,37 @@ impl Transport for VfioUser {
         self.region_write(CONFIG_REGION, off, data)
     }
     fn num_vfs(&self) -> Result<u16> {
-        let Some(cap) = find_ext_cap(self, sriov::ID)? else {
+        let Some(cap) = find_ext_cap(self, cap_id::EXT_SRIOV)? else {
             return Ok(0);
         };
         let mut b = [0u8; 2];
-        self.config_read(cap + sriov::CTRL, &mut b)?;
-        if u16::from_le_bytes(b) & sriov::CTRL_VFE == 0 {
+        self.config_read(cap + sriov::CTRL as u64, &mut b)?;
+        if u16::from_le_bytes(b) & sriov::CTRL_VF_ENABLE == 0 {
             return Ok(0);
         }
-        self.config_read(cap + sriov::NUM_VF, &mut b)?;
+        self.config_read(cap + sriov::NUM_VFS as u64, &mut b)?;
         Ok(u16::from_le_bytes(b))
     }
     fn set_num_vfs(&self, n: u16) -> Result<()> {
-        let cap = find_ext_cap(self, sriov::ID)?
+        let cap = find_ext_cap(self, cap_id::EXT_SRIOV)?
             .ok_or_else(|| Error::NotOurDevice("no SR-IOV capability".into()))?;
         let mut b = [0u8; 2];
-        self.config_read(cap + sriov::CTRL, &mut b)?;
+        self.config_read(cap + sriov::CTRL as u64, &mut b)?;
         let ctrl = u16::from_le_bytes(b);
         // NumVFs may only change with VF Enable clear (PCIe SR-IOV 9.3.3.7).
-        if ctrl & sriov::CTRL_VFE != 0 {
+        if ctrl & sriov::CTRL_VF_ENABLE != 0 {
             self.config_write(
-                cap + sriov::CTRL,
-                &(ctrl & !(sriov::CTRL_VFE | sriov::CTRL_MSE)).to_le_bytes(),
+                cap + sriov::CTRL as u64,
+                &(ctrl & !(sriov::CTRL_VF_ENABLE | sriov::CTRL_VF_MSE)).to_le_bytes(),
             )?;
         }
         // The device model answers an SR-IOV write once the VF sockets match it: no waiting
         // for them here.
-        self.config_write(cap + sriov::NUM_VF, &n.to_le_bytes())?;
+        self.config_write(cap + sriov::NUM_VFS as u64, &n.to_le_bytes())?;
         if n > 0 {
             self.config_write(
-                cap + sriov::CTRL,
-                &(ctrl | sriov::CTRL_VFE | sriov::CTRL_MSE).to_le_bytes(),
+                cap + sriov::CTRL as u64,
+                &(ctrl | sriov::CTRL_VF_ENABLE | sriov::CTRL_VF_MSE).to_le_bytes(),
             )?;
             if self.num_vfs()? != n {
                 return Err(Error::Invalid(format!(
@@ -498,14 +498,17 @@ impl Transport for VfioUser {
                 // An MSI-X message is a memory write: the PF must be a bus master with MSI-X
                 // enabled, and the vector unmasked (what a kernel's PCI core does for it).
                 let mut w = [0u8; 2];
-                self.config_read(0x04, &mut w).ok()?;
-                self.config_write(0x04, &(u16::from_le_bytes(w) | 0x4).to_le_bytes())
-                    .ok()?;
-                let cap = crate::transport::find_cap(self, 0x11).ok()??;
-                self.config_read(cap + 2, &mut w).ok()?;
-                let ctl = (u16::from_le_bytes(w) | 0x8000) & !0x4000;
-                self.config_write(cap + 2, &ctl.to_le_bytes()).ok()?;
-                let entry = shared_abi::regs::pf::MSIX_TABLE.start() + v as usize * 16;
+                let command = header::COMMAND as u64;
+                self.config_read(command, &mut w).ok()?;
+                let on = u16::from_le_bytes(w) | crate::transport::command::BUS_MASTER;
+                self.config_write(command, &on.to_le_bytes()).ok()?;
+                let cap = crate::transport::find_cap(self, cap_id::MSIX).ok()??;
+                let ctl_at = cap + msix::CTRL as u64;
+                self.config_read(ctl_at, &mut w).ok()?;
+                let ctl = (u16::from_le_bytes(w) | msix::CTRL_ENABLE) & !msix::CTRL_FUNCTION_MASK;
+                self.config_write(ctl_at, &ctl.to_le_bytes()).ok()?;
+                let entry =
+                    shared_abi::regs::pf::MSIX_TABLE.start() + v as usize * msix::ENTRY_SIZE;
                 self.write32(entry + 12, 0).ok()?;
                 Some(efd)
             })

@@ -34,6 +34,7 @@ macro_rules! wire_enum {
 }
 
 pub mod board;
+pub mod config_space;
 pub mod events;
 pub mod image;
 pub mod jobs;

@@ -88,8 +88,7 @@ fn spawn_error(e: std::io::Error) -> StartError {
 /// Starts `elf` as the firmware's core on `dev`'s register file.
 fn start(dev: &Arc<Device>, elf: &[u8]) -> Result<Core, StartError> {
     use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
-    let image =
-        nix::sys::memfd::memfd_create(c"accel-fw", nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC)?;
+    let image = nix::sys::memfd::memfd_create(c"accel-fw", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)?;
     std::fs::File::from(image.try_clone()?).write_all(elf)?;
     let (ours, theirs) = socketpair(
         AddressFamily::Unix,
@@ -167,7 +166,7 @@ fn serve_bus(dev: &Device, bus: OwnedFd) {
                 r => r,
             }
         } else {
-            nix::unistd::read(bus.as_raw_fd(), &mut buf)
+            nix::unistd::read(&bus, &mut buf)
         };
         let n = match r {
             Ok(n) if n > 0 => n,

@@ -2,45 +2,7 @@
 //! value, a writable mask and a write-1-to-clear mask, so read-only bits stay read-only and
 //! BAR sizing falls out of the masks (write all ones, read back the size mask).
 
-/// Bytes of PCIe configuration space.
-pub const CONFIG_SIZE: usize = 4096;
-
-/// Standard header offsets used here.
-pub mod off {
-    pub const VENDOR_ID: usize = 0x00;
-    pub const DEVICE_ID: usize = 0x02;
-    pub const COMMAND: usize = 0x04;
-    pub const STATUS: usize = 0x06;
-    pub const REVISION: usize = 0x08;
-    pub const PROG_IF: usize = 0x09;
-    pub const SUBCLASS: usize = 0x0A;
-    pub const CLASS: usize = 0x0B;
-    pub const CACHE_LINE: usize = 0x0C;
-    pub const HEADER_TYPE: usize = 0x0E;
-    pub const BAR0: usize = 0x10;
-    pub const SUBSYS_VENDOR: usize = 0x2C;
-    pub const SUBSYS_ID: usize = 0x2E;
-    pub const ROM: usize = 0x30;
-    pub const CAP_PTR: usize = 0x34;
-    pub const INT_LINE: usize = 0x3C;
-    pub const INT_PIN: usize = 0x3D;
-}
-
-/// Command register bits.
-pub mod cmd {
-    pub const MEMORY: u16 = 1 << 1;
-    pub const BUS_MASTER: u16 = 1 << 2;
-    pub const SERR: u16 = 1 << 8;
-    pub const INTX_DISABLE: u16 = 1 << 10;
-}
-
-/// Capability IDs.
-pub mod cap_id {
-    pub const PM: u8 = 0x01;
-    pub const MSIX: u8 = 0x11;
-    pub const PCIE: u8 = 0x10;
-    pub const EXT_SRIOV: u16 = 0x0010;
-}
+pub use shared_abi::config_space::{cap_id, command as cmd, header as off, CONFIG_SIZE};
 
 /// Config space with write masks.
 #[derive(Clone)]

@@ -18,7 +18,7 @@
 //! pages (`pgsizes` 4096), and a mapping's READ and WRITE flags are each enforced.
 
 use std::ops::Range;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use vfio_user_wire::proto;
 use vfio_user_wire::shared::ClientMem;
@@ -243,10 +243,10 @@ fn reach(fd: &OwnedFd) -> Result<(Reach, nix::sys::stat::FileStat), MapError> {
     use nix::sys::statfs::{fstatfs, TMPFS_MAGIC};
     // The seals first, then the size: once F_SEAL_SHRINK is seen the size can only grow, so a
     // client cannot shrink the file between our look at its size and our look at its seals.
-    let seals = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_GET_SEALS).unwrap_or(0);
+    let seals = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GET_SEALS).unwrap_or(0);
     let sealed = nix::fcntl::SealFlag::from_bits_truncate(seals)
         .contains(nix::fcntl::SealFlag::F_SEAL_SHRINK);
-    let st = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(|_| MapError::EINVAL)?;
+    let st = nix::sys::stat::fstat(fd).map_err(|_| MapError::EINVAL)?;
     // Pipes, sockets, devices and directories are not memory.
     if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
         return Err(MapError::EINVAL);
@@ -873,10 +873,10 @@ fn file_offset(m: &Mapping, at: u64) -> Result<u64, DmaError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
+    use nix::sys::memfd::{memfd_create, MFdFlags};
 
     fn memfd(len: i64) -> OwnedFd {
-        let fd = memfd_create(c"dma-test", MemFdCreateFlag::empty()).unwrap();
+        let fd = memfd_create(c"dma-test", MFdFlags::empty()).unwrap();
         nix::unistd::ftruncate(&fd, len).unwrap();
         fd
     }
@@ -1014,13 +1014,9 @@ mod tests {
 
     fn sealed(len: i64) -> OwnedFd {
         use nix::fcntl::{fcntl, FcntlArg, SealFlag};
-        let fd = memfd_create(c"dma-test", MemFdCreateFlag::MFD_ALLOW_SEALING).unwrap();
+        let fd = memfd_create(c"dma-test", MFdFlags::MFD_ALLOW_SEALING).unwrap();
         nix::unistd::ftruncate(&fd, len).unwrap();
-        fcntl(
-            fd.as_raw_fd(),
-            FcntlArg::F_ADD_SEALS(SealFlag::F_SEAL_SHRINK),
-        )
-        .unwrap();
+        fcntl(&fd, FcntlArg::F_ADD_SEALS(SealFlag::F_SEAL_SHRINK)).unwrap();
         fd
     }
 

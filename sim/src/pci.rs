@@ -17,44 +17,10 @@ pub mod layout {
     pub const SRIOV: usize = 0x100;
 }
 
-/// SR-IOV capability register offsets (relative to the capability).
-pub mod sriov {
-    pub const CAPS: usize = 0x04;
-    pub const CTRL: usize = 0x08;
-    pub const STATUS: usize = 0x0A;
-    pub const INITIAL_VFS: usize = 0x0C;
-    pub const TOTAL_VFS: usize = 0x0E;
-    pub const NUM_VFS: usize = 0x10;
-    pub const FUNC_LINK: usize = 0x12;
-    pub const VF_OFFSET: usize = 0x14;
-    pub const VF_STRIDE: usize = 0x16;
-    pub const VF_DEVICE: usize = 0x1A;
-    pub const SUPPORTED_PAGE_SIZES: usize = 0x1C;
-    pub const SYSTEM_PAGE_SIZE: usize = 0x20;
-    pub const VF_BAR0: usize = 0x24;
-    pub const MIGRATION: usize = 0x3C;
-    /// Control bits.
-    pub const CTRL_VF_ENABLE: u16 = 1 << 0;
-    pub const CTRL_VF_MSE: u16 = 1 << 3;
-    pub const CTRL_ARI: u16 = 1 << 4;
-    /// 4K, 8K, 64K, 256K, 1M, 4M.
-    pub const PAGE_SIZES: u32 = 0x553;
-}
+pub use shared_abi::config_space::{msix, pcie, sriov};
 
-/// PCIe capability register offsets (relative).
-pub mod pcie {
-    pub const CAPS: usize = 0x02;
-    pub const DEVCAP: usize = 0x04;
-    pub const DEVCTL: usize = 0x08;
-    pub const DEVSTA: usize = 0x0A;
-    pub const LINKCAP: usize = 0x0C;
-    pub const LINKCTL: usize = 0x10;
-    pub const LINKSTA: usize = 0x12;
-    pub const DEVCAP2: usize = 0x24;
-    pub const DEVCTL2: usize = 0x28;
-    pub const DEVCAP_FLR: u32 = 1 << 28;
-    pub const DEVCTL_FLR: u16 = 1 << 15;
-}
+/// System page sizes the SR-IOV capability supports: 4K, 8K, 64K, 256K, 1M, 4M.
+pub const SRIOV_PAGE_SIZES: u32 = 0x553;
 
 fn common(c: &mut ConfigSpace, device: u16, msix_vectors: u16, msix_table: u32, msix_pba: u32) {
     c.init16(off::VENDOR_ID, pci::VENDOR_ID);
@@ -91,7 +57,10 @@ fn common(c: &mut ConfigSpace, device: u16, msix_vectors: u16, msix_table: u32, 
     // MSI-X: Table Size is N-1; Enable (15) and Function Mask (14) writable.
     c.data_next(layout::PM, layout::MSIX, cap_id::MSIX);
     set_msix_size(c, msix_vectors);
-    c.writable16(layout::MSIX + 2, 0xC000);
+    c.writable16(
+        layout::MSIX + msix::CTRL,
+        msix::CTRL_ENABLE | msix::CTRL_FUNCTION_MASK,
+    );
     c.init32(layout::MSIX + 4, msix_table); // BIR 0
     c.init32(layout::MSIX + 8, msix_pba);
 
@@ -112,8 +81,11 @@ fn common(c: &mut ConfigSpace, device: u16, msix_vectors: u16, msix_table: u32, 
 
 /// Sets the MSI-X Table Size field (N vectors, 1..=2048).
 pub fn set_msix_size(c: &mut ConfigSpace, vectors: u16) {
-    let ctl = c.r16(layout::MSIX + 2) & 0xC000;
-    c.set16(layout::MSIX + 2, ctl | (vectors.clamp(1, 2048) - 1));
+    let ctl = c.r16(layout::MSIX + msix::CTRL) & (msix::CTRL_ENABLE | msix::CTRL_FUNCTION_MASK);
+    c.set16(
+        layout::MSIX + msix::CTRL,
+        ctl | (vectors.clamp(1, msix::CTRL_TABLE_SIZE + 1) - 1),
+    );
 }
 
 trait NextCap {
@@ -151,9 +123,9 @@ pub fn pf_config(total_vfs: u16) -> ConfigSpace {
     c.init16(s + sriov::VF_OFFSET, pci::SRIOV_FIRST_VF_OFFSET);
     c.init16(s + sriov::VF_STRIDE, pci::SRIOV_VF_STRIDE);
     c.init16(s + sriov::VF_DEVICE, pci::VF_DEVICE_ID);
-    c.init32(s + sriov::SUPPORTED_PAGE_SIZES, sriov::PAGE_SIZES);
+    c.init32(s + sriov::SUPPORTED_PAGE_SIZES, SRIOV_PAGE_SIZES);
     c.init32(s + sriov::SYSTEM_PAGE_SIZE, 1);
-    c.writable32(s + sriov::SYSTEM_PAGE_SIZE, sriov::PAGE_SIZES);
+    c.writable32(s + sriov::SYSTEM_PAGE_SIZE, SRIOV_PAGE_SIZES);
     c.bar64(s + sriov::VF_BAR0, pci::VF_BAR0_SIZE, false);
     c.bar64(s + sriov::VF_BAR0 + 8, pci::VF_BAR2_SIZE, true);
     c
@@ -213,7 +185,11 @@ mod tests {
         assert_eq!(c.bytes()[0x71], 0);
         assert_eq!(c.r32(0x100) & 0xFFFF, 0x0010);
         assert_eq!(c.r16(0x100 + sriov::TOTAL_VFS), 64);
-        assert_eq!(c.r16(layout::MSIX + 2) & 0x7FF, 7, "8 PF vectors");
+        assert_eq!(
+            c.r16(layout::MSIX + msix::CTRL) & msix::CTRL_TABLE_SIZE,
+            7,
+            "8 PF vectors"
+        );
     }
 
     #[test]
@@ -244,7 +220,10 @@ mod tests {
         assert_eq!(raw.r16(0), 0xFFFF);
         assert_eq!(raw.r16(2), 0xFFFF);
         assert_eq!(raw.r32(off::BAR0), 0);
-        assert_eq!(raw.r16(layout::MSIX + 2) & 0x7FF, 511);
+        assert_eq!(
+            raw.r16(layout::MSIX + msix::CTRL) & msix::CTRL_TABLE_SIZE,
+            511
+        );
         assert_ne!(raw.r32(layout::PCIE + pcie::DEVCAP) & pcie::DEVCAP_FLR, 0);
         assert_eq!(raw.r32(0x100), 0, "no SR-IOV capability in a VF");
         let mut raw2 = raw.clone();

@@ -21,8 +21,8 @@ impl SharedMem {
     /// A new zeroed memfd of `len` bytes, mapped shared.
     pub fn create(name: &str, len: usize) -> std::io::Result<Self> {
         let fd = nix::sys::memfd::memfd_create(
-            &std::ffi::CString::new(name).unwrap_or_default(),
-            nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC,
+            std::ffi::CString::new(name).unwrap_or_default().as_c_str(),
+            nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
         )?;
         nix::unistd::ftruncate(&fd, len as i64)?;
         Ok(SharedMem {
@@ -43,7 +43,7 @@ impl SharedMem {
         window: (usize, usize),
     ) -> std::io::Result<Self> {
         use nix::fcntl::{fcntl, FcntlArg, SealFlag};
-        use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
+        use nix::sys::memfd::{memfd_create, MFdFlags};
         let (off, wlen) = window;
         if off.checked_add(wlen).is_none_or(|e| e > len) || wlen == 0 {
             return Err(std::io::ErrorKind::InvalidInput.into());
@@ -51,15 +51,12 @@ impl SharedMem {
         let mut m = Self::create(name, len)?; // private: mapped here and nowhere else
         let cname = std::ffi::CString::new(format!("{name}-window")).unwrap_or_default();
         let wfd = memfd_create(
-            &cname,
-            MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING,
+            cname.as_c_str(),
+            MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
         )?;
         nix::unistd::ftruncate(&wfd, (off + wlen) as i64)?;
         let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL;
-        fcntl(
-            std::os::fd::AsRawFd::as_raw_fd(&wfd),
-            FcntlArg::F_ADD_SEALS(seals),
-        )?;
+        fcntl(&wfd, FcntlArg::F_ADD_SEALS(seals))?;
         m.map.map_over(wfd.as_fd(), off, wlen)?;
         m.fd = Some(wfd);
         Ok(m)
@@ -131,10 +128,10 @@ impl SharedMem {
 /// that wins that race stalls only its own interrupts.
 pub fn signal_eventfd(fd: BorrowedFd<'_>) {
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
-    if let Ok(fl) = fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL) {
+    if let Ok(fl) = fcntl(fd, FcntlArg::F_GETFL) {
         let fl = OFlag::from_bits_retain(fl);
         if !fl.contains(OFlag::O_NONBLOCK) {
-            let _ = fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(fl | OFlag::O_NONBLOCK));
+            let _ = fcntl(fd, FcntlArg::F_SETFL(fl | OFlag::O_NONBLOCK));
         }
     }
     let _ = nix::unistd::write(fd, &1u64.to_ne_bytes());
@@ -157,8 +154,8 @@ pub fn adopt_eventfds(fds: Vec<OwnedFd>) -> Result<Vec<OwnedFd>, nix::errno::Err
         return Err(nix::errno::Errno::EINVAL);
     }
     for f in &fds {
-        let fl = OFlag::from_bits_retain(fcntl(f.as_raw_fd(), FcntlArg::F_GETFL)?);
-        fcntl(f.as_raw_fd(), FcntlArg::F_SETFL(fl | OFlag::O_NONBLOCK))?;
+        let fl = OFlag::from_bits_retain(fcntl(f, FcntlArg::F_GETFL)?);
+        fcntl(f, FcntlArg::F_SETFL(fl | OFlag::O_NONBLOCK))?;
     }
     Ok(fds)
 }

@@ -464,10 +464,7 @@ fn interrupts_come_only_from_own_vectors() {
         "vector 3 was delivered"
     );
     let mut b = [0u8; 8];
-    assert_eq!(
-        nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&peek[3]), &mut b).unwrap(),
-        8
-    );
+    assert_eq!(nix::unistd::read(&peek[3], &mut b).unwrap(), 8);
     r.vf_w32(0, region::BAR0, vf::IRQ_TRIGGER.0 as u64, 4);
     assert_eq!(r.faults(0), 1);
     assert_eq!(

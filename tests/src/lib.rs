@@ -384,8 +384,7 @@ impl Silent {
         use zerocopy::IntoBytes;
         let t = host_driver::vfio_user::VfioUser::connect(sock, false).unwrap();
         let rings =
-            nix::sys::memfd::memfd_create(c"rings", nix::sys::memfd::MemFdCreateFlag::empty())
-                .unwrap();
+            nix::sys::memfd::memfd_create(c"rings", nix::sys::memfd::MFdFlags::empty()).unwrap();
         nix::unistd::ftruncate(&rings, 8192).unwrap();
         let map = |addr, size| DmaMap {
             argsz: 32,

@@ -1197,7 +1197,7 @@ fn jobs_reach_memory_mapped_without_a_file_through_dma_messages() {
     );
     // Rings in a shared memfd at IOVA 2^32.
     let rings =
-        nix::sys::memfd::memfd_create(c"rings", nix::sys::memfd::MemFdCreateFlag::empty()).unwrap();
+        nix::sys::memfd::memfd_create(c"rings", nix::sys::memfd::MFdFlags::empty()).unwrap();
     nix::unistd::ftruncate(&rings, 8192).unwrap();
     let map = |addr: u64, size: u64| {
         [

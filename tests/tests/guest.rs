@@ -447,10 +447,11 @@ echo \"@@ end\"\n"
     let (through, alone) = (after_daemon - before, after_direct - after_daemon);
     // The same prologue in both guests. vfio-pci resets the function when it is opened and
     // again when it is released: acceld's one open costs two resets, ten direct commands
-    // twenty.
-    assert_eq!(
-        alone - through,
-        2 * 9,
+    // twenty. A reset that arrives before the firmware is back from the one before is served
+    // by one boot (the device restarts its firmware once), which a loaded machine sees now
+    // and then, in either guest.
+    assert!(
+        (2 * 9 - 3..=2 * 9 + 3).contains(&(alone.abs_diff(through))) && alone > through,
         "resets: {through} with acceld, {alone} without\nlog:\n{}\nguest:\n{}",
         sim.log(),
         with.serial

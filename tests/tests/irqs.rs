@@ -90,10 +90,7 @@ fn set_irqs_refuses_what_is_not_an_eventfd() {
     )
     .unwrap();
     let mut b = [0u8; 8];
-    assert!(
-        nix::unistd::read(rd.as_raw_fd(), &mut b).is_err(),
-        "the pipe is empty"
-    );
+    assert!(nix::unistd::read(&rd, &mut b).is_err(), "the pipe is empty");
     let mut pba = [0u8; 4];
     t.region_read(0, shared_abi::regs::pf::MSIX_PBA.start() as u64, &mut pba)
         .unwrap();
@@ -132,8 +129,8 @@ fn a_saturated_eventfd_does_not_stall_the_device() {
     // The client shares the open file: it can make writes to it block again.
     {
         use nix::fcntl::{fcntl, FcntlArg, OFlag};
-        let fl = OFlag::from_bits_retain(fcntl(efd.as_raw_fd(), FcntlArg::F_GETFL).unwrap());
-        fcntl(efd.as_raw_fd(), FcntlArg::F_SETFL(fl - OFlag::O_NONBLOCK)).unwrap();
+        let fl = OFlag::from_bits_retain(fcntl(&efd, FcntlArg::F_GETFL).unwrap());
+        fcntl(&efd, FcntlArg::F_SETFL(fl - OFlag::O_NONBLOCK)).unwrap();
     }
     // Raised from its own connection (the reply may or may not come: the test does not wait
     // on it).
@@ -202,8 +199,8 @@ fn a_stuck_completion_vector_does_not_stall_the_engine() {
     efd.write(0xffff_ffff_ffff_fffe).unwrap();
     {
         use nix::fcntl::{fcntl, FcntlArg, OFlag};
-        let fl = OFlag::from_bits_retain(fcntl(efd.as_raw_fd(), FcntlArg::F_GETFL).unwrap());
-        fcntl(efd.as_raw_fd(), FcntlArg::F_SETFL(fl - OFlag::O_NONBLOCK)).unwrap();
+        let fl = OFlag::from_bits_retain(fcntl(&efd, FcntlArg::F_GETFL).unwrap());
+        fcntl(&efd, FcntlArg::F_SETFL(fl - OFlag::O_NONBLOCK)).unwrap();
     }
     let port = StuckVector {
         t: VfioUser::connect(&d.vf_socket(1), false).unwrap(),
@@ -268,7 +265,7 @@ impl host_driver::vf::VfPort for StuckVector {
 fn signalled(efd: &nix::sys::eventfd::EventFd) -> bool {
     let deadline = std::time::Instant::now() + Duration::from_secs(1);
     let mut b = [0u8; 8];
-    while nix::unistd::read(efd.as_raw_fd(), &mut b).is_err() {
+    while nix::unistd::read(efd, &mut b).is_err() {
         if std::time::Instant::now() > deadline {
             return false;
         }

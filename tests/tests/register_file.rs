@@ -4,7 +4,6 @@ use accelvirt_tests::Sim;
 use host_driver::transport::Transport;
 use host_driver::vfio_user::VfioUser;
 use shared_abi::regs::{pf, PF_MAGIC};
-use std::os::fd::AsRawFd;
 
 #[test]
 fn a_pf_client_gets_only_the_mailbox_pages_in_a_sealed_file() {
@@ -15,7 +14,7 @@ fn a_pf_client_gets_only_the_mailbox_pages_in_a_sealed_file() {
     let (_, mut fds) = t.call(5, &q, &[], "region info").unwrap();
     let fd = fds.pop().expect("BAR0 comes with a descriptor to map");
     let end = pf::MBOX_RESP.end() as i64;
-    let st = nix::sys::stat::fstat(fd.as_raw_fd()).unwrap();
+    let st = nix::sys::stat::fstat(&fd).unwrap();
     assert_eq!(st.st_size, end, "the file ends with the mailbox pages");
     // Sealed: it can neither shrink (which would fault the device) nor grow.
     for len in [0, 4096, 1 << 20] {

@@ -49,8 +49,7 @@ fn rust_vmm_client_attaches_the_pf() {
     let irq = c.get_irq_info(2).unwrap();
     assert_eq!(irq.count, shared_abi::pci::PF_MSIX_VECTORS as u32);
     // DMA map of client memory with an fd, then unmap.
-    let mem =
-        nix::sys::memfd::memfd_create(c"dma", nix::sys::memfd::MemFdCreateFlag::empty()).unwrap();
+    let mem = nix::sys::memfd::memfd_create(c"dma", nix::sys::memfd::MFdFlags::empty()).unwrap();
     nix::unistd::ftruncate(&mem, 1 << 20).unwrap();
     c.dma_map(0, 0x1_0000_0000, 1 << 20, mem.as_raw_fd())
         .unwrap();
@@ -344,8 +343,7 @@ fn malformed_messages_get_errors_and_other_clients_keep_working() {
 fn dma_map_rules() {
     let sim = Sim::start();
     let t = VfioUser::connect(&sim.sock, false).unwrap();
-    let mem =
-        nix::sys::memfd::memfd_create(c"dma", nix::sys::memfd::MemFdCreateFlag::empty()).unwrap();
+    let mem = nix::sys::memfd::memfd_create(c"dma", nix::sys::memfd::MFdFlags::empty()).unwrap();
     nix::unistd::ftruncate(&mem, 2 << 20).unwrap();
     let map = |addr: u64, size: u64, fd: Option<i32>| {
         let mut p = Vec::new();
@@ -546,8 +544,7 @@ fn a_queued_conversation_is_served_to_its_end() {
     let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
     let (client, server) = socketpair(AddressFamily::Unix, SockType::Stream, None, flags).unwrap();
     let (client, server) = (UnixStream::from(client), UnixStream::from(server));
-    let mem =
-        nix::sys::memfd::memfd_create(c"dma", nix::sys::memfd::MemFdCreateFlag::empty()).unwrap();
+    let mem = nix::sys::memfd::memfd_create(c"dma", nix::sys::memfd::MFdFlags::empty()).unwrap();
     nix::unistd::ftruncate(&mem, 1 << 20).unwrap();
     let mut map = Vec::new();
     for v in [32u32, 3] {

@@ -29,8 +29,7 @@ fn errno<T>(r: host_driver::Result<T>) -> Errno {
 }
 
 fn memfd(len: i64) -> std::os::fd::OwnedFd {
-    let m =
-        nix::sys::memfd::memfd_create(c"dma", nix::sys::memfd::MemFdCreateFlag::empty()).unwrap();
+    let m = nix::sys::memfd::memfd_create(c"dma", nix::sys::memfd::MFdFlags::empty()).unwrap();
     nix::unistd::ftruncate(&m, len).unwrap();
     m
 }

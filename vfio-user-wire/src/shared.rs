@@ -3,6 +3,11 @@
 //! `shared_abi::ordering`: every access is a single relaxed atomic (never torn, merged or
 //! elided), and ordering comes only from [`Shared::publish32`]/[`Shared::observe32`] at handoff
 //! words. The server and the client both access shared words through this type.
+//!
+//! [`Shared`] touches memory only as whole aligned dwords: a byte access reads or updates its
+//! dword. Rust's memory model has no answer for atomics of different sizes on the same bytes
+//! from two threads, so one width per word is what keeps two threads of one process (the
+//! device's firmware and its bus, or a client's two handles) free of data races.
 #![allow(unsafe_code)]
 
 use std::os::fd::BorrowedFd;
@@ -29,8 +34,13 @@ impl Shared {
     /// past a file's end raises SIGBUS): the device maps only memfds it made, the host only
     /// the device's BARs. Memory a client hands the device is never mapped (accel-sim's DMA
     /// table reads it with `pread`).
+    ///
+    /// `len` is whole dwords, so every byte of the mapping lies in a dword of it.
     pub fn map(fd: BorrowedFd<'_>, offset: u64, len: usize) -> std::io::Result<Self> {
         use nix::sys::mman::{mmap, MapFlags, ProtFlags};
+        if !len.is_multiple_of(4) {
+            return Err(std::io::ErrorKind::InvalidInput.into());
+        }
         let nz = std::num::NonZeroUsize::new(len).ok_or(std::io::ErrorKind::InvalidInput)?;
         let off = i64::try_from(offset).map_err(|_| std::io::ErrorKind::InvalidInput)?;
         // SAFETY: a new mapping at a kernel-chosen address aliases no Rust object; it is
@@ -102,13 +112,31 @@ impl Shared {
         Some(unsafe { &*(self.ptr.as_ptr().add(off) as *const AtomicU32) })
     }
 
+    /// The bytes `at..at + bytes.len()` of one dword (`at % 4 + bytes.len() <= 4`), as one
+    /// atomic read-modify-write of it: the other bytes keep whatever another thread or process
+    /// writes meanwhile, and a reader sees all of these bytes or none.
     #[inline]
-    fn byte(&self, off: usize) -> Option<&AtomicU8> {
-        if off >= self.len {
-            return None;
-        }
-        // SAFETY: in bounds; AtomicU8 has u8's layout.
-        Some(unsafe { &*(self.ptr.as_ptr().add(off) as *const AtomicU8) })
+    fn merge(&self, at: usize, bytes: &[u8]) {
+        let Some(w) = self.word(at & !3) else {
+            return;
+        };
+        let lane = at & 3;
+        let _ = w.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+            let mut b = old.to_ne_bytes();
+            b[lane..lane + bytes.len()].copy_from_slice(bytes);
+            Some(u32::from_ne_bytes(b))
+        });
+    }
+
+    /// The bytes `at..at + out.len()` of one dword, from one load of it.
+    #[inline]
+    fn extract(&self, at: usize, out: &mut [u8]) {
+        let lane = at & 3;
+        let b = self
+            .word(at & !3)
+            .map_or(u32::MAX, |w| w.load(Ordering::Relaxed))
+            .to_ne_bytes();
+        out.copy_from_slice(&b[lane..lane + out.len()]);
     }
 
     /// Reads the dword at `off`; `None` if unaligned or out of range.
@@ -144,8 +172,8 @@ impl Shared {
                 .is_ok()
         })
     }
-    /// Copies bytes out; false (nothing read) if out of range. Whole aligned dwords are read
-    /// as dwords (a quarter of the accesses), the bytes around them one by one.
+    /// Copies bytes out; false (nothing read) if out of range. Every dword is read with one
+    /// load, the partial ones at either end included.
     #[inline]
     pub fn read(&self, off: usize, buf: &mut [u8]) -> bool {
         if off.checked_add(buf.len()).is_none_or(|e| e > self.len) {
@@ -153,11 +181,8 @@ impl Shared {
         }
         let head = off.next_multiple_of(4).saturating_sub(off).min(buf.len());
         let (head_buf, rest) = buf.split_at_mut(head);
-        let mut at = off;
-        for b in head_buf {
-            *b = self.byte(at).map_or(0xFF, |a| a.load(Ordering::Relaxed));
-            at += 1;
-        }
+        self.extract(off, head_buf);
+        let mut at = off + head;
         let mut words = rest.chunks_exact_mut(4);
         for w in &mut words {
             let v = self
@@ -166,14 +191,12 @@ impl Shared {
             w.copy_from_slice(&v.to_ne_bytes());
             at += 4;
         }
-        for b in words.into_remainder() {
-            *b = self.byte(at).map_or(0xFF, |a| a.load(Ordering::Relaxed));
-            at += 1;
-        }
+        self.extract(at, words.into_remainder());
         true
     }
     /// Copies bytes in; false (nothing written) if out of range. Whole aligned dwords are
-    /// written as dwords, the bytes around them one by one.
+    /// written with one store each, the partial ones at either end with one read-modify-write
+    /// each.
     #[inline]
     pub fn write(&self, off: usize, data: &[u8]) -> bool {
         if off.checked_add(data.len()).is_none_or(|e| e > self.len) {
@@ -181,13 +204,10 @@ impl Shared {
         }
         let head = off.next_multiple_of(4).saturating_sub(off).min(data.len());
         let (head_data, rest) = data.split_at(head);
-        let mut at = off;
-        for b in head_data {
-            if let Some(a) = self.byte(at) {
-                a.store(*b, Ordering::Relaxed);
-            }
-            at += 1;
+        if !head_data.is_empty() {
+            self.merge(off, head_data);
         }
+        let mut at = off + head;
         let mut words = rest.chunks_exact(4);
         for w in &mut words {
             if let Some(a) = self.word(at) {
@@ -198,11 +218,8 @@ impl Shared {
             }
             at += 4;
         }
-        for b in words.remainder() {
-            if let Some(a) = self.byte(at) {
-                a.store(*b, Ordering::Relaxed);
-            }
-            at += 1;
+        if !words.remainder().is_empty() {
+            self.merge(at, words.remainder());
         }
         true
     }
@@ -509,8 +526,7 @@ mod tests {
 
     #[test]
     fn two_mappings_of_one_file_see_each_others_words() {
-        let fd =
-            nix::sys::memfd::memfd_create(c"t", nix::sys::memfd::MemFdCreateFlag::empty()).unwrap();
+        let fd = nix::sys::memfd::memfd_create(c"t", nix::sys::memfd::MFdFlags::empty()).unwrap();
         nix::unistd::ftruncate(&fd, 8192).unwrap();
         let a = Shared::map(fd.as_fd(), 0, 8192).unwrap();
         let b = Shared::map(fd.as_fd(), 4096, 4096).unwrap();
@@ -526,10 +542,46 @@ mod tests {
         assert_eq!(r, [1; 8]);
     }
 
+    /// A write inside one dword is one access of it, never a byte at a time: a reader on
+    /// another thread sees all of its bytes or none (with byte stores it saw halves).
+    #[test]
+    fn a_partial_dword_write_is_one_access() {
+        let fd = nix::sys::memfd::memfd_create(c"t", nix::sys::memfd::MFdFlags::empty()).unwrap();
+        nix::unistd::ftruncate(&fd, 4096).unwrap();
+        let m = std::sync::Arc::new(Shared::map(fd.as_fd(), 0, 4096).unwrap());
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (m, stop) = (m.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut v = 0u8;
+                while !stop.load(Ordering::Relaxed) {
+                    v = v.wrapping_add(1);
+                    m.write(1, &[v; 3]);
+                }
+            })
+        };
+        let t = std::time::Instant::now();
+        let mut torn = 0;
+        while t.elapsed() < std::time::Duration::from_millis(300) {
+            let mut b = [0u8; 3];
+            m.read(1, &mut b);
+            torn += usize::from(b[0] != b[1] || b[1] != b[2]);
+        }
+        stop.store(true, Ordering::Relaxed);
+        writer.join().unwrap();
+        assert_eq!(torn, 0, "reads saw a write half done");
+    }
+
+    #[test]
+    fn a_mapping_is_whole_dwords() {
+        let fd = nix::sys::memfd::memfd_create(c"t", nix::sys::memfd::MFdFlags::empty()).unwrap();
+        nix::unistd::ftruncate(&fd, 4096).unwrap();
+        assert!(Shared::map(fd.as_fd(), 0, 4094).is_err());
+    }
+
     #[test]
     fn byte_ranges_of_any_alignment_read_and_write_exactly_their_bytes() {
-        let fd =
-            nix::sys::memfd::memfd_create(c"t", nix::sys::memfd::MemFdCreateFlag::empty()).unwrap();
+        let fd = nix::sys::memfd::memfd_create(c"t", nix::sys::memfd::MFdFlags::empty()).unwrap();
         nix::unistd::ftruncate(&fd, 4096).unwrap();
         let m = Shared::map(fd.as_fd(), 0, 4096).unwrap();
         let pattern: Vec<u8> = (0..64u8).map(|i| i.wrapping_mul(37) ^ 0x5A).collect();
@@ -560,8 +612,7 @@ mod tests {
     #[test]
     fn crc32c_in_place_matches_the_crate_at_every_alignment_and_length() {
         let len = 3 * 8192 * 2 + 3 * 512 + 4096;
-        let fd =
-            nix::sys::memfd::memfd_create(c"t", nix::sys::memfd::MemFdCreateFlag::empty()).unwrap();
+        let fd = nix::sys::memfd::memfd_create(c"t", nix::sys::memfd::MFdFlags::empty()).unwrap();
         nix::unistd::ftruncate(&fd, len as i64).unwrap();
         let m = ClientMem::map(fd.as_fd(), 0, len, true).unwrap();
         let mut x = 0x9E37_79B9_7F4A_7C15u64;

@@ -3,6 +3,14 @@
 //! SR-IOV is enabled through sysfs `sriov_numvfs` (with a VF token when the PF itself is bound
 //! to vfio-pci). VFs are bound to vfio-pci with `driver_override`.
 //!
+//! Why our own ioctls and not `vfio-ioctls`' container, group and device objects: its
+//! `VfioDevice::new` asks the group for the device by the sysfs path's last component only, so
+//! it cannot pass the `vf_token=` a VF of a vfio-pci PF needs (`VFIO_GROUP_GET_DEVICE_FD`
+//! takes "name vf_token=uuid"), and it has no `VFIO_DEVICE_FEATURE` to set the PF's token.
+//! The ioctls we need are few and live, with their `unsafe`, in `crate::sys`; the structures
+//! are `vfio-bindings`', the crate the rust-vmm family shares. PCI configuration space is
+//! `shared_abi::config_space`, declared once with the device model.
+//!
 //! No accelerator and no IOMMU are on the CI machines: [`sysfs`] is tested against a fake sysfs
 //! tree and [`vfio`]'s ioctl arguments in unit tests; opening a real device is not exercised.
 
@@ -18,8 +26,8 @@ pub use sysfs::Sysfs;
 use vfio_user_wire::shared::Shared;
 
 /// PCI command register and its Bus Master Enable bit.
-const PCI_COMMAND: u64 = 0x04;
-const PCI_COMMAND_MASTER: u16 = 1 << 2;
+const PCI_COMMAND: u64 = crate::transport::header::COMMAND as u64;
+const PCI_COMMAND_MASTER: u16 = crate::transport::command::BUS_MASTER;
 
 /// Opens one of our functions (`device` ID, called `what` in messages) through `/dev/vfio`,
 /// after checking its IDs, that vfio-pci has it and that it has an IOMMU group.
@@ -131,8 +139,8 @@ impl KernelVfio {
     pub fn set_msix_eventfds(&self, start: u32, fds: &[std::os::fd::BorrowedFd<'_>]) -> Result<()> {
         use std::os::fd::AsRawFd;
         let raw: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
-        let arg = vfio::irq_set_eventfds(start, &raw);
-        crate::sys::vfio::device_set_irqs(self.device.as_fd(), &arg)
+        let mut arg = vfio::irq_set_eventfds(start, &raw);
+        crate::sys::vfio::device_set_irqs(self.device.as_fd(), &mut arg)
             .map(|_| ())
             .map_err(|e| Error::Kernel {
                 what: "VFIO_DEVICE_SET_IRQS (MSI-X eventfds)".into(),

@@ -86,20 +86,16 @@ impl VfPort for KernelVf {
         Ok(())
     }
     fn dma_map(&self, iova: u64, mem: &Shared, _fd: BorrowedFd<'_>) -> Result<()> {
-        crate::sys::vfio::iommu_map_dma(
-            self.container.as_fd(),
-            mem.addr() as u64,
-            iova,
-            mem.len() as u64,
-        )
-        .map_err(|e| Error::Kernel {
-            what: format!("VFIO_IOMMU_MAP_DMA for {}", self.addr),
-            source: e.into(),
+        crate::sys::vfio::iommu_map_dma(self.container.as_fd(), mem, iova).map_err(|e| {
+            Error::Kernel {
+                what: format!("VFIO_IOMMU_MAP_DMA for {}", self.addr),
+                source: e.into(),
+            }
         })
     }
     fn msix_eventfd(&self, vector: u32, fd: BorrowedFd<'_>) -> Result<()> {
-        let arg = vfio::irq_set_eventfds(vector, &[fd.as_raw_fd()]);
-        crate::sys::vfio::device_set_irqs(self.device.as_fd(), &arg)
+        let mut arg = vfio::irq_set_eventfds(vector, &[fd.as_raw_fd()]);
+        crate::sys::vfio::device_set_irqs(self.device.as_fd(), &mut arg)
             .map(|_| ())
             .map_err(|e| Error::Kernel {
                 what: format!("VFIO_DEVICE_SET_IRQS (MSI-X) for {}", self.addr),

@@ -355,35 +355,39 @@ fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
             (DevStatus::FAULT | DevStatus::HALTED).bits(),
         );
     }
-    defmt::error!("panic: firmware halted");
+    // A panic inside a log frame (the logger's own re-entry check among them) must not log:
+    // that would take the logger again and panic in the panic handler.
+    if !FRAME.held() {
+        defmt::error!("panic: firmware halted");
+    }
     exit(101)
 }
 
 // defmt: frames go to the log sink, one encoder for the single-threaded image.
-static TAKEN: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+static FRAME: firmware::logger::FrameLock = firmware::logger::FrameLock::new();
 static mut ENCODER: defmt::Encoder = defmt::Encoder::new();
 
 #[defmt::global_logger]
 struct Logger;
 
-// SAFETY: acquire/release bracket every frame; the image is single-threaded and the `TAKEN`
-// flag refuses re-entry, so the encoder is never aliased.
+// SAFETY: `acquire` panics if a frame is open (defmt's contract), so at most one frame exists
+// and defmt calls `write` and `release` only inside the frame `acquire` opened; the image is
+// single-threaded, so the encoder has one user at a time.
 unsafe impl defmt::Logger for Logger {
     fn acquire() {
-        if TAKEN.swap(true, Ordering::Acquire) {
-            return;
-        }
-        // SAFETY: only reached by the holder of `TAKEN`.
+        FRAME.take();
+        // SAFETY: `FRAME` was free and is now held by this frame: no other reference to the
+        // encoder exists until `release`.
         unsafe { (*core::ptr::addr_of_mut!(ENCODER)).start_frame(log_write) }
     }
     unsafe fn flush() {}
     unsafe fn release() {
-        // SAFETY: called once after acquire by the holder of `TAKEN`.
+        // SAFETY: defmt calls this once, after `acquire`, inside the frame it opened.
         unsafe { (*core::ptr::addr_of_mut!(ENCODER)).end_frame(log_write) };
-        TAKEN.store(false, Ordering::Release);
+        FRAME.give();
     }
     unsafe fn write(bytes: &[u8]) {
-        // SAFETY: called between acquire and release by the holder of `TAKEN`.
+        // SAFETY: defmt calls this between `acquire` and `release`, inside the open frame.
         unsafe { (*core::ptr::addr_of_mut!(ENCODER)).write(bytes, log_write) }
     }
 }
