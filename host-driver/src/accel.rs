@@ -339,6 +339,29 @@ impl Accel {
         std::mem::take(&mut *self.notes.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
+    /// Finishes a management operation a killed process left half done (see
+    /// [`Accel::reconcile`]), if there is one and no process holds the management lock (one
+    /// that does is in the middle of its operation, not dead). What it did is in
+    /// [`Accel::take_notes`]. accelctl runs this before every command it opens the device
+    /// for, so that no command lives with a half-done create or destroy.
+    pub async fn finish_interrupted(&self) -> Result<()> {
+        let Ok(f) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(self.t.lock_path())
+        else {
+            // No lock file: nothing was ever recorded here.
+            return Ok(());
+        };
+        if f.metadata().map_or(true, |m| m.len() == 0) {
+            return Ok(());
+        }
+        match f.try_lock() {
+            Ok(()) => self.reconcile(&MgmtLock(f)).await,
+            Err(_) => Ok(()),
+        }
+    }
+
     /// Finishes a management operation that a killed process left half done, as its record
     /// in the lock file says: VFs the firmware made for a create but SR-IOV never showed are
     /// shown; VFs a destroy took out of SR-IOV are destroyed; SR-IOV left on with no VF behind

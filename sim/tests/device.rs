@@ -450,7 +450,13 @@ fn interrupts_come_only_from_own_vectors() {
         0,
         "no MSI-X without Bus Master Enable"
     );
+    // Bus Master Enable sends what was held: the vector goes out now.
     r.cfgw16(Func::Vf(0), 0x04, 0x4);
+    assert_eq!(
+        r.dev.irqs_delivered(Func::Vf(0)),
+        1,
+        "the pending vector is sent when Bus Master comes on"
+    );
     r.vf_w32(0, region::BAR0, vf::IRQ_TRIGGER.0 as u64, 3);
     // The function's courier writes the eventfd a moment later, as an MSI arrives after the
     // write that raised it.
@@ -471,7 +477,7 @@ fn interrupts_come_only_from_own_vectors() {
         r.r32(vf_bank::FAULT_CODE.at(pf::vf_bank(0))),
         VfFault::VectorNotOwned as u32
     );
-    assert_eq!(r.dev.irqs_delivered(Func::Vf(0)), 1);
+    assert_eq!(r.dev.irqs_delivered(Func::Vf(0)), 2);
     // Its MSI-X table has exactly 4 entries; entry 4 is not its own.
     assert_eq!(
         r.vf_r32(0, region::BAR0, vf::MSIX_TABLE.offset as u64 + 4 * 16),

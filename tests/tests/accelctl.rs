@@ -557,9 +557,10 @@ fn interrupted_operations_are_finished_by_the_next_command() {
     sim.ctl_json(&["create-vf", "--count", "2"]);
     raw(&sim).set_num_vfs(0).unwrap();
     std::fs::write(lock(&sim), "create-vf").unwrap();
-    let o = sim.ctl(&["vf", "list"]);
+    // Any command finishes it first, `vf list` here (before, only create-vf and destroy-vf
+    // did, and the others showed the half-made VFs as they were).
+    let o = sim.ctl(&["vf", "list", "--json"]);
     assert!(o.status.success());
-    let o = sim.ctl(&["create-vf", "--count", "1"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains("finished an interrupted create-vf: SR-IOV now shows the 2 VFs it had made"),
@@ -571,10 +572,11 @@ fn interrupted_operations_are_finished_by_the_next_command() {
         "",
         "record cleared"
     );
-    // A destroy killed after SR-IOV went off, before the firmware destroyed the VFs.
+    // A destroy killed after SR-IOV went off, before the firmware destroyed the VFs: `stats`
+    // finishes it.
     raw(&sim).set_num_vfs(0).unwrap();
     std::fs::write(lock(&sim), "destroy-vf").unwrap();
-    let o = sim.ctl(&["destroy-vf", "--all"]);
+    let o = sim.ctl(&["stats"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     assert!(
@@ -599,10 +601,11 @@ fn interrupted_operations_are_finished_by_the_next_command() {
                 .unwrap();
         });
     std::fs::write(lock(&sim), "destroy-vf").unwrap();
-    let o = sim.ctl(&["create-vf", "--count", "1"]);
+    let o = sim.ctl(&["info"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     assert!(err.contains("SR-IOV off, no VF was left"), "{err}");
+    assert_eq!(raw(&sim).num_vfs().unwrap(), 0);
 }
 
 /// The device model killed (a power cut) while `create-vf`, `vf resize` or `destroy-vf`

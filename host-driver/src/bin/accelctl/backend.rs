@@ -510,7 +510,15 @@ pub async fn open(
         ));
     };
     // --timeout-ms bounds every wait on the device, the socket's as well as the firmware's.
-    Accel::open_with_timeout(&host_driver::DeviceAddr::parse(d)?, timeout).map(Backend::Direct)
+    let a = Accel::open_with_timeout(&host_driver::DeviceAddr::parse(d)?, timeout)?;
+    // Whatever the command, a create or destroy a killed accelctl left half done is finished
+    // first, so that no command shows or acts on the half-made state.
+    let finished = a.finish_interrupted().await;
+    for n in a.take_notes() {
+        eprintln!("accelctl: {n}");
+    }
+    finished?;
+    Ok(Backend::Direct(a))
 }
 
 /// The daemon for commands that may span every device it owns (`events`): with no device
