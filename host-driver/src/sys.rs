@@ -199,6 +199,16 @@ pub fn default_sigpipe() {
     let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
 }
 
+/// Blocks SIGPIPE on the calling thread: a write there to a socket whose peer is gone fails
+/// with EPIPE instead of ending the process, while threads that do not call this (the one
+/// writing stdout) keep the default. SIGPIPE from a write goes to the thread that wrote.
+pub fn block_sigpipe_here() {
+    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGPIPE);
+    let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
+}
+
 #[cfg(test)]
 mod tests {
     /// Whatever `argsz` a caller wrote, the kernel is told the buffer's own length (before,

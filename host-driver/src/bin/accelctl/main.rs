@@ -302,7 +302,12 @@ fn main() -> ExitCode {
     host_driver::sys::default_sigpipe();
     let cli = Cli::parse();
     let out = Out { json: cli.json };
-    let rt = match tokio::runtime::Builder::new_current_thread()
+    // The daemon's connection is driven by tasks on the runtime's own thread, where SIGPIPE
+    // is blocked: acceld going away mid-write is an error accelctl reports (exit 5), never a
+    // signal that kills it; stdout, written here, keeps the default (`| head` ends quietly).
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .on_thread_start(host_driver::sys::block_sigpipe_here)
         .enable_all()
         .build()
     {
