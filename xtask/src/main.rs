@@ -186,6 +186,7 @@ fn firmware() -> Result<(), String> {
     Ok(())
 }
 
+mod certs;
 mod demo;
 mod image;
 mod vm;
@@ -205,6 +206,10 @@ fn main() -> ExitCode {
             let args: Vec<String> = std::env::args().skip(2).collect();
             demo::run(&root(), &args)
         }
+        "certs" => {
+            let args: Vec<String> = std::env::args().skip(2).collect();
+            certs::run(&root(), &args)
+        }
         "vm" => {
             let args: Vec<String> = std::env::args().skip(2).collect();
             match vm::run(&root(), &args) {
@@ -214,7 +219,7 @@ fn main() -> ExitCode {
             }
         }
         _ => {
-            eprintln!("usage: cargo xtask <firmware|image|demo|vm>");
+            eprintln!("usage: cargo xtask <firmware|image|demo|vm|certs>");
             return ExitCode::from(2);
         }
     };

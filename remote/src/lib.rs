@@ -1,0 +1,14 @@
+//! Remote VFs (the fourth design patent): a VM on one host uses a VF of an accelerator in
+//! another, its jobs converted in user mode into network commands and forwarded over mutual
+//! TLS.
+//!
+//! This crate is being built in order; what is here works and is tested:
+//!
+//! - [`wire`]: the versioned wire protocol, framing and every message, decoded strictly (a
+//!   frame that is malformed, oversized or of another version is refused, never guessed at);
+//! - [`tls`]: mutual TLS configurations from PEM files (`cargo xtask certs` makes development
+//!   ones), and the client identity a verified certificate carries.
+#![forbid(unsafe_code)]
+
+pub mod tls;
+pub mod wire;
