@@ -115,57 +115,8 @@ pub fn peer_identity(conn: &rustls::CommonState) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    };
+    use crate::testcerts::{ca, leaf, roots, Ca};
     use std::io::{Read, Write};
-
-    struct Ca {
-        cert: rcgen::Certificate,
-        key: KeyPair,
-    }
-
-    fn ca(name: &str) -> Ca {
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.distinguished_name.push(DnType::CommonName, name);
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let key = KeyPair::generate().unwrap();
-        Ca {
-            cert: p.self_signed(&key).unwrap(),
-            key,
-        }
-    }
-
-    /// A leaf for `name` signed by `ca`, written to `dir` as NAME.crt/NAME.key; `expired`
-    /// makes one whose validity ended in 2001.
-    fn leaf(dir: &Path, ca: &Ca, name: &str, server: bool, expired: bool) -> Identity {
-        let mut p = CertificateParams::new(vec![name.to_string()]).unwrap();
-        p.distinguished_name.push(DnType::CommonName, name);
-        p.extended_key_usages = vec![if server {
-            ExtendedKeyUsagePurpose::ServerAuth
-        } else {
-            ExtendedKeyUsagePurpose::ClientAuth
-        }];
-        if expired {
-            p.not_before = rcgen::date_time_ymd(2000, 1, 1);
-            p.not_after = rcgen::date_time_ymd(2001, 1, 1);
-        }
-        let key = KeyPair::generate().unwrap();
-        let cert = p.signed_by(&key, &ca.cert, &ca.key).unwrap();
-        let (c, k) = (
-            dir.join(format!("{name}.crt")),
-            dir.join(format!("{name}.key")),
-        );
-        std::fs::write(&c, cert.pem()).unwrap();
-        std::fs::write(&k, key.serialize_pem()).unwrap();
-        Identity::load(&c, &k).unwrap()
-    }
-
-    fn roots(dir: &Path, ca: &Ca, file: &str) -> RootCertStore {
-        let p = dir.join(file);
-        std::fs::write(&p, ca.cert.pem()).unwrap();
-        load_roots(&p).unwrap()
-    }
 
     /// One handshake over a socket pair, both ends driven here; the server's view of the
     /// client's identity, or the error either side hit.

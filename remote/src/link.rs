@@ -1,0 +1,299 @@
+//! A link: one ordered, reliable byte stream between an importer and an exporter that carries
+//! [`wire`](crate::wire) frames. The conversion (what frames say) never sees how bytes move:
+//! [`Link`] is all it uses, so a transport other than TCP with TLS (RDMA, AF_XDP) is another
+//! implementation of it, and nothing else changes.
+//!
+//! [`Framed`] puts frames on any `Read + Write` stream; [`tcp`] makes such streams over TCP
+//! with mutual TLS.
+use crate::wire::{self, FrameError, Header, Message, HEADER_SIZE};
+use std::io::{Read, Write};
+use zerocopy::FromBytes;
+
+/// Why a link could not carry a frame. After any of these the link is finished.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// The peer closed the stream between frames.
+    #[error("the peer closed the link")]
+    Closed,
+    /// The stream failed (or ended inside a frame).
+    #[error("link: {0}")]
+    Io(#[from] std::io::Error),
+    /// The peer sent something that is not a valid frame: it is cut off.
+    #[error("bad frame: {0}")]
+    Frame(#[from] FrameError),
+}
+
+/// Frames in both directions over one link.
+pub trait Link: Send {
+    /// Sends one message (all of it, or an error).
+    fn send(&mut self, m: &Message) -> Result<(), LinkError>;
+    /// Receives one message. A header is checked before its payload is read, so a peer can
+    /// make the receiver hold at most [`wire::MAX_PAYLOAD`] bytes.
+    fn recv(&mut self) -> Result<Message, LinkError>;
+}
+
+/// Frames on a byte stream.
+#[derive(Debug)]
+pub struct Framed<S> {
+    stream: S,
+    buf: Vec<u8>,
+}
+
+impl<S: Read + Write> Framed<S> {
+    /// Frames on `stream`.
+    pub fn new(stream: S) -> Self {
+        Framed {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// The stream beneath.
+    pub fn get_ref(&self) -> &S {
+        &self.stream
+    }
+}
+
+impl<S: Read + Write + Send> Link for Framed<S> {
+    fn send(&mut self, m: &Message) -> Result<(), LinkError> {
+        let f = wire::encode(m)?;
+        self.stream.write_all(&f)?;
+        self.stream.flush()?;
+        Ok(())
+    }
+
+    fn recv(&mut self) -> Result<Message, LinkError> {
+        let mut h = [0u8; HEADER_SIZE];
+        // End of stream before a header's first byte is a close; inside one, an error.
+        let mut got = 0;
+        while got < HEADER_SIZE {
+            match self.stream.read(&mut h[got..]) {
+                Ok(0) if got == 0 => return Err(LinkError::Closed),
+                Ok(0) => {
+                    return Err(LinkError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+                }
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let header = Header::read_from_bytes(&h).map_err(|_| FrameError::Reserved)?;
+        let (kind, len) = wire::check_header(&header)?;
+        self.buf.resize(len, 0);
+        self.stream.read_exact(&mut self.buf)?;
+        Ok(wire::decode(kind, &self.buf)?)
+    }
+}
+
+/// TCP with mutual TLS (rustls), the link between hosts.
+pub mod tcp {
+    use super::Framed;
+    use rustls::{ClientConnection, ServerConnection, StreamOwned};
+    use std::net::{TcpListener, TcpStream, ToSocketAddrs};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// An importer's link to its exporter.
+    pub type ClientLink = Framed<StreamOwned<ClientConnection, TcpStream>>;
+    /// An exporter's link to one importer.
+    pub type ServerLink = Framed<StreamOwned<ServerConnection, TcpStream>>;
+
+    /// Why a link could not be made.
+    #[derive(Debug, thiserror::Error)]
+    pub enum ConnectError {
+        /// TCP.
+        #[error("{0}")]
+        Io(#[from] std::io::Error),
+        /// The TLS handshake (a certificate refused, on either side).
+        #[error("TLS: {0}")]
+        Tls(String),
+        /// The server name given is not a name or address.
+        #[error("{0:?} is not a host name or address")]
+        Name(String),
+    }
+
+    fn handshake<C, D>(conn: &mut C, sock: &mut TcpStream) -> Result<(), ConnectError>
+    where
+        C: std::ops::DerefMut<Target = rustls::ConnectionCommon<D>>,
+        D: rustls::SideData,
+    {
+        while conn.is_handshaking() {
+            conn.complete_io(sock)
+                .map_err(|e| ConnectError::Tls(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Connects to `addr`, whose certificate must name `server_name`, and completes the
+    /// handshake within `timeout` (which also bounds every later read and write's wait).
+    pub fn connect(
+        addr: impl ToSocketAddrs,
+        server_name: &str,
+        config: Arc<rustls::ClientConfig>,
+        timeout: Duration,
+    ) -> Result<ClientLink, ConnectError> {
+        let name = rustls::pki_types::ServerName::try_from(server_name.to_string())
+            .map_err(|_| ConnectError::Name(server_name.into()))?;
+        let mut last = None;
+        let mut sock = None;
+        for a in addr.to_socket_addrs()? {
+            match TcpStream::connect_timeout(&a, timeout) {
+                Ok(s) => {
+                    sock = Some(s);
+                    break;
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let mut sock = sock
+            .ok_or_else(|| last.unwrap_or_else(|| std::io::ErrorKind::AddrNotAvailable.into()))?;
+        sock.set_nodelay(true)?;
+        sock.set_read_timeout(Some(timeout))?;
+        sock.set_write_timeout(Some(timeout))?;
+        let mut conn =
+            ClientConnection::new(config, name).map_err(|e| ConnectError::Tls(e.to_string()))?;
+        handshake(&mut conn, &mut sock)?;
+        Ok(Framed::new(StreamOwned::new(conn, sock)))
+    }
+
+    /// Accepts one importer on `listener` and completes the handshake within `timeout`;
+    /// returns the link and the identity its certificate carries
+    /// ([`crate::tls::peer_identity`]).
+    pub fn accept(
+        listener: &TcpListener,
+        config: Arc<rustls::ServerConfig>,
+        timeout: Duration,
+    ) -> Result<(ServerLink, Option<String>), ConnectError> {
+        let (mut sock, _) = listener.accept()?;
+        sock.set_nodelay(true)?;
+        sock.set_read_timeout(Some(timeout))?;
+        sock.set_write_timeout(Some(timeout))?;
+        let mut conn =
+            ServerConnection::new(config).map_err(|e| ConnectError::Tls(e.to_string()))?;
+        handshake(&mut conn, &mut sock)?;
+        let who = crate::tls::peer_identity(&conn);
+        Ok((Framed::new(StreamOwned::new(conn, sock)), who))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{Hello, Ping, Welcome};
+
+    /// Two ends of an in-process byte stream.
+    fn pair() -> (
+        Framed<std::os::unix::net::UnixStream>,
+        std::os::unix::net::UnixStream,
+    ) {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        (Framed::new(a), b)
+    }
+
+    #[test]
+    fn frames_cross_a_stream_and_a_close_is_told_apart_from_a_cut() {
+        let (mut a, b) = pair();
+        let mut b = Framed::new(b);
+        let hello = Message::Hello(Hello {
+            vf: 2.into(),
+            reserved: 0.into(),
+            session: 0.into(),
+        });
+        a.send(&hello).unwrap();
+        a.send(&Message::Ping(Ping { nonce: 5.into() })).unwrap();
+        assert_eq!(b.recv().unwrap(), hello);
+        assert_eq!(b.recv().unwrap(), Message::Ping(Ping { nonce: 5.into() }));
+        // Half a frame, then the end: an error, not a close.
+        let f = wire::encode(&Message::Welcome(Welcome::default())).unwrap();
+        a.get_ref().write_all(&f[..10]).unwrap();
+        drop(a);
+        assert!(matches!(b.recv(), Err(LinkError::Io(_))));
+        let (a, b) = pair();
+        let mut b2 = Framed::new(b);
+        drop(a);
+        assert!(matches!(b2.recv(), Err(LinkError::Closed)));
+    }
+
+    #[test]
+    fn an_oversized_or_garbage_frame_is_refused_before_its_payload_is_read() {
+        let (a, b) = pair();
+        let mut b = Framed::new(b);
+        // A header that claims 1 GiB: refused at once, nothing more is read or held.
+        let mut h = wire::encode(&Message::Ping(Ping::default())).unwrap();
+        h[8..12].copy_from_slice(&(1u32 << 30).to_le_bytes());
+        a.get_ref().write_all(&h[..HEADER_SIZE]).unwrap();
+        assert!(matches!(
+            b.recv(),
+            Err(LinkError::Frame(FrameError::TooLarge(_)))
+        ));
+        let (a, b) = pair();
+        let mut b = Framed::new(b);
+        a.get_ref().write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        assert!(matches!(
+            b.recv(),
+            Err(LinkError::Frame(FrameError::Magic(_)))
+        ));
+    }
+
+    /// Between an importer and an exporter over loopback TCP with mutual TLS: the exporter
+    /// learns the importer's name, frames cross both ways; an importer with another CA's
+    /// certificate gets no link.
+    #[test]
+    fn tcp_links_need_both_certificates_and_carry_frames() {
+        use crate::testcerts::{ca, leaf, roots};
+        use crate::tls::{client_config, server_config};
+        use std::time::Duration;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let (ca1, other) = (ca("test CA"), ca("other CA"));
+        let server = server_config(
+            leaf(dir, &ca1, "localhost", true, false),
+            roots(dir, &ca1, "ca.crt"),
+        )
+        .unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let t = std::thread::spawn(move || {
+            let t = Duration::from_secs(5);
+            let (mut link, who) = tcp::accept(&listener, server.clone(), t).unwrap();
+            let m = link.recv().unwrap();
+            link.send(&Message::Welcome(Welcome {
+                session: 1.into(),
+                credits: 8.into(),
+                reserved: 0.into(),
+            }))
+            .unwrap();
+            let second = tcp::accept(&listener, server, t).map(|_| ());
+            (who, m, second.map_err(|e| e.to_string()))
+        });
+        let t5 = Duration::from_secs(5);
+        let good = client_config(
+            leaf(dir, &ca1, "tenant-a", false, false),
+            roots(dir, &ca1, "ca.crt"),
+        )
+        .unwrap();
+        let mut link = tcp::connect(addr, "localhost", good, t5).unwrap();
+        let hello = Message::Hello(Hello {
+            vf: 0.into(),
+            reserved: 0.into(),
+            session: 0.into(),
+        });
+        link.send(&hello).unwrap();
+        assert!(matches!(link.recv().unwrap(), Message::Welcome(w) if w.credits.get() == 8));
+        let bad = client_config(
+            leaf(dir, &other, "intruder", false, false),
+            roots(dir, &ca1, "ca.crt"),
+        )
+        .unwrap();
+        // The server refuses the handshake; the client may see that at once or on its
+        // first read.
+        let refused = tcp::connect(addr, "localhost", bad, t5)
+            .map_err(|e| e.to_string())
+            .and_then(|mut l| l.recv().map(|_| ()).map_err(|e| e.to_string()));
+        assert!(refused.is_err());
+        let (who, m, second) = t.join().unwrap();
+        assert_eq!(who.as_deref(), Some("tenant-a"));
+        assert_eq!(m, hello);
+        assert!(second.is_err(), "another CA's importer got a link");
+    }
+}
