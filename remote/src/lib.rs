@@ -6,12 +6,15 @@
 //!
 //! - [`wire`]: the versioned wire protocol, framing and every message, decoded strictly (a
 //!   frame that is malformed, oversized or of another version is refused, never guessed at);
+//! - [`admission`]: which importer (by its certificate's name) may have which exported VF,
+//!   and one importer per VF at a time;
 //! - [`link`]: frames over a byte stream behind the [`link::Link`] trait, and TCP with mutual
 //!   TLS as its transport between hosts;
 //! - [`tls`]: mutual TLS configurations from PEM files (`cargo xtask certs` makes development
 //!   ones), and the client identity a verified certificate carries.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod link;
 #[cfg(test)]
 mod testcerts;
