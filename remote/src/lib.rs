@@ -10,12 +10,15 @@
 //!   and one importer per VF at a time;
 //! - [`link`]: frames over a byte stream behind the [`link::Link`] trait, and TCP with mutual
 //!   TLS as its transport between hosts;
+//! - [`session`]: the job window of a session at both ends, so that across dropped links no
+//!   job is lost or run twice (resubmission, the exporter's completion memory, ACKs);
 //! - [`tls`]: mutual TLS configurations from PEM files (`cargo xtask certs` makes development
 //!   ones), and the client identity a verified certificate carries.
 #![forbid(unsafe_code)]
 
 pub mod admission;
 pub mod link;
+pub mod session;
 #[cfg(test)]
 mod testcerts;
 pub mod tls;

@@ -35,10 +35,13 @@
 //! | COMPLETE | exporter | [`Complete`] head, then `out_len` bytes of output data |
 //! | CREDIT | exporter | [`Credit`]: more jobs the importer may send |
 //! | PING, PONG | either | [`Ping`] |
+//! | ACK | importer | [`Ack`]: every job below `below` is complete and delivered |
 //!
 //! Sequence numbers (`Submit::seq`) count jobs of a session from 1, so that a job resubmitted
 //! after a reconnect is recognised and answered from the exporter's completion cache, never
-//! run twice.
+//! run twice. The importer may submit only jobs in the window `[below, below + credits)`
+//! (`below` as its last ACK said, 1 at first), so the exporter keeps at most `credits`
+//! completions for it ([`crate::session`]).
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
@@ -95,6 +98,8 @@ pub enum Kind {
     Ping = 10,
     /// Its answer.
     Pong = 11,
+    /// Completions delivered.
+    Ack = 12,
 }
 
 impl Kind {
@@ -112,6 +117,7 @@ impl Kind {
             9 => Kind::Credit,
             10 => Kind::Ping,
             11 => Kind::Pong,
+            12 => Kind::Ack,
             _ => return None,
         })
     }
@@ -277,6 +283,16 @@ pub struct Ping {
     pub nonce: U64,
 }
 
+/// ACK.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+#[repr(C)]
+pub struct Ack {
+    /// Every job with a lower sequence number is complete and its completion delivered.
+    pub below: U64,
+}
+
 /// One decoded message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
@@ -302,6 +318,8 @@ pub enum Message {
     Ping(Ping),
     /// PONG.
     Pong(Ping),
+    /// ACK.
+    Ack(Ack),
 }
 
 /// Why a frame was refused. The connection that sent it ends.
@@ -397,6 +415,7 @@ pub fn decode(kind: Kind, p: &[u8]) -> Result<Message, FrameError> {
         Kind::Credit => Message::Credit(exact("CREDIT", p)?),
         Kind::Ping => Message::Ping(exact("PING", p)?),
         Kind::Pong => Message::Pong(exact("PONG", p)?),
+        Kind::Ack => Message::Ack(exact("ACK", p)?),
     })
 }
 
@@ -426,6 +445,7 @@ pub fn encode(m: &Message) -> Result<Vec<u8>, FrameError> {
         Message::Credit(x) => (Kind::Credit, x.as_bytes(), &[]),
         Message::Ping(x) => (Kind::Ping, x.as_bytes(), &[]),
         Message::Pong(x) => (Kind::Pong, x.as_bytes(), &[]),
+        Message::Ack(x) => (Kind::Ack, x.as_bytes(), &[]),
     };
     let refuse_head;
     let (head, tail) = match m {
@@ -531,6 +551,7 @@ mod tests {
                 reserved: 0.into(),
             }),
             Message::Pong(Ping { nonce: 1.into() }),
+            Message::Ack(Ack { below: 17.into() }),
         ];
         for m in all {
             assert_eq!(decode_frame(&encode(&m).unwrap()).unwrap(), m);
