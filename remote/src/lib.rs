@@ -8,6 +8,8 @@
 //!   frame that is malformed, oversized or of another version is refused, never guessed at);
 //! - [`admission`]: which importer (by its certificate's name) may have which exported VF,
 //!   and one importer per VF at a time;
+//! - [`convert`]: the user-mode conversion of one job — which host bytes travel with it
+//!   and back, and the exporter's rewrite of its addresses to staging memory;
 //! - [`link`]: frames over a byte stream behind the [`link::Link`] trait, and TCP with mutual
 //!   TLS as its transport between hosts;
 //! - [`session`]: the job window of a session at both ends, so that across dropped links no
@@ -17,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+pub mod convert;
 pub mod link;
 pub mod session;
 #[cfg(test)]
