@@ -10,6 +10,8 @@
 //!   and one importer per VF at a time;
 //! - [`convert`]: the user-mode conversion of one job — which host bytes travel with it
 //!   and back, and the exporter's rewrite of its addresses to staging memory;
+//! - [`export`]: the exporter's data path — jobs from the link run on the real VF, their
+//!   host data in staging slots of its own, one per credit;
 //! - [`link`]: frames over a byte stream behind the [`link::Link`] trait, and TCP with mutual
 //!   TLS as its transport between hosts;
 //! - [`session`]: the job window of a session at both ends, so that across dropped links no
@@ -20,6 +22,7 @@
 
 pub mod admission;
 pub mod convert;
+pub mod export;
 pub mod link;
 pub mod session;
 #[cfg(test)]

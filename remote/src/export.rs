@@ -1,0 +1,315 @@
+//! The exporter's end of the data path: jobs that came over the link run on the real VF, their
+//! host data staged in the exporter's own DMA memory ([`crate::convert`]), their completions
+//! and output data collected for the COMPLETE frames.
+//!
+//! One queue of the real VF carries an importer's jobs; a staging slot per credit holds each
+//! job's input and output, so a job in flight never waits for memory and the memory held is
+//! fixed when the session starts (credits × 2 × [`MAX_HOST_DATA`]).
+use crate::convert::{self, Plan, MAX_HOST_DATA};
+use crate::wire::{Complete, Submit};
+use host_driver::vf::{Addr, Buf, Job, Queue, VfDev};
+use shared_abi::jobs::{flags, Cqe, JobOp, JobStatus, Sqe, SqeHead};
+use std::collections::HashMap;
+use std::path::Path;
+use zerocopy::{FromBytes, IntoBytes};
+
+/// A job taken from the link that is running on the real VF.
+#[derive(Debug)]
+struct Running {
+    slot: usize,
+    seq: u64,
+    queue: u32,
+    sqe: Sqe,
+    plan: Plan,
+}
+
+/// The real VF an importer's jobs run on.
+#[derive(Debug)]
+pub struct Exported {
+    dev: VfDev,
+    q: Queue,
+    slots: Vec<(Buf, Buf)>,
+    free: Vec<usize>,
+    running: HashMap<u32, Running>,
+}
+
+/// A completion made here, not by the device: the job never reached it.
+fn refused(s: &Submit, status: JobStatus) -> (Complete, Vec<u8>) {
+    let sqe = Sqe::read_from_bytes(&s.sqe).ok();
+    let cqe = Cqe {
+        result: 0.into(),
+        tag: sqe.map_or(0, |e| e.tag.get()).into(),
+        status: Cqe::status_word(status, 0).into(),
+    };
+    let mut c = [0u8; shared_abi::jobs::CQE_SIZE];
+    c.copy_from_slice(cqe.as_bytes());
+    (
+        Complete {
+            seq: s.seq,
+            queue: s.queue,
+            out_len: 0.into(),
+            cqe: c,
+        },
+        Vec::new(),
+    )
+}
+
+impl Exported {
+    /// Opens the VF behind `socket` for `credits` jobs in flight (its queue 0).
+    pub fn open(socket: &Path, credits: u32) -> host_driver::Result<Self> {
+        let credits = credits.clamp(1, shared_abi::jobs::MAX_RING / 2) as usize;
+        let depth = (credits as u32)
+            .next_power_of_two()
+            .max(shared_abi::jobs::MIN_RING);
+        let rings = depth as usize * (shared_abi::jobs::SQE_SIZE + shared_abi::jobs::CQE_SIZE);
+        let mut dev = VfDev::open(socket, credits * 2 * MAX_HOST_DATA + rings + (64 << 10))?;
+        let q = dev.queue(0, depth)?;
+        let mut slots = Vec::with_capacity(credits);
+        for _ in 0..credits {
+            slots.push((
+                dev.alloc(MAX_HOST_DATA, 4096)?,
+                dev.alloc(MAX_HOST_DATA, 4096)?,
+            ));
+        }
+        Ok(Exported {
+            dev,
+            q,
+            free: (0..credits).rev().collect(),
+            slots,
+            running: HashMap::new(),
+        })
+    }
+
+    /// The VF (for what is not queue traffic: registers, device memory).
+    pub fn dev(&self) -> &VfDev {
+        &self.dev
+    }
+
+    /// Starts a job from the link. A job that cannot start (not convertible, its data not
+    /// what its entry says, no free slot: the importer overran its credits) is answered at
+    /// once, as the device answers a bad entry.
+    pub fn start(&mut self, s: &Submit, data: &[u8]) -> Result<(), (Complete, Vec<u8>)> {
+        let bad = || refused(s, JobStatus::BadDescriptor);
+        let sqe = Sqe::read_from_bytes(&s.sqe).map_err(|_| bad())?;
+        let plan = convert::plan(&sqe).map_err(|_| bad())?;
+        if plan.input.map_or(0, |(_, n)| n) != data.len() {
+            return Err(bad());
+        }
+        let slot = self.free.pop().ok_or_else(bad)?;
+        let (sbuf, dbuf) = self.slots[slot];
+        if !data.is_empty() && self.dev.write(sbuf, 0, data).is_err() {
+            self.free.push(slot);
+            return Err(refused(s, JobStatus::HostDma));
+        }
+        let head = SqeHead::from_word(sqe.head.get());
+        let Some(op) = JobOp::from_wire(head.op) else {
+            self.free.push(slot);
+            return Err(bad());
+        };
+        let addr = |device: bool, va: u64, buf: Buf, n: usize| {
+            if device {
+                Addr::Device(va)
+            } else {
+                Addr::Host(Buf {
+                    off: buf.off,
+                    len: n,
+                })
+            }
+        };
+        let (src_dev, dst_dev) = (
+            head.flags & flags::SRC_DEVICE != 0,
+            head.flags & flags::DST_DEVICE != 0,
+        );
+        let len = sqe.len.get();
+        let uses_src = matches!(op, JobOp::Copy | JobOp::Crc32c | JobOp::Sha256);
+        let uses_dst = matches!(op, JobOp::Copy | JobOp::Fill | JobOp::Sha256);
+        let job = Job {
+            op,
+            src: uses_src.then(|| addr(src_dev, sqe.src.get(), sbuf, len as usize)),
+            dst: uses_dst.then(|| {
+                let n = plan.output.map_or(len as usize, |(_, n)| n);
+                addr(dst_dev, sqe.dst.get(), dbuf, n)
+            }),
+            len,
+            value: sqe.value.get(),
+        };
+        match self.dev.submit(&mut self.q, &job) {
+            Ok(tag) => {
+                self.running.insert(
+                    tag,
+                    Running {
+                        slot,
+                        seq: s.seq.get(),
+                        queue: s.queue.get(),
+                        sqe,
+                        plan,
+                    },
+                );
+                Ok(())
+            }
+            Err(_) => {
+                self.free.push(slot);
+                Err(bad())
+            }
+        }
+    }
+
+    /// Completions the real VF has written since the last call, each with the host bytes
+    /// the job wrote (for the importer to put in the guest's memory).
+    pub fn poll(&mut self) -> Vec<(Complete, Vec<u8>)> {
+        let mut out = Vec::new();
+        while let Some(c) = self.dev.poll(&mut self.q) {
+            let Some(r) = self.running.remove(&c.tag) else {
+                continue;
+            };
+            let mut data = Vec::new();
+            if let (Some((_, n)), JobStatus::Ok) = (r.plan.output, c.status) {
+                data = vec![0; n];
+                if self.dev.read(self.slots[r.slot].1, 0, &mut data).is_err() {
+                    data.clear();
+                }
+            }
+            self.free.push(r.slot);
+            let cqe = Cqe {
+                result: c.result.into(),
+                tag: r.sqe.tag,
+                status: Cqe::status_word(c.status, 0).into(),
+            };
+            let mut bytes = [0u8; shared_abi::jobs::CQE_SIZE];
+            bytes.copy_from_slice(cqe.as_bytes());
+            out.push((
+                Complete {
+                    seq: r.seq.into(),
+                    queue: r.queue.into(),
+                    out_len: (data.len() as u32).into(),
+                    cqe: bytes,
+                },
+                data,
+            ));
+        }
+        out
+    }
+
+    /// Jobs running.
+    pub fn running(&self) -> usize {
+        self.running.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared_abi::jobs::SqeHead;
+    use std::time::{Duration, Instant};
+    use zerocopy::FromZeros;
+
+    /// An in-process device with one VF; its socket.
+    fn device() -> (sim::inprocess::InProcess, std::path::PathBuf) {
+        let d = sim::inprocess::InProcess::start_with(8, 2).unwrap();
+        let acc =
+            host_driver::Accel::open(&host_driver::DeviceAddr::Socket(d.sock.clone())).unwrap();
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(acc.create_vfs(1, host_driver::CreateSpec::Equal))
+            .unwrap();
+        let vf = d.vf_socket(0);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !vf.exists() {
+            assert!(Instant::now() < deadline, "the VF socket appeared");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        (d, vf)
+    }
+
+    fn submit(seq: u64, op: JobOp, fl: u8, src: u64, dst: u64, len: u32, value: u32) -> Submit {
+        let mut e = Sqe::new_zeroed();
+        e.head = SqeHead {
+            phase: 1,
+            version: shared_abi::jobs::VERSION,
+            op: op.wire(),
+            flags: fl,
+        }
+        .to_word()
+        .into();
+        e.tag = (1000 + seq as u32).into();
+        e.src = src.into();
+        e.dst = dst.into();
+        e.len = len.into();
+        e.value = value.into();
+        let mut sqe = [0u8; shared_abi::jobs::SQE_SIZE];
+        sqe.copy_from_slice(e.as_bytes());
+        Submit {
+            seq: seq.into(),
+            queue: 0.into(),
+            in_len: 0.into(),
+            sqe,
+        }
+    }
+
+    fn run(x: &mut Exported, s: Submit, data: &[u8]) -> (Cqe, Vec<u8>) {
+        x.start(&s, data).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some((c, d)) = x.poll().pop() {
+                assert_eq!(c.seq, s.seq);
+                assert_eq!(c.out_len.get() as usize, d.len());
+                return (Cqe::read_from_bytes(&c.cqe).unwrap(), d);
+            }
+            assert!(Instant::now() < deadline, "the job completed");
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
+
+    /// Every job type, its host data staged here, gives what the job means: the bytes
+    /// copied, filled, their CRC-32C and SHA-256, with the guest's tag in the completion.
+    #[test]
+    fn jobs_from_the_link_run_on_the_real_vf_with_their_host_data() {
+        let (_d, vf) = device();
+        let mut x = Exported::open(&vf, 4).unwrap();
+        let input: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 251) as u8).collect();
+        // The guest's IOVAs mean nothing here: any values.
+        let (src, dst) = (0x5555_0000, 0x6666_0000);
+        let (c, out) = run(&mut x, submit(1, JobOp::Copy, 0, src, dst, 5000, 0), &input);
+        assert_eq!(Cqe::status_of(c.status.get()), Some(JobStatus::Ok));
+        assert_eq!(c.tag.get(), 1001, "the guest's tag");
+        assert_eq!(out, input);
+        let (_, out) = run(&mut x, submit(2, JobOp::Fill, 0, 0, dst, 300, 0xAB), &[]);
+        assert_eq!(out, vec![0xAB; 300]);
+        let (c, out) = run(&mut x, submit(3, JobOp::Crc32c, 0, src, 0, 5000, 0), &input);
+        assert_eq!(c.result.get(), shared_abi::jobs::crc32c(0, &input) as u64);
+        assert!(out.is_empty());
+        let (_, out) = run(
+            &mut x,
+            submit(4, JobOp::Sha256, 0, src, dst, 5000, 0),
+            &input,
+        );
+        use sha2::Digest;
+        assert_eq!(out, sha2::Sha256::digest(&input).to_vec());
+        assert_eq!(x.running(), 0);
+    }
+
+    /// What cannot run is answered here, and the slot it would have used stays free.
+    #[test]
+    fn a_job_that_cannot_run_is_answered_with_bad_descriptor() {
+        let (_d, vf) = device();
+        let mut x = Exported::open(&vf, 1).unwrap();
+        // Data shorter than the entry says.
+        let s = submit(1, JobOp::Crc32c, 0, 0, 0, 100, 0);
+        let (c, _) = x.start(&s, &[0; 99]).unwrap_err();
+        let cqe = Cqe::read_from_bytes(&c.cqe).unwrap();
+        assert_eq!(
+            Cqe::status_of(cqe.status.get()),
+            Some(JobStatus::BadDescriptor)
+        );
+        assert_eq!(cqe.tag.get(), 1001);
+        // The one slot is still there for a good job.
+        let (c, _) = run(
+            &mut x,
+            submit(2, JobOp::Crc32c, 0, 0, 0, 4, 0),
+            &[1, 2, 3, 4],
+        );
+        assert_eq!(Cqe::status_of(c.status.get()), Some(JobStatus::Ok));
+    }
+}
