@@ -9,8 +9,8 @@
 //!   SHA256 without [`flags::SRC_DEVICE`]) with the SUBMIT, and writes back the bytes it
 //!   writes to host memory (`dst` of COPY, FILL and SHA256 without [`flags::DST_DEVICE`])
 //!   from the COMPLETE ([`Plan`]);
-//! - the exporter puts those bytes in staging memory of its own and rewrites the host
-//!   addresses to point there ([`rewrite`]); device addresses are left as they are.
+//! - the exporter puts those bytes in staging memory of its own and points the job's host
+//!   addresses there (`crate::export`); device addresses are left as they are.
 //!
 //! A job whose host data would not fit one frame is not converted ([`PlanError::TooLarge`]):
 //! it completes with BAD_DESCRIPTOR at the importer, as a job past the device's limit does.
@@ -23,6 +23,12 @@ pub const MAX_HOST_DATA: usize = MAX_PAYLOAD - 256;
 /// What crosses the link for one job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Plan {
+    /// What the job does.
+    pub op: JobOp,
+    /// Bytes the job reads at `src` (COPY, CRC32C, SHA256), in host or device memory.
+    pub reads: Option<usize>,
+    /// Bytes the job writes at `dst` (COPY, FILL, SHA256), in host or device memory.
+    pub writes: Option<usize>,
     /// Host bytes the job reads: (IOVA on the importer, length), sent with the SUBMIT.
     pub input: Option<(u64, usize)>,
     /// Host bytes the job writes: (IOVA on the importer, length), returned with the COMPLETE
@@ -68,21 +74,13 @@ pub fn plan(sqe: &Sqe) -> Result<Plan, PlanError> {
             return Err(PlanError::TooLarge(*n));
         }
     }
-    Ok(Plan { input, output })
-}
-
-/// The entry the exporter submits to the real VF: host addresses replaced by its staging
-/// buffers (`src` where the plan has input, `dst` where it has output); device addresses,
-/// the tag and the rest unchanged.
-pub fn rewrite(sqe: &Sqe, plan: &Plan, staging_src: u64, staging_dst: u64) -> Sqe {
-    let mut out = *sqe;
-    if plan.input.is_some() {
-        out.src = staging_src.into();
-    }
-    if plan.output.is_some() {
-        out.dst = staging_dst.into();
-    }
-    out
+    Ok(Plan {
+        op,
+        reads,
+        writes,
+        input,
+        output,
+    })
 }
 
 #[cfg(test)]
@@ -113,6 +111,9 @@ mod tests {
         assert_eq!(
             p(&copy),
             Plan {
+                op: JobOp::Copy,
+                reads: Some(4096),
+                writes: Some(4096),
                 input: Some((0x1000, 4096)),
                 output: Some((0x9000, 4096))
             }
@@ -124,25 +125,14 @@ mod tests {
         let h2d = sqe(JobOp::Copy, flags::DST_DEVICE, 0x1000, 0x7000, 100);
         assert_eq!((p(&h2d).input, p(&h2d).output), (Some((0x1000, 100)), None));
         let d2d = sqe(JobOp::Copy, flags::ALL, 1, 2, 100);
-        assert_eq!(
-            p(&d2d),
-            Plan {
-                input: None,
-                output: None
-            }
-        );
+        assert_eq!((p(&d2d).input, p(&d2d).output), (None, None));
+        assert_eq!((p(&d2d).reads, p(&d2d).writes), (Some(100), Some(100)));
         assert_eq!(p(&sqe(JobOp::Fill, 0, 0, 0x9000, 64)).input, None);
         assert_eq!(p(&sqe(JobOp::Crc32c, 0, 0x1000, 0, 64)).output, None);
         assert_eq!(
             p(&sqe(JobOp::Sha256, 0, 0x1000, 0x9000, 5000)).output,
             Some((0x9000, 32))
         );
-        // The exporter's entry: staging where host memory was, the rest as it came.
-        let r = rewrite(&h2d, &p(&h2d), 0xA000, 0xB000);
-        assert_eq!((r.src.get(), r.dst.get()), (0xA000, 0x7000));
-        assert_eq!((r.head, r.tag, r.len), (h2d.head, h2d.tag, h2d.len));
-        let r = rewrite(&copy, &p(&copy), 0xA000, 0xB000);
-        assert_eq!((r.src.get(), r.dst.get()), (0xA000, 0xB000));
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use crate::convert::{self, Plan, MAX_HOST_DATA};
 use crate::wire::{Complete, Submit};
 use host_driver::vf::{Addr, Buf, Job, Queue, VfDev};
-use shared_abi::jobs::{flags, Cqe, JobOp, JobStatus, Sqe, SqeHead};
+use shared_abi::jobs::{Cqe, JobStatus, Sqe};
 use std::collections::HashMap;
 use std::path::Path;
 use zerocopy::{FromBytes, IntoBytes};
@@ -33,25 +33,38 @@ pub struct Exported {
     running: HashMap<u32, Running>,
 }
 
-/// A completion made here, not by the device: the job never reached it.
-fn refused(s: &Submit, status: JobStatus) -> (Complete, Vec<u8>) {
-    let sqe = Sqe::read_from_bytes(&s.sqe).ok();
+/// The COMPLETE for job `seq` of `queue`: the guest's `tag`, the outcome, the host bytes it
+/// wrote. The phase bit is the importer's to set, in the guest's ring.
+fn complete(
+    seq: u64,
+    queue: u32,
+    tag: u32,
+    status: JobStatus,
+    result: u64,
+    data: Vec<u8>,
+) -> (Complete, Vec<u8>) {
     let cqe = Cqe {
-        result: 0.into(),
-        tag: sqe.map_or(0, |e| e.tag.get()).into(),
+        result: result.into(),
+        tag: tag.into(),
         status: Cqe::status_word(status, 0).into(),
     };
-    let mut c = [0u8; shared_abi::jobs::CQE_SIZE];
-    c.copy_from_slice(cqe.as_bytes());
+    let mut bytes = [0u8; shared_abi::jobs::CQE_SIZE];
+    bytes.copy_from_slice(cqe.as_bytes());
     (
         Complete {
-            seq: s.seq,
-            queue: s.queue,
-            out_len: 0.into(),
-            cqe: c,
+            seq: seq.into(),
+            queue: queue.into(),
+            out_len: (data.len() as u32).into(),
+            cqe: bytes,
         },
-        Vec::new(),
+        data,
     )
+}
+
+/// A completion made here, not by the device: the job never reached it.
+fn refused(s: &Submit, status: JobStatus) -> (Complete, Vec<u8>) {
+    let tag = Sqe::read_from_bytes(&s.sqe).map_or(0, |e| e.tag.get());
+    complete(s.seq.get(), s.queue.get(), tag, status, 0, Vec::new())
 }
 
 impl Exported {
@@ -101,36 +114,19 @@ impl Exported {
             self.free.push(slot);
             return Err(refused(s, JobStatus::HostDma));
         }
-        let head = SqeHead::from_word(sqe.head.get());
-        let Some(op) = JobOp::from_wire(head.op) else {
-            self.free.push(slot);
-            return Err(bad());
-        };
-        let addr = |device: bool, va: u64, buf: Buf, n: usize| {
-            if device {
-                Addr::Device(va)
-            } else {
-                Addr::Host(Buf {
-                    off: buf.off,
-                    len: n,
-                })
-            }
-        };
-        let (src_dev, dst_dev) = (
-            head.flags & flags::SRC_DEVICE != 0,
-            head.flags & flags::DST_DEVICE != 0,
-        );
-        let len = sqe.len.get();
-        let uses_src = matches!(op, JobOp::Copy | JobOp::Crc32c | JobOp::Sha256);
-        let uses_dst = matches!(op, JobOp::Copy | JobOp::Fill | JobOp::Sha256);
-        let job = Job {
-            op,
-            src: uses_src.then(|| addr(src_dev, sqe.src.get(), sbuf, len as usize)),
-            dst: uses_dst.then(|| {
-                let n = plan.output.map_or(len as usize, |(_, n)| n);
-                addr(dst_dev, sqe.dst.get(), dbuf, n)
+        // Host memory is staging here; device memory is the VF's, as the guest named it.
+        let at = |host: Option<(u64, usize)>, staging: Buf, device: u64| match host {
+            Some((_, n)) => Addr::Host(Buf {
+                off: staging.off,
+                len: n,
             }),
-            len,
+            None => Addr::Device(device),
+        };
+        let job = Job {
+            op: plan.op,
+            src: plan.reads.map(|_| at(plan.input, sbuf, sqe.src.get())),
+            dst: plan.writes.map(|_| at(plan.output, dbuf, sqe.dst.get())),
+            len: sqe.len.get(),
             value: sqe.value.get(),
         };
         match self.dev.submit(&mut self.q, &job) {
@@ -170,20 +166,12 @@ impl Exported {
                 }
             }
             self.free.push(r.slot);
-            let cqe = Cqe {
-                result: c.result.into(),
-                tag: r.sqe.tag,
-                status: Cqe::status_word(c.status, 0).into(),
-            };
-            let mut bytes = [0u8; shared_abi::jobs::CQE_SIZE];
-            bytes.copy_from_slice(cqe.as_bytes());
-            out.push((
-                Complete {
-                    seq: r.seq.into(),
-                    queue: r.queue.into(),
-                    out_len: (data.len() as u32).into(),
-                    cqe: bytes,
-                },
+            out.push(complete(
+                r.seq,
+                r.queue,
+                r.sqe.tag.get(),
+                c.status,
+                c.result,
                 data,
             ));
         }
@@ -199,7 +187,7 @@ impl Exported {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared_abi::jobs::SqeHead;
+    use shared_abi::jobs::{JobOp, SqeHead};
     use std::time::{Duration, Instant};
     use zerocopy::FromZeros;
 

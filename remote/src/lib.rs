@@ -9,7 +9,7 @@
 //! - [`admission`]: which importer (by its certificate's name) may have which exported VF,
 //!   and one importer per VF at a time;
 //! - [`convert`]: the user-mode conversion of one job — which host bytes travel with it
-//!   and back, and the exporter's rewrite of its addresses to staging memory;
+//!   and back, and which addresses are host memory (staged) or device memory (kept);
 //! - [`export`]: the exporter's data path — jobs from the link run on the real VF, their
 //!   host data in staging slots of its own, one per credit;
 //! - [`link`]: frames over a byte stream behind the [`link::Link`] trait, and TCP with mutual

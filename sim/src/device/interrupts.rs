@@ -50,38 +50,39 @@ impl Device {
     /// SET_IRQS TRIGGER from the client: signals the vectors' eventfds directly, as kernel
     /// vfio-pci does ([`Msix::signal`]); no mask, pending bit or bus master state is involved.
     pub fn signal_msix(&self, f: Func, start: u32, count: u32) -> Result<(), AccessError> {
-        let mut out = Signals::default();
-        let mut g = lock(&self.inner);
-        let m = self.msix_of(&mut g, f)?;
-        if (start as usize)
-            .checked_add(count as usize)
-            .is_none_or(|e| e > m.len())
-        {
-            return Err(AccessError::OutOfRange);
-        }
-        for i in start..start + count {
-            m.signal(i as usize, &mut out);
-        }
-        drop(g);
-        out.send();
-        Ok(())
+        self.each_vector(f, start, count, |m, i, _, out| {
+            m.signal(i, out);
+        })
     }
 
     /// Raises vectors the device itself sends (completions, mailbox, events): held pending
     /// while the function may not send them.
     pub fn fire_msix(&self, f: Func, start: u32, count: u32) -> Result<(), AccessError> {
+        self.each_vector(f, start, count, |m, i, (en, fm), out| {
+            m.fire(i, en, fm, out);
+        })
+    }
+
+    /// Runs `each` on vectors `[start, start + count)` of `f` (all in range, or none) under
+    /// the device's lock, with the function's (may send, function mask); the eventfds it
+    /// chose are written after the lock is dropped.
+    fn each_vector(
+        &self,
+        f: Func,
+        start: u32,
+        count: u32,
+        mut each: impl FnMut(&mut Msix, usize, (bool, bool), &mut Signals),
+    ) -> Result<(), AccessError> {
         let mut out = Signals::default();
         let mut g = lock(&self.inner);
-        let (en, fm) = self.msix_ctl_of(&mut g, f)?;
+        let ctl = self.msix_ctl_of(&mut g, f)?;
         let m = self.msix_of(&mut g, f)?;
-        if (start as usize)
+        let end = (start as usize)
             .checked_add(count as usize)
-            .is_none_or(|e| e > m.len())
-        {
-            return Err(AccessError::OutOfRange);
-        }
-        for i in start..start + count {
-            m.fire(i as usize, en, fm, &mut out);
+            .filter(|e| *e <= m.len())
+            .ok_or(AccessError::OutOfRange)?;
+        for i in start as usize..end {
+            each(m, i, ctl, &mut out);
         }
         drop(g);
         out.send();
