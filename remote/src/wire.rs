@@ -72,54 +72,33 @@ pub struct Header {
     pub reserved: U32,
 }
 
-/// What a frame carries.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u16)]
-pub enum Kind {
-    /// Importer → exporter: the first frame.
-    Hello = 1,
-    /// Exporter → importer: the VF is this importer's.
-    Welcome = 2,
-    /// Either: refused, with the reason; the connection ends.
-    Refuse = 3,
-    /// A register read.
-    RegRead = 4,
-    /// A register write.
-    RegWrite = 5,
-    /// A register access's answer.
-    RegValue = 6,
-    /// A job.
-    Submit = 7,
-    /// A job's completion.
-    Complete = 8,
-    /// More credits.
-    Credit = 9,
-    /// Liveness probe.
-    Ping = 10,
-    /// Its answer.
-    Pong = 11,
-    /// Completions delivered.
-    Ack = 12,
-}
-
-impl Kind {
-    /// The kind with this number.
-    pub fn from_wire(v: u16) -> Option<Self> {
-        Some(match v {
-            1 => Kind::Hello,
-            2 => Kind::Welcome,
-            3 => Kind::Refuse,
-            4 => Kind::RegRead,
-            5 => Kind::RegWrite,
-            6 => Kind::RegValue,
-            7 => Kind::Submit,
-            8 => Kind::Complete,
-            9 => Kind::Credit,
-            10 => Kind::Ping,
-            11 => Kind::Pong,
-            12 => Kind::Ack,
-            _ => return None,
-        })
+shared_abi::wire_enum! {
+    /// What a frame carries.
+    Kind: u16 {
+        /// Importer → exporter: the first frame.
+        Hello = 1,
+        /// Exporter → importer: the VF is this importer's.
+        Welcome = 2,
+        /// Either: refused, with the reason; the connection ends.
+        Refuse = 3,
+        /// A register read.
+        RegRead = 4,
+        /// A register write.
+        RegWrite = 5,
+        /// A register access's answer.
+        RegValue = 6,
+        /// A job.
+        Submit = 7,
+        /// A job's completion.
+        Complete = 8,
+        /// More credits.
+        Credit = 9,
+        /// Liveness probe.
+        Ping = 10,
+        /// Its answer.
+        Pong = 11,
+        /// Completions delivered.
+        Ack = 12,
     }
 }
 
@@ -477,7 +456,7 @@ pub fn encode(m: &Message) -> Result<Vec<u8>, FrameError> {
     let h = Header {
         magic: MAGIC.into(),
         version: VERSION.into(),
-        kind: (kind as u16).into(),
+        kind: kind.wire().into(),
         len: (len as u32).into(),
         reserved: 0.into(),
     };

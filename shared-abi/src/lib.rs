@@ -13,7 +13,9 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-/// Declares a wire enum once: the `#[repr]` enum, its value list, and checked decoding.
+/// Declares a wire enum once: the `#[repr]` enum, its value list, and checked decoding. Other
+/// crates' wire formats (the remote-VF protocol) declare theirs with it too.
+#[macro_export]
 macro_rules! wire_enum {
     ($(#[$m:meta])* $name:ident : $ty:ty { $($(#[$vm:meta])* $v:ident = $n:expr,)* }) => {
         $(#[$m])*
