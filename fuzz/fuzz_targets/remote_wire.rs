@@ -4,7 +4,7 @@
 //! allocation past one frame's limit. The reassembler, fed the same bytes in pieces, gives the
 //! same frames.
 #![no_main]
-use accel_remote::link::{Framed, Link, LinkError, Reassembler};
+use accel_remote::link::{Framed, LinkError, Reassembler};
 use accel_remote::wire;
 use libfuzzer_sys::fuzz_target;
 use std::io::{Cursor, Read, Write};
@@ -32,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
     let mut at = 0usize;
     let mut framed = Vec::new();
     loop {
-        match link.recv() {
+        match link.read_frame() {
             Ok(m) => {
                 framed.push(m.clone());
                 let f = wire::encode(&m).expect("an accepted message encodes");

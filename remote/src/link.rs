@@ -6,7 +6,10 @@
 //! [`Framed`] puts frames on any `Read + Write` stream; [`tcp`] makes such streams over TCP
 //! with mutual TLS.
 use crate::wire::{self, FrameError, Header, Message, HEADER_SIZE};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::io::{Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::time::{Duration, Instant};
 use zerocopy::FromBytes;
 
 /// Why a link could not carry a frame. After any of these the link is finished.
@@ -23,13 +26,73 @@ pub enum LinkError {
     Frame(#[from] FrameError),
 }
 
-/// Frames in both directions over one link.
+/// Frames in both directions over one link. The serving loops at both ends are one thread
+/// each that polls the link and its device in turn, so receiving never blocks past the wait
+/// asked for, and sending may queue several frames for one write (small jobs share TLS
+/// records and TCP segments).
 pub trait Link: Send {
-    /// Sends one message (all of it, or an error).
-    fn send(&mut self, m: &Message) -> Result<(), LinkError>;
-    /// Receives one message. A header is checked before its payload is read, so a peer can
-    /// make the receiver hold at most [`wire::MAX_PAYLOAD`] bytes.
-    fn recv(&mut self) -> Result<Message, LinkError>;
+    /// Queues one message to go out with the next [`Link::flush`].
+    fn queue(&mut self, m: &Message) -> Result<(), LinkError>;
+    /// Sends everything queued (waiting, at most the link's timeout, for room).
+    fn flush(&mut self) -> Result<(), LinkError>;
+    /// The next message if one arrives within `wait` (zero: only one already here). A header
+    /// is checked before its payload is gathered, so a peer can make the receiver hold at
+    /// most one frame ([`wire::MAX_PAYLOAD`]).
+    fn poll(&mut self, wait: Duration) -> Result<Option<Message>, LinkError>;
+    /// How long the link waits for its peer before it gives up on it.
+    fn timeout(&self) -> Duration;
+
+    /// Sends one message now.
+    fn send(&mut self, m: &Message) -> Result<(), LinkError> {
+        self.queue(m)?;
+        self.flush()
+    }
+
+    /// Receives one message, waiting at most the link's timeout.
+    fn recv(&mut self) -> Result<Message, LinkError> {
+        self.poll(self.timeout())?
+            .ok_or_else(|| LinkError::Io(std::io::ErrorKind::TimedOut.into()))
+    }
+}
+
+/// A byte stream a [`Framed`] link runs on: readable and writable without blocking, with a
+/// descriptor to wait on.
+pub trait Stream: Read + Write + Send {
+    /// The descriptor to wait on for readiness.
+    fn fd(&self) -> BorrowedFd<'_>;
+    /// Makes reads and writes return `WouldBlock` instead of waiting.
+    fn set_nonblocking(&self) -> std::io::Result<()>;
+}
+
+impl Stream for std::os::unix::net::UnixStream {
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.as_fd()
+    }
+    fn set_nonblocking(&self) -> std::io::Result<()> {
+        std::os::unix::net::UnixStream::set_nonblocking(self, true)
+    }
+}
+
+impl Stream for std::net::TcpStream {
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.as_fd()
+    }
+    fn set_nonblocking(&self) -> std::io::Result<()> {
+        std::net::TcpStream::set_nonblocking(self, true)
+    }
+}
+
+impl<C, D> Stream for rustls::StreamOwned<C, std::net::TcpStream>
+where
+    C: std::ops::DerefMut<Target = rustls::ConnectionCommon<D>> + Send,
+    D: rustls::SideData,
+{
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+    fn set_nonblocking(&self) -> std::io::Result<()> {
+        self.sock.set_nonblocking(true)
+    }
 }
 
 /// Frames on a byte stream.
@@ -37,32 +100,46 @@ pub trait Link: Send {
 pub struct Framed<S> {
     stream: S,
     buf: Vec<u8>,
+    reasm: Reassembler,
+    out: Vec<u8>,
+    timeout: Duration,
+    nonblocking: bool,
 }
 
-impl<S: Read + Write> Framed<S> {
+/// How long a link waits for its peer unless told otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl<S> Framed<S> {
     /// Frames on `stream`.
     pub fn new(stream: S) -> Self {
         Framed {
             stream,
             buf: Vec::new(),
+            reasm: Reassembler::default(),
+            out: Vec::new(),
+            timeout: DEFAULT_TIMEOUT,
+            nonblocking: false,
         }
     }
 
-    /// The stream beneath.
+    /// The same, giving up on the peer after `timeout`.
+    pub fn with_timeout(stream: S, timeout: Duration) -> Self {
+        Framed {
+            timeout,
+            ..Self::new(stream)
+        }
+    }
+
+    /// The stream.
     pub fn get_ref(&self) -> &S {
         &self.stream
     }
 }
 
-impl<S: Read + Write + Send> Link for Framed<S> {
-    fn send(&mut self, m: &Message) -> Result<(), LinkError> {
-        let f = wire::encode(m)?;
-        self.stream.write_all(&f)?;
-        self.stream.flush()?;
-        Ok(())
-    }
-
-    fn recv(&mut self) -> Result<Message, LinkError> {
+impl<S: Read> Framed<S> {
+    /// Reads one frame from a blocking stream (the stream reader [`Link::poll`]'s
+    /// reassembly must agree with; the fuzz target holds them to it).
+    pub fn read_frame(&mut self) -> Result<Message, LinkError> {
         let mut h = [0u8; HEADER_SIZE];
         // End of stream before a header's first byte is a close; inside one, an error.
         let mut got = 0;
@@ -82,6 +159,105 @@ impl<S: Read + Write + Send> Link for Framed<S> {
         self.buf.resize(len, 0);
         self.stream.read_exact(&mut self.buf)?;
         Ok(wire::decode(kind, &self.buf)?)
+    }
+}
+
+/// Waits until `fd` is ready for `what`, or `until`; false if the time ran out.
+fn wait_ready(fd: BorrowedFd<'_>, what: PollFlags, until: Instant) -> std::io::Result<bool> {
+    let left = until.saturating_duration_since(Instant::now());
+    let ms = u16::try_from(left.as_millis().min(10_000)).unwrap_or(10_000);
+    let mut fds = [PollFd::new(fd, what)];
+    match poll(&mut fds, PollTimeout::from(ms)) {
+        Ok(n) => Ok(n > 0),
+        Err(nix::errno::Errno::EINTR) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn would_block(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+    )
+}
+
+impl<S: Stream> Framed<S> {
+    fn nonblocking(&mut self) -> Result<(), LinkError> {
+        if !self.nonblocking {
+            self.stream.set_nonblocking()?;
+            self.nonblocking = true;
+        }
+        Ok(())
+    }
+}
+
+impl<S: Stream> Link for Framed<S> {
+    fn queue(&mut self, m: &Message) -> Result<(), LinkError> {
+        let f = wire::encode(m)?;
+        self.out.extend_from_slice(&f);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), LinkError> {
+        self.nonblocking()?;
+        let until = Instant::now() + self.timeout;
+        let mut sent = 0;
+        let timed_out = || LinkError::Io(std::io::ErrorKind::TimedOut.into());
+        while sent < self.out.len() {
+            match self.stream.write(&self.out[sent..]) {
+                Ok(0) => return Err(LinkError::Io(std::io::ErrorKind::WriteZero.into())),
+                Ok(n) => sent += n,
+                Err(e) if would_block(&e) => {
+                    if Instant::now() >= until {
+                        return Err(timed_out());
+                    }
+                    wait_ready(self.stream.fd(), PollFlags::POLLOUT, until)?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.out.clear();
+        // TLS may still hold records the socket had no room for.
+        loop {
+            match self.stream.flush() {
+                Ok(()) => return Ok(()),
+                Err(e) if would_block(&e) => {
+                    if Instant::now() >= until {
+                        return Err(timed_out());
+                    }
+                    wait_ready(self.stream.fd(), PollFlags::POLLOUT, until)?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn poll(&mut self, wait: Duration) -> Result<Option<Message>, LinkError> {
+        self.nonblocking()?;
+        let until = Instant::now() + wait;
+        let mut chunk = [0u8; 64 << 10];
+        loop {
+            if let Some(m) = self.reasm.next_message()? {
+                return Ok(Some(m));
+            }
+            match self.stream.read(&mut chunk) {
+                Ok(0) if self.reasm.held() == 0 => return Err(LinkError::Closed),
+                Ok(0) => return Err(LinkError::Io(std::io::ErrorKind::UnexpectedEof.into())),
+                Ok(n) => self.reasm.push(&chunk[..n]),
+                Err(e) if would_block(&e) => {
+                    if Instant::now() >= until
+                        || !wait_ready(self.stream.fd(), PollFlags::POLLIN, until)?
+                    {
+                        return Ok(None);
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn timeout(&self) -> Duration {
+        self.timeout
     }
 }
 
@@ -198,7 +374,7 @@ pub mod tcp {
         let mut conn =
             ClientConnection::new(config, name).map_err(|e| ConnectError::Tls(e.to_string()))?;
         handshake(&mut conn, &mut sock)?;
-        Ok(Framed::new(StreamOwned::new(conn, sock)))
+        Ok(Framed::with_timeout(StreamOwned::new(conn, sock), timeout))
     }
 
     /// Accepts one importer on `listener` and completes the handshake within `timeout`;
@@ -217,7 +393,10 @@ pub mod tcp {
             ServerConnection::new(config).map_err(|e| ConnectError::Tls(e.to_string()))?;
         handshake(&mut conn, &mut sock)?;
         let who = crate::tls::peer_identity(&conn);
-        Ok((Framed::new(StreamOwned::new(conn, sock)), who))
+        Ok((
+            Framed::with_timeout(StreamOwned::new(conn, sock), timeout),
+            who,
+        ))
     }
 }
 

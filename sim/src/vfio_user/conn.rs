@@ -2,7 +2,8 @@
 //! each command against the device, and releases what the client held when it goes.
 
 use super::proto::{self, cmd, flags, Header, HEADER_SIZE};
-use crate::device::{region, AccessError, Device, Func};
+use super::Model;
+use crate::device::{region, AccessError, Func};
 use nix::errno::Errno;
 use serde_json::{json, Map, Value};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -50,7 +51,7 @@ enum ConnError {
 }
 
 pub(super) struct Conn {
-    dev: Arc<Device>,
+    dev: Arc<dyn Model>,
     func: Func,
     id: u64,
     /// The socket: read by this connection's loop, written by its replies and by the
@@ -143,7 +144,7 @@ fn view<T: FromBytes + zerocopy::KnownLayout + zerocopy::Immutable + Copy>(
 
 impl Conn {
     pub(super) fn new(
-        dev: Arc<Device>,
+        dev: Arc<dyn Model>,
         func: Func,
         id: u64,
         stream: UnixStream,
@@ -160,13 +161,13 @@ impl Conn {
     /// A connection whose client's whole conversation is already queued in `stream`, which
     /// is non-blocking: served until the socket is empty (a reply that does not fit in the
     /// client's buffer ends it, as the send timeout does for a live client).
-    pub(super) fn queued(dev: Arc<Device>, func: Func, id: u64, stream: UnixStream) -> Self {
+    pub(super) fn queued(dev: Arc<dyn Model>, func: Func, id: u64, stream: UnixStream) -> Self {
         let alive = Arc::new(AtomicBool::new(true));
         Self::with_stream(dev, func, id, stream, alive, true)
     }
 
     fn with_stream(
-        dev: Arc<Device>,
+        dev: Arc<dyn Model>,
         func: Func,
         id: u64,
         stream: UnixStream,
@@ -342,13 +343,8 @@ impl Conn {
                     return Err(Errno::EINVAL);
                 }
                 self.own()?;
-                match self.func {
-                    Func::Pf => self.dev.reset_pf(),
-                    Func::Vf(v) => {
-                        if !self.dev.flr_vf(v) {
-                            return Err(Errno::EIO);
-                        }
-                    }
+                if !self.dev.reset(self.func) {
+                    return Err(Errno::EIO);
                 }
                 Ok((vec![], vec![]))
             }
@@ -364,7 +360,7 @@ impl Conn {
     }
 
     /// This connection may use the function's DMA, interrupts and reset only as their one
-    /// owner: the first client to ask for any of them, until it hangs up ([`Device::claim`]).
+    /// owner: the first client to ask for any of them, until it hangs up ([`Model::claim`]).
     fn own(&mut self) -> Result<(), Errno> {
         if self.dev.claim(self.func, self.id) {
             Ok(())
@@ -486,38 +482,32 @@ impl Conn {
         info.flags = proto::REGION_READ | proto::REGION_WRITE;
         let mut caps = Vec::new();
         let mut fds = Vec::new();
-        if self.func == Func::Pf && req.index == region::BAR0 {
-            // The mailbox pages are plain memory the firmware polls: map them. Everything
-            // else in BAR0 is trapped so the device can enforce its access rules.
-            if let Some(fd) = self.dev.bar0().fd() {
-                info.flags |= proto::REGION_MMAP | proto::REGION_CAPS;
-                info.cap_offset = 32;
-                let area = shared_abi::regs::pf::MBOX_CTRL_PAGE.offset as u64;
-                let end = shared_abi::regs::pf::MBOX_RESP.end() as u64;
-                caps.extend_from_slice(
-                    proto::CapHeader {
-                        id: proto::CAP_SPARSE_MMAP,
-                        version: 1,
-                        next: 0,
-                    }
-                    .as_bytes(),
-                );
-                caps.extend_from_slice(
-                    proto::SparseMmap {
-                        nr_areas: 1,
-                        reserved: 0,
-                    }
-                    .as_bytes(),
-                );
-                caps.extend_from_slice(
-                    proto::SparseArea {
-                        offset: area,
-                        size: end - area,
-                    }
-                    .as_bytes(),
-                );
-                fds.push(fd.as_raw_fd());
-            }
+        if let Some((fd, area, end)) = self.dev.mmap_area(self.func, req.index) {
+            info.flags |= proto::REGION_MMAP | proto::REGION_CAPS;
+            info.cap_offset = 32;
+            caps.extend_from_slice(
+                proto::CapHeader {
+                    id: proto::CAP_SPARSE_MMAP,
+                    version: 1,
+                    next: 0,
+                }
+                .as_bytes(),
+            );
+            caps.extend_from_slice(
+                proto::SparseMmap {
+                    nr_areas: 1,
+                    reserved: 0,
+                }
+                .as_bytes(),
+            );
+            caps.extend_from_slice(
+                proto::SparseArea {
+                    offset: area,
+                    size: end - area,
+                }
+                .as_bytes(),
+            );
+            fds.push(fd.as_raw_fd());
         }
         info.argsz = 32 + caps.len() as u32;
         if req.argsz < info.argsz {

@@ -3,13 +3,16 @@
 //!
 //! - [`server`]: the PF socket and one per enabled VF, and their accept loops.
 //! - `conn`: one client connection and its command handlers.
+//! - [`Model`]: the function a connection serves (the accelerator model, or another).
 //! - `peer`: requests the device sends its client (DMA_READ/DMA_WRITE).
 mod conn;
+mod model;
 mod peer;
+pub use model::Model;
 pub use vfio_user_wire::proto;
 pub mod server;
 
-use crate::device::{Device, Func};
+use crate::device::Func;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,7 +20,7 @@ use std::sync::Arc;
 /// Serves one already-connected client of `func` on this thread until it hangs up: what the
 /// server does for each accepted connection, for embedding the device model (and for fuzzing
 /// the message handling without a listening socket).
-pub fn serve_connection(dev: Arc<Device>, func: Func, stream: UnixStream) {
+pub fn serve_connection(dev: Arc<dyn Model>, func: Func, stream: UnixStream) {
     conn::Conn::new(
         dev,
         func,
@@ -36,7 +39,7 @@ pub fn serve_connection(dev: Arc<Device>, func: Func, stream: UnixStream) {
 /// error, the rest of this one may still be queued (what the connection had read ahead is
 /// gone with it), so drain it first. For replaying a recorded session, and for fuzzing
 /// without a socket pair per input.
-pub fn serve_queued(dev: Arc<Device>, func: Func, stream: &UnixStream) -> std::io::Result<()> {
+pub fn serve_queued(dev: Arc<dyn Model>, func: Func, stream: &UnixStream) -> std::io::Result<()> {
     conn::Conn::queued(dev, func, embedded_id(), stream.try_clone()?).serve();
     Ok(())
 }

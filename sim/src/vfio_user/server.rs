@@ -105,7 +105,9 @@ impl Endpoint {
                     let (d, a, func) = (dev.clone(), self.alive.clone(), self.func);
                     if let Ok(t) = std::thread::Builder::new()
                         .name(format!("vfio-user-conn{id}"))
-                        .spawn(move || Conn::new(d, func, id, stream, a).serve())
+                        .spawn(move || {
+                            Conn::new(d as Arc<dyn super::Model>, func, id, stream, a).serve()
+                        })
                     {
                         self.conns.push(t);
                     }
