@@ -13,6 +13,7 @@ pub mod accel;
 pub mod daemon;
 pub mod error;
 pub mod events;
+pub mod imported;
 pub mod kernel;
 pub mod logs;
 pub mod mailbox;

@@ -233,6 +233,12 @@ impl VfDev {
         })
     }
 
+    /// The VF's registers and configuration space, for accesses the job library does not
+    /// make itself (a remote VF's exporter forwards its importer's).
+    pub fn port(&self) -> &dyn VfPort {
+        &*self.t
+    }
+
     /// Queues the VF owns.
     pub fn queue_count(&self) -> u32 {
         self.queues

@@ -42,6 +42,21 @@ impl Drop for Lease {
 }
 
 impl Admission {
+    /// Whether `who` may have `vf` at all (a session it resumes holds its lease already).
+    pub fn allowed(&self, who: Option<&str>, vf: u32) -> Result<(), Refusal> {
+        let who = who.ok_or((
+            refuse::NOT_ALLOWED,
+            "the certificate carries no name to look up".to_string(),
+        ))?;
+        if vf >= self.exported {
+            return Err((refuse::NO_SUCH_VF, format!("VF {vf} is not exported here")));
+        }
+        if !self.allow.get(who).is_some_and(|s| s.contains(&vf)) {
+            return Err((refuse::NOT_ALLOWED, format!("{who} may not import VF {vf}")));
+        }
+        Ok(())
+    }
+
     /// `exported` VFs (numbered from 0), and for each importer name the VFs it may have.
     /// An entry naming a VF that is not exported is refused here, not at connect time.
     pub fn new(exported: u32, allow: BTreeMap<String, BTreeSet<u32>>) -> Result<Self, String> {
@@ -81,16 +96,7 @@ impl Admission {
 
     /// An importer named `who` (None: its certificate names nobody) asks for `vf`.
     pub fn admit(&self, who: Option<&str>, vf: u32) -> Result<Lease, Refusal> {
-        let who = who.ok_or((
-            refuse::NOT_ALLOWED,
-            "the certificate carries no name to look up".to_string(),
-        ))?;
-        if vf >= self.exported {
-            return Err((refuse::NO_SUCH_VF, format!("VF {vf} is not exported here")));
-        }
-        if !self.allow.get(who).is_some_and(|s| s.contains(&vf)) {
-            return Err((refuse::NOT_ALLOWED, format!("{who} may not import VF {vf}")));
-        }
+        self.allowed(who, vf)?;
         let mut t = self.taken.lock().unwrap_or_else(|e| e.into_inner());
         if !t.insert(vf) {
             return Err((

@@ -6,7 +6,8 @@
 //! job's input and output, so a job in flight never waits for memory and the memory held is
 //! fixed when the session starts (credits × 2 × [`MAX_HOST_DATA`]).
 use crate::convert::{self, Plan, MAX_HOST_DATA};
-use crate::wire::{Complete, Submit};
+use crate::wire::{space, Complete, Submit};
+use shared_abi::regs::vf;
 use host_driver::vf::{Addr, Buf, Job, Queue, VfDev};
 use shared_abi::jobs::{Cqe, JobStatus, Sqe};
 use std::collections::HashMap;
@@ -26,6 +27,8 @@ struct Running {
 /// The real VF an importer's jobs run on.
 #[derive(Debug)]
 pub struct Exported {
+    socket: std::path::PathBuf,
+    credits: u32,
     dev: VfDev,
     q: Queue,
     slots: Vec<(Buf, Buf)>,
@@ -85,6 +88,8 @@ impl Exported {
             ));
         }
         Ok(Exported {
+            socket: socket.to_path_buf(),
+            credits: credits as u32,
             dev,
             q,
             free: (0..credits).rev().collect(),
@@ -182,7 +187,76 @@ impl Exported {
     pub fn running(&self) -> usize {
         self.running.len()
     }
+
+    /// A register read the importer forwards ([`space`]); Err is an errno.
+    pub fn read_reg(&self, sp: u32, offset: u64) -> Result<u32, u32> {
+        let mut b = [0u8; 4];
+        let port = self.dev.port();
+        let r = match sp {
+            space::BAR0 if offset < vf::QUEUES.offset as u64 && offset % 4 == 0 => {
+                port.bar_read(0, offset, &mut b)
+            }
+            space::BAR2 if offset < VF_BAR2_SIZE && offset % 4 == 0 => {
+                port.bar_read(2, offset, &mut b)
+            }
+            space::CONFIG if offset < 4096 && offset % 4 == 0 => port.cfg_read(offset, &mut b),
+            _ => return Err(EPERM),
+        };
+        r.map_err(|_| EIO)?;
+        Ok(u32::from_le_bytes(b))
+    }
+
+    /// A register write the importer forwards ([`space`]); Err is an errno. A reset is
+    /// [`Exported::reset`], not this.
+    pub fn write_reg(&self, sp: u32, offset: u64, value: u32) -> Result<(), u32> {
+        let port = self.dev.port();
+        let b = value.to_le_bytes();
+        let r = match sp {
+            space::BAR0
+                if offset < vf::QUEUES.offset as u64
+                    && offset % 4 == 0
+                    && offset != vf::IRQ_TRIGGER.offset() as u64 =>
+            {
+                port.bar_write(0, offset, &b)
+            }
+            space::BAR2 if offset < VF_BAR2_SIZE && offset % 4 == 0 => port.bar_write(2, offset, &b),
+            _ => return Err(EPERM),
+        };
+        r.map_err(|_| EIO)
+    }
+
+    /// A function level reset of the real VF the importer asked for: the VF is reset and
+    /// opened again (its queue re-armed, its staging memory mapped again); jobs that were
+    /// running complete ABORTED, as they do on a VF reset under them.
+    pub fn reset(mut self) -> Result<(Exported, Vec<(Complete, Vec<u8>)>), host_driver::Error> {
+        let aborted: Vec<_> = self
+            .running
+            .drain()
+            .map(|(_, r)| {
+                complete(
+                    r.seq,
+                    r.queue,
+                    r.sqe.tag.get(),
+                    JobStatus::Aborted,
+                    0,
+                    Vec::new(),
+                )
+            })
+            .collect();
+        let (socket, credits) = (self.socket.clone(), self.credits);
+        // Our connection goes first, so the reset's client owns the VF and the reopened one
+        // maps its staging memory into a clean DMA space.
+        drop(self);
+        let v = host_driver::vfio_user::VfioUser::connect(&socket, false)?;
+        v.reset()?;
+        drop(v);
+        Ok((Self::open(&socket, credits)?, aborted))
+    }
 }
+
+const EPERM: u32 = 1;
+const EIO: u32 = 5;
+const VF_BAR2_SIZE: u64 = shared_abi::pci::VF_BAR2_SIZE;
 
 #[cfg(test)]
 mod tests {

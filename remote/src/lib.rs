@@ -23,6 +23,8 @@
 pub mod admission;
 pub mod convert;
 pub mod export;
+pub mod exporter;
+pub mod importer;
 pub mod link;
 pub mod session;
 #[cfg(test)]

@@ -385,7 +385,18 @@ pub mod tcp {
         config: Arc<rustls::ServerConfig>,
         timeout: Duration,
     ) -> Result<(ServerLink, Option<String>), ConnectError> {
-        let (mut sock, _) = listener.accept()?;
+        let (sock, _) = listener.accept()?;
+        server(sock, config, timeout)
+    }
+
+    /// The server's handshake on an accepted connection (on the thread that will serve it,
+    /// so a slow or silent client holds up nobody else).
+    pub fn server(
+        mut sock: TcpStream,
+        config: Arc<rustls::ServerConfig>,
+        timeout: Duration,
+    ) -> Result<(ServerLink, Option<String>), ConnectError> {
+        sock.set_nonblocking(false)?;
         sock.set_nodelay(true)?;
         sock.set_read_timeout(Some(timeout))?;
         sock.set_write_timeout(Some(timeout))?;

@@ -184,6 +184,16 @@ impl<J: Clone> Outstanding<J> {
         )
     }
 
+    /// Whether [`Outstanding::push`] would take another job now.
+    pub fn has_room(&self) -> bool {
+        self.next - self.acked < self.credits as u64
+    }
+
+    /// The credits the window was made with.
+    pub fn credits(&self) -> u32 {
+        self.credits
+    }
+
     /// Gives up every job (the link stayed down too long): they complete with an error.
     pub fn fail_all(&mut self) -> Vec<(u64, J)> {
         std::mem::take(&mut self.jobs).into_iter().collect()

@@ -28,7 +28,7 @@
 //! | HELLO | importer | [`Hello`]: the VF asked for, and the session to resume (0: new) |
 //! | WELCOME | exporter | [`Welcome`]: the session, the jobs the importer may have in flight |
 //! | REFUSE | either | [`Refuse`] head, then a UTF-8 reason of `text_len` bytes (≤ 256) |
-//! | REG_READ | importer | [`RegRead`]: a BAR0 or config-space dword of the VF |
+//! | REG_READ | importer | [`RegRead`]: a dword of the VF ([`space`]) |
 //! | REG_WRITE | importer | [`RegWrite`] |
 //! | REG_VALUE | exporter | [`RegValue`]: the answer to a REG_READ or REG_WRITE of that `id` |
 //! | SUBMIT | importer | [`Submit`] head, then `in_len` bytes of the job's input data |
@@ -156,12 +156,19 @@ pub mod refuse {
     pub const NO_SUCH_SESSION: u32 = 5;
 }
 
-/// Which register space an access goes to.
+/// Which register space an access goes to. The exporter forwards only what is the VF's
+/// own and not queue traffic (its queues and MSI-X are the importer's to emulate, and the
+/// real VF's are the exporter's).
 pub mod space {
-    /// BAR 0 of the VF.
+    /// BAR 0 of the VF: the VF register block below the queue window
+    /// (`shared_abi::regs::vf`); writes to it except IRQ_TRIGGER.
     pub const BAR0: u32 = 0;
-    /// The VF's configuration space.
+    /// The VF's configuration space: reads only.
     pub const CONFIG: u32 = 1;
+    /// BAR 2 of the VF: its device memory window (stage 2 only), any dword of it.
+    pub const BAR2: u32 = 2;
+    /// A write of 1 resets the VF (a function level reset); no reads.
+    pub const RESET: u32 = 3;
 }
 
 /// REG_READ.
@@ -301,6 +308,26 @@ pub enum Message {
     Ack(Ack),
 }
 
+impl Message {
+    /// The frame kind that carries it.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Message::Hello(_) => Kind::Hello,
+            Message::Welcome(_) => Kind::Welcome,
+            Message::Refuse(..) => Kind::Refuse,
+            Message::RegRead(_) => Kind::RegRead,
+            Message::RegWrite(_) => Kind::RegWrite,
+            Message::RegValue(_) => Kind::RegValue,
+            Message::Submit(..) => Kind::Submit,
+            Message::Complete(..) => Kind::Complete,
+            Message::Credit(_) => Kind::Credit,
+            Message::Ping(_) => Kind::Ping,
+            Message::Pong(_) => Kind::Pong,
+            Message::Ack(_) => Kind::Ack,
+        }
+    }
+}
+
 /// Why a frame was refused. The connection that sent it ends.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
@@ -412,19 +439,19 @@ pub fn decode_frame(frame: &[u8]) -> Result<Message, FrameError> {
 /// Encodes `m` as one frame. A message too large for one frame (data past
 /// [`MAX_PAYLOAD`], a reason past [`MAX_REASON`]) is refused, not cut.
 pub fn encode(m: &Message) -> Result<Vec<u8>, FrameError> {
-    let (kind, head, tail): (Kind, &[u8], &[u8]) = match m {
-        Message::Hello(x) => (Kind::Hello, x.as_bytes(), &[]),
-        Message::Welcome(x) => (Kind::Welcome, x.as_bytes(), &[]),
-        Message::Refuse(..) => (Kind::Refuse, &[], &[]),
-        Message::RegRead(x) => (Kind::RegRead, x.as_bytes(), &[]),
-        Message::RegWrite(x) => (Kind::RegWrite, x.as_bytes(), &[]),
-        Message::RegValue(x) => (Kind::RegValue, x.as_bytes(), &[]),
-        Message::Submit(x, d) => (Kind::Submit, x.as_bytes(), d),
-        Message::Complete(x, d) => (Kind::Complete, x.as_bytes(), d),
-        Message::Credit(x) => (Kind::Credit, x.as_bytes(), &[]),
-        Message::Ping(x) => (Kind::Ping, x.as_bytes(), &[]),
-        Message::Pong(x) => (Kind::Pong, x.as_bytes(), &[]),
-        Message::Ack(x) => (Kind::Ack, x.as_bytes(), &[]),
+    let kind = m.kind();
+    let (head, tail): (&[u8], &[u8]) = match m {
+        Message::Hello(x) => (x.as_bytes(), &[]),
+        Message::Welcome(x) => (x.as_bytes(), &[]),
+        Message::Refuse(..) => (&[], &[]),
+        Message::RegRead(x) => (x.as_bytes(), &[]),
+        Message::RegWrite(x) => (x.as_bytes(), &[]),
+        Message::RegValue(x) => (x.as_bytes(), &[]),
+        Message::Submit(x, d) => (x.as_bytes(), d),
+        Message::Complete(x, d) => (x.as_bytes(), d),
+        Message::Credit(x) => (x.as_bytes(), &[]),
+        Message::Ping(x) | Message::Pong(x) => (x.as_bytes(), &[]),
+        Message::Ack(x) => (x.as_bytes(), &[]),
     };
     let refuse_head;
     let (head, tail) = match m {

@@ -68,6 +68,9 @@ wire_enum! {
         /// Stage 2 refused a VF-physical address (outside the VF's memory window, or an
         /// invalid translation entry); a fault is also counted on the VF.
         Stage2Fault = 6,
+        /// The VF is remote (its engine is in another host) and the link to that host stayed
+        /// down past its limit: the job's outcome is unknown and nothing it wrote arrived.
+        LinkDown = 7,
     }
 }
 

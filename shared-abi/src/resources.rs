@@ -51,6 +51,8 @@ wire_enum! {
         BadAccess = 7,
         /// DMA outside the VF's mapped IOVA ranges.
         DmaFault = 8,
+        /// A remote VF's link to the host with its engine stayed down past its limit.
+        LinkDown = 9,
     }
 }
 
@@ -67,6 +69,7 @@ impl VfFault {
             Self::NotEnabled => "not-enabled",
             Self::BadAccess => "bad-access",
             Self::DmaFault => "dma-fault",
+            Self::LinkDown => "link-down",
         }
     }
 }
