@@ -49,7 +49,13 @@ pub fn state_file(runtime_dir: &Path, socket: &Path) -> PathBuf {
     let name: String = socket
         .to_string_lossy()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     dir(runtime_dir).join(format!("{name}.json"))
 }
@@ -59,7 +65,10 @@ pub fn write(runtime_dir: &Path, v: &ImportedVf) -> std::io::Result<()> {
     std::fs::create_dir_all(dir(runtime_dir))?;
     let path = state_file(runtime_dir, &v.socket);
     let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(v).map_err(std::io::Error::other)?)?;
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(v).map_err(std::io::Error::other)?,
+    )?;
     std::fs::rename(tmp, path)
 }
 
@@ -76,6 +85,60 @@ pub fn list(runtime_dir: &Path) -> Vec<ImportedVf> {
         .filter(|v| Path::new(&format!("/proc/{}", v.pid)).exists())
         .collect();
     out.sort_by(|a, b| a.socket.cmp(&b.socket));
+    out
+}
+
+/// The imported VFs as a table (one line each, with the link's counters).
+pub fn table(vfs: &[ImportedVf]) -> String {
+    let head = [
+        "SOCKET",
+        "EXPORTER",
+        "VF",
+        "LINK",
+        "JOBS",
+        "INFLIGHT",
+        "BYTES_OUT",
+        "BYTES_IN",
+        "RECONNECTS",
+        "RESUBMITTED",
+        "FAILED",
+        "RTT_US",
+    ];
+    let rows: Vec<Vec<String>> = vfs
+        .iter()
+        .map(|v| {
+            vec![
+                v.socket.display().to_string(),
+                v.exporter.clone(),
+                v.vf.to_string(),
+                v.link.clone(),
+                v.jobs.to_string(),
+                v.inflight.to_string(),
+                v.bytes_out.to_string(),
+                v.bytes_in.to_string(),
+                v.reconnects.to_string(),
+                v.resubmitted.to_string(),
+                v.failed.to_string(),
+                v.rtt_us.to_string(),
+            ]
+        })
+        .collect();
+    let mut w: Vec<usize> = head.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.len());
+        }
+    }
+    let mut out = String::new();
+    for r in std::iter::once(head.iter().map(|h| h.to_string()).collect::<Vec<_>>()).chain(rows) {
+        let cells: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = w[i]))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
     out
 }
 

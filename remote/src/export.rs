@@ -7,12 +7,15 @@
 //! fixed when the session starts (credits × 2 × [`MAX_HOST_DATA`]).
 use crate::convert::{self, Plan, MAX_HOST_DATA};
 use crate::wire::{space, Complete, Submit};
-use shared_abi::regs::vf;
 use host_driver::vf::{Addr, Buf, Job, Queue, VfDev};
 use shared_abi::jobs::{Cqe, JobStatus, Sqe};
+use shared_abi::regs::vf;
 use std::collections::HashMap;
 use std::path::Path;
 use zerocopy::{FromBytes, IntoBytes};
+
+/// A COMPLETE and the output data that goes with it.
+pub type Finished = (Complete, Vec<u8>);
 
 /// A job taken from the link that is running on the real VF.
 #[derive(Debug)]
@@ -193,13 +196,15 @@ impl Exported {
         let mut b = [0u8; 4];
         let port = self.dev.port();
         let r = match sp {
-            space::BAR0 if offset < vf::QUEUES.offset as u64 && offset % 4 == 0 => {
+            space::BAR0 if offset < vf::QUEUES.offset as u64 && offset.is_multiple_of(4) => {
                 port.bar_read(0, offset, &mut b)
             }
-            space::BAR2 if offset < VF_BAR2_SIZE && offset % 4 == 0 => {
+            space::BAR2 if offset < VF_BAR2_SIZE && offset.is_multiple_of(4) => {
                 port.bar_read(2, offset, &mut b)
             }
-            space::CONFIG if offset < 4096 && offset % 4 == 0 => port.cfg_read(offset, &mut b),
+            space::CONFIG if offset < 4096 && offset.is_multiple_of(4) => {
+                port.cfg_read(offset, &mut b)
+            }
             _ => return Err(EPERM),
         };
         r.map_err(|_| EIO)?;
@@ -214,12 +219,14 @@ impl Exported {
         let r = match sp {
             space::BAR0
                 if offset < vf::QUEUES.offset as u64
-                    && offset % 4 == 0
+                    && offset.is_multiple_of(4)
                     && offset != vf::IRQ_TRIGGER.offset() as u64 =>
             {
                 port.bar_write(0, offset, &b)
             }
-            space::BAR2 if offset < VF_BAR2_SIZE && offset % 4 == 0 => port.bar_write(2, offset, &b),
+            space::BAR2 if offset < VF_BAR2_SIZE && offset.is_multiple_of(4) => {
+                port.bar_write(2, offset, &b)
+            }
             _ => return Err(EPERM),
         };
         r.map_err(|_| EIO)
@@ -228,7 +235,7 @@ impl Exported {
     /// A function level reset of the real VF the importer asked for: the VF is reset and
     /// opened again (its queue re-armed, its staging memory mapped again); jobs that were
     /// running complete ABORTED, as they do on a VF reset under them.
-    pub fn reset(mut self) -> Result<(Exported, Vec<(Complete, Vec<u8>)>), host_driver::Error> {
+    pub fn reset(mut self) -> Result<(Exported, Vec<Finished>), host_driver::Error> {
         let aborted: Vec<_> = self
             .running
             .drain()

@@ -190,8 +190,7 @@ impl Shared {
     fn expire(&self) {
         for s in &self.slots {
             let mut g = lock(s);
-            if g
-                .parked
+            if g.parked
                 .as_ref()
                 .is_some_and(|p| p.dropped.is_some_and(|d| d.elapsed() > self.cfg.linger))
             {
@@ -225,18 +224,18 @@ impl Shared {
             }
         };
         let vf = hello.vf.get();
-        let (mut session, preempt) = match self.take_session(who.as_deref(), vf, hello.session.get())
-        {
-            Ok(s) => s,
-            Err((code, why)) => {
-                eprintln!(
-                    "accel-remote: {peer} ({}) refused: {why}",
-                    who.as_deref().unwrap_or("?")
-                );
-                refuse_link(&mut link, code, &why);
-                return;
-            }
-        };
+        let (mut session, preempt) =
+            match self.take_session(who.as_deref(), vf, hello.session.get()) {
+                Ok(s) => s,
+                Err((code, why)) => {
+                    eprintln!(
+                        "accel-remote: {peer} ({}) refused: {why}",
+                        who.as_deref().unwrap_or("?")
+                    );
+                    refuse_link(&mut link, code, &why);
+                    return;
+                }
+            };
         let welcome = Message::Welcome(Welcome {
             session: session.id.into(),
             credits: self.cfg.credits.into(),
@@ -280,7 +279,10 @@ impl Shared {
             let mut g = lock(slot);
             if let Some(live) = &g.live {
                 if live.who != who || (resume != 0 && resume != live.session) {
-                    return Err((refuse::BUSY, format!("VF {vf} is imported by another importer")));
+                    return Err((
+                        refuse::BUSY,
+                        format!("VF {vf} is imported by another importer"),
+                    ));
                 }
                 // Ours, on a link the importer has given up: have it let go, then take it.
                 live.preempt.store(true, Ordering::Release);
@@ -294,7 +296,9 @@ impl Shared {
             let parked = g.parked.take();
             let session = match parked {
                 Some(p) if p.who == who && resume == p.id => p,
-                Some(p) if p.who == who || p.dropped.is_some_and(|d| d.elapsed() > self.cfg.linger) => {
+                Some(p)
+                    if p.who == who || p.dropped.is_some_and(|d| d.elapsed() > self.cfg.linger) =>
+                {
                     // The importer started over (or the session's time is up): the old
                     // session's jobs are nobody's now.
                     drop(p);
@@ -302,7 +306,10 @@ impl Shared {
                 }
                 Some(p) => {
                     g.parked = Some(p);
-                    return Err((refuse::BUSY, format!("VF {vf} is imported by another importer")));
+                    return Err((
+                        refuse::BUSY,
+                        format!("VF {vf} is imported by another importer"),
+                    ));
                 }
                 None => self.new_session(&who, vf, resume)?,
             };
@@ -362,6 +369,7 @@ fn serve_session(
     timeout: Duration,
 ) -> Result<(), End> {
     let mut heard = Instant::now();
+    let mut last_backlog = 0;
     let mut idle = 0u32;
     loop {
         if preempt.load(Ordering::Acquire) {
@@ -375,7 +383,20 @@ fn serve_session(
         } else {
             Duration::from_millis(5)
         };
-        for i in 0..BURST {
+        // A peer that does not read its answers gets no more of them (while it takes what
+        // is waiting, it is not silent).
+        let backlog = link.backlog();
+        let burst = if backlog > crate::link::MAX_BACKLOG {
+            if backlog < last_backlog {
+                heard = Instant::now();
+            }
+            std::thread::sleep(Duration::from_micros(200));
+            0
+        } else {
+            BURST
+        };
+        last_backlog = backlog;
+        for i in 0..burst {
             let m = link.poll(if i == 0 { wait } else { Duration::ZERO })?;
             let Some(m) = m else { break };
             heard = Instant::now();

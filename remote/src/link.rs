@@ -33,7 +33,9 @@ pub enum LinkError {
 pub trait Link: Send {
     /// Queues one message to go out with the next [`Link::flush`].
     fn queue(&mut self, m: &Message) -> Result<(), LinkError>;
-    /// Sends everything queued (waiting, at most the link's timeout, for room).
+    /// Sends what of the queue the peer has room for now, never waiting (the rest goes with
+    /// later flushes and while [`Link::poll`] waits); an error if the peer has taken
+    /// nothing for the link's timeout.
     fn flush(&mut self) -> Result<(), LinkError>;
     /// The next message if one arrives within `wait` (zero: only one already here). A header
     /// is checked before its payload is gathered, so a peer can make the receiver hold at
@@ -41,12 +43,14 @@ pub trait Link: Send {
     fn poll(&mut self, wait: Duration) -> Result<Option<Message>, LinkError>;
     /// How long the link waits for its peer before it gives up on it.
     fn timeout(&self) -> Duration;
+    /// Bytes queued that the peer has not taken yet: a serving loop stops taking new
+    /// requests while this is past [`MAX_BACKLOG`], so a peer that does not read cannot make
+    /// it hold more.
+    fn backlog(&self) -> usize;
 
-    /// Sends one message now.
-    fn send(&mut self, m: &Message) -> Result<(), LinkError> {
-        self.queue(m)?;
-        self.flush()
-    }
+    /// Sends one message and everything queued before it, waiting (at most the link's
+    /// timeout) for room.
+    fn send(&mut self, m: &Message) -> Result<(), LinkError>;
 
     /// Receives one message, waiting at most the link's timeout.
     fn recv(&mut self) -> Result<Message, LinkError> {
@@ -102,9 +106,17 @@ pub struct Framed<S> {
     buf: Vec<u8>,
     reasm: Reassembler,
     out: Vec<u8>,
+    /// TLS holds records the socket had no room for.
+    tls_held: bool,
+    /// When the stream last took bytes (or had nothing to take).
+    progress: Instant,
     timeout: Duration,
     nonblocking: bool,
 }
+
+/// Output a serving loop lets wait for a slow peer before it stops taking its requests
+/// ([`Link::backlog`]).
+pub const MAX_BACKLOG: usize = 4 << 20;
 
 /// How long a link waits for its peer unless told otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -117,6 +129,8 @@ impl<S> Framed<S> {
             buf: Vec::new(),
             reasm: Reassembler::default(),
             out: Vec::new(),
+            tls_held: false,
+            progress: Instant::now(),
             timeout: DEFAULT_TIMEOUT,
             nonblocking: false,
         }
@@ -133,6 +147,12 @@ impl<S> Framed<S> {
     /// The stream.
     pub fn get_ref(&self) -> &S {
         &self.stream
+    }
+
+    /// The stream, to write to it directly (bytes that bypass the framing: a test of what
+    /// the peer does with a frame this crate would never send).
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.stream
     }
 }
 
@@ -186,6 +206,59 @@ impl<S: Stream> Framed<S> {
         if !self.nonblocking {
             self.stream.set_nonblocking()?;
             self.nonblocking = true;
+            self.progress = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Bytes queued that the stream has not taken yet (TLS records it holds count as one).
+    fn pending(&self) -> usize {
+        self.out.len() + usize::from(self.tls_held)
+    }
+
+    /// Writes what the stream takes now, never waiting: both ends write and read on one
+    /// thread, so a writer that waited for room while its peer did the same would wait
+    /// forever. A link whose peer takes nothing for its timeout has failed.
+    fn push_out(&mut self) -> Result<(), LinkError> {
+        self.nonblocking()?;
+        let mut sent = 0;
+        let mut blocked = false;
+        while sent < self.out.len() {
+            match self.stream.write(&self.out[sent..]) {
+                // TLS took nothing: its buffer is full of records the socket has no room
+                // for. Push them out; if the socket takes none, the rest waits.
+                Ok(0) => match self.stream.flush() {
+                    Ok(()) => {}
+                    Err(e) if would_block(&e) => {
+                        blocked = true;
+                        break;
+                    }
+                    Err(e) => return Err(e.into()),
+                },
+                Ok(n) => sent += n,
+                Err(e) if would_block(&e) => {
+                    blocked = true;
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.out.drain(..sent);
+        if !blocked {
+            // TLS may still hold records the socket had no room for.
+            match self.stream.flush() {
+                Ok(()) => self.tls_held = false,
+                Err(e) if would_block(&e) => {
+                    self.tls_held = true;
+                    blocked = true;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if sent > 0 || self.pending() == 0 {
+            self.progress = Instant::now();
+        } else if blocked && self.progress.elapsed() > self.timeout {
+            return Err(LinkError::Io(std::io::ErrorKind::TimedOut.into()));
         }
         Ok(())
     }
@@ -193,42 +266,30 @@ impl<S: Stream> Framed<S> {
 
 impl<S: Stream> Link for Framed<S> {
     fn queue(&mut self, m: &Message) -> Result<(), LinkError> {
+        if self.pending() == 0 {
+            self.progress = Instant::now();
+        }
         let f = wire::encode(m)?;
         self.out.extend_from_slice(&f);
         Ok(())
     }
 
     fn flush(&mut self) -> Result<(), LinkError> {
-        self.nonblocking()?;
+        self.push_out()
+    }
+
+    fn send(&mut self, m: &Message) -> Result<(), LinkError> {
+        self.queue(m)?;
         let until = Instant::now() + self.timeout;
-        let mut sent = 0;
-        let timed_out = || LinkError::Io(std::io::ErrorKind::TimedOut.into());
-        while sent < self.out.len() {
-            match self.stream.write(&self.out[sent..]) {
-                Ok(0) => return Err(LinkError::Io(std::io::ErrorKind::WriteZero.into())),
-                Ok(n) => sent += n,
-                Err(e) if would_block(&e) => {
-                    if Instant::now() >= until {
-                        return Err(timed_out());
-                    }
-                    wait_ready(self.stream.fd(), PollFlags::POLLOUT, until)?;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        self.out.clear();
-        // TLS may still hold records the socket had no room for.
         loop {
-            match self.stream.flush() {
-                Ok(()) => return Ok(()),
-                Err(e) if would_block(&e) => {
-                    if Instant::now() >= until {
-                        return Err(timed_out());
-                    }
-                    wait_ready(self.stream.fd(), PollFlags::POLLOUT, until)?;
-                }
-                Err(e) => return Err(e.into()),
+            self.push_out()?;
+            if self.pending() == 0 {
+                return Ok(());
             }
+            if Instant::now() >= until {
+                return Err(LinkError::Io(std::io::ErrorKind::TimedOut.into()));
+            }
+            wait_ready(self.stream.fd(), PollFlags::POLLOUT, until)?;
         }
     }
 
@@ -245,10 +306,20 @@ impl<S: Stream> Link for Framed<S> {
                 Ok(0) => return Err(LinkError::Io(std::io::ErrorKind::UnexpectedEof.into())),
                 Ok(n) => self.reasm.push(&chunk[..n]),
                 Err(e) if would_block(&e) => {
-                    if Instant::now() >= until
-                        || !wait_ready(self.stream.fd(), PollFlags::POLLIN, until)?
-                    {
+                    if Instant::now() >= until {
                         return Ok(None);
+                    }
+                    // While waiting to read, what is queued goes out as the peer makes room.
+                    let what = if self.pending() > 0 {
+                        PollFlags::POLLIN | PollFlags::POLLOUT
+                    } else {
+                        PollFlags::POLLIN
+                    };
+                    if !wait_ready(self.stream.fd(), what, until)? {
+                        return Ok(None);
+                    }
+                    if self.pending() > 0 {
+                        self.push_out()?;
                     }
                 }
                 Err(e) => return Err(e.into()),
@@ -258,6 +329,10 @@ impl<S: Stream> Link for Framed<S> {
 
     fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    fn backlog(&self) -> usize {
+        self.pending()
     }
 }
 

@@ -216,7 +216,9 @@ fn run(cli: Cli) -> Result<(), String> {
                 let _ = std::fs::remove_file(imported::state_file(&dir2, &s2));
             });
             eprintln!("accel-remote: {from} served at {}", socket.display());
-            let r = imp.serve(&socket, &stop).map_err(|e| format!("{}: {e}", socket.display()));
+            let r = imp
+                .serve(&socket, &stop)
+                .map_err(|e| format!("{}: {e}", socket.display()));
             stop.store(true, Ordering::Release);
             let _ = reporter.join();
             r
@@ -225,33 +227,19 @@ fn run(cli: Cli) -> Result<(), String> {
             let dir = runtime_dir.unwrap_or_else(host_driver::vfio_user::default_runtime_dir);
             let vfs = imported::list(&dir);
             if json {
-                println!("{}", serde_json::to_string_pretty(&vfs).map_err(|e| e.to_string())?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&vfs).map_err(|e| e.to_string())?
+                );
                 return Ok(());
             }
             if vfs.is_empty() {
-                println!("no imported VF (state files in {})", imported::dir(&dir).display());
-                return Ok(());
-            }
-            println!(
-                "{:<32} {:<22} {:>3} {:<6} {:>10} {:>8} {:>12} {:>12} {:>6} {:>6} {:>8}",
-                "SOCKET", "EXPORTER", "VF", "LINK", "JOBS", "INFLIGHT", "BYTES OUT", "BYTES IN",
-                "RECONN", "FAILED", "RTT us"
-            );
-            for v in vfs {
                 println!(
-                    "{:<32} {:<22} {:>3} {:<6} {:>10} {:>8} {:>12} {:>12} {:>6} {:>6} {:>8}",
-                    v.socket.display(),
-                    v.exporter,
-                    v.vf,
-                    v.link,
-                    v.jobs,
-                    v.inflight,
-                    v.bytes_out,
-                    v.bytes_in,
-                    v.reconnects,
-                    v.failed,
-                    v.rtt_us
+                    "no imported VF (state files in {})",
+                    imported::dir(&dir).display()
                 );
+            } else {
+                print!("{}", imported::table(&vfs));
             }
             Ok(())
         }

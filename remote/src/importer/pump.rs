@@ -179,7 +179,7 @@ impl Pump {
             return false;
         }
         let mut any = false;
-        for _ in 0..BURST {
+        for _ in 0..super::vf::REQUESTS {
             let r = match self.rx.try_recv() {
                 Ok(r) => r,
                 Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
@@ -239,7 +239,11 @@ impl Pump {
 
     /// The registers of queue `q` now.
     fn regs(&self, q: usize) -> QueueRegs {
-        self.vf.regs.lock().unwrap_or_else(|e| e.into_inner()).queues[q]
+        self.vf
+            .regs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .queues[q]
     }
 
     /// Updates queue `q`'s device-written registers, unless it was re-armed meanwhile.
@@ -298,6 +302,9 @@ impl Pump {
                 self.stop_queue(q, queue_status::DMA_ERROR);
                 break;
             }
+            // PCIe ordering: the VMM's writes before it published this entry (a stage-1
+            // table, XLAT registers) reach the real VF before the job does.
+            self.requests();
             took = true;
             let run = &mut self.runs[q];
             run.head += 1;
@@ -349,7 +356,10 @@ impl Pump {
                 .stats
                 .bytes_out
                 .fetch_add(job.data.len() as u64, Ordering::Relaxed);
-            self.vf.stats.inflight.store(self.out.len() as u64, Ordering::Relaxed);
+            self.vf
+                .stats
+                .inflight
+                .store(self.out.len() as u64, Ordering::Relaxed);
             let m = submit(seq, &job);
             self.queue(&m);
         }
@@ -496,7 +506,10 @@ impl Pump {
                 let Some(job) = self.out.complete(c.seq.get()) else {
                     return; // a duplicate after a resubmission
                 };
-                self.vf.stats.inflight.store(self.out.len() as u64, Ordering::Relaxed);
+                self.vf
+                    .stats
+                    .inflight
+                    .store(self.out.len() as u64, Ordering::Relaxed);
                 self.vf.stats.jobs.fetch_add(1, Ordering::Relaxed);
                 let q = job.queue as usize;
                 let run = &self.runs[q];
@@ -554,7 +567,10 @@ impl Pump {
                 self.lost(&format!("the exporter cut the link ({code}): {why}"));
             }
             Message::Credit(_) => {}
-            other => self.lost(&format!("the exporter sent {:?} in a session", other.kind())),
+            other => self.lost(&format!(
+                "the exporter sent {:?} in a session",
+                other.kind()
+            )),
         }
     }
 
@@ -566,7 +582,8 @@ impl Pump {
         if self.link.is_some() {
             let every = (self.dial.timeout / 4).max(Duration::from_millis(100));
             if self.pinged.elapsed() > every {
-                let nonce = self.pinged.elapsed().as_nanos() as u64 ^ self.heard.elapsed().as_nanos() as u64;
+                let nonce = self.pinged.elapsed().as_nanos() as u64
+                    ^ self.heard.elapsed().as_nanos() as u64;
                 self.ping = Some((nonce, Instant::now()));
                 self.pinged = Instant::now();
                 self.queue(&Message::Ping(Ping {
@@ -653,7 +670,10 @@ impl Pump {
                 }
             }
             Err(e) => {
-                if self.down_since.is_some_and(|d| d.elapsed() < Duration::from_secs(1)) {
+                if self
+                    .down_since
+                    .is_some_and(|d| d.elapsed() < Duration::from_secs(1))
+                {
                     eprintln!("accel-remote: reconnecting to {}: {e}", self.dial.addr);
                 }
                 return;

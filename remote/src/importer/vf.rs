@@ -4,13 +4,13 @@
 //! runs the rings); the VF's own registers and its device memory window are the real VF's,
 //! reached over the link.
 use super::pump::Req;
+use shared_abi::regs::{self, queue, vf, VfStatus};
+use shared_abi::resources::VfFault;
 use sim::config_space::{cmd, off, ConfigSpace, CONFIG_SIZE};
 use sim::device::{region, AccessError, Func};
 use sim::dma::Space;
 use sim::msix::{Msix, Signals};
 use sim::pci::{layout, msix, pcie};
-use shared_abi::regs::{self, queue, vf, VfStatus};
-use shared_abi::resources::VfFault;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
@@ -120,7 +120,7 @@ impl RemoteVf {
     ) -> (Arc<Self>, Receiver<Req>) {
         let (tx, rx) = std::sync::mpsc::sync_channel(REQUESTS);
         let vectors = vectors.clamp(1, shared_abi::pci::VF_MAX_MSIX_VECTORS as u32);
-        let queues = queues.min((vf::QUEUES.len / regs::QUEUE_REGS_SIZE as u32) as u32);
+        let queues = queues.min(vf::QUEUES.len / regs::QUEUE_REGS_SIZE as u32);
         let raw = sim::pci::vf_config(vectors as u16);
         let vf = RemoteVf {
             regs: Mutex::new(Regs {
@@ -199,7 +199,12 @@ impl RemoteVf {
         match w {
             _ if w == vf::STATUS.offset() as u64 && count > 0 => v | VfStatus::FAULTED.bits(),
             _ if w == vf::FAULT_COUNT.offset() as u64 => v.saturating_add(count),
-            _ if w == vf::FAULT_CODE.offset() as u64 && count > 0 && !self.up.load(Ordering::Acquire) => code,
+            _ if w == vf::FAULT_CODE.offset() as u64
+                && count > 0
+                && !self.up.load(Ordering::Acquire) =>
+            {
+                code
+            }
             _ if w == vf::QUEUE_COUNT.offset() as u64 => self.queue_count,
             _ => v,
         }
@@ -297,7 +302,7 @@ impl RemoteVf {
 
     fn bar0_write(&self, o: u64, data: &[u8]) -> Result<(), AccessError> {
         words(o, data.len())?;
-        if o % 4 != 0 || data.len() % 4 != 0 {
+        if !o.is_multiple_of(4) || !data.len().is_multiple_of(4) {
             self.fault(VfFault::BadAccess);
             return Ok(());
         }
@@ -354,7 +359,8 @@ impl RemoteVf {
             g.msix.reset();
             g.faults = (0, 0);
             let c = g.cfg.r16(off::COMMAND);
-            g.cfg.set16(off::COMMAND, c & !(cmd::BUS_MASTER | cmd::MEMORY));
+            g.cfg
+                .set16(off::COMMAND, c & !(cmd::BUS_MASTER | cmd::MEMORY));
             let m = g.cfg.r16(layout::MSIX + msix::CTRL);
             g.cfg.set16(
                 layout::MSIX + msix::CTRL,
@@ -376,7 +382,10 @@ impl RemoteVf {
 
 /// Accesses are whole dwords inside the BAR (narrower reads are served from the dword).
 fn words(o: u64, len: usize) -> Result<(), AccessError> {
-    if len == 0 || o.checked_add(len as u64).is_none_or(|e| e > shared_abi::pci::VF_BAR0_SIZE) {
+    if len == 0
+        || o.checked_add(len as u64)
+            .is_none_or(|e| e > shared_abi::pci::VF_BAR0_SIZE)
+    {
         return Err(AccessError::OutOfRange);
     }
     Ok(())
@@ -384,7 +393,9 @@ fn words(o: u64, len: usize) -> Result<(), AccessError> {
 
 impl sim::vfio_user::Model for RemoteVf {
     fn config_read(&self, _f: Func, offset: u64, buf: &mut [u8]) -> Result<(), AccessError> {
-        if offset.checked_add(buf.len() as u64).is_none_or(|e| e > CONFIG_SIZE as u64)
+        if offset
+            .checked_add(buf.len() as u64)
+            .is_none_or(|e| e > CONFIG_SIZE as u64)
             || buf.is_empty()
         {
             return Err(AccessError::OutOfRange);
@@ -394,7 +405,9 @@ impl sim::vfio_user::Model for RemoteVf {
     }
 
     fn config_write(&self, _f: Func, offset: u64, data: &[u8]) -> Result<(), AccessError> {
-        if offset.checked_add(data.len() as u64).is_none_or(|e| e > CONFIG_SIZE as u64)
+        if offset
+            .checked_add(data.len() as u64)
+            .is_none_or(|e| e > CONFIG_SIZE as u64)
             || data.is_empty()
         {
             return Err(AccessError::OutOfRange);
@@ -413,7 +426,8 @@ impl sim::vfio_user::Model for RemoteVf {
             let d = g.cfg.r16(devctl);
             g.cfg.set16(devctl, d & !pcie::DEVCTL_FLR);
             let now = msix_ctl(&g.cfg);
-            if now.0 && !now.1 && !(before.0 && !before.1) {
+            let (may, might) = (now.0 && !now.1, before.0 && !before.1);
+            if may && !might {
                 g.msix.flush_pending(now.0, now.1, &mut out);
             }
         }
@@ -428,7 +442,7 @@ impl sim::vfio_user::Model for RemoteVf {
         match idx {
             region::BAR0 => self.bar0_read(offset, buf),
             region::BAR2 => {
-                if offset % 4 != 0 || buf.len() % 4 != 0 {
+                if !offset.is_multiple_of(4) || !buf.len().is_multiple_of(4) {
                     buf.fill(0xFF);
                     self.fault(VfFault::BadAccess);
                     return Ok(());
@@ -454,7 +468,7 @@ impl sim::vfio_user::Model for RemoteVf {
         match idx {
             region::BAR0 => self.bar0_write(offset, data),
             region::BAR2 => {
-                if offset % 4 != 0 || data.len() % 4 != 0 {
+                if !offset.is_multiple_of(4) || !data.len().is_multiple_of(4) {
                     self.fault(VfFault::BadAccess);
                     return Ok(());
                 }

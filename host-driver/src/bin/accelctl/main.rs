@@ -89,6 +89,13 @@ enum Cmd {
         #[arg(long)]
         runtime_dir: Option<PathBuf>,
     },
+    /// VFs imported from other hosts (`accel-remote import`): each one's local socket, its
+    /// exporter and VF there, its link state and counters.
+    Imported {
+        /// Directory the importers keep their state in [default: $ACCEL_RUNTIME_DIR, else $XDG_RUNTIME_DIR/accelvirt, else /tmp/accelvirt].
+        #[arg(long)]
+        runtime_dir: Option<PathBuf>,
+    },
     /// Capabilities, firmware version, board and free resources.
     Info,
     /// Create VFs (and enable SR-IOV to show them).
@@ -396,6 +403,23 @@ async fn run(cli: Cli, out: &Out) -> Result<()> {
                 .clone()
                 .unwrap_or_else(host_driver::vfio_user::default_runtime_dir);
             out.list(&output::discover(&dir, cli.device.as_deref()).await, &dir);
+            Ok(())
+        }
+        Cmd::Imported { runtime_dir: dir } => {
+            let dir = dir
+                .clone()
+                .unwrap_or_else(host_driver::vfio_user::default_runtime_dir);
+            let vfs = host_driver::imported::list(&dir);
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&vfs).unwrap_or_default());
+            } else if vfs.is_empty() {
+                println!(
+                    "no imported VF: no running importer has a state file in {}",
+                    host_driver::imported::dir(&dir).display()
+                );
+            } else {
+                print!("{}", host_driver::imported::table(&vfs));
+            }
             Ok(())
         }
         Cmd::Info => {

@@ -1,0 +1,655 @@
+//! Remote VFs between two hosts: the exporter in one network namespace, the importer in
+//! another, a veth pair between them (made here, as root). The device model and the tenant
+//! (`accelctl`, the job library) talk to them over their UNIX sockets, as on the two hosts.
+//!
+//! Packet loss and delay: with `sch_netem` in the kernel the link gets `netem loss delay`;
+//! without it (this CI's kernel has no netem) a token bucket small enough to drop what
+//! overflows it, which makes real TCP losses and queueing delay, and the test checks from the
+//! qdisc's own counters that packets were in fact dropped.
+use accelvirt_tests::{accelctl, bin, pattern, root, Sim};
+use host_driver::vf::{Addr, Job, VfDev};
+use shared_abi::jobs::{self, xlat, JobOp, JobStatus};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(20);
+
+/// Development certificates (`cargo xtask certs`, as a user makes them): the server's name
+/// covers every test's exporter address; `client` and `other` are importers; `stranger` is
+/// an importer from another CA.
+fn certs() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir =
+            std::env::temp_dir().join(format!("accelvirt-remote-certs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let out = dir.to_str().unwrap().to_string();
+        let mut first = vec!["certs".to_string(), "--out".into(), out.clone()];
+        for n in 1..=9 {
+            first.extend(["--host".to_string(), format!("10.77.{n}.1")]);
+        }
+        xtask(&first);
+        xtask(&[
+            "certs".into(),
+            "--out".into(),
+            out.clone(),
+            "--name".into(),
+            "other".into(),
+        ]);
+        let stranger = dir.join("stranger");
+        xtask(&[
+            "certs".into(),
+            "--out".into(),
+            stranger.to_str().unwrap().into(),
+        ]);
+        dir
+    })
+}
+
+fn xtask(args: &[String]) {
+    let o = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(root())
+        .arg("xtask")
+        .args(args)
+        .output()
+        .expect("cargo xtask");
+    assert!(
+        o.status.success(),
+        "xtask {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Two network namespaces joined by a veth pair: "a" (10.77.N.1, the exporter's host) and
+/// "b" (10.77.N.2, the importer's). Removed when dropped.
+struct Net {
+    a: String,
+    b: String,
+    n: u8,
+}
+
+fn ip(args: &[&str]) {
+    let o = Command::new("ip").args(args).output().expect("ip");
+    assert!(
+        o.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+impl Net {
+    fn new(n: u8) -> Net {
+        let p = std::process::id();
+        let (a, b) = (format!("avr{p}-{n}a"), format!("avr{p}-{n}b"));
+        let net = Net { a, b, n };
+        ip(&["netns", "add", &net.a]);
+        ip(&["netns", "add", &net.b]);
+        let (va, vb) = (net.dev_a(), net.dev_b());
+        ip(&["link", "add", &va, "type", "veth", "peer", "name", &vb]);
+        ip(&["link", "set", &va, "netns", &net.a]);
+        ip(&["link", "set", &vb, "netns", &net.b]);
+        ip(&[
+            "-n",
+            &net.a,
+            "addr",
+            "add",
+            &format!("10.77.{n}.1/24"),
+            "dev",
+            &va,
+        ]);
+        ip(&[
+            "-n",
+            &net.b,
+            "addr",
+            "add",
+            &format!("10.77.{n}.2/24"),
+            "dev",
+            &vb,
+        ]);
+        for (ns, d) in [(&net.a, &va), (&net.b, &vb)] {
+            ip(&["-n", ns, "link", "set", d, "up"]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        net
+    }
+
+    fn dev_a(&self) -> String {
+        format!("avr{}x{}", std::process::id() % 100_000, self.n)
+    }
+
+    fn dev_b(&self) -> String {
+        format!("avr{}y{}", std::process::id() % 100_000, self.n)
+    }
+
+    fn addr(&self) -> String {
+        format!("10.77.{}.1:7700", self.n)
+    }
+
+    /// The importer's end of the wire down or up (the cable pulled, put back).
+    fn link(&self, up: bool) {
+        ip(&[
+            "-n",
+            &self.b,
+            "link",
+            "set",
+            &self.dev_b(),
+            if up { "up" } else { "down" },
+        ]);
+    }
+
+    fn exec(&self, ns: &str, prog: &Path) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns]).arg(prog);
+        c
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.a]).output();
+        let _ = Command::new("ip").args(["netns", "del", &self.b]).output();
+    }
+}
+
+/// A process killed when dropped, its output in a file.
+struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(mut c: Command, log: PathBuf) -> Proc {
+        let f = std::fs::File::create(&log).unwrap();
+        let child = c
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .spawn()
+            .expect("spawn");
+        Proc { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for it to exit by itself.
+    fn exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let t = Instant::now();
+        while t.elapsed() < within {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A device with `n` VFs.
+fn device(n: u16) -> Sim {
+    let sim = Sim::start();
+    let o = sim.ctl(&["create-vf", "--count", &n.to_string()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    sim
+}
+
+fn vf_socket(sim: &Sim, v: u16) -> PathBuf {
+    vfio_user_wire::vf_socket_path(&sim.sock, v)
+}
+
+/// `accel-remote export` in namespace a, serving `vfs` of `sim`.
+fn exporter(net: &Net, sim: &Sim, vfs: &[u16], allow: &[&str], extra: &[&str]) -> Proc {
+    let c = certs();
+    let mut cmd = net.exec(&net.a, &bin("accel-remote"));
+    cmd.arg("export");
+    for v in vfs {
+        cmd.arg("--vf").arg(vf_socket(sim, *v));
+    }
+    cmd.args(["--listen", &net.addr()])
+        .arg("--cert")
+        .arg(c.join("server.crt"))
+        .arg("--key")
+        .arg(c.join("server.key"))
+        .arg("--ca")
+        .arg(c.join("ca.crt"));
+    for a in allow {
+        cmd.args(["--allow", a]);
+    }
+    cmd.args(extra);
+    let p = Proc::spawn(cmd, sim.dir.path().join(format!("export-{}.log", net.n)));
+    let t = Instant::now();
+    while !p.log().contains("exporting on") {
+        assert!(t.elapsed() < T, "the exporter did not start: {}", p.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    p
+}
+
+/// `accel-remote import` in namespace b as `name` (a certificate in `dir`), serving VF `vf`
+/// at `socket`.
+fn importer(net: &Net, dir: &Path, name: &str, vf: u32, socket: &Path, extra: &[&str]) -> Proc {
+    let mut cmd = net.exec(&net.b, &bin("accel-remote"));
+    cmd.args(["import", "--connect", &net.addr(), "--vf", &vf.to_string()])
+        .arg("--socket")
+        .arg(socket)
+        .arg("--cert")
+        .arg(dir.join(format!("{name}.crt")))
+        .arg("--key")
+        .arg(dir.join(format!("{name}.key")))
+        .arg("--ca")
+        .arg(dir.join("ca.crt"))
+        .arg("--runtime-dir")
+        .arg(socket.parent().unwrap())
+        .args(extra);
+    let log = socket.with_extension("log");
+    Proc::spawn(cmd, log)
+}
+
+/// An importer that must come up.
+fn imported(net: &Net, sim: &Sim, vf: u32, extra: &[&str]) -> (Proc, PathBuf) {
+    let socket = sim.dir.path().join(format!("remote{}-{vf}.sock", net.n));
+    let mut p = importer(net, certs(), "client", vf, &socket, extra);
+    let t = Instant::now();
+    while !p.log().contains("served at") {
+        assert!(
+            p.exit(Duration::ZERO).is_none(),
+            "the importer exited: {}",
+            p.log()
+        );
+        assert!(t.elapsed() < T, "the importer did not start: {}", p.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (p, socket)
+}
+
+fn vf_jobs(sim: &Sim, v: usize) -> u64 {
+    sim.ctl_json(&["stats"])["vfs"][v]["jobs"].as_u64().unwrap()
+}
+
+fn run_json(sock: &Path, args: &[&str]) -> (Output, serde_json::Value) {
+    let mut a = vec!["run", "--json"];
+    a.extend_from_slice(args);
+    let o = accelctl(sock, &a);
+    let v = serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null);
+    (o, v)
+}
+
+fn ok(o: &Output) -> bool {
+    o.status.success()
+}
+
+fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+const ROOT: u64 = 0x10_0000;
+const DATA: u64 = 0x40_0000;
+const PAGES: u32 = 16;
+
+/// Device-memory jobs through two-stage translation on the VF behind `sock`: a stage-1 table
+/// written through BAR2, the XLAT registers, host→device, device→device, device→host, CRC
+/// and SHA-256 of device memory. What each job gave, and the bytes that came back.
+fn device_memory_jobs(sock: &Path) -> (Vec<(JobStatus, u64)>, Vec<u8>) {
+    let mut dev = VfDev::open(sock, 2 << 20).unwrap();
+    let mut q = dev.queue(0, 8).unwrap();
+    let e: Vec<u8> = (0..PAGES)
+        .flat_map(|i| xlat::entry(DATA + (PAGES - 1 - i) as u64 * 4096, true).to_le_bytes())
+        .collect();
+    dev.write_device(ROOT, &e).unwrap();
+    dev.set_translation(ROOT, PAGES).unwrap();
+    let len = PAGES as usize * 4096;
+    let data = pattern(len, 77);
+    let (h1, h2, h3) = (
+        dev.alloc(len, 4096).unwrap(),
+        dev.alloc(len, 4096).unwrap(),
+        dev.alloc(4096, 4096).unwrap(),
+    );
+    dev.write(h1, 0, &data).unwrap();
+    let job = |op, src, dst, len: usize| Job {
+        op,
+        src,
+        dst,
+        len: len as u32,
+        value: 0,
+    };
+    let mut out = Vec::new();
+    for j in [
+        job(
+            JobOp::Copy,
+            Some(h1.into()),
+            Some(Addr::Device(100)),
+            len - 100,
+        ),
+        job(JobOp::Crc32c, Some(Addr::Device(100)), None, len - 100),
+        job(
+            JobOp::Copy,
+            Some(Addr::Device(0)),
+            Some(Addr::Device(5000)),
+            20_000,
+        ),
+        job(
+            JobOp::Sha256,
+            Some(Addr::Device(5000)),
+            Some(h3.into()),
+            20_000,
+        ),
+        job(JobOp::Copy, Some(Addr::Device(0)), Some(h2.into()), len),
+        // Past the table: stage 1 misses, only this job fails.
+        job(
+            JobOp::Crc32c,
+            Some(Addr::Device(PAGES as u64 * 4096)),
+            None,
+            16,
+        ),
+    ] {
+        let tag = dev.submit(&mut q, &j).unwrap();
+        let c = dev.wait(&mut q, T).unwrap();
+        assert_eq!(c.tag, tag);
+        out.push((c.status, c.result));
+    }
+    let mut back = vec![0u8; len + 32];
+    dev.read(h2, 0, &mut back[..len]).unwrap();
+    dev.read(h3, 0, &mut back[len..]).unwrap();
+    // The device memory itself, through BAR2.
+    let mut page = vec![0u8; 4096];
+    dev.read_device(DATA + (PAGES - 1) as u64 * 4096, &mut page)
+        .unwrap();
+    back.extend_from_slice(&page);
+    (out, back)
+}
+
+#[test]
+fn every_job_type_through_a_remote_vf_gives_what_a_local_vf_gives() {
+    let sim = device(2);
+    let net = Net::new(1);
+    let _x = exporter(&net, &sim, &[0], &["client=0"], &[]);
+    let (_i, sock) = imported(&net, &sim, 0, &[]);
+    let before = vf_jobs(&sim, 0);
+    let mut ran = 0;
+    for job in ["copy", "fill", "crc32c", "sha256"] {
+        for size in ["4K", "256K"] {
+            let (o, v) = run_json(&sock, &["--job", job, "--size", size, "--seconds", "0.3"]);
+            assert!(ok(&o), "{job} {size}: {}", err(&o));
+            ran += v["jobs"].as_u64().unwrap();
+        }
+    }
+    // Counted on host A's real VF: every job ran there, once.
+    assert_eq!(vf_jobs(&sim, 0) - before, ran);
+    // Device-memory jobs give the same on the remote VF 0 as on the local VF 1.
+    let (remote, rbytes) = device_memory_jobs(&sock);
+    let (local, lbytes) = device_memory_jobs(&vf_socket(&sim, 1));
+    assert_eq!(remote, local);
+    assert!(rbytes == lbytes, "the bytes that came back differ");
+    let data = pattern(PAGES as usize * 4096, 77);
+    assert_eq!(
+        remote[1],
+        (
+            JobStatus::Ok,
+            jobs::crc32c(0, &data[..data.len() - 100]) as u64
+        )
+    );
+    assert_eq!(remote[5].0, JobStatus::Stage1Fault);
+    // The imported VF is listed with its origin and link.
+    let o = accelctl(
+        &sock,
+        &[
+            "imported",
+            "--runtime-dir",
+            sock.parent().unwrap().to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert!(ok(&o), "{}", err(&o));
+    let l: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let me = l
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["socket"] == sock.to_str().unwrap())
+        .expect("listed");
+    assert_eq!(me["exporter"], net.addr());
+    assert_eq!(me["link"], "up");
+    assert!(me["jobs"].as_u64().unwrap() >= ran);
+}
+
+#[test]
+fn a_link_cut_mid_traffic_loses_no_job_and_runs_none_twice() {
+    let sim = device(1);
+    let net = Net::new(2);
+    let _x = exporter(&net, &sim, &[0], &["client=0"], &[]);
+    let (imp, sock) = imported(&net, &sim, 0, &["--timeout", "1"]);
+    let before = vf_jobs(&sim, 0);
+    let s = sock.clone();
+    let run = std::thread::spawn(move || {
+        run_json(
+            &s,
+            &[
+                "--job",
+                "copy",
+                "--size",
+                "16K",
+                "--seconds",
+                "5",
+                "--depth",
+                "16",
+            ],
+        )
+    });
+    std::thread::sleep(Duration::from_millis(1200));
+    net.link(false);
+    std::thread::sleep(Duration::from_millis(2000));
+    net.link(true);
+    let (o, v) = run.join().unwrap();
+    assert!(ok(&o), "{}\nimporter: {}", err(&o), imp.log());
+    let done = v["jobs"].as_u64().unwrap();
+    assert!(done > 0);
+    // Every job the tenant saw complete (each checked against the host's copy) ran on the
+    // real VF exactly once: none lost, none run twice.
+    assert_eq!(vf_jobs(&sim, 0) - before, done, "importer: {}", imp.log());
+    assert!(
+        imp.log().contains("link to") && imp.log().contains("back"),
+        "{}",
+        imp.log()
+    );
+}
+
+#[test]
+fn a_link_down_for_good_fails_jobs_clearly_and_the_vf_says_why() {
+    let sim = device(1);
+    let net = Net::new(3);
+    let _x = exporter(&net, &sim, &[0], &["client=0"], &[]);
+    let (imp, sock) = imported(&net, &sim, 0, &["--timeout", "1", "--link-limit", "2"]);
+    let (o, _) = run_json(&sock, &["--seconds", "0.2", "--size", "4K"]);
+    assert!(ok(&o), "{}", err(&o));
+    net.link(false);
+    let t = Instant::now();
+    let (o, _) = run_json(&sock, &["--seconds", "0.5", "--size", "4K"]);
+    assert!(!ok(&o), "jobs ran with the link down");
+    assert!(
+        err(&o).contains("LinkDown") || err(&o).contains("link"),
+        "{}",
+        err(&o)
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(15),
+        "the error took {:?}",
+        t.elapsed()
+    );
+    let dev = VfDev::open(&sock, 1 << 20).unwrap();
+    let (count, code) = dev.faults().unwrap();
+    assert!(count >= 1);
+    assert_eq!(code, shared_abi::resources::VfFault::LinkDown as u32);
+    drop(dev);
+    // Back: a new session, and jobs run again.
+    net.link(true);
+    let t = Instant::now();
+    loop {
+        let (o, _) = run_json(&sock, &["--seconds", "0.2", "--size", "4K"]);
+        if ok(&o) {
+            break;
+        }
+        assert!(
+            t.elapsed() < T,
+            "jobs never ran again: {}\n{}",
+            err(&o),
+            imp.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Whether this kernel has netem.
+fn have_netem(ns: &str, dev: &str) -> bool {
+    Command::new("ip")
+        .args([
+            "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root", "netem", "loss", "2%",
+            "delay", "5ms",
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn qdisc_drops(ns: &str, dev: &str) -> u64 {
+    let o = Command::new("ip")
+        .args(["netns", "exec", ns, "tc", "-s", "qdisc", "show", "dev", dev])
+        .output()
+        .unwrap();
+    let s = String::from_utf8_lossy(&o.stdout);
+    s.split("dropped ")
+        .skip(1)
+        .filter_map(|t| {
+            t.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+#[test]
+fn loss_and_delay_on_the_link_leave_every_result_correct() {
+    let sim = device(1);
+    let net = Net::new(4);
+    let _x = exporter(&net, &sim, &[0], &["client=0"], &[]);
+    let (imp, sock) = imported(&net, &sim, 0, &[]);
+    let mut netem = true;
+    for (ns, dev) in [(net.a.clone(), net.dev_a()), (net.b.clone(), net.dev_b())] {
+        if !have_netem(&ns, &dev) {
+            netem = false;
+            // A bucket of 8 KiB at 40 Mbit/s: bursts past it are dropped (tail drop), and
+            // what waits in it is delayed.
+            let o = Command::new("ip")
+                .args([
+                    "netns", "exec", &ns, "tc", "qdisc", "add", "dev", &dev, "root", "tbf", "rate",
+                    "40mbit", "burst", "8kb", "limit", "12kb",
+                ])
+                .output()
+                .unwrap();
+            assert!(
+                o.status.success(),
+                "tc: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+    }
+    let before = vf_jobs(&sim, 0);
+    let mut ran = 0;
+    for job in ["copy", "crc32c", "sha256", "fill"] {
+        let (o, v) = run_json(&sock, &["--job", job, "--size", "64K", "--seconds", "0.7"]);
+        assert!(ok(&o), "{job}: {}\n{}", err(&o), imp.log());
+        ran += v["jobs"].as_u64().unwrap();
+    }
+    assert_eq!(vf_jobs(&sim, 0) - before, ran);
+    if !netem {
+        let drops = qdisc_drops(&net.a, &net.dev_a()) + qdisc_drops(&net.b, &net.dev_b());
+        assert!(
+            drops > 0,
+            "the shaped link dropped nothing: the test tested nothing"
+        );
+    }
+}
+
+#[test]
+fn importers_get_only_their_vfs_one_at_a_time_and_a_bad_one_is_cut_off() {
+    let sim = device(2);
+    let net = Net::new(5);
+    let _x = exporter(&net, &sim, &[0, 1], &["client=0", "other=0,1"], &[]);
+    let (_i, sock) = imported(&net, &sim, 0, &[]);
+    let dir = sim.dir.path();
+    // VF 0 is taken: another importer allowed it too is refused, and says why.
+    let mut p = importer(&net, certs(), "other", 0, &dir.join("o0.sock"), &[]);
+    assert!(p.exit(T).is_some_and(|s| !s.success()));
+    assert!(p.log().contains("another importer"), "{}", p.log());
+    // VF 1 is not client's.
+    let mut p = importer(&net, certs(), "client", 1, &dir.join("c1.sock"), &[]);
+    assert!(p.exit(T).is_some_and(|s| !s.success()));
+    assert!(p.log().contains("may not import VF 1"), "{}", p.log());
+    // No such VF.
+    let mut p = importer(&net, certs(), "other", 7, &dir.join("o7.sock"), &[]);
+    assert!(p.exit(T).is_some_and(|s| !s.success()));
+    assert!(p.log().contains("not exported"), "{}", p.log());
+    // Another CA's importer gets no TLS link.
+    let mut p = importer(
+        &net,
+        &certs().join("stranger"),
+        "client",
+        0,
+        &dir.join("s.sock"),
+        &[],
+    );
+    assert!(p.exit(T).is_some_and(|s| !s.success()));
+    assert!(
+        p.log().contains("TLS") || p.log().contains("certificate"),
+        "{}",
+        p.log()
+    );
+    // Garbage (not TLS at all), then an admitted importer's oversized frame: each is cut off.
+    // The exporter ends the link (the read below returns) rather than wait on it.
+    let garbage = Command::new("ip")
+        .args(["netns", "exec", &net.b, "timeout", "10", "bash", "-c"])
+        .arg(
+            "exec 3<>/dev/tcp/10.77.5.1/7700; head -c 100000 /dev/urandom >&3; \
+             cat <&3 >/dev/null",
+        )
+        .output()
+        .unwrap();
+    assert_ne!(
+        garbage.status.code(),
+        Some(124),
+        "the exporter kept a garbage link"
+    );
+    oversized_frame(&net);
+    // The admitted importer still works.
+    let (o, _) = run_json(&sock, &["--seconds", "0.3", "--size", "4K"]);
+    assert!(ok(&o), "{}", err(&o));
+}
+
+/// From namespace b, as `other` (allowed VF 1): a HELLO, then a frame header that claims a
+/// gigabyte. The exporter must close the link without reading it.
+fn oversized_frame(net: &Net) {
+    let helper = bin("accel-remote-probe");
+    let c = certs();
+    let o = net
+        .exec(&net.b, &helper)
+        .arg(net.addr())
+        .arg(c.join("other.crt"))
+        .arg(c.join("other.key"))
+        .arg(c.join("ca.crt"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("cut off"), "{out}");
+    let _ = std::io::stdout().flush();
+}
