@@ -1,6 +1,8 @@
 //! Helpers for the end-to-end tests: start `accel-sim` processes, run `accelctl`.
 #![forbid(unsafe_code)]
 
+pub mod remote;
+
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -527,3 +527,54 @@ echo "@@ end"
     let log = section(&out, "log");
     assert!(log.contains("took over the descriptors"), "{log}");
 }
+
+/// Host B's guest gets a VF whose accelerator is in host A (the exporter in one network
+/// namespace, the importer in another): it enumerates like a local VF, vfio-pci takes it, and
+/// accelctl's jobs over kernel VFIO give checked results, counted on host A's real VF.
+#[test]
+fn a_guest_runs_jobs_on_an_imported_vf_over_kernel_vfio() {
+    use accelvirt_tests::remote::{self, Net};
+    let sim = Sim::start();
+    sim.ctl_json(&["create-vf", "--count", "2"]);
+    let net = Net::new(9);
+    // Host A exports its VF 1, which the importer knows as VF 0.
+    let _x = remote::exporter(&net, &sim, &[1], &["client=0"], &[]);
+    let (imp, sock) = remote::imported(&net, &sim, 0, &[]);
+    let script = r#"
+dev=$(basename $(dirname $(grep -l 0xa0c1 /sys/bus/pci/devices/*/device)))
+echo "@@ lspci"; lspci -vv -nn -s $dev
+echo 1fac a0c1 > /sys/bus/pci/drivers/vfio-pci/new_id
+echo "@@ bind"; basename $(readlink /sys/bus/pci/devices/$dev/driver)
+for j in crc32c copy fill sha256; do
+  echo "@@ run-$j"; accelctl -d $dev --json run --job $j --size 64K --depth 8 --seconds 0.5
+done
+echo "@@ end"
+"#;
+    let out = boot(Guest::new(script).device(vfio_user_device(&sock)));
+    has_all(
+        &section(&out, "lspci"),
+        "the imported VF's lspci",
+        &common_lspci(pci::VF_DEVICE_ID),
+    );
+    assert_eq!(section(&out, "bind").trim(), "vfio-pci");
+    let mut total = 0;
+    for job in ["crc32c", "copy", "fill", "sha256"] {
+        let text = section(&out, &format!("run-{job}"));
+        let r: serde_json::Value = serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+            panic!(
+                "{job}: {e}:\n{text}\nserial:\n{}\nimporter:\n{}",
+                out.serial,
+                imp.log()
+            )
+        });
+        assert_eq!(r["job"], job);
+        let jobs = r["jobs"].as_u64().unwrap();
+        assert!(jobs > 0, "{r}");
+        total += jobs;
+    }
+    // Every job ran on host A's VF 1, once, and nowhere else.
+    let stats = sim.ctl_json(&["stats"]);
+    assert_eq!(stats["vfs"][1]["jobs"].as_u64(), Some(total), "{stats}");
+    assert_eq!(stats["vfs"][0]["jobs"], 0);
+    assert_eq!(stats["vfs"][1]["faults"], 0);
+}
