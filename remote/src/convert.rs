@@ -12,13 +12,21 @@
 //! - the exporter puts those bytes in staging memory of its own and points the job's host
 //!   addresses there (`crate::export`); device addresses are left as they are.
 //!
-//! A job whose host data would not fit one frame is not converted ([`PlanError::TooLarge`]):
-//! it completes with BAD_DESCRIPTOR at the importer, as a job past the device's limit does.
+//! Host data travels in frames of at most [`CHUNK`] bytes: a job's first chunk of input with
+//! its SUBMIT and the rest in DATA frames; its output in DATA frames and a last chunk with its
+//! COMPLETE. A job with more than one chunk either way is *large*: a session has at most one
+//! large job that is not yet acknowledged, so the exporter's memory for a session stays
+//! bounded (one large job's staging, whatever the credits). A job past the device's own limit
+//! ([`MAX_JOB_LEN`]) is not converted ([`PlanError::TooLarge`]): it completes with
+//! BAD_DESCRIPTOR at the importer, as the device would answer it.
 use crate::wire::MAX_PAYLOAD;
-use shared_abi::jobs::{flags, JobOp, Sqe, SqeHead};
+use shared_abi::jobs::{flags, JobOp, Sqe, SqeHead, MAX_JOB_LEN};
 
-/// Host bytes a job carries at most each way (one frame's data, less the SUBMIT head).
-pub const MAX_HOST_DATA: usize = MAX_PAYLOAD - 256;
+/// Host bytes one frame carries (one frame's payload, less the largest head).
+pub const CHUNK: usize = MAX_PAYLOAD - 256;
+
+/// Host bytes a job has at most each way: the device's own limit.
+pub const MAX_JOB_DATA: usize = MAX_JOB_LEN as usize;
 
 /// What crosses the link for one job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +44,16 @@ pub struct Plan {
     pub output: Option<(u64, usize)>,
 }
 
+impl Plan {
+    /// More than one frame's host data either way: see the module's doc.
+    pub fn large(&self) -> bool {
+        [self.input, self.output]
+            .iter()
+            .flatten()
+            .any(|(_, n)| *n > CHUNK)
+    }
+}
+
 /// Why a job is not converted; it completes at the importer with BAD_DESCRIPTOR.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
@@ -44,7 +62,7 @@ pub enum PlanError {
     #[error("not a valid job entry")]
     Invalid,
     /// More host data than one frame carries.
-    #[error("{0} bytes of host data, more than {MAX_HOST_DATA} per job")]
+    #[error("{0} bytes of host data, more than {MAX_JOB_DATA} per job")]
     TooLarge(usize),
 }
 
@@ -70,7 +88,7 @@ pub fn plan(sqe: &Sqe) -> Result<Plan, PlanError> {
     let input = reads.filter(|_| host_src).map(|n| (sqe.src.get(), n));
     let output = writes.filter(|_| host_dst).map(|n| (sqe.dst.get(), n));
     for (_, n) in input.iter().chain(output.iter()) {
-        if *n > MAX_HOST_DATA {
+        if *n > MAX_JOB_DATA {
             return Err(PlanError::TooLarge(*n));
         }
     }
@@ -151,11 +169,16 @@ mod tests {
             plan(&sqe(JobOp::Copy, 0x80, 0, 0, 1)),
             Err(PlanError::Invalid)
         );
-        let big = (MAX_HOST_DATA + 1) as u32;
+        let big = (MAX_JOB_DATA + 1) as u32;
         assert_eq!(
             plan(&sqe(JobOp::Crc32c, 0, 0, 0, big)),
             Err(PlanError::TooLarge(big as usize))
         );
+        let large = plan(&sqe(JobOp::Crc32c, 0, 0, 0, (CHUNK + 1) as u32)).unwrap();
+        assert!(large.large());
+        assert!(!plan(&sqe(JobOp::Sha256, 0, 0, 0, CHUNK as u32))
+            .unwrap()
+            .large());
         // The same length between device addresses moves nothing over the link.
         assert!(plan(&sqe(JobOp::Copy, flags::ALL, 0, 0, big)).is_ok());
     }

@@ -3,10 +3,12 @@
 //! and output data collected for the COMPLETE frames.
 //!
 //! One queue of the real VF carries an importer's jobs; a staging slot per credit holds each
-//! job's input and output, so a job in flight never waits for memory and the memory held is
-//! fixed when the session starts (credits × 2 × [`MAX_HOST_DATA`]).
-use crate::convert::{self, Plan, MAX_HOST_DATA};
-use crate::wire::{space, Complete, Submit};
+//! job's input and output up to one frame's worth ([`CHUNK`]), and one large slot holds the
+//! session's one large job (up to the device's limit each way), so a job in flight never waits
+//! for memory and the memory held is fixed when the session starts
+//! (credits × 2 × [`CHUNK`] + 2 × [`MAX_JOB_DATA`], the large slot touched only when used).
+use crate::convert::{self, Plan, CHUNK, MAX_JOB_DATA};
+use crate::wire::{space, Complete, Data, Submit};
 use host_driver::vf::{Addr, Buf, Job, Queue, VfDev};
 use shared_abi::jobs::{Cqe, JobStatus, Sqe};
 use shared_abi::regs::vf;
@@ -17,14 +19,49 @@ use zerocopy::{FromBytes, IntoBytes};
 /// A COMPLETE and the output data that goes with it.
 pub type Finished = (Complete, Vec<u8>);
 
+/// Where a job's host data is staged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Slot {
+    Small(usize),
+    Large,
+}
+
 /// A job taken from the link that is running on the real VF.
 #[derive(Debug)]
 struct Running {
-    slot: usize,
+    slot: Slot,
     seq: u64,
     queue: u32,
     sqe: Sqe,
     plan: Plan,
+}
+
+/// The large job whose input is still arriving in DATA frames.
+#[derive(Debug)]
+struct Assembly {
+    seq: u64,
+    queue: u32,
+    sqe: Sqe,
+    plan: Plan,
+    got: usize,
+    need: usize,
+}
+
+/// What became of a SUBMIT.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Started {
+    /// It runs on the real VF.
+    Running,
+    /// Its input is still arriving (DATA frames follow).
+    Gathering,
+}
+
+/// A DATA frame that does not continue the job it names: the importer broke the protocol.
+#[derive(Debug, thiserror::Error)]
+#[error("DATA for job {seq} at {offset} does not continue its input")]
+pub struct Misplaced {
+    seq: u64,
+    offset: u32,
 }
 
 /// The real VF an importer's jobs run on.
@@ -36,6 +73,9 @@ pub struct Exported {
     q: Queue,
     slots: Vec<(Buf, Buf)>,
     free: Vec<usize>,
+    large: (Buf, Buf),
+    large_free: bool,
+    gathering: Option<Assembly>,
     running: HashMap<u32, Running>,
 }
 
@@ -48,7 +88,7 @@ fn complete(
     status: JobStatus,
     result: u64,
     data: Vec<u8>,
-) -> (Complete, Vec<u8>) {
+) -> Finished {
     let cqe = Cqe {
         result: result.into(),
         tag: tag.into(),
@@ -68,9 +108,47 @@ fn complete(
 }
 
 /// A completion made here, not by the device: the job never reached it.
-fn refused(s: &Submit, status: JobStatus) -> (Complete, Vec<u8>) {
+fn refused(s: &Submit, status: JobStatus) -> Finished {
     let tag = Sqe::read_from_bytes(&s.sqe).map_or(0, |e| e.tag.get());
     complete(s.seq.get(), s.queue.get(), tag, status, 0, Vec::new())
+}
+
+/// The frames that carry a finished job back: its output past the last chunk in DATA frames,
+/// then the COMPLETE with the last chunk (the importer publishes the completion only once
+/// all of it is in the guest's memory).
+pub fn frames((c, data): Finished) -> Vec<crate::wire::Message> {
+    use crate::wire::Message;
+    if data.len() <= CHUNK {
+        return vec![Message::Complete(c, data)];
+    }
+    let tail = match data.len() % CHUNK {
+        0 => CHUNK,
+        n => n,
+    };
+    let split = data.len() - tail;
+    let seq = c.seq;
+    let mut out: Vec<Message> = data[..split]
+        .chunks(CHUNK)
+        .enumerate()
+        .map(|(i, d)| {
+            Message::Data(
+                Data {
+                    seq,
+                    offset: ((i * CHUNK) as u32).into(),
+                    len: (d.len() as u32).into(),
+                },
+                d.to_vec(),
+            )
+        })
+        .collect();
+    out.push(Message::Complete(
+        Complete {
+            out_len: (tail as u32).into(),
+            ..c
+        },
+        data[split..].to_vec(),
+    ));
+    out
 }
 
 impl Exported {
@@ -81,15 +159,17 @@ impl Exported {
             .next_power_of_two()
             .max(shared_abi::jobs::MIN_RING);
         let rings = depth as usize * (shared_abi::jobs::SQE_SIZE + shared_abi::jobs::CQE_SIZE);
-        let mut dev = VfDev::open(socket, credits * 2 * MAX_HOST_DATA + rings + (64 << 10))?;
+        let staging = credits * 2 * CHUNK + 2 * MAX_JOB_DATA;
+        let mut dev = VfDev::open(socket, staging + rings + (64 << 10))?;
         let q = dev.queue(0, depth)?;
         let mut slots = Vec::with_capacity(credits);
         for _ in 0..credits {
-            slots.push((
-                dev.alloc(MAX_HOST_DATA, 4096)?,
-                dev.alloc(MAX_HOST_DATA, 4096)?,
-            ));
+            slots.push((dev.alloc(CHUNK, 4096)?, dev.alloc(CHUNK, 4096)?));
         }
+        let large = (
+            dev.alloc(MAX_JOB_DATA, 4096)?,
+            dev.alloc(MAX_JOB_DATA, 4096)?,
+        );
         Ok(Exported {
             socket: socket.to_path_buf(),
             credits: credits as u32,
@@ -97,6 +177,9 @@ impl Exported {
             q,
             free: (0..credits).rev().collect(),
             slots,
+            large,
+            large_free: true,
+            gathering: None,
             running: HashMap::new(),
         })
     }
@@ -106,22 +189,124 @@ impl Exported {
         &self.dev
     }
 
-    /// Starts a job from the link. A job that cannot start (not convertible, its data not
-    /// what its entry says, no free slot: the importer overran its credits) is answered at
-    /// once, as the device answers a bad entry.
-    pub fn start(&mut self, s: &Submit, data: &[u8]) -> Result<(), (Complete, Vec<u8>)> {
+    fn buffers(&self, slot: Slot) -> (Buf, Buf) {
+        match slot {
+            Slot::Small(i) => self.slots[i],
+            Slot::Large => self.large,
+        }
+    }
+
+    fn release(&mut self, slot: Slot) {
+        match slot {
+            Slot::Small(i) => self.free.push(i),
+            Slot::Large => self.large_free = true,
+        }
+    }
+
+    /// Starts a job from the link with the input its SUBMIT carried (a large job's first
+    /// chunk: the rest comes in DATA frames, [`Exported::more`]). A job that cannot start
+    /// (not convertible, its data not what its entry says, no free slot: the importer overran
+    /// its credits or sent a second large job) is answered at once, as the device answers a
+    /// bad entry.
+    pub fn start(&mut self, s: &Submit, data: &[u8]) -> Result<Started, Finished> {
         let bad = || refused(s, JobStatus::BadDescriptor);
         let sqe = Sqe::read_from_bytes(&s.sqe).map_err(|_| bad())?;
         let plan = convert::plan(&sqe).map_err(|_| bad())?;
-        if plan.input.map_or(0, |(_, n)| n) != data.len() {
+        let need = plan.input.map_or(0, |(_, n)| n);
+        if need.min(CHUNK) != data.len() {
             return Err(bad());
         }
-        let slot = self.free.pop().ok_or_else(bad)?;
-        let (sbuf, dbuf) = self.slots[slot];
-        if !data.is_empty() && self.dev.write(sbuf, 0, data).is_err() {
-            self.free.push(slot);
+        let slot = if plan.large() {
+            if !self.large_free {
+                return Err(bad());
+            }
+            self.large_free = false;
+            Slot::Large
+        } else {
+            Slot::Small(self.free.pop().ok_or_else(bad)?)
+        };
+        if !data.is_empty() && self.dev.write(self.buffers(slot).0, 0, data).is_err() {
+            self.release(slot);
             return Err(refused(s, JobStatus::HostDma));
         }
+        if data.len() < need {
+            self.gathering = Some(Assembly {
+                seq: s.seq.get(),
+                queue: s.queue.get(),
+                sqe,
+                plan,
+                got: data.len(),
+                need,
+            });
+            return Ok(Started::Gathering);
+        }
+        self.launch(slot, s.seq.get(), s.queue.get(), sqe, plan)
+            .map(|()| Started::Running)
+    }
+
+    /// The SUBMIT of a large job seen again (after a reconnect) while its input was still
+    /// arriving: it is gathered again from the start, as the importer sends all of it again.
+    pub fn restart(&mut self, s: &Submit, data: &[u8]) -> bool {
+        let Some(a) = self.gathering.as_mut().filter(|a| a.seq == s.seq.get()) else {
+            return false;
+        };
+        if data.len() != a.need.min(CHUNK) || self.dev.write(self.large.0, 0, data).is_err() {
+            return false;
+        }
+        a.got = data.len();
+        true
+    }
+
+    /// More of the gathering job's input. Ok(Some) when the job could not start after all
+    /// (its completion, to send); Err when the frame does not continue that job's input.
+    pub fn more(&mut self, d: &Data, bytes: &[u8]) -> Result<Option<Finished>, Misplaced> {
+        let misplaced = || Misplaced {
+            seq: d.seq.get(),
+            offset: d.offset.get(),
+        };
+        let a = self
+            .gathering
+            .as_mut()
+            .filter(|a| a.seq == d.seq.get() && a.got == d.offset.get() as usize)
+            .ok_or_else(misplaced)?;
+        if bytes.len() > a.need - a.got {
+            return Err(misplaced());
+        }
+        let at = a.got;
+        a.got += bytes.len();
+        let done = a.got == a.need;
+        if self.dev.write(self.large.0, at, bytes).is_err() {
+            let a = self.gathering.take().ok_or_else(misplaced)?;
+            self.large_free = true;
+            let tag = a.sqe.tag.get();
+            return Ok(Some(complete(
+                a.seq,
+                a.queue,
+                tag,
+                JobStatus::HostDma,
+                0,
+                Vec::new(),
+            )));
+        }
+        if !done {
+            return Ok(None);
+        }
+        let a = self.gathering.take().ok_or_else(misplaced)?;
+        Ok(self
+            .launch(Slot::Large, a.seq, a.queue, a.sqe, a.plan)
+            .err())
+    }
+
+    /// Submits a job whose input is staged in `slot`.
+    fn launch(
+        &mut self,
+        slot: Slot,
+        seq: u64,
+        queue: u32,
+        sqe: Sqe,
+        plan: Plan,
+    ) -> Result<(), Finished> {
+        let (sbuf, dbuf) = self.buffers(slot);
         // Host memory is staging here; device memory is the VF's, as the guest named it.
         let at = |host: Option<(u64, usize)>, staging: Buf, device: u64| match host {
             Some((_, n)) => Addr::Host(Buf {
@@ -143,8 +328,8 @@ impl Exported {
                     tag,
                     Running {
                         slot,
-                        seq: s.seq.get(),
-                        queue: s.queue.get(),
+                        seq,
+                        queue,
                         sqe,
                         plan,
                     },
@@ -152,15 +337,23 @@ impl Exported {
                 Ok(())
             }
             Err(_) => {
-                self.free.push(slot);
-                Err(bad())
+                self.release(slot);
+                let tag = sqe.tag.get();
+                Err(complete(
+                    seq,
+                    queue,
+                    tag,
+                    JobStatus::BadDescriptor,
+                    0,
+                    Vec::new(),
+                ))
             }
         }
     }
 
     /// Completions the real VF has written since the last call, each with the host bytes
     /// the job wrote (for the importer to put in the guest's memory).
-    pub fn poll(&mut self) -> Vec<(Complete, Vec<u8>)> {
+    pub fn poll(&mut self) -> Vec<Finished> {
         let mut out = Vec::new();
         while let Some(c) = self.dev.poll(&mut self.q) {
             let Some(r) = self.running.remove(&c.tag) else {
@@ -169,11 +362,11 @@ impl Exported {
             let mut data = Vec::new();
             if let (Some((_, n)), JobStatus::Ok) = (r.plan.output, c.status) {
                 data = vec![0; n];
-                if self.dev.read(self.slots[r.slot].1, 0, &mut data).is_err() {
+                if self.dev.read(self.buffers(r.slot).1, 0, &mut data).is_err() {
                     data.clear();
                 }
             }
-            self.free.push(r.slot);
+            self.release(r.slot);
             out.push(complete(
                 r.seq,
                 r.queue,
@@ -249,6 +442,16 @@ impl Exported {
                     Vec::new(),
                 )
             })
+            .chain(self.gathering.take().map(|a| {
+                complete(
+                    a.seq,
+                    a.queue,
+                    a.sqe.tag.get(),
+                    JobStatus::Aborted,
+                    0,
+                    Vec::new(),
+                )
+            }))
             .collect();
         let (socket, credits) = (self.socket.clone(), self.credits);
         // Our connection goes first, so the reset's client owns the VF and the reopened one
@@ -380,5 +583,67 @@ mod tests {
             &[1, 2, 3, 4],
         );
         assert_eq!(Cqe::status_of(c.status.get()), Some(JobStatus::Ok));
+    }
+
+    /// A large job's input arrives in pieces and its output leaves in frames of one chunk
+    /// each, the COMPLETE last; a piece out of order is refused; a second large job while the
+    /// first is gathering is answered BAD_DESCRIPTOR.
+    #[test]
+    fn a_large_job_is_gathered_and_its_output_goes_in_chunks() {
+        let (_d, vf) = device();
+        let mut x = Exported::open(&vf, 2).unwrap();
+        let n = 3 * CHUNK + 100;
+        let input: Vec<u8> = (0..n).map(|i| (i * 13 % 253) as u8).collect();
+        let mut s = submit(1, JobOp::Copy, 0, 0x1000, 0x9000, n as u32, 0);
+        s.in_len = (CHUNK as u32).into();
+        assert_eq!(x.start(&s, &input[..CHUNK]), Ok(Started::Gathering));
+        let d = |off: usize, len: usize| Data {
+            seq: 1.into(),
+            offset: (off as u32).into(),
+            len: (len as u32).into(),
+        };
+        // Not where the input left off.
+        assert!(x
+            .more(&d(2 * CHUNK, CHUNK), &input[2 * CHUNK..3 * CHUNK])
+            .is_err());
+        // Another large job now has no room.
+        let other = submit(2, JobOp::Crc32c, 0, 0x1000, 0, n as u32, 0);
+        assert!(x.start(&other, &input[..CHUNK]).is_err());
+        assert!(x
+            .more(&d(CHUNK, CHUNK), &input[CHUNK..2 * CHUNK])
+            .unwrap()
+            .is_none());
+        assert!(x
+            .more(&d(2 * CHUNK, CHUNK + 100), &input[2 * CHUNK..])
+            .unwrap()
+            .is_none());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let f = loop {
+            if let Some(f) = x.poll().pop() {
+                break f;
+            }
+            assert!(Instant::now() < deadline, "the job completed");
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        assert!(f.1 == input);
+        let frames = frames(f);
+        assert_eq!(frames.len(), 4);
+        let mut back = Vec::new();
+        for (i, m) in frames.iter().enumerate() {
+            match m {
+                crate::wire::Message::Data(h, b) => {
+                    assert_eq!(h.offset.get() as usize, back.len());
+                    back.extend_from_slice(b);
+                }
+                crate::wire::Message::Complete(c, b) => {
+                    assert_eq!(i, 3, "the COMPLETE comes last");
+                    assert_eq!(c.out_len.get() as usize, b.len());
+                    back.extend_from_slice(b);
+                }
+                other => panic!("{other:?}"),
+            }
+            assert!(crate::wire::encode(m).is_ok(), "every frame fits");
+        }
+        assert!(back == input);
     }
 }

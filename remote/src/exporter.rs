@@ -16,12 +16,14 @@ use crate::export::Exported;
 use crate::link::{tcp, Link, LinkError};
 use crate::session::{Completions, OnSubmit};
 use crate::wire::{refuse, space, Message, RegValue, Welcome};
+use shared_abi::jobs::Sqe;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+use zerocopy::FromBytes;
 
 /// What an exporter serves, and how.
 #[derive(Debug)]
@@ -53,6 +55,9 @@ struct Session {
     /// The open VF (None only after a reset that could not reopen it: the session ends).
     exported: Option<Exported>,
     window: Completions,
+    /// The session's large job not yet acknowledged, if any (at most one: see
+    /// [`crate::convert`]).
+    large: Option<u64>,
     /// When its link dropped (None while served).
     dropped: Option<Instant>,
     _lease: Lease,
@@ -344,6 +349,7 @@ impl Shared {
             who: who.to_string(),
             exported: Some(exported),
             window: Completions::new(self.cfg.credits),
+            large: None,
             dropped: None,
             _lease: lease,
         })
@@ -407,7 +413,7 @@ fn serve_session(
         for (c, d) in done {
             progress = true;
             if s.window.finish(c, d.clone()) {
-                link.queue(&Message::Complete(c, d))?;
+                send(link, (c, d))?;
             }
         }
         link.flush()?;
@@ -423,29 +429,69 @@ fn serve_session(
     }
 }
 
+/// Queues a finished job's frames (its output in DATA frames past one chunk, then COMPLETE).
+fn send(link: &mut dyn Link, f: crate::export::Finished) -> Result<(), End> {
+    for m in crate::export::frames(f) {
+        link.queue(&m)?;
+    }
+    Ok(())
+}
+
 fn on_frame(link: &mut dyn Link, s: &mut Session, m: Message) -> Result<(), End> {
     match m {
         Message::Submit(sub, data) => {
+            let large = Sqe::read_from_bytes(&sub.sqe)
+                .ok()
+                .and_then(|e| crate::convert::plan(&e).ok())
+                .is_some_and(|p| p.large());
             match s
                 .window
                 .submit(&sub)
                 .map_err(|e| End::Protocol(e.to_string()))?
             {
                 OnSubmit::Run => {
+                    if large {
+                        if s.large.is_some_and(|l| l != sub.seq.get()) {
+                            return Err(End::Protocol(
+                                "a second large job before the first was acknowledged".into(),
+                            ));
+                        }
+                        s.large = Some(sub.seq.get());
+                    }
                     let ex = s.exported.as_mut().ok_or(End::Reset("VF closed".into()))?;
-                    if let Err((c, d)) = ex.start(&sub, &data) {
-                        s.window.finish(c, d.clone());
-                        link.queue(&Message::Complete(c, d))?;
+                    if let Err(f) = ex.start(&sub, &data) {
+                        s.window.finish(f.0, f.1.clone());
+                        send(link, f)?;
                     }
                 }
-                OnSubmit::Running => {}
-                OnSubmit::Resend(c, d) => link.queue(&Message::Complete(c, d))?,
+                OnSubmit::Running => {
+                    // Sent again after a reconnect: its input, if still arriving, starts over.
+                    if let Some(ex) = s.exported.as_mut() {
+                        ex.restart(&sub, &data);
+                    }
+                }
+                OnSubmit::Resend(c, d) => send(link, (c, d))?,
             }
         }
-        Message::Ack(a) => s
-            .window
-            .ack(a.below.get())
-            .map_err(|e| End::Protocol(e.to_string()))?,
+        Message::Data(d, bytes) => {
+            let ex = s.exported.as_mut().ok_or(End::Reset("VF closed".into()))?;
+            if let Some(f) = ex
+                .more(&d, &bytes)
+                .map_err(|e| End::Protocol(e.to_string()))?
+            {
+                if s.window.finish(f.0, f.1.clone()) {
+                    send(link, f)?;
+                }
+            }
+        }
+        Message::Ack(a) => {
+            s.window
+                .ack(a.below.get())
+                .map_err(|e| End::Protocol(e.to_string()))?;
+            if s.large.is_some_and(|l| l < a.below.get()) {
+                s.large = None;
+            }
+        }
         Message::RegRead(r) => {
             let ex = s.exported.as_ref().ok_or(End::Reset("VF closed".into()))?;
             let v = ex.read_reg(r.space.get(), r.offset.get());
@@ -465,7 +511,7 @@ fn on_frame(link: &mut dyn Link, s: &mut Session, m: Message) -> Result<(), End>
             s.exported = Some(fresh);
             for (c, d) in aborted {
                 if s.window.finish(c, d.clone()) {
-                    link.queue(&Message::Complete(c, d))?;
+                    send(link, (c, d))?;
                 }
             }
             link.queue(&Message::RegValue(RegValue {

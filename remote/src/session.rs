@@ -165,6 +165,11 @@ impl<J: Clone> Outstanding<J> {
         self.jobs.remove(&seq)
     }
 
+    /// Job `seq`, if it is outstanding.
+    pub fn get(&self, seq: u64) -> Option<&J> {
+        self.jobs.get(&seq)
+    }
+
     /// An ACK to send, if the window's start moved since the last one.
     pub fn ack_due(&mut self) -> Option<u64> {
         let b = self.below();

@@ -36,6 +36,7 @@
 //! | CREDIT | exporter | [`Credit`]: more jobs the importer may send |
 //! | PING, PONG | either | [`Ping`] |
 //! | ACK | importer | [`Ack`]: every job below `below` is complete and delivered |
+//! | DATA | either | [`Data`] head, then `len` bytes: a job's host data past one frame |
 //!
 //! Sequence numbers (`Submit::seq`) count jobs of a session from 1, so that a job resubmitted
 //! after a reconnect is recognised and answered from the exporter's completion cache, never
@@ -99,6 +100,8 @@ shared_abi::wire_enum! {
         Pong = 11,
         /// Completions delivered.
         Ack = 12,
+        /// More of a job's host data.
+        Data = 13,
     }
 }
 
@@ -279,6 +282,22 @@ pub struct Ack {
     pub below: U64,
 }
 
+/// DATA head; `len` bytes of a job's host data follow: input past what its SUBMIT carried
+/// (importer to exporter), or output before its COMPLETE (exporter to importer). A job's
+/// DATA frames come in order of `offset`, each right after the last.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+#[repr(C)]
+pub struct Data {
+    /// The job's sequence number.
+    pub seq: U64,
+    /// Where in the job's input or output these bytes go.
+    pub offset: U32,
+    /// Bytes that follow.
+    pub len: U32,
+}
+
 /// One decoded message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
@@ -306,6 +325,8 @@ pub enum Message {
     Pong(Ping),
     /// ACK.
     Ack(Ack),
+    /// DATA and its bytes.
+    Data(Data, Vec<u8>),
 }
 
 impl Message {
@@ -324,6 +345,7 @@ impl Message {
             Message::Ping(_) => Kind::Ping,
             Message::Pong(_) => Kind::Pong,
             Message::Ack(_) => Kind::Ack,
+            Message::Data(..) => Kind::Data,
         }
     }
 }
@@ -422,6 +444,10 @@ pub fn decode(kind: Kind, p: &[u8]) -> Result<Message, FrameError> {
         Kind::Ping => Message::Ping(exact("PING", p)?),
         Kind::Pong => Message::Pong(exact("PONG", p)?),
         Kind::Ack => Message::Ack(exact("ACK", p)?),
+        Kind::Data => {
+            let (h, d) = head_and::<Data>("DATA", p, |h| h.len.get() as usize)?;
+            Message::Data(h, d)
+        }
     })
 }
 
@@ -452,6 +478,7 @@ pub fn encode(m: &Message) -> Result<Vec<u8>, FrameError> {
         Message::Credit(x) => (x.as_bytes(), &[]),
         Message::Ping(x) | Message::Pong(x) => (x.as_bytes(), &[]),
         Message::Ack(x) => (x.as_bytes(), &[]),
+        Message::Data(x, d) => (x.as_bytes(), d),
     };
     let refuse_head;
     let (head, tail) = match m {
@@ -471,6 +498,7 @@ pub fn encode(m: &Message) -> Result<Vec<u8>, FrameError> {
     let said = match m {
         Message::Submit(x, _) => Some(x.in_len.get() as usize),
         Message::Complete(x, _) => Some(x.out_len.get() as usize),
+        Message::Data(x, _) => Some(x.len.get() as usize),
         _ => None,
     };
     if said.is_some_and(|n| n != tail.len()) {
@@ -558,6 +586,14 @@ mod tests {
             }),
             Message::Pong(Ping { nonce: 1.into() }),
             Message::Ack(Ack { below: 17.into() }),
+            Message::Data(
+                Data {
+                    seq: 3.into(),
+                    offset: 4096.into(),
+                    len: 3.into(),
+                },
+                vec![1, 2, 3],
+            ),
         ];
         for m in all {
             assert_eq!(decode_frame(&encode(&m).unwrap()).unwrap(), m);

@@ -14,7 +14,7 @@ use super::Dial;
 use crate::convert;
 use crate::link::Link;
 use crate::session::Outstanding;
-use crate::wire::{space, Ack, Hello, Message, Ping, RegRead, RegWrite, Submit};
+use crate::wire::{space, Ack, Data, Hello, Message, Ping, RegRead, RegWrite, Submit};
 use shared_abi::jobs::{self, queue_status, Cqe, JobStatus, Sqe, SqeHead};
 use shared_abi::regs::QueueCtrl;
 use shared_abi::resources::VfFault;
@@ -89,6 +89,10 @@ pub(super) struct Pump {
     /// The link stayed down past its limit: jobs fail at once.
     failed_over: bool,
     next_dial: Instant,
+    /// The large job not yet acknowledged, if any (at most one per session).
+    large: Option<u64>,
+    /// Output bytes of a large job that arrived in DATA frames so far.
+    gathered: HashMap<u64, usize>,
     heard: Instant,
     ping: Option<(u64, Instant)>,
     pinged: Instant,
@@ -121,6 +125,8 @@ impl Pump {
             down_since: None,
             failed_over: false,
             next_dial: Instant::now(),
+            large: None,
+            gathered: HashMap::new(),
             heard: Instant::now(),
             ping: None,
             pinged: Instant::now(),
@@ -305,6 +311,14 @@ impl Pump {
             // PCIe ordering: the VMM's writes before it published this entry (a stage-1
             // table, XLAT registers) reach the real VF before the job does.
             self.requests();
+            let Ok(sqe) = Sqe::read_from_bytes(&raw) else {
+                break;
+            };
+            let plan = convert::plan(&sqe);
+            // One large job at a time: this queue waits until the last one is acknowledged.
+            if !self.failed_over && self.large.is_some() && plan.is_ok_and(|p| p.large()) {
+                break;
+            }
             took = true;
             let run = &mut self.runs[q];
             run.head += 1;
@@ -314,21 +328,15 @@ impl Pump {
             }
             let head_now = run.head;
             self.set_regs(q, regs.epoch, |r| r.sq_head = head_now);
-            let Ok(sqe) = Sqe::read_from_bytes(&raw) else {
-                continue;
-            };
             let tag = sqe.tag.get();
             if self.failed_over {
                 self.vf.stats.failed.fetch_add(1, Ordering::Relaxed);
                 self.complete(q, tag, JobStatus::LinkDown, 0);
                 continue;
             }
-            let plan = match convert::plan(&sqe) {
-                Ok(p) => p,
-                Err(_) => {
-                    self.complete(q, tag, JobStatus::BadDescriptor, 0);
-                    continue;
-                }
+            let Ok(plan) = plan else {
+                self.complete(q, tag, JobStatus::BadDescriptor, 0);
+                continue;
             };
             let mut data = Vec::new();
             if let Some((iova, n)) = plan.input {
@@ -349,19 +357,19 @@ impl Pump {
                 data,
                 output: plan.output,
             };
-            let Some(seq) = self.out.push(job.clone()) else {
+            let sent = job.data.len() as u64;
+            let Some(seq) = self.out.push(job) else {
                 break; // has_room said otherwise: cannot happen
             };
-            self.vf
-                .stats
-                .bytes_out
-                .fetch_add(job.data.len() as u64, Ordering::Relaxed);
+            if plan.large() {
+                self.large = Some(seq);
+            }
+            self.vf.stats.bytes_out.fetch_add(sent, Ordering::Relaxed);
             self.vf
                 .stats
                 .inflight
                 .store(self.out.len() as u64, Ordering::Relaxed);
-            let m = submit(seq, &job);
-            self.queue(&m);
+            self.submit(seq);
         }
         took
     }
@@ -472,6 +480,69 @@ impl Pump {
         }
     }
 
+    /// Queues outstanding job `seq`: its SUBMIT with the first chunk of its input, the rest
+    /// in DATA frames.
+    fn submit(&mut self, seq: u64) {
+        let Some(j) = self.out.get(seq) else {
+            return;
+        };
+        let first = j.data.len().min(convert::CHUNK);
+        let mut frames = vec![Message::Submit(
+            Submit {
+                seq: seq.into(),
+                queue: j.queue.into(),
+                in_len: (first as u32).into(),
+                sqe: j.sqe,
+            },
+            j.data[..first].to_vec(),
+        )];
+        for (i, c) in j.data[first..].chunks(convert::CHUNK).enumerate() {
+            frames.push(Message::Data(
+                Data {
+                    seq: seq.into(),
+                    offset: ((first + i * convert::CHUNK) as u32).into(),
+                    len: (c.len() as u32).into(),
+                },
+                c.to_vec(),
+            ));
+        }
+        for m in frames {
+            self.queue(&m);
+        }
+    }
+
+    /// A chunk of a large job's output: into the guest's memory at once (the completion is
+    /// published only when all of it is there). A chunk that does not continue what came
+    /// before starts the output over (the exporter sends it whole again after a reconnect).
+    fn output_chunk(&mut self, d: &Data, bytes: &[u8]) {
+        let seq = d.seq.get();
+        let Some(job) = self.out.get(seq) else {
+            return;
+        };
+        let Some((iova, n)) = job.output else {
+            return;
+        };
+        let run = &self.runs[job.queue as usize];
+        if run.epoch != job.epoch || !run.armed {
+            return;
+        }
+        let at = d.offset.get() as usize;
+        let got = self.gathered.entry(seq).or_insert(0);
+        if at == 0 {
+            *got = 0;
+        }
+        if at != *got || at + bytes.len() > n {
+            return; // out of order: the COMPLETE finds the output short and says HOST_DMA
+        }
+        let ok = run.space.as_ref().is_some_and(|s| {
+            s.try_table()
+                .is_some_and(|t| t.write(iova + at as u64, bytes, false).is_ok())
+        });
+        if ok {
+            *got += bytes.len();
+        }
+    }
+
     /// Frames from the exporter.
     fn receive(&mut self, idle: u32) -> bool {
         let mut any = false;
@@ -521,12 +592,15 @@ impl Pump {
                 };
                 let mut status =
                     Cqe::status_of(cqe.status.get()).unwrap_or(JobStatus::BadDescriptor);
+                let got = self.gathered.remove(&c.seq.get()).unwrap_or(0);
                 if status == JobStatus::Ok {
                     if let Some((iova, n)) = job.output {
-                        let wrote = data.len() == n
+                        // The last chunk, right after what DATA frames brought.
+                        let wrote = got + data.len() == n
                             && run.space.as_ref().is_some_and(|s| {
-                                s.try_table()
-                                    .is_some_and(|t| t.write(iova, &data, false).is_ok())
+                                s.try_table().is_some_and(|t| {
+                                    t.write(iova + got as u64, &data, false).is_ok()
+                                })
                             });
                         if wrote {
                             self.vf
@@ -540,6 +614,7 @@ impl Pump {
                 }
                 self.complete(q, job.tag, status, cqe.result.get());
             }
+            Message::Data(d, bytes) => self.output_chunk(&d, &bytes),
             Message::RegValue(v) => {
                 let id = v.id.get();
                 if let Some(reply) = self.reads.remove(&id) {
@@ -578,6 +653,9 @@ impl Pump {
     fn housekeeping(&mut self) {
         if let Some(b) = self.out.ack_due() {
             self.queue(&Message::Ack(Ack { below: b.into() }));
+            if self.large.is_some_and(|l| l < b) {
+                self.large = None;
+            }
         }
         if self.link.is_some() {
             let every = (self.dial.timeout / 4).max(Duration::from_millis(100));
@@ -645,6 +723,8 @@ impl Pump {
         // The session's jobs are settled here: the next link starts a new one.
         self.session = 0;
         self.out = Outstanding::new(self.out.credits());
+        self.large = None;
+        self.gathered.clear();
     }
 
     /// Tries the exporter again (at most every so often), resuming the session.
@@ -682,6 +762,7 @@ impl Pump {
         self.vf.stats.reconnects.fetch_add(1, Ordering::Relaxed);
         let resumed = session == self.session;
         self.link = Some(link);
+        self.gathered.clear();
         self.heard = Instant::now();
         self.down_since = None;
         self.failed_over = false;
@@ -693,9 +774,8 @@ impl Pump {
                 .stats
                 .resubmitted
                 .fetch_add(jobs.len() as u64, Ordering::Relaxed);
-            for (seq, j) in jobs {
-                let m = submit(seq, &j);
-                self.queue(&m);
+            for (seq, _) in jobs {
+                self.submit(seq);
             }
         } else {
             // A new session numbers jobs from 1 again.
@@ -705,10 +785,15 @@ impl Pump {
                 .stats
                 .resubmitted
                 .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+            self.large = None;
             for (_, j) in jobs {
-                if let Some(seq) = self.out.push(j.clone()) {
-                    let m = submit(seq, &j);
-                    self.queue(&m);
+                let large = j.data.len() > convert::CHUNK
+                    || j.output.is_some_and(|(_, n)| n > convert::CHUNK);
+                if let Some(seq) = self.out.push(j) {
+                    if large {
+                        self.large = Some(seq);
+                    }
+                    self.submit(seq);
                 }
             }
         }
@@ -721,18 +806,6 @@ impl Pump {
             if resumed { "resumed" } else { "new" }
         );
     }
-}
-
-fn submit(seq: u64, j: &Job) -> Message {
-    Message::Submit(
-        Submit {
-            seq: seq.into(),
-            queue: j.queue.into(),
-            in_len: (j.data.len() as u32).into(),
-            sqe: j.sqe,
-        },
-        j.data.clone(),
-    )
 }
 
 /// The HELLO for `vf` resuming `session` (0: a new one).
