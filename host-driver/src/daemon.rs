@@ -229,6 +229,26 @@ pub fn reply<T>(r: std::result::Result<tonic::Response<T>, tonic::Status>) -> Re
     r.map(|r| r.into_inner()).map_err(|s| status_error(&s))
 }
 
+/// Where acceld says its VF `vf` of `device` ("" when it owns one device) is, for opening it
+/// for jobs: what a remote VF's exporter serves when given an acceld VF id.
+pub async fn vf_target(acceld: &Path, device: &str, vf: u16) -> Result<crate::vf::Target> {
+    let c = Client::connect(acceld).await?;
+    let r = reply(
+        c.api
+            .clone()
+            .get_vf(v1::VfRequest {
+                device: device.to_string(),
+                vf: vf.into(),
+            })
+            .await,
+    )?;
+    let h = r
+        .handoff
+        .as_ref()
+        .ok_or_else(|| Error::Protocol("acceld sent a VF without its hand-off".into()))?;
+    Ok(crate::vf::Target::of(handoff_from(h)?.endpoint))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

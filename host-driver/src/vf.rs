@@ -152,6 +152,65 @@ impl VfPort for VfioUser {
     }
 }
 
+/// Where a VF is: its vfio-user socket, or a PCI address for the kernel's VFIO (with the
+/// VF token when its PF is bound to vfio-pci on this host).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// A device model's VF socket.
+    Socket(std::path::PathBuf),
+    /// A PCI function bound to vfio-pci.
+    Pci {
+        /// Its address.
+        address: String,
+        /// The VF token its PF's vfio-pci wants, if one is set.
+        vf_token: Option<String>,
+    },
+}
+
+impl Target {
+    /// What `-d` names: a socket path or a PCI address.
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match crate::DeviceAddr::parse(s)? {
+            crate::DeviceAddr::Socket(p) => Target::Socket(p),
+            crate::DeviceAddr::Pci(address) => Target::Pci {
+                address,
+                vf_token: None,
+            },
+        })
+    }
+
+    /// Where a hand-off says the VF is.
+    pub fn of(e: crate::transport::VfEndpoint) -> Self {
+        match e {
+            crate::transport::VfEndpoint::Socket { path } => Target::Socket(path),
+            crate::transport::VfEndpoint::Pci {
+                address, vf_token, ..
+            } => Target::Pci { address, vf_token },
+        }
+    }
+
+    /// Opens the VF for jobs with `mem` bytes of this process's memory ([`VfDev::open`]).
+    pub fn open(&self, mem: usize) -> Result<VfDev> {
+        match self {
+            Target::Socket(p) => VfDev::open(p, mem),
+            Target::Pci { address, vf_token } => {
+                let sysfs = crate::kernel::Sysfs::default();
+                let port = crate::kernel::vf::KernelVf::open(address, &sysfs, vf_token.as_deref())?;
+                VfDev::with_port(Box::new(port), mem)
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Socket(p) => write!(f, "{}", p.display()),
+            Target::Pci { address, .. } => f.write_str(address),
+        }
+    }
+}
+
 /// One VF, opened for jobs.
 pub struct VfDev {
     t: Box<dyn VfPort>,
@@ -237,6 +296,19 @@ impl VfDev {
     /// make itself (a remote VF's exporter forwards its importer's).
     pub fn port(&self) -> &dyn VfPort {
         &*self.t
+    }
+
+    /// Function level reset (PCIe Initiate FLR, which vfio-pci and the device model both
+    /// carry out): the VF's queues and memory are cleared. This handle's queues are gone
+    /// with it; open the VF again to use it.
+    pub fn flr(self) -> Result<()> {
+        let cap = find_cap(&*self.t, cap_id::PCIE)
+            .ok_or_else(|| Error::NotOurDevice("the VF has no PCI Express capability".into()))?;
+        let devctl = cap + crate::transport::pcie::DEVCTL as u64;
+        let mut b = [0u8; 2];
+        self.t.cfg_read(devctl, &mut b)?;
+        let v = u16::from_le_bytes(b) | crate::transport::pcie::DEVCTL_FLR;
+        self.t.cfg_write(devctl, &v.to_le_bytes())
     }
 
     /// Queues the VF owns.
@@ -578,19 +650,25 @@ fn write32(t: &dyn VfPort, off: u64, v: u32) -> Result<()> {
 
 /// The MSI-X capability in the VF's config space list.
 fn find_msix(t: &dyn VfPort) -> Result<u64> {
+    find_cap(t, cap_id::MSIX)
+        .ok_or_else(|| Error::NotOurDevice("the VF has no MSI-X capability".into()))
+}
+
+/// A capability in the VF's config space list.
+fn find_cap(t: &dyn VfPort, id: u8) -> Option<u64> {
     let mut p = [0u8; 1];
-    t.cfg_read(header::CAP_PTR as u64, &mut p)?;
+    t.cfg_read(header::CAP_PTR as u64, &mut p).ok()?;
     let mut pos = (p[0] & 0xFC) as u64;
     for _ in 0..48 {
         if pos < 0x40 {
             break;
         }
         let mut h = [0u8; 2];
-        t.cfg_read(pos, &mut h)?;
-        if h[0] == cap_id::MSIX {
-            return Ok(pos);
+        t.cfg_read(pos, &mut h).ok()?;
+        if h[0] == id {
+            return Some(pos);
         }
         pos = (h[1] & 0xFC) as u64;
     }
-    Err(Error::NotOurDevice("the VF has no MSI-X capability".into()))
+    None
 }

@@ -9,11 +9,10 @@
 //! (credits × 2 × [`CHUNK`] + 2 × [`MAX_JOB_DATA`], the large slot touched only when used).
 use crate::convert::{self, Plan, CHUNK, MAX_JOB_DATA};
 use crate::wire::{space, Complete, Data, Submit};
-use host_driver::vf::{Addr, Buf, Job, Queue, VfDev};
+use host_driver::vf::{Addr, Buf, Job, Queue, Target, VfDev};
 use shared_abi::jobs::{Cqe, JobStatus, Sqe};
 use shared_abi::regs::vf;
 use std::collections::HashMap;
-use std::path::Path;
 use zerocopy::{FromBytes, IntoBytes};
 
 /// A COMPLETE and the output data that goes with it.
@@ -67,7 +66,7 @@ pub struct Misplaced {
 /// The real VF an importer's jobs run on.
 #[derive(Debug)]
 pub struct Exported {
-    socket: std::path::PathBuf,
+    target: Target,
     credits: u32,
     dev: VfDev,
     q: Queue,
@@ -152,15 +151,15 @@ pub fn frames((c, data): Finished) -> Vec<crate::wire::Message> {
 }
 
 impl Exported {
-    /// Opens the VF behind `socket` for `credits` jobs in flight (its queue 0).
-    pub fn open(socket: &Path, credits: u32) -> host_driver::Result<Self> {
+    /// Opens the VF at `target` for `credits` jobs in flight (its queue 0).
+    pub fn open(target: &Target, credits: u32) -> host_driver::Result<Self> {
         let credits = credits.clamp(1, shared_abi::jobs::MAX_RING / 2) as usize;
         let depth = (credits as u32)
             .next_power_of_two()
             .max(shared_abi::jobs::MIN_RING);
         let rings = depth as usize * (shared_abi::jobs::SQE_SIZE + shared_abi::jobs::CQE_SIZE);
         let staging = credits * 2 * CHUNK + 2 * MAX_JOB_DATA;
-        let mut dev = VfDev::open(socket, staging + rings + (64 << 10))?;
+        let mut dev = target.open(staging + rings + (64 << 10))?;
         let q = dev.queue(0, depth)?;
         let mut slots = Vec::with_capacity(credits);
         for _ in 0..credits {
@@ -171,7 +170,7 @@ impl Exported {
             dev.alloc(MAX_JOB_DATA, 4096)?,
         );
         Ok(Exported {
-            socket: socket.to_path_buf(),
+            target: target.clone(),
             credits: credits as u32,
             dev,
             q,
@@ -453,14 +452,12 @@ impl Exported {
                 )
             }))
             .collect();
-        let (socket, credits) = (self.socket.clone(), self.credits);
-        // Our connection goes first, so the reset's client owns the VF and the reopened one
-        // maps its staging memory into a clean DMA space.
+        let (target, credits) = (self.target.clone(), self.credits);
+        // Our connection goes first, so the reset finds no queue of ours running and the
+        // reopened VF maps its staging memory into a clean DMA space.
         drop(self);
-        let v = host_driver::vfio_user::VfioUser::connect(&socket, false)?;
-        v.reset()?;
-        drop(v);
-        Ok((Self::open(&socket, credits)?, aborted))
+        target.open(4096)?.flr()?;
+        Ok((Self::open(&target, credits)?, aborted))
     }
 }
 
@@ -539,7 +536,7 @@ mod tests {
     #[test]
     fn jobs_from_the_link_run_on_the_real_vf_with_their_host_data() {
         let (_d, vf) = device();
-        let mut x = Exported::open(&vf, 4).unwrap();
+        let mut x = Exported::open(&Target::Socket(vf.clone()), 4).unwrap();
         let input: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 251) as u8).collect();
         // The guest's IOVAs mean nothing here: any values.
         let (src, dst) = (0x5555_0000, 0x6666_0000);
@@ -566,7 +563,7 @@ mod tests {
     #[test]
     fn a_job_that_cannot_run_is_answered_with_bad_descriptor() {
         let (_d, vf) = device();
-        let mut x = Exported::open(&vf, 1).unwrap();
+        let mut x = Exported::open(&Target::Socket(vf.clone()), 1).unwrap();
         // Data shorter than the entry says.
         let s = submit(1, JobOp::Crc32c, 0, 0, 0, 100, 0);
         let (c, _) = x.start(&s, &[0; 99]).unwrap_err();
@@ -591,7 +588,7 @@ mod tests {
     #[test]
     fn a_large_job_is_gathered_and_its_output_goes_in_chunks() {
         let (_d, vf) = device();
-        let mut x = Exported::open(&vf, 2).unwrap();
+        let mut x = Exported::open(&Target::Socket(vf.clone()), 2).unwrap();
         let n = 3 * CHUNK + 100;
         let input: Vec<u8> = (0..n).map(|i| (i * 13 % 253) as u8).collect();
         let mut s = submit(1, JobOp::Copy, 0, 0x1000, 0x9000, n as u32, 0);

@@ -16,6 +16,7 @@ use crate::export::Exported;
 use crate::link::{tcp, Link, LinkError};
 use crate::session::{Completions, OnSubmit};
 use crate::wire::{refuse, space, Message, RegValue, Welcome};
+use host_driver::vf::Target;
 use shared_abi::jobs::Sqe;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, TcpListener};
@@ -25,11 +26,57 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use zerocopy::FromBytes;
 
+/// Where an exported VF is found, each time a session opens it.
+#[derive(Clone, Debug)]
+pub enum VfSource {
+    /// A VF socket or PCI address given directly.
+    At(Target),
+    /// VF `vf` of `device` ("" for acceld's only device) of the acceld at `acceld`: asked
+    /// where it is when a session opens it (acceld may have re-created it since).
+    Acceld {
+        /// acceld's socket.
+        acceld: PathBuf,
+        /// The device's name in acceld.
+        device: String,
+        /// The VF's index.
+        vf: u16,
+    },
+}
+
+impl VfSource {
+    /// Where the VF is now.
+    pub fn resolve(&self) -> Result<Target, String> {
+        match self {
+            VfSource::At(t) => Ok(t.clone()),
+            VfSource::Acceld { acceld, device, vf } => {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                rt.block_on(host_driver::daemon::vf_target(acceld, device, *vf))
+                    .map_err(|e| format!("acceld's VF {vf}: {e}"))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for VfSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VfSource::At(t) => write!(f, "{t}"),
+            VfSource::Acceld { device, vf, .. } if device.is_empty() => {
+                write!(f, "acceld VF {vf}")
+            }
+            VfSource::Acceld { device, vf, .. } => write!(f, "acceld {device} VF {vf}"),
+        }
+    }
+}
+
 /// What an exporter serves, and how.
 #[derive(Debug)]
 pub struct Config {
-    /// The exported VFs' vfio-user sockets; a VF's number on the wire is its index here.
-    pub vfs: Vec<PathBuf>,
+    /// The exported VFs; a VF's number on the wire is its index here.
+    pub vfs: Vec<VfSource>,
     /// Importer names (certificate DNS names) and the VFs each may import.
     pub allow: BTreeMap<String, BTreeSet<u32>>,
     /// The server's TLS configuration (it requires client certificates).
@@ -86,6 +133,8 @@ struct Shared {
     slots: Vec<Mutex<Slot>>,
     next_session: AtomicU64,
     links: AtomicU64,
+    /// The exporter is stopping: sessions finish what runs and close their links.
+    stopping: AtomicBool,
 }
 
 /// A listening exporter.
@@ -112,6 +161,8 @@ enum End {
     Silent(Duration),
     #[error("the VF could not be reset: {0}")]
     Reset(String),
+    #[error("the exporter is stopping")]
+    Stopping,
 }
 
 impl Exporter {
@@ -135,6 +186,7 @@ impl Exporter {
                 slots,
                 next_session: AtomicU64::new(seed()),
                 links: AtomicU64::new(0),
+                stopping: AtomicBool::new(false),
             }),
         })
     }
@@ -176,8 +228,14 @@ impl Exporter {
                 }
             }
         }
-        // The sessions' threads see their links cut when the process ends; joining them
-        // here would wait out their timeouts.
+        // Stopping (a restart): every session lets the jobs running on its VF finish and
+        // sends their completions before it closes its link, so the importer resubmits only
+        // jobs that never ran (to the exporter that comes back) and none runs twice.
+        self.shared.stopping.store(true, Ordering::Release);
+        let until = Instant::now() + self.shared.cfg.timeout;
+        while threads.iter().any(|t| !t.is_finished()) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
@@ -247,7 +305,13 @@ impl Shared {
             reserved: 0.into(),
         });
         let end = match link.send(&welcome) {
-            Ok(()) => serve_session(&mut link, &mut session, &preempt, self.cfg.timeout),
+            Ok(()) => serve_session(
+                &mut link,
+                &mut session,
+                &preempt,
+                &self.stopping,
+                self.cfg.timeout,
+            ),
             Err(e) => Err(End::Link(e)),
         };
         let end = end.err();
@@ -342,8 +406,10 @@ impl Shared {
             ));
         }
         let lease = self.admission.admit(Some(who), vf)?;
-        let exported = Exported::open(&self.cfg.vfs[vf as usize], self.cfg.credits)
-            .map_err(|e| (refuse::NO_SUCH_VF, format!("VF {vf} cannot be opened: {e}")))?;
+        let unusable = |e: String| (refuse::NO_SUCH_VF, format!("VF {vf} cannot be opened: {e}"));
+        let target = self.cfg.vfs[vf as usize].resolve().map_err(unusable)?;
+        let exported =
+            Exported::open(&target, self.cfg.credits).map_err(|e| unusable(e.to_string()))?;
         Ok(Session {
             id: self.next_session.fetch_add(2, Ordering::Relaxed),
             who: who.to_string(),
@@ -372,6 +438,7 @@ fn serve_session(
     link: &mut dyn Link,
     s: &mut Session,
     preempt: &AtomicBool,
+    stopping: &AtomicBool,
     timeout: Duration,
 ) -> Result<(), End> {
     let mut heard = Instant::now();
@@ -382,6 +449,12 @@ fn serve_session(
             return Err(End::Preempted);
         }
         let running = s.exported.as_ref().map_or(0, |e| e.running());
+        let stop = stopping.load(Ordering::Acquire);
+        if stop && running == 0 {
+            // Everything that ran has its completion queued: deliver it, then close.
+            link.close(timeout);
+            return Err(End::Stopping);
+        }
         let mut progress = false;
         // Waiting on the link is the idle state; with jobs running, the VF is polled too.
         let wait = if running > 0 || idle < 64 {
@@ -392,7 +465,9 @@ fn serve_session(
         // A peer that does not read its answers gets no more of them (while it takes what
         // is waiting, it is not silent).
         let backlog = link.backlog();
-        let burst = if backlog > crate::link::MAX_BACKLOG {
+        let burst = if stop {
+            0 // no new work: what runs finishes
+        } else if backlog > crate::link::MAX_BACKLOG {
             if backlog < last_backlog {
                 heard = Instant::now();
             }

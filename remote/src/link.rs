@@ -43,6 +43,11 @@ pub trait Link: Send {
     fn poll(&mut self, wait: Duration) -> Result<Option<Message>, LinkError>;
     /// How long the link waits for its peer before it gives up on it.
     fn timeout(&self) -> Duration;
+    /// Ends the link cleanly: what is queued goes out, then the end of the stream (a TLS
+    /// close_notify and a FIN), and what the peer still sends is read and dropped until it
+    /// closes too (or `wait` passes). Closing with the peer's bytes unread would make TCP
+    /// reset the connection, and a reset can discard what the peer had not read yet.
+    fn close(&mut self, wait: Duration);
     /// Bytes queued that the peer has not taken yet: a serving loop stops taking new
     /// requests while this is past [`MAX_BACKLOG`], so a peer that does not read cannot make
     /// it hold more.
@@ -66,6 +71,8 @@ pub trait Stream: Read + Write + Send {
     fn fd(&self) -> BorrowedFd<'_>;
     /// Makes reads and writes return `WouldBlock` instead of waiting.
     fn set_nonblocking(&self) -> std::io::Result<()>;
+    /// Says this end sends no more (after what is written).
+    fn close_write(&mut self) -> std::io::Result<()>;
 }
 
 impl Stream for std::os::unix::net::UnixStream {
@@ -75,6 +82,9 @@ impl Stream for std::os::unix::net::UnixStream {
     fn set_nonblocking(&self) -> std::io::Result<()> {
         std::os::unix::net::UnixStream::set_nonblocking(self, true)
     }
+    fn close_write(&mut self) -> std::io::Result<()> {
+        self.shutdown(std::net::Shutdown::Write)
+    }
 }
 
 impl Stream for std::net::TcpStream {
@@ -83,6 +93,9 @@ impl Stream for std::net::TcpStream {
     }
     fn set_nonblocking(&self) -> std::io::Result<()> {
         std::net::TcpStream::set_nonblocking(self, true)
+    }
+    fn close_write(&mut self) -> std::io::Result<()> {
+        self.shutdown(std::net::Shutdown::Write)
     }
 }
 
@@ -96,6 +109,22 @@ where
     }
     fn set_nonblocking(&self) -> std::io::Result<()> {
         self.sock.set_nonblocking(true)
+    }
+    fn close_write(&mut self) -> std::io::Result<()> {
+        self.conn.send_close_notify();
+        while self.conn.wants_write() {
+            match self.conn.write_tls(&mut self.sock) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    let until = Instant::now() + Duration::from_secs(1);
+                    if !wait_ready(self.sock.as_fd(), PollFlags::POLLOUT, until)? {
+                        break;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.sock.shutdown(std::net::Shutdown::Write)
     }
 }
 
@@ -333,6 +362,33 @@ impl<S: Stream> Link for Framed<S> {
 
     fn backlog(&self) -> usize {
         self.pending()
+    }
+
+    fn close(&mut self, wait: Duration) {
+        let until = Instant::now() + wait;
+        while self.pending() > 0 && Instant::now() < until {
+            if self.push_out().is_err()
+                || !wait_ready(self.stream.fd(), PollFlags::POLLOUT, until).unwrap_or(false)
+            {
+                break;
+            }
+        }
+        if self.stream.close_write().is_err() {
+            return;
+        }
+        let mut sink = [0u8; 64 << 10];
+        while Instant::now() < until {
+            match self.stream.read(&mut sink) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if would_block(&e) => {
+                    if !wait_ready(self.stream.fd(), PollFlags::POLLIN, until).unwrap_or(false) {
+                        return;
+                    }
+                }
+                Err(_) => return,
+            }
+        }
     }
 }
 

@@ -174,6 +174,11 @@ impl Proc {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Sends it `sig`.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig);
+    }
+
     /// Waits for it to exit by itself.
     pub fn exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         let t = Instant::now();

@@ -9,6 +9,7 @@
 use accelvirt_tests::remote::*;
 use accelvirt_tests::{accelctl, bin, pattern, Sim};
 use host_driver::vf::{Addr, Job, VfDev};
+
 use shared_abi::jobs::{self, xlat, JobOp, JobStatus};
 use std::io::Write;
 use std::path::Path;
@@ -414,4 +415,120 @@ fn oversized_frame(net: &Net) {
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("cut off"), "{out}");
     let _ = std::io::stdout().flush();
+}
+
+/// The exporter restarts under traffic. Stopped (SIGTERM, as a service manager restarts it),
+/// it lets what runs finish and delivers those completions first: the importer resubmits only
+/// jobs that never ran, so none is lost and none runs twice. Killed (SIGKILL), none is lost;
+/// a job that had finished on the device but whose completion was lost with the process runs
+/// again (docs/remote.md says which jobs that can matter for).
+#[test]
+fn an_exporter_restart_loses_no_job() {
+    let sim = device(1);
+    let net = Net::new(6);
+    let (imp, sock) = {
+        let _x = exporter(&net, &sim, &[0], &["client=0"], &[]);
+        imported(&net, &sim, 0, &["--timeout", "1"])
+    };
+    for (sig, exact) in [
+        (nix::sys::signal::Signal::SIGTERM, true),
+        (nix::sys::signal::Signal::SIGKILL, false),
+    ] {
+        let mut x = exporter(&net, &sim, &[0], &["client=0"], &[]);
+        // The importer finds the exporter again (it was down since the last round).
+        let t = Instant::now();
+        while !ok(&run_json(&sock, &["--seconds", "0.1", "--size", "4K"]).0) {
+            assert!(t.elapsed() < T, "no link: {}", imp.log());
+        }
+        let before = vf_jobs(&sim, 0);
+        let s = sock.clone();
+        let run = std::thread::spawn(move || {
+            run_json(
+                &s,
+                &[
+                    "--job",
+                    "copy",
+                    "--size",
+                    "64K",
+                    "--seconds",
+                    "4",
+                    "--depth",
+                    "16",
+                ],
+            )
+        });
+        std::thread::sleep(Duration::from_millis(1000));
+        x.signal(sig);
+        assert!(x.exit(T).is_some(), "the exporter did not stop");
+        drop(x);
+        let _y = exporter(&net, &sim, &[0], &["client=0"], &[]);
+        let (o, v) = run.join().unwrap();
+        assert!(ok(&o), "{sig}: {}\nimporter: {}", err(&o), imp.log());
+        let done = v["jobs"].as_u64().unwrap();
+        let ran = vf_jobs(&sim, 0) - before;
+        if exact {
+            assert_eq!(ran, done, "{sig}: importer: {}", imp.log());
+        } else {
+            assert!(ran >= done, "{sig}: {ran} ran, {done} done");
+        }
+        assert!(
+            imp.log().contains("starting a new session"),
+            "{}",
+            imp.log()
+        );
+    }
+}
+
+/// Function level reset through the imported VF resets the real one: its memory is cleared
+/// (device memory written before reads back as zero), the reset is counted on host A, and
+/// jobs run afterwards.
+#[test]
+fn an_flr_of_the_imported_vf_resets_the_real_vf() {
+    let sim = device(1);
+    let net = Net::new(7);
+    let _x = exporter(&net, &sim, &[0], &["client=0"], &[]);
+    let (imp, sock) = imported(&net, &sim, 0, &[]);
+    let dev = VfDev::open(&sock, 1 << 20).unwrap();
+    dev.write_device(0x2000, &[0x5A; 64]).unwrap();
+    let mut back = [0u8; 64];
+    dev.read_device(0x2000, &mut back).unwrap();
+    assert_eq!(back, [0x5A; 64]);
+    let flrs = sim.ctl_json(&["stats"])["flrs"].as_u64().unwrap();
+    dev.flr().unwrap();
+    assert_eq!(sim.ctl_json(&["stats"])["flrs"].as_u64().unwrap(), flrs + 1);
+    let dev = VfDev::open(&sock, 1 << 20).unwrap();
+    dev.read_device(0x2000, &mut back).unwrap();
+    assert_eq!(back, [0; 64], "the real VF's memory was cleared");
+    drop(dev);
+    let (o, _) = run_json(&sock, &["--seconds", "0.2", "--size", "4K"]);
+    assert!(ok(&o), "{}\n{}", err(&o), imp.log());
+}
+
+/// The exporter serves a VF by acceld's id (`--vf acceld:ID`): acceld owns the device, and is
+/// asked where the VF is when the session opens it.
+#[test]
+fn a_vf_acceld_owns_is_exported_by_its_id() {
+    let sim = Sim::start();
+    let d = accelvirt_tests::Acceld::start(&sim, &[]);
+    let o = d.ctl(&["create-vf", "--count", "2"]);
+    assert!(ok(&o), "{}", err(&o));
+    let net = Net::new(8);
+    let acceld = d.sock.to_str().unwrap().to_string();
+    let _x = exporter(
+        &net,
+        &sim,
+        &[],
+        &["client=0"],
+        &["--vf", "acceld:1", "--acceld", &acceld],
+    );
+    let (_i, sock) = imported(&net, &sim, 0, &[]);
+    let (o, v) = run_json(&sock, &["--seconds", "0.3", "--size", "4K"]);
+    assert!(ok(&o), "{}", err(&o));
+    let stats = sim.ctl_json(&["stats"]);
+    assert_eq!(
+        stats["vfs"][1]["jobs"].as_u64(),
+        v["jobs"].as_u64(),
+        "{stats}"
+    );
+    assert_eq!(stats["vfs"][0]["jobs"], 0);
 }

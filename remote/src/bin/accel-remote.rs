@@ -1,11 +1,12 @@
 //! `accel-remote`: remote VFs. `export` serves VFs of this host's accelerator to importers on
 //! other hosts; `import` presents one such VF here as a local vfio-user socket; `stats` shows
 //! the imported VFs' links.
-use accel_remote::exporter::{self, Exporter};
+use accel_remote::exporter::{self, Exporter, VfSource};
 use accel_remote::importer::{Dial, Importer};
 use accel_remote::tls;
 use clap::{Parser, Subcommand};
 use host_driver::imported::{self, ImportedVf};
+use host_driver::vf::Target;
 use std::net::ToSocketAddrs;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,9 +37,15 @@ struct Tls {
 enum Cmd {
     /// Serve VFs of this host to importers (host A).
     Export {
-        /// A VF's vfio-user socket; repeat for more. The first is VF 0 on the wire, and so on.
+        /// A VF to export: its vfio-user socket, its PCI address (bound to vfio-pci), or
+        /// `acceld:ID` (`acceld:DEVICE/ID`) for VF ID of a device acceld owns, asked of acceld
+        /// each time a session opens it. Repeat for more: the first is VF 0 on the wire, and
+        /// so on.
         #[arg(long = "vf", required = true)]
-        vfs: Vec<PathBuf>,
+        vfs: Vec<String>,
+        /// acceld's socket, for `acceld:` VFs [default: $ACCELD_SOCKET, else acceld's own].
+        #[arg(long)]
+        acceld: Option<PathBuf>,
         /// Where to listen, ADDR:PORT.
         #[arg(long)]
         listen: String,
@@ -103,6 +110,24 @@ fn secs(s: f64, what: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("--{what} {s}: give a positive number of seconds"))
 }
 
+/// An exported VF as `--vf` names it.
+fn source(v: &str, acceld: &std::path::Path) -> Result<VfSource, String> {
+    if let Some(rest) = v.strip_prefix("acceld:") {
+        let (device, id) = rest.rsplit_once('/').unwrap_or(("", rest));
+        let vf = id
+            .parse()
+            .map_err(|_| format!("--vf {v}: write acceld:ID or acceld:DEVICE/ID"))?;
+        return Ok(VfSource::Acceld {
+            acceld: acceld.to_path_buf(),
+            device: device.to_string(),
+            vf,
+        });
+    }
+    Target::parse(v)
+        .map(VfSource::At)
+        .map_err(|e| format!("--vf {v}: {e}"))
+}
+
 fn stop_on_signals() -> Arc<AtomicBool> {
     use nix::sys::signal::{SigSet, Signal};
     let stop = Arc::new(AtomicBool::new(false));
@@ -123,6 +148,7 @@ fn run(cli: Cli) -> Result<(), String> {
     match cli.cmd {
         Cmd::Export {
             vfs,
+            acceld,
             listen,
             tls: t,
             allow,
@@ -132,6 +158,13 @@ fn run(cli: Cli) -> Result<(), String> {
         } => {
             let id = tls::Identity::load(&t.cert, &t.key).map_err(|e| e.to_string())?;
             let roots = tls::load_roots(&t.ca).map_err(|e| e.to_string())?;
+            let acceld = host_driver::daemon::socket(acceld.as_deref())
+                .map(|(p, _)| p)
+                .unwrap_or_else(|| accelvirt_api::DEFAULT_SOCKET.into());
+            let vfs = vfs
+                .iter()
+                .map(|v| source(v, &acceld))
+                .collect::<Result<Vec<_>, _>>()?;
             let config = exporter::Config {
                 vfs,
                 allow: accel_remote::admission::Admission::parse_allow(&allow)?,

@@ -12,7 +12,7 @@ use backend::Backend;
 use clap::{Args, Parser, Subcommand};
 use host_driver::error::{Error, Result};
 use host_driver::spec::{granules, parse_size};
-use host_driver::{CreateSpec, DeviceAddr};
+use host_driver::CreateSpec;
 use output::Out;
 use shared_abi::resources::{VfInfo, VfSpec};
 use std::path::PathBuf;
@@ -632,14 +632,7 @@ async fn run(cli: Cli, out: &Out) -> Result<()> {
                     let load = load.load()?;
                     // No such VF: exit 3, as for every VF command.
                     let (_, h, _) = b.vf(*id).await?;
-                    let target = match h.endpoint {
-                        host_driver::transport::VfEndpoint::Socket { path } => {
-                            run::Target::Socket(path)
-                        }
-                        host_driver::transport::VfEndpoint::Pci {
-                            address, vf_token, ..
-                        } => run::Target::Pci { address, vf_token },
-                    };
+                    let target = run::Target::of(h.endpoint);
                     out.run_report(&run::run(&target, load)?);
                 }
             }
@@ -664,13 +657,7 @@ async fn run(cli: Cli, out: &Out) -> Result<()> {
                     "no VF given: use -d with the VF's socket or PCI address".into(),
                 ));
             };
-            let target = match DeviceAddr::parse(d)? {
-                DeviceAddr::Socket(p) => run::Target::Socket(p),
-                DeviceAddr::Pci(address) => run::Target::Pci {
-                    address,
-                    vf_token: None,
-                },
-            };
+            let target = run::Target::parse(d)?;
             out.run_report(&run::run(&target, load)?);
             Ok(())
         }

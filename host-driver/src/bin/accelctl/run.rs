@@ -5,7 +5,6 @@ use host_driver::error::{Error, Result};
 use host_driver::vf::{Buf, Job, Queue, VfDev};
 use shared_abi::jobs::{self, JobOp, JobStatus};
 use std::io::Write;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// What to run.
@@ -61,27 +60,7 @@ struct Lane {
     submitted: Vec<Option<Instant>>,
 }
 
-/// Where the VF is: its vfio-user socket, or a PCI address for the kernel's VFIO (with the
-/// VF token when its PF is bound to vfio-pci on this host).
-pub enum Target {
-    Socket(PathBuf),
-    Pci {
-        address: String,
-        vf_token: Option<String>,
-    },
-}
-
-fn open(t: &Target, mem: usize) -> Result<VfDev> {
-    match t {
-        Target::Socket(p) => VfDev::open(p, mem),
-        Target::Pci { address, vf_token } => {
-            let sysfs = host_driver::kernel::Sysfs::default();
-            let port =
-                host_driver::kernel::vf::KernelVf::open(address, &sysfs, vf_token.as_deref())?;
-            VfDev::with_port(Box::new(port), mem)
-        }
-    }
-}
+pub use host_driver::vf::Target;
 
 /// Runs `load` on the VF at `target`.
 pub fn run(target: &Target, load: Load) -> Result<Report> {
@@ -109,7 +88,7 @@ pub fn run(target: &Target, load: Load) -> Result<Report> {
     let size = load.size as usize;
     let rings = load.depth as usize * (jobs::SQE_SIZE + jobs::CQE_SIZE) + 8192;
     let mem = load.queues as usize * (2 * size.div_ceil(4096) * 4096 + rings);
-    let mut dev = open(target, mem)?;
+    let mut dev = target.open(mem)?;
     if load.queues > dev.queue_count() {
         return Err(Error::Invalid(format!(
             "--queues {}: the VF owns {}",
