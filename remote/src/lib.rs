@@ -2,22 +2,26 @@
 //! another, its jobs converted in user mode into network commands and forwarded over mutual
 //! TLS.
 //!
-//! This crate is being built in order; what is here works and is tested:
+//! `accel-remote export` (host A, [`exporter`]) serves chosen VFs; `accel-remote import`
+//! (host B, [`importer`]) presents one as a local vfio-user device. docs/remote.md has the
+//! whole picture; the modules, bottom up:
 //!
 //! - [`wire`]: the versioned wire protocol, framing and every message, decoded strictly (a
 //!   frame that is malformed, oversized or of another version is refused, never guessed at);
-//! - [`admission`]: which importer (by its certificate's name) may have which exported VF,
-//!   and one importer per VF at a time;
+//! - [`link`]: frames over a byte stream behind the [`link::Link`] trait (the transport seam),
+//!   and TCP with mutual TLS as the transport between hosts;
+//! - [`tls`]: mutual TLS configurations from PEM files (`cargo xtask certs` makes development
+//!   ones), and the client identity a verified certificate carries;
 //! - [`convert`]: the user-mode conversion of one job — which host bytes travel with it
 //!   and back, and which addresses are host memory (staged) or device memory (kept);
-//! - [`export`]: the exporter's data path — jobs from the link run on the real VF, their
-//!   host data in staging slots of its own, one per credit;
-//! - [`link`]: frames over a byte stream behind the [`link::Link`] trait, and TCP with mutual
-//!   TLS as its transport between hosts;
 //! - [`session`]: the job window of a session at both ends, so that across dropped links no
 //!   job is lost or run twice (resubmission, the exporter's completion memory, ACKs);
-//! - [`tls`]: mutual TLS configurations from PEM files (`cargo xtask certs` makes development
-//!   ones), and the client identity a verified certificate carries.
+//! - [`admission`]: which importer (by its certificate's name) may have which exported VF,
+//!   and one importer per VF at a time;
+//! - [`export`]: the exporter's data path — jobs from the link run on the real VF, their
+//!   host data in staging of its own;
+//! - [`exporter`]: the exporter's sessions and their serving loops;
+//! - [`importer`]: the imported VF (a device model of its own) and its engine.
 #![forbid(unsafe_code)]
 
 pub mod admission;

@@ -21,7 +21,7 @@ pub fn certs() -> &'static Path {
         let _ = std::fs::remove_dir_all(&dir);
         let out = dir.to_str().unwrap().to_string();
         let mut first = vec!["certs".to_string(), "--out".into(), out.clone()];
-        for n in 1..=9 {
+        for n in 1..=15 {
             first.extend(["--host".to_string(), format!("10.77.{n}.1")]);
         }
         xtask(&first);
