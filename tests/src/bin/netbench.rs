@@ -44,9 +44,8 @@ fn client(addr: &str, args: &[String]) -> Box<dyn Conn> {
 fn serve(addr: &str, args: &[String]) {
     let l = TcpListener::bind(addr).expect("bind");
     println!("listening");
-    let cfg = tls(args).map(|(id, roots, _)| {
-        accel_remote::tls::server_config(id, roots).expect("config")
-    });
+    let cfg = tls(args)
+        .map(|(id, roots, _)| accel_remote::tls::server_config(id, roots).expect("config"));
     for s in l.incoming() {
         let Ok(s) = s else { continue };
         s.set_nodelay(true).unwrap();
