@@ -123,23 +123,7 @@ pub fn table(vfs: &[ImportedVf]) -> String {
             ]
         })
         .collect();
-    let mut w: Vec<usize> = head.iter().map(|h| h.len()).collect();
-    for r in &rows {
-        for (i, c) in r.iter().enumerate() {
-            w[i] = w[i].max(c.len());
-        }
-    }
-    let mut out = String::new();
-    for r in std::iter::once(head.iter().map(|h| h.to_string()).collect::<Vec<_>>()).chain(rows) {
-        let cells: Vec<String> = r
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c:<w$}", w = w[i]))
-            .collect();
-        out.push_str(cells.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
+    crate::table::columns(&head, &rows)
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ pub mod logs;
 pub mod mailbox;
 pub mod spec;
 pub mod sys;
+pub mod table;
 pub mod transport;
 pub mod update;
 pub mod vf;

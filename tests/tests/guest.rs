@@ -71,6 +71,22 @@ fn common_lspci(device_id: u16) -> Vec<String> {
     ]
 }
 
+/// The jobs the guest's `run-JOB` sections report for every job type (each must have run
+/// some); `more` is added to the panic message.
+fn jobs_run(out: &Outcome, more: &str) -> u64 {
+    let mut total = 0;
+    for job in ["crc32c", "copy", "fill", "sha256"] {
+        let text = section(out, &format!("run-{job}"));
+        let r: serde_json::Value = serde_json::from_str(text.trim())
+            .unwrap_or_else(|e| panic!("{job}: {e}:\n{text}\nserial:\n{}\n{more}", out.serial));
+        assert_eq!(r["job"], job);
+        let jobs = r["jobs"].as_u64().unwrap();
+        assert!(jobs > 0, "{r}");
+        total += jobs;
+    }
+    total
+}
+
 fn size(bytes: u64) -> String {
     match bytes {
         b if b >= 1 << 30 => format!("{}G", b >> 30),
@@ -376,16 +392,7 @@ echo "@@ end"
         "the device mapped the guest's RAM in place"
     );
     assert_eq!(section(&out, "bind").trim(), "vfio-pci");
-    let mut total = 0;
-    for job in ["crc32c", "copy", "fill", "sha256"] {
-        let text = section(&out, &format!("run-{job}"));
-        let r: serde_json::Value = serde_json::from_str(text.trim())
-            .unwrap_or_else(|e| panic!("{job}: {e}:\n{text}\nserial:\n{}", out.serial));
-        assert_eq!(r["job"], job);
-        let jobs = r["jobs"].as_u64().unwrap();
-        assert!(jobs > 0, "{r}");
-        total += jobs;
-    }
+    let total = jobs_run(&out, "");
     // The jobs ran on the guest's VF and nowhere else.
     let stats = sim.ctl_json(&["stats"]);
     assert_eq!(stats["vfs"][1]["jobs"].as_u64(), Some(total), "{stats}");
@@ -557,21 +564,7 @@ echo "@@ end"
         &common_lspci(pci::VF_DEVICE_ID),
     );
     assert_eq!(section(&out, "bind").trim(), "vfio-pci");
-    let mut total = 0;
-    for job in ["crc32c", "copy", "fill", "sha256"] {
-        let text = section(&out, &format!("run-{job}"));
-        let r: serde_json::Value = serde_json::from_str(text.trim()).unwrap_or_else(|e| {
-            panic!(
-                "{job}: {e}:\n{text}\nserial:\n{}\nimporter:\n{}",
-                out.serial,
-                imp.log()
-            )
-        });
-        assert_eq!(r["job"], job);
-        let jobs = r["jobs"].as_u64().unwrap();
-        assert!(jobs > 0, "{r}");
-        total += jobs;
-    }
+    let total = jobs_run(&out, &imp.log());
     // Every job ran on host A's VF 1, once, and nowhere else.
     let stats = sim.ctl_json(&["stats"]);
     assert_eq!(stats["vfs"][1]["jobs"].as_u64(), Some(total), "{stats}");

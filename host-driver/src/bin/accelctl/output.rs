@@ -24,27 +24,7 @@ fn print_json(v: &impl Serialize) {
 /// Prints a table in one write: a line per row through stdout's line buffering would be a
 /// system call per VF.
 fn table(head: &[&str], rows: &[Vec<String>]) {
-    let mut w: Vec<usize> = head.iter().map(|h| h.len()).collect();
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            w[i] = w[i].max(c.len());
-        }
-    }
-    let mut out = String::new();
-    let mut line = |cells: &[String]| {
-        let s: Vec<String> = cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c:<w$}", w = w[i]))
-            .collect();
-        out.push_str(s.join("  ").trim_end());
-        out.push('\n');
-    };
-    line(&head.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-    for r in rows {
-        line(r);
-    }
-    print!("{out}");
+    print!("{}", host_driver::table::columns(head, rows));
 }
 
 fn version(v: u32) -> String {
