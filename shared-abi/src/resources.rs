@@ -300,9 +300,9 @@ mod tests {
             assert_eq!(VfState::from_wire(s as u32), Some(s));
         }
         assert_eq!(VfState::from_wire(4), None);
-        for v in 0..9 {
+        for v in 0..10 {
             assert_eq!(VfFault::from_wire(v).map(|f| f as u32), Some(v));
         }
-        assert_eq!(VfFault::from_wire(9), None);
+        assert_eq!(VfFault::from_wire(10), None);
     }
 }
