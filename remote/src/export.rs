@@ -115,10 +115,10 @@ fn refused(s: &Submit, status: JobStatus) -> Finished {
 /// The frames that carry a finished job back: its output past the last chunk in DATA frames,
 /// then the COMPLETE with the last chunk (the importer publishes the completion only once
 /// all of it is in the guest's memory).
-pub fn frames((c, data): Finished) -> Vec<crate::wire::Message> {
+pub fn frames(c: &Complete, data: &[u8]) -> Vec<crate::wire::Message> {
     use crate::wire::Message;
     if data.len() <= CHUNK {
-        return vec![Message::Complete(c, data)];
+        return vec![Message::Complete(*c, data.to_vec())];
     }
     let tail = match data.len() % CHUNK {
         0 => CHUNK,
@@ -143,7 +143,7 @@ pub fn frames((c, data): Finished) -> Vec<crate::wire::Message> {
     out.push(Message::Complete(
         Complete {
             out_len: (tail as u32).into(),
-            ..c
+            ..*c
         },
         data[split..].to_vec(),
     ));
@@ -623,7 +623,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         };
         assert!(f.1 == input);
-        let frames = frames(f);
+        let frames = frames(&f.0, &f.1);
         assert_eq!(frames.len(), 4);
         let mut back = Vec::new();
         for (i, m) in frames.iter().enumerate() {

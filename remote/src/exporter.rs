@@ -15,7 +15,7 @@ use crate::admission::{Admission, Lease};
 use crate::export::Exported;
 use crate::link::{tcp, Link, LinkError};
 use crate::session::{Completions, OnSubmit};
-use crate::wire::{refuse, space, Message, RegValue, Welcome};
+use crate::wire::{refuse, space, Complete, Message, RegValue, Welcome};
 use host_driver::vf::Target;
 use shared_abi::jobs::Sqe;
 use std::collections::{BTreeMap, BTreeSet};
@@ -487,8 +487,8 @@ fn serve_session(
         let done = s.exported.as_mut().map(|e| e.poll()).unwrap_or_default();
         for (c, d) in done {
             progress = true;
-            if s.window.finish(c, d.clone()) {
-                send(link, (c, d))?;
+            if let Some((c, d)) = s.window.finish(c, d) {
+                send(link, c, d)?;
             }
         }
         link.flush()?;
@@ -505,8 +505,8 @@ fn serve_session(
 }
 
 /// Queues a finished job's frames (its output in DATA frames past one chunk, then COMPLETE).
-fn send(link: &mut dyn Link, f: crate::export::Finished) -> Result<(), End> {
-    for m in crate::export::frames(f) {
+fn send(link: &mut dyn Link, c: &Complete, data: &[u8]) -> Result<(), End> {
+    for m in crate::export::frames(c, data) {
         link.queue(&m)?;
     }
     Ok(())
@@ -534,9 +534,10 @@ fn on_frame(link: &mut dyn Link, s: &mut Session, m: Message) -> Result<(), End>
                         s.large = Some(sub.seq.get());
                     }
                     let ex = s.exported.as_mut().ok_or(End::Reset("VF closed".into()))?;
-                    if let Err(f) = ex.start(&sub, &data) {
-                        s.window.finish(f.0, f.1.clone());
-                        send(link, f)?;
+                    if let Err((c, d)) = ex.start(&sub, &data) {
+                        if let Some((c, d)) = s.window.finish(c, d) {
+                            send(link, c, d)?;
+                        }
                     }
                 }
                 OnSubmit::Running => {
@@ -545,17 +546,17 @@ fn on_frame(link: &mut dyn Link, s: &mut Session, m: Message) -> Result<(), End>
                         ex.restart(&sub, &data);
                     }
                 }
-                OnSubmit::Resend(c, d) => send(link, (c, d))?,
+                OnSubmit::Resend(c, d) => send(link, &c, &d)?,
             }
         }
         Message::Data(d, bytes) => {
             let ex = s.exported.as_mut().ok_or(End::Reset("VF closed".into()))?;
-            if let Some(f) = ex
+            if let Some((c, d)) = ex
                 .more(&d, &bytes)
                 .map_err(|e| End::Protocol(e.to_string()))?
             {
-                if s.window.finish(f.0, f.1.clone()) {
-                    send(link, f)?;
+                if let Some((c, d)) = s.window.finish(c, d) {
+                    send(link, c, d)?;
                 }
             }
         }
@@ -585,8 +586,8 @@ fn on_frame(link: &mut dyn Link, s: &mut Session, m: Message) -> Result<(), End>
             let (fresh, aborted) = ex.reset().map_err(|e| End::Reset(e.to_string()))?;
             s.exported = Some(fresh);
             for (c, d) in aborted {
-                if s.window.finish(c, d.clone()) {
-                    send(link, (c, d))?;
+                if let Some((c, d)) = s.window.finish(c, d) {
+                    send(link, c, d)?;
                 }
             }
             link.queue(&Message::RegValue(RegValue {

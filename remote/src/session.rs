@@ -85,15 +85,13 @@ impl Completions {
         })
     }
 
-    /// Job `c.seq` ended: its completion is kept until acknowledged. False if it was not
-    /// started (or already forgotten): nothing is kept.
-    pub fn finish(&mut self, c: Complete, data: Vec<u8>) -> bool {
+    /// Job `c.seq` ended: its completion is kept until acknowledged, and returned to be sent
+    /// (from here, not copied). None if it was not started (or already forgotten): nothing
+    /// is kept, nothing is to be sent.
+    pub fn finish(&mut self, c: Complete, data: Vec<u8>) -> Option<&(Complete, Vec<u8>)> {
         match self.started.get_mut(&c.seq.get()) {
-            Some(slot @ None) => {
-                *slot = Some((c, data));
-                true
-            }
-            _ => false,
+            Some(slot @ None) => Some(slot.insert((c, data))),
+            _ => None,
         }
     }
 
@@ -243,9 +241,9 @@ mod tests {
         let mut c = Completions::new(4);
         assert_eq!(c.submit(&submit(1)), Ok(OnSubmit::Run));
         assert_eq!(c.submit(&submit(1)), Ok(OnSubmit::Running));
-        assert!(c.finish(done(1), vec![7]));
+        assert!(c.finish(done(1), vec![7]).is_some());
         assert_eq!(c.submit(&submit(1)), Ok(OnSubmit::Resend(done(1), vec![7])));
-        assert!(!c.finish(done(9), vec![]), "never started");
+        assert!(c.finish(done(9), vec![]).is_none(), "never started");
         c.ack(2).unwrap();
         assert_eq!(c.held(), 0);
         assert_eq!(c.submit(&submit(1)), Err(WindowError::Acknowledged(1)));

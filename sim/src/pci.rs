@@ -168,6 +168,24 @@ pub fn vf_presented(raw: &ConfigSpace) -> ConfigSpace {
     c
 }
 
+/// (MSI-X may be sent, function mask) from a function's configuration space. An MSI-X
+/// message is a memory write: a function that is not a bus master (Command bit 2) holds its
+/// vectors pending, as silicon must.
+pub fn msix_ctl(c: &ConfigSpace) -> (bool, bool) {
+    let ctl = c.r16(layout::MSIX + msix::CTRL);
+    let master = c.r16(off::COMMAND) & cmd::BUS_MASTER != 0;
+    (
+        ctl & msix::CTRL_ENABLE != 0 && master,
+        ctl & msix::CTRL_FUNCTION_MASK != 0,
+    )
+}
+
+/// Whether MSI-X may go out (enabled, bus master, function mask clear), from [`msix_ctl`]:
+/// when a configuration write makes this true, held vectors are sent.
+pub fn msix_may_send((enabled, fn_mask): (bool, bool)) -> bool {
+    enabled && !fn_mask
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

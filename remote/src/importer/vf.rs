@@ -10,7 +10,7 @@ use sim::config_space::{cmd, off, ConfigSpace, CONFIG_SIZE};
 use sim::device::{region, AccessError, Func};
 use sim::dma::Space;
 use sim::msix::{Msix, Signals};
-use sim::pci::{layout, msix, pcie};
+use sim::pci::{layout, msix, msix_ctl, msix_may_send, pcie};
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
@@ -93,16 +93,6 @@ pub struct RemoteVf {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// MSI-X may go out (enabled with bus mastering), and the function mask.
-pub(super) fn msix_ctl(c: &ConfigSpace) -> (bool, bool) {
-    let ctl = c.r16(layout::MSIX + msix::CTRL);
-    let master = c.r16(off::COMMAND) & cmd::BUS_MASTER != 0;
-    (
-        ctl & msix::CTRL_ENABLE != 0 && master,
-        ctl & msix::CTRL_FUNCTION_MASK != 0,
-    )
 }
 
 /// Requests the pump takes at most at once from the VMM's threads (writes are posted; past
@@ -426,8 +416,7 @@ impl sim::vfio_user::Model for RemoteVf {
             let d = g.cfg.r16(devctl);
             g.cfg.set16(devctl, d & !pcie::DEVCTL_FLR);
             let now = msix_ctl(&g.cfg);
-            let (may, might) = (now.0 && !now.1, before.0 && !before.1);
-            if may && !might {
+            if msix_may_send(now) && !msix_may_send(before) {
                 g.msix.flush_pending(now.0, now.1, &mut out);
             }
         }

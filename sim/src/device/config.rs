@@ -3,10 +3,7 @@
 use super::*;
 use crate::msix::Signals;
 
-/// MSI-X may go out: enabled, bus master, function mask clear (from `msix_ctl`).
-fn may_send((enabled, fn_mask): (bool, bool)) -> bool {
-    enabled && !fn_mask
-}
+use crate::pci::msix_may_send as may_send;
 
 impl Device {
     /// Reads configuration space.

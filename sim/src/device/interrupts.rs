@@ -116,14 +116,4 @@ impl Device {
     }
 }
 
-/// (MSI-X may be sent, function mask). An MSI-X message is a memory write: a function that is
-/// not a bus master (Command bit 2) holds its vectors pending, as silicon must.
-pub(super) fn msix_ctl(c: &ConfigSpace) -> (bool, bool) {
-    use crate::pci::msix;
-    let ctl = c.r16(layout::MSIX + msix::CTRL);
-    let master = c.r16(off::COMMAND) & cmd::BUS_MASTER != 0;
-    (
-        ctl & msix::CTRL_ENABLE != 0 && master,
-        ctl & msix::CTRL_FUNCTION_MASK != 0,
-    )
-}
+pub(super) use crate::pci::msix_ctl;
