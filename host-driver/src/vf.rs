@@ -624,6 +624,21 @@ pub struct Queue {
 }
 
 impl Queue {
+    /// The eventfd the queue's completion vector signals (a queue made with
+    /// [`VfDev::queue_with_irq`]), for a loop that waits on it beside other descriptors;
+    /// [`Queue::take_interrupts`] then consumes what it counted.
+    pub fn irq_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.irq.as_ref().map(|fd| fd.as_fd())
+    }
+
+    /// Consumes the interrupts signalled since the last call (adds them to
+    /// [`Queue::interrupts`]); never waits.
+    pub fn take_interrupts(&mut self) -> u64 {
+        let n = self.irq.as_ref().and_then(|fd| fd.read().ok()).unwrap_or(0);
+        self.interrupts += n;
+        n
+    }
+
     /// Completion interrupts this queue's waits have consumed.
     pub fn interrupts(&self) -> u64 {
         self.interrupts

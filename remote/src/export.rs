@@ -8,7 +8,7 @@
 //! for memory and the memory held is fixed when the session starts
 //! (credits × 2 × [`CHUNK`] + 2 × [`MAX_JOB_DATA`], the large slot touched only when used).
 use crate::convert::{self, Plan, CHUNK, MAX_JOB_DATA};
-use crate::wire::{space, Complete, Data, Submit};
+use crate::wire::{space, Complete, Data, Submit, WithData};
 use host_driver::vf::{Addr, Buf, Job, Queue, Target, VfDev};
 use shared_abi::jobs::{Cqe, JobStatus, Sqe};
 use shared_abi::regs::vf;
@@ -115,10 +115,9 @@ fn refused(s: &Submit, status: JobStatus) -> Finished {
 /// The frames that carry a finished job back: its output past the last chunk in DATA frames,
 /// then the COMPLETE with the last chunk (the importer publishes the completion only once
 /// all of it is in the guest's memory).
-pub fn frames(c: &Complete, data: &[u8]) -> Vec<crate::wire::Message> {
-    use crate::wire::Message;
+pub fn frames<'a>(c: &Complete, data: &'a [u8]) -> Vec<WithData<'a>> {
     if data.len() <= CHUNK {
-        return vec![Message::Complete(*c, data.to_vec())];
+        return vec![WithData::Complete(*c, data)];
     }
     let tail = match data.len() % CHUNK {
         0 => CHUNK,
@@ -126,26 +125,26 @@ pub fn frames(c: &Complete, data: &[u8]) -> Vec<crate::wire::Message> {
     };
     let split = data.len() - tail;
     let seq = c.seq;
-    let mut out: Vec<Message> = data[..split]
+    let mut out: Vec<WithData<'a>> = data[..split]
         .chunks(CHUNK)
         .enumerate()
         .map(|(i, d)| {
-            Message::Data(
+            WithData::Data(
                 Data {
                     seq,
                     offset: ((i * CHUNK) as u32).into(),
                     len: (d.len() as u32).into(),
                 },
-                d.to_vec(),
+                d,
             )
         })
         .collect();
-    out.push(Message::Complete(
+    out.push(WithData::Complete(
         Complete {
             out_len: (tail as u32).into(),
             ..*c
         },
-        data[split..].to_vec(),
+        &data[split..],
     ));
     out
 }
@@ -160,7 +159,12 @@ impl Exported {
         let rings = depth as usize * (shared_abi::jobs::SQE_SIZE + shared_abi::jobs::CQE_SIZE);
         let staging = credits * 2 * CHUNK + 2 * MAX_JOB_DATA;
         let mut dev = target.open(staging + rings + (64 << 10))?;
-        let q = dev.queue(0, depth)?;
+        // Completions raise vector 0, so the exporter can sleep while jobs run; a VF whose
+        // interrupts cannot be set up is polled instead.
+        let q = match dev.queue_with_irq(0, depth, 0) {
+            Ok(q) => q,
+            Err(_) => dev.queue(0, depth)?,
+        };
         let mut slots = Vec::with_capacity(credits);
         for _ in 0..credits {
             slots.push((dev.alloc(CHUNK, 4096)?, dev.alloc(CHUNK, 4096)?));
@@ -181,6 +185,17 @@ impl Exported {
             gathering: None,
             running: HashMap::new(),
         })
+    }
+
+    /// The descriptor the VF's completion interrupt signals, if it has one: a serving loop
+    /// sleeps on it while jobs run ([`Exported::take_interrupts`] clears it).
+    pub fn irq_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.q.irq_fd()
+    }
+
+    /// Clears the completion interrupts signalled so far.
+    pub fn take_interrupts(&mut self) {
+        self.q.take_interrupts();
     }
 
     /// The VF (for what is not queue traffic: registers, device memory).
@@ -628,18 +643,21 @@ mod tests {
         let mut back = Vec::new();
         for (i, m) in frames.iter().enumerate() {
             match m {
-                crate::wire::Message::Data(h, b) => {
+                WithData::Data(h, b) => {
                     assert_eq!(h.offset.get() as usize, back.len());
                     back.extend_from_slice(b);
                 }
-                crate::wire::Message::Complete(c, b) => {
+                WithData::Complete(c, b) => {
                     assert_eq!(i, 3, "the COMPLETE comes last");
                     assert_eq!(c.out_len.get() as usize, b.len());
                     back.extend_from_slice(b);
                 }
                 other => panic!("{other:?}"),
             }
-            assert!(crate::wire::encode(m).is_ok(), "every frame fits");
+            assert!(
+                crate::wire::encode_data_into(*m, &mut Vec::new()).is_ok(),
+                "every frame fits"
+            );
         }
         assert!(back == input);
     }

@@ -5,8 +5,8 @@
 //!
 //! [`Framed`] puts frames on any `Read + Write` stream; [`tcp`] makes such streams over TCP
 //! with mutual TLS.
-use crate::wire::{self, FrameError, Header, Message, HEADER_SIZE};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use crate::wire::{self, FrameError, Header, Message, WithData, HEADER_SIZE};
+use nix::poll::{ppoll, PollFd, PollFlags};
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
@@ -33,6 +33,8 @@ pub enum LinkError {
 pub trait Link: Send {
     /// Queues one message to go out with the next [`Link::flush`].
     fn queue(&mut self, m: &Message) -> Result<(), LinkError>;
+    /// Queues a message that carries bytes, encoded straight from where they are.
+    fn queue_data(&mut self, m: WithData<'_>) -> Result<(), LinkError>;
     /// Sends what of the queue the peer has room for now, never waiting (the rest goes with
     /// later flushes and while [`Link::poll`] waits); an error if the peer has taken
     /// nothing for the link's timeout.
@@ -43,6 +45,10 @@ pub trait Link: Send {
     fn poll(&mut self, wait: Duration) -> Result<Option<Message>, LinkError>;
     /// How long the link waits for its peer before it gives up on it.
     fn timeout(&self) -> Duration;
+    /// A descriptor that becomes ready when the link may have something for [`Link::poll`]
+    /// (readable) or room for its backlog (writable), for a loop that waits on the link and
+    /// its own events at once. Meaningful once [`Link::poll`] has returned `None`.
+    fn fd(&self) -> BorrowedFd<'_>;
     /// Ends the link cleanly: what is queued goes out, then the end of the stream (a TLS
     /// close_notify and a FIN), and what the peer still sends is read and dropped until it
     /// closes too (or `wait` passes). Closing with the peer's bytes unread would make TCP
@@ -134,7 +140,10 @@ pub struct Framed<S> {
     stream: S,
     buf: Vec<u8>,
     reasm: Reassembler,
+    /// Encoded frames; those before `out_at` are sent (the rest moves down only once it is
+    /// less than what was sent, so a large backlog is not shifted on every write).
     out: Vec<u8>,
+    out_at: usize,
     /// TLS holds records the socket had no room for.
     tls_held: bool,
     /// When the stream last took bytes (or had nothing to take).
@@ -158,6 +167,7 @@ impl<S> Framed<S> {
             buf: Vec::new(),
             reasm: Reassembler::default(),
             out: Vec::new(),
+            out_at: 0,
             tls_held: false,
             progress: Instant::now(),
             timeout: DEFAULT_TIMEOUT,
@@ -214,9 +224,23 @@ impl<S: Read> Framed<S> {
 /// Waits until `fd` is ready for `what`, or `until`; false if the time ran out.
 fn wait_ready(fd: BorrowedFd<'_>, what: PollFlags, until: Instant) -> std::io::Result<bool> {
     let left = until.saturating_duration_since(Instant::now());
-    let ms = u16::try_from(left.as_millis().min(10_000)).unwrap_or(10_000);
     let mut fds = [PollFd::new(fd, what)];
-    match poll(&mut fds, PollTimeout::from(ms)) {
+    wait_any(&mut fds, left.min(Duration::from_secs(10)))
+}
+
+/// Lets this thread's timed waits end when asked, not up to 50 µs later (the kernel's
+/// default timer slack, which groups wakeups): the serving loops wait tens of microseconds
+/// for a completion.
+pub fn precise_timers() {
+    let _ = nix::sys::prctl::set_timerslack(1_000);
+}
+
+/// Waits until one of `fds` is ready or `wait` passes, to the microsecond (`poll(2)` counts
+/// milliseconds, and a loop that waits for a completion must not sleep a whole one); false
+/// if the time ran out.
+pub fn wait_any(fds: &mut [PollFd<'_>], wait: Duration) -> std::io::Result<bool> {
+    let t = nix::sys::time::TimeSpec::from_duration(wait);
+    match ppoll(fds, Some(t), None) {
         Ok(n) => Ok(n > 0),
         Err(nix::errno::Errno::EINTR) => Ok(false),
         Err(e) => Err(e.into()),
@@ -242,7 +266,7 @@ impl<S: Stream> Framed<S> {
 
     /// Bytes queued that the stream has not taken yet (TLS records it holds count as one).
     fn pending(&self) -> usize {
-        self.out.len() + usize::from(self.tls_held)
+        self.out.len() - self.out_at + usize::from(self.tls_held)
     }
 
     /// Writes what the stream takes now, never waiting: both ends write and read on one
@@ -252,8 +276,8 @@ impl<S: Stream> Framed<S> {
         self.nonblocking()?;
         let mut sent = 0;
         let mut blocked = false;
-        while sent < self.out.len() {
-            match self.stream.write(&self.out[sent..]) {
+        while self.out_at < self.out.len() {
+            match self.stream.write(&self.out[self.out_at..]) {
                 // TLS took nothing: its buffer is full of records the socket has no room
                 // for. Push them out; if the socket takes none, the rest waits.
                 Ok(0) => match self.stream.flush() {
@@ -264,7 +288,10 @@ impl<S: Stream> Framed<S> {
                     }
                     Err(e) => return Err(e.into()),
                 },
-                Ok(n) => sent += n,
+                Ok(n) => {
+                    self.out_at += n;
+                    sent += n;
+                }
                 Err(e) if would_block(&e) => {
                     blocked = true;
                     break;
@@ -272,7 +299,13 @@ impl<S: Stream> Framed<S> {
                 Err(e) => return Err(e.into()),
             }
         }
-        self.out.drain(..sent);
+        if self.out_at == self.out.len() {
+            self.out.clear();
+            self.out_at = 0;
+        } else if self.out_at > self.out.len() / 2 {
+            self.out.drain(..self.out_at);
+            self.out_at = 0;
+        }
         if !blocked {
             // TLS may still hold records the socket had no room for.
             match self.stream.flush() {
@@ -298,8 +331,15 @@ impl<S: Stream> Link for Framed<S> {
         if self.pending() == 0 {
             self.progress = Instant::now();
         }
-        let f = wire::encode(m)?;
-        self.out.extend_from_slice(&f);
+        wire::encode_into(m, &mut self.out)?;
+        Ok(())
+    }
+
+    fn queue_data(&mut self, m: WithData<'_>) -> Result<(), LinkError> {
+        if self.pending() == 0 {
+            self.progress = Instant::now();
+        }
+        wire::encode_data_into(m, &mut self.out)?;
         Ok(())
     }
 
@@ -325,15 +365,17 @@ impl<S: Stream> Link for Framed<S> {
     fn poll(&mut self, wait: Duration) -> Result<Option<Message>, LinkError> {
         self.nonblocking()?;
         let until = Instant::now() + wait;
-        let mut chunk = [0u8; 64 << 10];
         loop {
             if let Some(m) = self.reasm.next_message()? {
                 return Ok(Some(m));
             }
-            match self.stream.read(&mut chunk) {
+            // Straight into the reassembler: the rest of the frame being gathered, or a
+            // piece big enough for many small ones.
+            let room = self.reasm.room(READ_SIZE);
+            match self.stream.read(room) {
                 Ok(0) if self.reasm.held() == 0 => return Err(LinkError::Closed),
                 Ok(0) => return Err(LinkError::Io(std::io::ErrorKind::UnexpectedEof.into())),
-                Ok(n) => self.reasm.push(&chunk[..n]),
+                Ok(n) => self.reasm.filled(n),
                 Err(e) if would_block(&e) => {
                     if Instant::now() >= until {
                         return Ok(None);
@@ -358,6 +400,10 @@ impl<S: Stream> Link for Framed<S> {
 
     fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.stream.fd()
     }
 
     fn backlog(&self) -> usize {
@@ -398,42 +444,75 @@ impl<S: Stream> Link for Framed<S> {
 /// frame and the piece being added.
 #[derive(Debug, Default)]
 pub struct Reassembler {
+    /// Bytes arrived: `buf[start..end]` is not taken yet (frames are taken in place, and
+    /// what is left moves down only when room is asked for, not once per frame).
     buf: Vec<u8>,
+    start: usize,
+    end: usize,
     /// The checked header of the frame being gathered.
     want: Option<(wire::Kind, usize)>,
 }
 
+/// The least a [`Framed`] link reads at once: many small frames per read.
+const READ_SIZE: usize = 64 << 10;
+
 impl Reassembler {
     /// Adds bytes that arrived.
     pub fn push(&mut self, bytes: &[u8]) {
-        self.buf.extend_from_slice(bytes);
+        let n = bytes.len();
+        self.room(n)[..n].copy_from_slice(bytes);
+        self.filled(n);
+    }
+
+    /// Room for at least `min` more bytes (more if the frame being gathered needs it), to
+    /// read into; say how many arrived with [`Reassembler::filled`].
+    pub fn room(&mut self, min: usize) -> &mut [u8] {
+        if self.start == self.end {
+            (self.start, self.end) = (0, 0);
+        }
+        let frame = self.want.map_or(0, |(_, len)| HEADER_SIZE + len);
+        let want = min.max(frame.saturating_sub(self.end - self.start));
+        if self.buf.len() - self.end < want && self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            (self.start, self.end) = (0, self.end - self.start);
+        }
+        if self.buf.len() - self.end < want {
+            self.buf.resize(self.end + want, 0);
+        }
+        &mut self.buf[self.end..]
+    }
+
+    /// `n` bytes were written at the start of the last [`Reassembler::room`].
+    pub fn filled(&mut self, n: usize) {
+        self.end = (self.end + n).min(self.buf.len());
     }
 
     /// The next whole frame, if one has arrived. After an error the stream is unusable.
     pub fn next_message(&mut self) -> Result<Option<Message>, FrameError> {
+        let held = &self.buf[self.start..self.end];
         if self.want.is_none() {
-            if self.buf.len() < HEADER_SIZE {
+            if held.len() < HEADER_SIZE {
                 return Ok(None);
             }
-            let h = Header::read_from_bytes(&self.buf[..HEADER_SIZE])
-                .map_err(|_| FrameError::Reserved)?;
+            let h =
+                Header::read_from_bytes(&held[..HEADER_SIZE]).map_err(|_| FrameError::Reserved)?;
             self.want = Some(wire::check_header(&h)?);
         }
         let Some((kind, len)) = self.want else {
             return Ok(None);
         };
-        if self.buf.len() < HEADER_SIZE + len {
+        if held.len() < HEADER_SIZE + len {
             return Ok(None);
         }
-        let m = wire::decode(kind, &self.buf[HEADER_SIZE..HEADER_SIZE + len])?;
-        self.buf.drain(..HEADER_SIZE + len);
+        let m = wire::decode(kind, &held[HEADER_SIZE..HEADER_SIZE + len])?;
+        self.start += HEADER_SIZE + len;
         self.want = None;
         Ok(Some(m))
     }
 
     /// Bytes held (at most one frame and the last piece added).
     pub fn held(&self) -> usize {
-        self.buf.len()
+        self.end - self.start
     }
 }
 

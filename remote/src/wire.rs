@@ -462,48 +462,70 @@ pub fn decode_frame(frame: &[u8]) -> Result<Message, FrameError> {
     decode(kind, p)
 }
 
+/// A message that carries bytes, the bytes borrowed: encoded straight from where they are
+/// (a job buffer, the device's completion memory) into the link's output, with no copy
+/// into a [`Message`] first.
+#[derive(Clone, Copy, Debug)]
+pub enum WithData<'a> {
+    /// SUBMIT and its input data.
+    Submit(Submit, &'a [u8]),
+    /// COMPLETE and its output data.
+    Complete(Complete, &'a [u8]),
+    /// DATA and its bytes.
+    Data(Data, &'a [u8]),
+}
+
 /// Encodes `m` as one frame. A message too large for one frame (data past
 /// [`MAX_PAYLOAD`], a reason past [`MAX_REASON`]) is refused, not cut.
 pub fn encode(m: &Message) -> Result<Vec<u8>, FrameError> {
-    let kind = m.kind();
+    let mut out = Vec::new();
+    encode_into(m, &mut out)?;
+    Ok(out)
+}
+
+/// Encodes `m` as one frame at the end of `out` (unchanged if `m` is refused).
+pub fn encode_into(m: &Message, out: &mut Vec<u8>) -> Result<(), FrameError> {
     let (head, tail): (&[u8], &[u8]) = match m {
         Message::Hello(x) => (x.as_bytes(), &[]),
         Message::Welcome(x) => (x.as_bytes(), &[]),
-        Message::Refuse(..) => (&[], &[]),
-        Message::RegRead(x) => (x.as_bytes(), &[]),
-        Message::RegWrite(x) => (x.as_bytes(), &[]),
-        Message::RegValue(x) => (x.as_bytes(), &[]),
-        Message::Submit(x, d) => (x.as_bytes(), d),
-        Message::Complete(x, d) => (x.as_bytes(), d),
-        Message::Credit(x) => (x.as_bytes(), &[]),
-        Message::Ping(x) | Message::Pong(x) => (x.as_bytes(), &[]),
-        Message::Ack(x) => (x.as_bytes(), &[]),
-        Message::Data(x, d) => (x.as_bytes(), d),
-    };
-    let refuse_head;
-    let (head, tail) = match m {
         Message::Refuse(code, text) => {
             if text.len() > MAX_REASON {
                 return Err(FrameError::Reason);
             }
-            refuse_head = Refuse {
+            let h = Refuse {
                 code: (*code).into(),
                 text_len: (text.len() as u32).into(),
             };
-            (refuse_head.as_bytes(), text.as_bytes())
+            return frame_into(Kind::Refuse, h.as_bytes(), text.as_bytes(), out);
         }
-        _ => (head, tail),
+        Message::RegRead(x) => (x.as_bytes(), &[]),
+        Message::RegWrite(x) => (x.as_bytes(), &[]),
+        Message::RegValue(x) => (x.as_bytes(), &[]),
+        Message::Submit(x, d) => return encode_data_into(WithData::Submit(*x, d), out),
+        Message::Complete(x, d) => return encode_data_into(WithData::Complete(*x, d), out),
+        Message::Credit(x) => (x.as_bytes(), &[]),
+        Message::Ping(x) | Message::Pong(x) => (x.as_bytes(), &[]),
+        Message::Ack(x) => (x.as_bytes(), &[]),
+        Message::Data(x, d) => return encode_data_into(WithData::Data(*x, d), out),
     };
-    // The lengths in the heads must say what follows.
-    let said = match m {
-        Message::Submit(x, _) => Some(x.in_len.get() as usize),
-        Message::Complete(x, _) => Some(x.out_len.get() as usize),
-        Message::Data(x, _) => Some(x.len.get() as usize),
-        _ => None,
+    frame_into(m.kind(), head, tail, out)
+}
+
+/// Encodes a message that carries bytes at the end of `out`; the length its head says must
+/// be the bytes' length.
+pub fn encode_data_into(m: WithData<'_>, out: &mut Vec<u8>) -> Result<(), FrameError> {
+    let (kind, head, said, tail) = match &m {
+        WithData::Submit(x, d) => (Kind::Submit, x.as_bytes(), x.in_len.get(), *d),
+        WithData::Complete(x, d) => (Kind::Complete, x.as_bytes(), x.out_len.get(), *d),
+        WithData::Data(x, d) => (Kind::Data, x.as_bytes(), x.len.get(), *d),
     };
-    if said.is_some_and(|n| n != tail.len()) {
+    if said as usize != tail.len() {
         return Err(FrameError::Length("data", tail.len()));
     }
+    frame_into(kind, head, tail, out)
+}
+
+fn frame_into(kind: Kind, head: &[u8], tail: &[u8], out: &mut Vec<u8>) -> Result<(), FrameError> {
     let len = head.len() + tail.len();
     if len > MAX_PAYLOAD {
         return Err(FrameError::TooLarge(len as u32));
@@ -515,7 +537,11 @@ pub fn encode(m: &Message) -> Result<Vec<u8>, FrameError> {
         len: (len as u32).into(),
         reserved: 0.into(),
     };
-    Ok([h.as_bytes(), head, tail].concat())
+    out.reserve(HEADER_SIZE + len);
+    out.extend_from_slice(h.as_bytes());
+    out.extend_from_slice(head);
+    out.extend_from_slice(tail);
+    Ok(())
 }
 
 #[cfg(test)]

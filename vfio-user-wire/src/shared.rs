@@ -112,6 +112,21 @@ impl Shared {
         Some(unsafe { &*(self.ptr.as_ptr().add(off) as *const AtomicU32) })
     }
 
+    /// The `n` whole dwords from `off` (aligned), checked once: a bulk copy is a loop of plain
+    /// dword loads or stores, not a bounds check and an address computation per word.
+    #[inline]
+    fn words(&self, off: usize, n: usize) -> Option<&[AtomicU32]> {
+        let end = n.checked_mul(4).and_then(|b| off.checked_add(b))?;
+        if !off.is_multiple_of(4) || end > self.len {
+            return None;
+        }
+        // SAFETY: in bounds and aligned (checked; the mapping is page-aligned); AtomicU32 has
+        // u32's layout, and atomic access is sound for memory shared with other processes.
+        Some(unsafe {
+            std::slice::from_raw_parts(self.ptr.as_ptr().add(off) as *const AtomicU32, n)
+        })
+    }
+
     /// The bytes `at..at + bytes.len()` of one dword (`at % 4 + bytes.len() <= 4`), as one
     /// atomic read-modify-write of it: the other bytes keep whatever another thread or process
     /// writes meanwhile, and a reader sees all of these bytes or none.
@@ -182,15 +197,15 @@ impl Shared {
         let head = off.next_multiple_of(4).saturating_sub(off).min(buf.len());
         let (head_buf, rest) = buf.split_at_mut(head);
         self.extract(off, head_buf);
-        let mut at = off + head;
+        let at = off + head;
         let mut words = rest.chunks_exact_mut(4);
-        for w in &mut words {
-            let v = self
-                .word(at)
-                .map_or(u32::MAX, |a| a.load(Ordering::Relaxed));
-            w.copy_from_slice(&v.to_ne_bytes());
-            at += 4;
+        let n = words.len();
+        if let Some(src) = self.words(at, n) {
+            for (w, a) in (&mut words).zip(src) {
+                w.copy_from_slice(&a.load(Ordering::Relaxed).to_ne_bytes());
+            }
         }
+        let at = at + 4 * n;
         self.extract(at, words.into_remainder());
         true
     }
@@ -207,17 +222,18 @@ impl Shared {
         if !head_data.is_empty() {
             self.merge(off, head_data);
         }
-        let mut at = off + head;
+        let at = off + head;
         let mut words = rest.chunks_exact(4);
-        for w in &mut words {
-            if let Some(a) = self.word(at) {
+        let n = words.len();
+        if let Some(dst) = self.words(at, n) {
+            for (w, a) in (&mut words).zip(dst) {
                 a.store(
                     u32::from_ne_bytes([w[0], w[1], w[2], w[3]]),
                     Ordering::Relaxed,
                 );
             }
-            at += 4;
         }
+        let at = at + 4 * n;
         if !words.remainder().is_empty() {
             self.merge(at, words.remainder());
         }

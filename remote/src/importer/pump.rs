@@ -14,7 +14,8 @@ use super::Dial;
 use crate::convert;
 use crate::link::Link;
 use crate::session::Outstanding;
-use crate::wire::{space, Ack, Data, Hello, Message, Ping, RegRead, RegWrite, Submit};
+use crate::wire::{space, Ack, Data, Hello, Message, Ping, RegRead, RegWrite, Submit, WithData};
+use nix::poll::{PollFd, PollFlags};
 use shared_abi::jobs::{self, queue_status, Cqe, JobStatus, Sqe, SqeHead};
 use shared_abi::regs::QueueCtrl;
 use shared_abi::resources::VfFault;
@@ -71,6 +72,19 @@ struct Run {
 
 /// Frames taken from the link per pass.
 const BURST: usize = 64;
+/// Input buffers kept for reuse (at most 1 MiB each).
+const SPARE: usize = 16;
+/// How long the pump polls the guest's rings after its last work before it naps: the gap
+/// between a completion and the tenant's next job.
+const SPIN: Duration = Duration::from_micros(200);
+/// With jobs in flight and nothing else to do, how long the pump sleeps on the link (a
+/// completion ends it at once); a job the guest publishes meanwhile waits at most this.
+const IN_FLIGHT_WAIT: Duration = Duration::from_micros(50);
+/// The nap once quiet: what a job after a quiet spell waits at most.
+const NAP: Duration = Duration::from_micros(100);
+/// Quiet before the pump naps longer, and that nap.
+const QUIET_BEFORE_DEEP: Duration = Duration::from_millis(50);
+const DEEP_NAP: Duration = Duration::from_millis(1);
 
 pub(super) struct Pump {
     pub vf: Arc<RemoteVf>,
@@ -96,6 +110,8 @@ pub(super) struct Pump {
     heard: Instant,
     ping: Option<(u64, Instant)>,
     pinged: Instant,
+    /// Input buffers of finished jobs, for the next ones.
+    spare: Vec<Vec<u8>>,
 }
 
 impl Pump {
@@ -130,12 +146,14 @@ impl Pump {
             heard: Instant::now(),
             ping: None,
             pinged: Instant::now(),
+            spare: Vec::new(),
         }
     }
 
     /// Runs until told to stop.
     pub fn run(mut self) {
-        let mut idle = 0u32;
+        crate::link::precise_timers();
+        let mut last_work = Instant::now();
         while !self.stop.load(Ordering::Acquire) {
             let mut progress = false;
             if self.link.is_none() {
@@ -145,7 +163,7 @@ impl Pump {
             for q in 0..self.runs.len() {
                 progress |= self.serve_queue(q);
             }
-            progress |= self.receive(idle);
+            progress |= self.receive();
             self.housekeeping();
             if let Some(l) = self.link.as_mut() {
                 if let Err(e) = l.flush() {
@@ -153,15 +171,42 @@ impl Pump {
                 }
             }
             if progress {
-                idle = 0;
+                last_work = Instant::now();
             } else {
-                idle = idle.saturating_add(1);
-                if self.link.is_none() || idle > 256 {
-                    std::thread::sleep(Duration::from_micros(200));
-                } else {
-                    std::thread::yield_now();
-                }
+                self.idle(last_work.elapsed());
             }
+        }
+    }
+
+    /// A pass found nothing to do. The guest's rings have no doorbell (they are polled), so
+    /// right after work the pump keeps polling them; with jobs in flight it sleeps on the
+    /// link instead (their completions wake it, and the two cores stay with the exporter
+    /// and the device); once quiet it naps, longer the longer the quiet.
+    fn idle(&mut self, quiet: Duration) {
+        let wait = if self.link.is_none() {
+            std::thread::sleep(NAP);
+            return;
+        } else if !self.out.is_empty() {
+            IN_FLIGHT_WAIT
+        } else if quiet < SPIN {
+            std::thread::yield_now();
+            return;
+        } else if quiet < QUIET_BEFORE_DEEP {
+            NAP
+        } else {
+            DEEP_NAP
+        };
+        let Some(link) = self.link.as_ref() else {
+            return;
+        };
+        let what = if link.backlog() > 0 {
+            PollFlags::POLLIN | PollFlags::POLLOUT
+        } else {
+            PollFlags::POLLIN
+        };
+        let mut fds = [PollFd::new(link.fd(), what)];
+        if let Err(e) = crate::link::wait_any(&mut fds, wait) {
+            self.lost(&e.to_string());
         }
     }
 
@@ -340,7 +385,8 @@ impl Pump {
             };
             let mut data = Vec::new();
             if let Some((iova, n)) = plan.input {
-                data = vec![0u8; n];
+                data = self.spare.pop().unwrap_or_default();
+                data.resize(n, 0);
                 let ok = space
                     .try_table()
                     .is_some_and(|t| t.read(iova, &mut data, false).is_ok());
@@ -372,6 +418,15 @@ impl Pump {
             self.submit(seq);
         }
         took
+    }
+
+    /// Keeps a finished job's input buffer for the next job (a fresh one costs a page fault
+    /// per page and zeroing), up to [`SPARE`] of them and [`convert::CHUNK`] each.
+    fn recycle(&mut self, mut data: Vec<u8>) {
+        if self.spare.len() < SPARE && (1..=convert::CHUNK).contains(&data.capacity()) {
+            data.clear();
+            self.spare.push(data);
+        }
     }
 
     /// Checks a newly enabled queue's rings (as the device does) and pins them.
@@ -487,27 +542,26 @@ impl Pump {
             return;
         };
         let first = j.data.len().min(convert::CHUNK);
-        let mut frames = vec![Message::Submit(
-            Submit {
-                seq: seq.into(),
-                queue: j.queue.into(),
-                in_len: (first as u32).into(),
-                sqe: j.sqe,
-            },
-            j.data[..first].to_vec(),
-        )];
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        let head = Submit {
+            seq: seq.into(),
+            queue: j.queue.into(),
+            in_len: (first as u32).into(),
+            sqe: j.sqe,
+        };
+        let mut r = link.queue_data(WithData::Submit(head, &j.data[..first]));
         for (i, c) in j.data[first..].chunks(convert::CHUNK).enumerate() {
-            frames.push(Message::Data(
-                Data {
-                    seq: seq.into(),
-                    offset: ((first + i * convert::CHUNK) as u32).into(),
-                    len: (c.len() as u32).into(),
-                },
-                c.to_vec(),
-            ));
+            let d = Data {
+                seq: seq.into(),
+                offset: ((first + i * convert::CHUNK) as u32).into(),
+                len: (c.len() as u32).into(),
+            };
+            r = r.and_then(|_| link.queue_data(WithData::Data(d, c)));
         }
-        for m in frames {
-            self.queue(&m);
+        if let Err(e) = r {
+            self.lost(&e.to_string());
         }
     }
 
@@ -543,20 +597,14 @@ impl Pump {
         }
     }
 
-    /// Frames from the exporter.
-    fn receive(&mut self, idle: u32) -> bool {
+    /// Frames from the exporter that are here.
+    fn receive(&mut self) -> bool {
         let mut any = false;
-        for i in 0..BURST {
+        for _ in 0..BURST {
             let Some(link) = self.link.as_mut() else {
                 return any;
             };
-            // With nothing in flight and nothing to do, wait on the link a little.
-            let wait = if i == 0 && idle > 256 && self.out.is_empty() {
-                Duration::from_millis(1)
-            } else {
-                Duration::ZERO
-            };
-            let m = match link.poll(wait) {
+            let m = match link.poll(Duration::ZERO) {
                 Ok(Some(m)) => m,
                 Ok(None) => break,
                 Err(e) => {
@@ -574,9 +622,10 @@ impl Pump {
     fn on_frame(&mut self, m: Message) {
         match m {
             Message::Complete(c, data) => {
-                let Some(job) = self.out.complete(c.seq.get()) else {
+                let Some(mut job) = self.out.complete(c.seq.get()) else {
                     return; // a duplicate after a resubmission
                 };
+                self.recycle(std::mem::take(&mut job.data));
                 self.vf
                     .stats
                     .inflight
