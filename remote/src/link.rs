@@ -369,8 +369,7 @@ impl<S: Stream> Link for Framed<S> {
             if let Some(m) = self.reasm.next_message()? {
                 return Ok(Some(m));
             }
-            // Straight into the reassembler: the rest of the frame being gathered, or a
-            // piece big enough for many small ones.
+            // Straight into the reassembler, a piece big enough for many small frames.
             let room = self.reasm.room(READ_SIZE);
             match self.stream.read(room) {
                 Ok(0) if self.reasm.held() == 0 => return Err(LinkError::Closed),
@@ -464,14 +463,14 @@ impl Reassembler {
         self.filled(n);
     }
 
-    /// Room for at least `min` more bytes (more if the frame being gathered needs it), to
-    /// read into; say how many arrived with [`Reassembler::filled`].
+    /// Room for at least `min` more bytes, to read into; say how many arrived with [`Reassembler::filled`].
     pub fn room(&mut self, min: usize) -> &mut [u8] {
         if self.start == self.end {
             (self.start, self.end) = (0, 0);
         }
-        let frame = self.want.map_or(0, |(_, len)| HEADER_SIZE + len);
-        let want = min.max(frame.saturating_sub(self.end - self.start));
+        // Only what is asked for: a header that promises a large frame reserves nothing
+        // before its bytes arrive.
+        let want = min;
         if self.buf.len() - self.end < want && self.start > 0 {
             self.buf.copy_within(self.start..self.end, 0);
             (self.start, self.end) = (0, self.end - self.start);
