@@ -1,0 +1,556 @@
+//! The plugin's view of the node: each acceld device's VFs and health, kept current from
+//! the daemon's event stream, imported remote VFs from their importers' state files, and the
+//! profiles file, carried out through acceld when it changes. Each change is published as a
+//! [`Snapshot`] the resources' plugins stream to the kubelet.
+
+use crate::health::{self, Tracker};
+use crate::inventory::{self, Endpoint, Snapshot, Vf};
+use crate::pods::{Allocations, PodResources};
+use crate::profiles::Profiles;
+use accelvirt_api::v1;
+use host_driver::daemon::Client;
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// How long one acceld call may take before the device counts as unhealthy.
+pub const CALL: Duration = Duration::from_secs(2);
+/// How often the profiles file and importers' state files are looked at.
+pub const TICK: Duration = Duration::from_millis(250);
+/// How often everything is read again whatever the events say, and a refused re-carve
+/// tried again (pods may have let go of their VFs).
+pub const RESYNC: Duration = Duration::from_secs(10);
+
+/// What the plugin is pointed at.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// acceld's socket.
+    pub acceld: PathBuf,
+    /// The profiles file, if any.
+    pub profiles: Option<PathBuf>,
+    /// The kubelet's pod resources API.
+    pub pod_resources: PodResources,
+    /// Where sysfs is (NUMA nodes of PCI VFs).
+    pub sysfs: PathBuf,
+    /// The runtime directory whose importers' VFs are advertised as `accelvirt.io/vf-remote`.
+    pub imported: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct DeviceView {
+    problem: Option<String>,
+    shift: u32,
+    vfs: Vec<v1::VfInfo>,
+    /// Each VF's hand-off and NUMA node, asked once per VF.
+    endpoints: BTreeMap<u32, (Endpoint, Option<i64>)>,
+}
+
+/// The state task.
+#[derive(Debug)]
+pub struct State {
+    cfg: Config,
+    tracker: Tracker,
+    views: BTreeMap<String, DeviceView>,
+    profiles: Profiles,
+    profiles_bytes: Option<Vec<u8>>,
+    refused: BTreeMap<String, String>,
+    carving: BTreeSet<String>,
+    remote: Vec<Vf>,
+    remote_seen: bool,
+    reachable: bool,
+    allocations: Arc<Allocations>,
+    snapshot: watch::Sender<Arc<Snapshot>>,
+    resources: watch::Sender<Vec<String>>,
+}
+
+async fn call<T, F>(what: &str, f: F) -> Result<T, String>
+where
+    F: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    match tokio::time::timeout(CALL, f).await {
+        Ok(Ok(r)) => Ok(r.into_inner()),
+        Ok(Err(s)) => Err(format!("acceld {what}: {}", s.message())),
+        Err(_) => Err(format!("acceld {what}: no answer in {CALL:?}")),
+    }
+}
+
+impl State {
+    /// A state task, with where it publishes.
+    pub fn new(
+        cfg: Config,
+        allocations: Arc<Allocations>,
+    ) -> (
+        State,
+        watch::Receiver<Arc<Snapshot>>,
+        watch::Receiver<Vec<String>>,
+    ) {
+        let (snapshot, snap_rx) = watch::channel(Arc::new(Snapshot::default()));
+        let (resources, res_rx) = watch::channel(vec![crate::GENERIC.to_string()]);
+        let mut s = State {
+            cfg,
+            tracker: Tracker::default(),
+            views: BTreeMap::new(),
+            profiles: Profiles::default(),
+            profiles_bytes: None,
+            refused: BTreeMap::new(),
+            carving: BTreeSet::new(),
+            remote: Vec::new(),
+            remote_seen: false,
+            reachable: false,
+            allocations,
+            snapshot,
+            resources,
+        };
+        s.read_profiles();
+        s.publish_resources();
+        (s, snap_rx, res_rx)
+    }
+
+    /// Reads the profiles file if it changed; whether it did (and is good).
+    fn read_profiles(&mut self) -> bool {
+        let Some(p) = &self.cfg.profiles else {
+            return false;
+        };
+        let b = match std::fs::read(p) {
+            Ok(b) => b,
+            Err(e) => {
+                if self.profiles_bytes.is_some() {
+                    crate::log!("{}: {e}; keeping the profiles read before", p.display());
+                    self.profiles_bytes = None;
+                }
+                return false;
+            }
+        };
+        if self.profiles_bytes.as_ref() == Some(&b) {
+            return false;
+        }
+        self.profiles_bytes = Some(b.clone());
+        match Profiles::parse(&b) {
+            Ok(n) => {
+                if n != self.profiles {
+                    crate::log!(
+                        "{}: profiles {}",
+                        p.display(),
+                        n.shapes.keys().cloned().collect::<Vec<_>>().join(", ")
+                    );
+                    self.profiles = n;
+                    self.refused.clear();
+                    return true;
+                }
+                false
+            }
+            Err(e) => {
+                crate::log!("{}: {e}; keeping the profiles read before", p.display());
+                false
+            }
+        }
+    }
+
+    fn publish_resources(&mut self) {
+        let mut r = self.profiles.resources();
+        if self.remote_seen {
+            r.push(crate::REMOTE.to_string());
+        }
+        self.resources.send_if_modified(|cur| {
+            let changed = *cur != r;
+            *cur = r;
+            changed
+        });
+    }
+
+    /// Builds and publishes the snapshot (only when it differs).
+    fn publish(&mut self) {
+        let mut s = Snapshot {
+            acceld_reachable: self.reachable,
+            ..Default::default()
+        };
+        for (name, view) in &self.views {
+            for vf in view.vfs.iter().filter(|v| v.state != 0) {
+                let id = inventory::vf_id(name, vf.vf);
+                let Some((endpoint, numa)) = view.endpoints.get(&vf.vf).cloned() else {
+                    continue;
+                };
+                let unhealthy = if !self.reachable {
+                    Some("acceld cannot be reached".to_string())
+                } else if self.carving.contains(name) {
+                    Some(format!("{name} is being re-carved"))
+                } else {
+                    view.problem
+                        .clone()
+                        .or_else(|| self.tracker.vf_problem(name, vf))
+                };
+                s.vfs.insert(
+                    id.clone(),
+                    Vf {
+                        id,
+                        resource: self.profiles.resource_of(vf, view.shift),
+                        device: name.clone(),
+                        vf: vf.vf,
+                        unhealthy,
+                        numa,
+                        endpoint,
+                    },
+                );
+            }
+        }
+        for v in &self.remote {
+            s.vfs.insert(v.id.clone(), v.clone());
+        }
+        self.snapshot.send_if_modified(|cur| {
+            if **cur == s {
+                return false;
+            }
+            *cur = Arc::new(s);
+            true
+        });
+    }
+
+    /// Reads one device's health and VFs again, and the hand-off of any VF new to us.
+    async fn refresh(&mut self, c: &Client, name: &str) {
+        let mut api = c.api.clone();
+        let req = v1::DeviceRequest {
+            device: name.to_string(),
+        };
+        let view = self.views.entry(name.to_string()).or_default();
+        let health = call("GetHealth", api.get_health(req.clone())).await;
+        let list = call("ListVfs", api.list_vfs(req)).await;
+        view.problem = match &health {
+            Ok(h) => health::device_problem(h),
+            Err(e) => Some(e.clone()),
+        };
+        match list {
+            Ok(l) => {
+                view.shift = l.granule_shift;
+                view.vfs = l.vfs;
+            }
+            // The last list stands (the IDs stay advertised, unhealthy).
+            Err(e) => {
+                view.problem.get_or_insert(e);
+            }
+        }
+        let live: BTreeSet<u32> = view
+            .vfs
+            .iter()
+            .filter(|v| v.state != 0)
+            .map(|v| v.vf)
+            .collect();
+        view.endpoints.retain(|vf, _| live.contains(vf));
+        for vf in live {
+            if view.endpoints.contains_key(&vf) {
+                continue;
+            }
+            let r = call(
+                "GetVf",
+                api.get_vf(v1::VfRequest {
+                    device: name.to_string(),
+                    vf,
+                }),
+            )
+            .await;
+            let ep = r
+                .ok()
+                .and_then(|d| d.handoff)
+                .and_then(|h| h.endpoint)
+                .and_then(|e| e.kind);
+            let got = match ep {
+                Some(v1::vf_endpoint::Kind::Pci(p)) => {
+                    let numa = inventory::numa_node(&self.cfg.sysfs, &p.address);
+                    Some((
+                        Endpoint::Pci {
+                            address: p.address,
+                            iommu_group: p.iommu_group,
+                        },
+                        numa,
+                    ))
+                }
+                Some(v1::vf_endpoint::Kind::Socket(s)) => {
+                    Some((Endpoint::Socket(PathBuf::from(s.path)), None))
+                }
+                None => None,
+            };
+            if let Some(g) = got {
+                view.endpoints.insert(vf, g);
+            }
+        }
+    }
+
+    async fn refresh_all(&mut self, c: &Client) -> Result<(), String> {
+        let devs = call(
+            "ListDevices",
+            c.api.clone().list_devices(v1::ListDevicesRequest {}),
+        )
+        .await?
+        .devices;
+        let names: BTreeSet<String> = devs.into_iter().map(|d| d.name).collect();
+        self.views.retain(|n, _| names.contains(n));
+        for n in names {
+            self.refresh(c, &n).await;
+        }
+        Ok(())
+    }
+
+    fn read_remote(&mut self) {
+        let Some(dir) = &self.cfg.imported else {
+            return;
+        };
+        let now: Vec<Vf> = host_driver::imported::list(dir)
+            .into_iter()
+            .map(|i| Vf {
+                id: inventory::remote_id(&i.exporter, i.vf),
+                resource: crate::REMOTE.to_string(),
+                device: i.exporter.clone(),
+                vf: i.vf,
+                unhealthy: (i.link != "up")
+                    .then(|| format!("the link to {} is {}", i.exporter, i.link)),
+                numa: None,
+                endpoint: Endpoint::Socket(i.socket),
+            })
+            .collect();
+        if !now.is_empty() && !self.remote_seen {
+            self.remote_seen = true;
+            self.publish_resources();
+        }
+        self.remote = now;
+    }
+
+    /// Carries the profiles file out on every device it covers whose VFs differ, through
+    /// acceld, unless a VF of that device is in use.
+    async fn reconcile(&mut self, c: &Client) {
+        let names: Vec<String> = self.views.keys().cloned().collect();
+        for name in names {
+            let Some(list) = self.profiles.for_device(&name).map(<[_]>::to_vec) else {
+                continue;
+            };
+            let view = self.views[&name].clone();
+            if self.profiles.carved_as(&list, &view.vfs, view.shift) {
+                self.refused.remove(&name);
+                continue;
+            }
+            if view.problem.is_some() {
+                continue;
+            }
+            let want = list
+                .iter()
+                .map(|s| format!("{} × {}", s.count, s.profile))
+                .collect::<Vec<_>>()
+                .join(" + ");
+            // Held back from the kubelet while in question: nothing new is allocated from
+            // this device between the look at what is in use and the carving.
+            self.carving.insert(name.clone());
+            self.publish();
+            let mut ours = self.profiles.resources();
+            ours.push(crate::REMOTE.into());
+            let in_use = self
+                .cfg
+                .pod_resources
+                .in_use(&ours.into_iter().collect(), &self.allocations)
+                .await;
+            let held: Vec<String> = view
+                .vfs
+                .iter()
+                .filter(|v| v.state != 0)
+                .map(|v| inventory::vf_id(&name, v.vf))
+                .filter(|id| in_use.ids.contains(id))
+                .collect();
+            if !held.is_empty() {
+                let how = match &in_use.fallback {
+                    None => "the kubelet's pod resources say".to_string(),
+                    Some(e) => format!(
+                        "this plugin handed them out, and the kubelet's pod resources cannot say whether they are free ({e})"
+                    ),
+                };
+                let why = format!(
+                    "{name}: not re-carved to {want}: {} of its VFs allocated ({}; {how}); trying again when they are released",
+                    held.len(),
+                    held.join(", ")
+                );
+                if self.refused.get(&name) != Some(&why) {
+                    crate::log!("{why}");
+                    crate::log!("event: ProfileChangeRefused {why}");
+                    self.refused.insert(name.clone(), why);
+                }
+                self.carving.remove(&name);
+                self.publish();
+                continue;
+            }
+            crate::log!("{name}: re-carving to {want}");
+            let r = self.carve(c, &name, &list).await;
+            match &r {
+                Ok(n) => crate::log!("event: ProfileChanged {name}: {n} VFs, {want}"),
+                Err(e) => crate::log!("event: ProfileChangeFailed {name}: {e}"),
+            }
+            self.refused.remove(&name);
+            self.carving.remove(&name);
+            self.refresh(c, &name).await;
+            self.publish();
+        }
+    }
+
+    async fn carve(
+        &mut self,
+        c: &Client,
+        name: &str,
+        list: &[crate::profiles::Share],
+    ) -> Result<u32, String> {
+        let mut api = c.api.clone();
+        let shift = self.views[name].shift;
+        // Checked before anything is destroyed.
+        let mut specs = Vec::new();
+        for s in list {
+            let shape = &self.profiles.shapes[&s.profile];
+            specs.push((s.count, shape.spec(shift).map_err(|e| e.to_string())?));
+        }
+        if self.views[name].vfs.iter().any(|v| v.state != 0) {
+            call(
+                "DestroyVfs",
+                api.destroy_vfs(v1::DestroyVfsRequest {
+                    device: name.to_string(),
+                    vf: 0,
+                    all: true,
+                }),
+            )
+            .await?;
+        }
+        let mut made = 0;
+        for (count, spec) in specs {
+            let r = call(
+                "CreateVfs",
+                api.create_vfs(v1::CreateVfsRequest {
+                    device: name.to_string(),
+                    count,
+                    spec: Some(spec),
+                    bind: String::new(),
+                }),
+            )
+            .await?;
+            made += r.vfs.len() as u32;
+        }
+        Ok(made)
+    }
+
+    /// Runs until `stop` turns true.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut backoff = Duration::from_millis(100);
+        let mut said = String::new();
+        loop {
+            let session = async {
+                let c = Client::connect(&self.cfg.acceld)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                // Watching first: nothing between the read and the watch is missed. The
+                // daemon replays the events it kept, so faults before the plugin started
+                // count too.
+                let events = call(
+                    "WatchEvents",
+                    c.api.clone().watch_events(v1::EventsRequest::default()),
+                )
+                .await?;
+                Ok::<_, String>((c, events))
+            };
+            let (c, mut events) = tokio::select! {
+                r = session => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        if e != said {
+                            crate::log!("{e}; trying again");
+                            said = e;
+                        }
+                        self.reachable = false;
+                        self.read_remote();
+                        self.publish();
+                        tokio::select! {
+                            _ = tokio::time::sleep(backoff) => {}
+                            _ = stop.changed() => return,
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                        continue;
+                    }
+                },
+                _ = stop.changed() => return,
+            };
+            backoff = Duration::from_millis(100);
+            said.clear();
+            self.tracker = Tracker::default();
+            if let Err(e) = self.refresh_all(&c).await {
+                crate::log!("{e}");
+                continue;
+            }
+            self.reachable = true;
+            crate::log!(
+                "acceld at {}: {} device(s)",
+                self.cfg.acceld.display(),
+                self.views.len()
+            );
+            self.read_remote();
+            self.publish();
+            self.reconcile(&c).await;
+            let mut tick = tokio::time::interval(TICK);
+            let mut last_sync = Instant::now();
+            let lost = loop {
+                let mut dirty = BTreeSet::new();
+                tokio::select! {
+                    m = events.message() => match m {
+                        Ok(Some(e)) => {
+                            self.tracker.apply(&e);
+                            dirty.insert(e.device);
+                            // Events come in bursts (a reset, a replay): take what is
+                            // already here before reading the devices again.
+                            while let Ok(m) =
+                                tokio::time::timeout(Duration::from_millis(1), events.message()).await
+                            {
+                                match m {
+                                    Ok(Some(e)) => {
+                                        self.tracker.apply(&e);
+                                        dirty.insert(e.device);
+                                    }
+                                    _ => break,
+                                }
+                            }
+                        }
+                        Ok(None) => break "acceld ended the event stream".to_string(),
+                        Err(s) => break format!("acceld's event stream: {}", s.message()),
+                    },
+                    _ = tick.tick() => {
+                        let changed = self.read_profiles();
+                        if changed {
+                            self.publish_resources();
+                            self.publish();
+                        }
+                        self.read_remote();
+                        self.publish();
+                        if changed || last_sync.elapsed() >= RESYNC {
+                            last_sync = Instant::now();
+                            if let Err(e) = self.refresh_all(&c).await {
+                                break e;
+                            }
+                            self.publish();
+                            self.reconcile(&c).await;
+                        }
+                        continue;
+                    }
+                    _ = stop.changed() => return,
+                }
+                // Device names, or "" for a daemon-wide event (a missed-events notice).
+                if dirty.remove("") {
+                    if let Err(e) = self.refresh_all(&c).await {
+                        break e;
+                    }
+                }
+                let known: Vec<String> = dirty
+                    .into_iter()
+                    .filter(|d| self.views.contains_key(d))
+                    .collect();
+                for d in known {
+                    self.refresh(&c, &d).await;
+                }
+                self.publish();
+            };
+            crate::log!("{lost}: every VF is unhealthy until acceld answers again");
+            self.reachable = false;
+            self.publish();
+        }
+    }
+}
