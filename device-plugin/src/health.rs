@@ -23,6 +23,8 @@ pub const RESETTING: u32 = 3;
 #[derive(Debug, Default)]
 pub struct Tracker {
     faulted: BTreeMap<(String, u32), u32>,
+    /// Devices acceld said were lost, hung or being reset, and what it said.
+    down: BTreeMap<String, String>,
 }
 
 impl Tracker {
@@ -41,13 +43,26 @@ impl Tracker {
                 }
                 true
             }
+            // Down from the moment acceld says so, not from its next answer: it may well
+            // have reset and restored the device by the time it answers.
+            ("heartbeat_lost" | "device_lost" | "fw_fault" | "reset", None) => {
+                self.down
+                    .insert(e.device.clone(), format!("{}: {}", e.kind, e.message));
+                true
+            }
             // The device was reset: every VF was destroyed and made anew.
-            ("fw_ready" | "restored" | "reset", None) => {
+            ("fw_ready" | "restored" | "device_back", None) => {
                 self.faulted.retain(|(d, _), _| *d != e.device);
+                self.down.remove(&e.device);
                 true
             }
             _ => true,
         }
+    }
+
+    /// Why `device` is down by its events (lost, hung, faulted, being reset), if it is.
+    pub fn device_problem(&self, device: &str) -> Option<String> {
+        self.down.get(device).cloned()
     }
 
     /// Why VF `vf` of `device` is unhealthy on its own account (its state, a fault), if it is.
@@ -120,6 +135,14 @@ mod tests {
         t.apply(&ev("vf_fault", Some(1), 2));
         t.apply(&ev("vf_state_changed", Some(1), 0));
         assert_eq!(t.vf_problem("d", &vf), None);
+        t.apply(&ev("heartbeat_lost", None, 0));
+        assert!(t.device_problem("d").unwrap().contains("heartbeat_lost"));
+        t.apply(&ev("reset", None, 0));
+        t.apply(&ev("fw_ready", None, 0));
+        assert_eq!(t.device_problem("d"), None);
+        t.apply(&ev("device_lost", None, 0));
+        t.apply(&ev("device_back", None, 0));
+        assert_eq!(t.device_problem("d"), None);
         let resetting = v1::VfInfo {
             state: RESETTING,
             ..vf

@@ -127,8 +127,16 @@ pub async fn serve_resource(dir: PathBuf, plugin: Plugin, mut stop: oneshot::Rec
                 _ = tokio::time::sleep(TICK) => {}
             }
         };
+        // A ListAndWatch stream never ends by itself (the kubelet keeps it open): a short
+        // grace for calls in flight, then the connections are dropped.
         let _ = down_tx.send(());
-        let _ = server.await;
+        let abort = server.abort_handle();
+        if tokio::time::timeout(Duration::from_millis(200), server)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
         if stopped {
             if identity(&path) == ours {
                 let _ = std::fs::remove_file(&path);

@@ -64,7 +64,8 @@ pub fn choose(
                 .min_by_key(|(n, c)| (**c, **n))
                 .map(|(n, _)| *n)
         });
-    let mut groups: Vec<(&(Option<i64>, &str), &Vec<&String>)> = by_dev
+    type Group<'a> = (&'a (Option<i64>, &'a str), &'a Vec<&'a String>);
+    let mut groups: Vec<Group> = by_dev
         .iter()
         .filter(|((n, _), _)| node.is_none_or(|x| x == *n))
         .collect();

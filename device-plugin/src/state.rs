@@ -178,8 +178,9 @@ impl State {
                 } else if self.carving.contains(name) {
                     Some(format!("{name} is being re-carved"))
                 } else {
-                    view.problem
-                        .clone()
+                    self.tracker
+                        .device_problem(name)
+                        .or_else(|| view.problem.clone())
                         .or_else(|| self.tracker.vf_problem(name, vf))
                 };
                 s.vfs.insert(
@@ -329,7 +330,7 @@ impl State {
                 self.refused.remove(&name);
                 continue;
             }
-            if view.problem.is_some() {
+            if view.problem.is_some() || self.tracker.device_problem(&name).is_some() {
                 continue;
             }
             let want = list
@@ -533,6 +534,9 @@ impl State {
                     }
                     _ = stop.changed() => return,
                 }
+                // What the events say reaches the kubelet now; what the devices say, after
+                // reading them.
+                self.publish();
                 // Device names, or "" for a daemon-wide event (a missed-events notice).
                 if dirty.remove("") {
                     if let Err(e) = self.refresh_all(&c).await {

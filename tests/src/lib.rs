@@ -1,6 +1,7 @@
 //! Helpers for the end-to-end tests: start `accel-sim` processes, run `accelctl`.
 #![forbid(unsafe_code)]
 
+pub mod kubelet;
 pub mod remote;
 
 use std::os::unix::process::CommandExt;
@@ -259,6 +260,23 @@ impl Sim {
     /// PF (each reboots it from flash).
     pub fn boots(&self) -> usize {
         self.log().matches(" running from slot ").count()
+    }
+
+    /// The firmware core process (a child of one of the device model's threads).
+    pub fn core_pid(&self) -> nix::unistd::Pid {
+        let t = Instant::now();
+        loop {
+            let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid())).unwrap();
+            for task in tasks.flatten() {
+                let kids =
+                    std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+                if let Some(p) = kids.split_whitespace().next().and_then(|p| p.parse().ok()) {
+                    return nix::unistd::Pid::from_raw(p);
+                }
+            }
+            assert!(t.elapsed() < Duration::from_secs(5), "no firmware core");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Sends a signal to the device model and its firmware core (its process group).

@@ -88,22 +88,6 @@ fn a_device_model_killed_and_restarted_gets_its_layout_back() {
     assert!(d.log().contains("restored 3 VFs"), "{}", d.log());
 }
 
-/// The firmware core process of `sim` (a child of one of the device model's threads).
-fn core_pid(sim: &Sim) -> nix::unistd::Pid {
-    let t = Instant::now();
-    loop {
-        let tasks = std::fs::read_dir(format!("/proc/{}/task", sim.pid())).unwrap();
-        for task in tasks.flatten() {
-            let kids = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-            if let Some(p) = kids.split_whitespace().next().and_then(|p| p.parse().ok()) {
-                return nix::unistd::Pid::from_raw(p);
-            }
-        }
-        assert!(t.elapsed() < Duration::from_secs(5), "no firmware core");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 #[test]
 fn a_killed_or_hung_firmware_core_is_reset_and_the_layout_restored() {
     use nix::sys::signal::{kill, Signal};
@@ -112,7 +96,7 @@ fn a_killed_or_hung_firmware_core_is_reset_and_the_layout_restored() {
     let want = three_vfs(&d);
     let restores = |d: &Acceld| d.log().matches("restored 3 VFs").count();
     // Killed: the device halts (a watchdog fault); the daemon resets it and restores.
-    let core = core_pid(&sim);
+    let core = sim.core_pid();
     kill(core, Signal::SIGKILL).unwrap();
     let took = until(
         &d,
@@ -123,7 +107,7 @@ fn a_killed_or_hung_firmware_core_is_reset_and_the_layout_restored() {
     assert_eq!(vf_layout(&d).as_ref(), Some(&want));
     eprintln!("killed core: restored within {took:?}");
     // Hung: the heartbeat stops; past the threshold the daemon resets and restores.
-    let core = core_pid(&sim);
+    let core = sim.core_pid();
     assert_ne!(core, nix::unistd::Pid::from_raw(0));
     kill(core, Signal::SIGSTOP).unwrap();
     let took = until(&d, HANG_BOUND, "a restore after the core hung", || {

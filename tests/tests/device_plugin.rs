@@ -1,0 +1,341 @@
+//! The Kubernetes device plugin end to end: real `accel-sim` and `acceld` processes, the
+//! plugin as users run it, and a kubelet built from the same `api.proto`
+//! (`accelvirt_tests::kubelet`) that registers it, follows its device lists, allocates,
+//! restarts, and says which VFs running containers hold.
+use accel_device_plugin::inventory::{remote_id, vf_id};
+use accelvirt_tests::kubelet::{DevicePlugin, Kubelet};
+use accelvirt_tests::{accelctl, Acceld, Sim};
+use std::ffi::OsStr;
+use std::time::Duration;
+
+const VF: &str = "accelvirt.io/vf";
+/// Bound on what the plugin shows the kubelet after acceld knows it: an event, two reads of
+/// the device and a stream message; generous for a loaded two-core machine.
+const SEEN: Duration = Duration::from_secs(5);
+/// A hung firmware: acceld notices once the heartbeat has stood still for its command
+/// timeout and a second more (6 s by default), then resets and restores the device.
+const HANG: Duration = Duration::from_secs(15);
+
+fn ids(sim: &Sim, n: u32) -> Vec<String> {
+    (0..n)
+        .map(|v| vf_id(sim.sock.to_str().unwrap(), v))
+        .collect()
+}
+
+fn healthy(l: &[accel_device_plugin::proto::v1beta1::Device], want: &[String]) -> bool {
+    let mut got: Vec<&str> = l
+        .iter()
+        .filter(|d| d.health == "Healthy")
+        .map(|d| d.id.as_str())
+        .collect();
+    got.sort();
+    let mut w: Vec<&str> = want.iter().map(String::as_str).collect();
+    w.sort();
+    got == w && l.len() == want.len()
+}
+
+fn health_of(l: &[accel_device_plugin::proto::v1beta1::Device], id: &str) -> String {
+    l.iter()
+        .find(|d| d.id == id)
+        .map(|d| d.health.clone())
+        .unwrap_or_default()
+}
+
+/// A started setup: a device with `vfs` equal VFs, its daemon, a kubelet and the plugin
+/// registered with it.
+fn setup(vfs: u32, extra: &[&OsStr]) -> (Sim, Acceld, Kubelet, DevicePlugin) {
+    let sim = Sim::start();
+    let d = Acceld::start(&sim, &[]);
+    if vfs > 0 {
+        d.ctl_json(&["create-vf", "--count", &vfs.to_string()]);
+    }
+    let k = Kubelet::start();
+    let p = DevicePlugin::start(&k, &d.sock, extra);
+    (sim, d, k, p)
+}
+
+#[test]
+fn registers_lists_every_vf_and_allocates_one_and_four() {
+    let (sim, _d, k, p) = setup(4, &[]);
+    let want = ids(&sim, 4);
+    let list = k.wait_list(VF, SEEN, "4 healthy VFs", |l| healthy(l, &want));
+    assert!(
+        list.iter().all(|d| d.topology.is_none()),
+        "no NUMA for sockets"
+    );
+    k.with_seen(|s| {
+        let r = s
+            .registrations
+            .iter()
+            .find(|r| r.resource_name == VF)
+            .expect("registered");
+        assert_eq!(r.version, "v1beta1");
+        assert_eq!(r.endpoint, "accelvirt-vf.sock");
+        let o = r.options.as_ref().unwrap();
+        assert!(o.get_preferred_allocation_available && !o.pre_start_required);
+        assert_eq!(s.options[VF], *o, "GetDevicePluginOptions says the same");
+    });
+    // One VF: its socket mounted, the variables naming it.
+    let r = k.allocate(VF, &want[1..2]).unwrap();
+    assert_eq!(r.mounts.len(), 1, "{r:?}");
+    let m = &r.mounts[0];
+    assert_eq!(
+        std::path::Path::new(&m.host_path),
+        sim.dir.path().join("accel0-vf1.sock")
+    );
+    assert_eq!(
+        m.container_path,
+        format!("/var/run/accelvirt/vfio-user/{}.sock", want[1])
+    );
+    assert_eq!(
+        r.envs["VFIO_USER_RESOURCE_ACCELVIRT_IO_VF"],
+        m.container_path
+    );
+    assert_eq!(r.envs["ACCEL_DEVICE"], m.container_path);
+    assert!(r.devices.is_empty() && r.cdi_devices.is_empty());
+    // A pod's job runs on what was mounted (its host side here).
+    let o = accelctl(
+        std::path::Path::new(&m.host_path),
+        &["run", "--job", "crc32c", "--size", "64K", "--seconds", "1"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Four: four mounts, the variable lists them in order.
+    let r = k.allocate(VF, &want).unwrap();
+    assert_eq!(r.mounts.len(), 4);
+    let listed: Vec<&str> = r.envs["VFIO_USER_RESOURCE_ACCELVIRT_IO_VF"]
+        .split(',')
+        .collect();
+    let mounted: Vec<&str> = r.mounts.iter().map(|m| m.container_path.as_str()).collect();
+    assert_eq!(listed, mounted);
+    for (m, v) in r.mounts.iter().zip(0..) {
+        assert_eq!(
+            std::path::Path::new(&m.host_path),
+            sim.dir.path().join(format!("accel0-vf{v}.sock"))
+        );
+    }
+    // Refused: an ID that is not ours, and one named twice.
+    let e = k.allocate(VF, &["nope-vf0".into()]).unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    let e = k
+        .allocate(VF, &[want[0].clone(), want[0].clone()])
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(p.log().contains("allocated"), "{}", p.log());
+}
+
+#[test]
+fn health_follows_vf_faults_resets_and_the_firmware() {
+    let (sim, d, k, p) = setup(2, &[]);
+    let want = ids(&sim, 2);
+    k.wait_list(VF, SEEN, "2 healthy VFs", |l| healthy(l, &want));
+    // VF 0's tenant touches a queue it does not own: a fault, the VF unhealthy.
+    let vf0 =
+        host_driver::vfio_user::VfioUser::connect(&sim.dir.path().join("accel0-vf0.sock"), false)
+            .unwrap();
+    let beyond = shared_abi::regs::vf::QUEUES.start() as u64
+        + 200 * shared_abi::regs::QUEUE_REGS_SIZE as u64;
+    let mut b = [0u8; 4];
+    let _ = vf0.region_read(0, beyond, &mut b);
+    drop(vf0);
+    let l = k.wait_list(VF, SEEN, "VF 0 unhealthy", |l| {
+        health_of(l, &want[0]) == "Unhealthy"
+    });
+    assert_eq!(health_of(&l, &want[1]), "Healthy", "VF 1 is not touched");
+    // Its reset (as vfio-pci does when the VM lets go) makes it healthy again.
+    d.ctl_json(&["vf", "reset", "0"]);
+    k.wait_list(VF, SEEN, "VF 0 healthy after its reset", |l| {
+        healthy(l, &want)
+    });
+    // The firmware hangs: every VF unhealthy; acceld resets the device and restores the
+    // layout: healthy again, the same IDs.
+    nix::sys::signal::kill(sim.core_pid(), nix::sys::signal::Signal::SIGSTOP).unwrap();
+    k.wait_list(
+        VF,
+        HANG,
+        "every VF unhealthy while the firmware is stopped",
+        |l| l.len() == 2 && l.iter().all(|d| d.health == "Unhealthy"),
+    );
+    k.wait_list(VF, HANG, "healthy after acceld restored the device", |l| {
+        healthy(l, &want)
+    });
+    assert!(d.log().contains("heartbeat_lost"), "{}", d.log());
+    assert!(!p.log().contains("panicked"), "{}", p.log());
+}
+
+#[test]
+fn a_kubelet_restart_is_followed_by_registration_and_the_same_ids() {
+    let (sim, _d, mut k, p) = setup(3, &[]);
+    let want = ids(&sim, 3);
+    k.wait_list(VF, SEEN, "3 healthy VFs", |l| healthy(l, &want));
+    let before = k.with_seen(|s| s.registrations.len());
+    k.restart();
+    k.wait(SEEN, "a second registration", |s| {
+        (s.registrations.len() > before).then_some(())
+    });
+    k.wait_list(VF, SEEN, "the same 3 IDs after the restart", |l| {
+        healthy(l, &want)
+    });
+    assert!(p.log().contains("the kubelet restarted"), "{}", p.log());
+    // And the plugin serves the new kubelet: an allocation works.
+    k.allocate(VF, &want[..1]).unwrap();
+}
+
+#[test]
+fn an_acceld_restart_turns_vfs_unhealthy_then_back_with_the_same_ids() {
+    let (sim, mut d, k, p) = setup(2, &[]);
+    let want = ids(&sim, 2);
+    k.wait_list(VF, SEEN, "2 healthy VFs", |l| healthy(l, &want));
+    d.stop_with(nix::sys::signal::Signal::SIGKILL);
+    k.wait_list(VF, SEEN, "unhealthy while acceld is gone", |l| {
+        l.len() == 2 && l.iter().all(|d| d.health == "Unhealthy")
+    });
+    d.kill_and_restart();
+    k.wait_list(VF, SEEN, "healthy again, same IDs", |l| healthy(l, &want));
+    assert!(p.log().contains("acceld"), "{}", p.log());
+}
+
+#[test]
+fn preferred_allocations_keep_to_one_device() {
+    // Two devices under one daemon: A with 4 VFs, B with 2.
+    let a = Sim::start();
+    let b = Sim::start();
+    let d = Acceld::start(&a, &["--device", b.sock.to_str().unwrap()]);
+    for (dev, n) in [(&a, "4"), (&b, "2")] {
+        let r = std::process::Command::new(accelvirt_tests::bin("accelctl"))
+            .args(["-d", dev.sock.to_str().unwrap(), "create-vf", "--count", n])
+            .env("ACCELD_SOCKET", &d.sock)
+            .output()
+            .unwrap();
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    }
+    let k = Kubelet::start();
+    let _p = DevicePlugin::start(&k, &d.sock, &[]);
+    let (ia, ib) = (ids(&a, 4), ids(&b, 2));
+    let all: Vec<String> = ia.iter().chain(&ib).cloned().collect();
+    k.wait_list(VF, SEEN, "6 healthy VFs", |l| healthy(l, &all));
+    let on = |got: &[String], ids: &[String]| got.iter().all(|g| ids.contains(g));
+    let got = k.preferred(VF, &all, &[], 2);
+    assert!(got.len() == 2 && on(&got, &ib), "2 fit B exactly: {got:?}");
+    let got = k.preferred(VF, &all, &[], 3);
+    assert!(got.len() == 3 && on(&got, &ia), "3 only fit A: {got:?}");
+    let got = k.preferred(VF, &all, &[ib[0].clone()], 2);
+    assert_eq!(
+        got,
+        [ib[0].clone(), ib[1].clone()],
+        "must-include on B, rest from B"
+    );
+    let got = k.preferred(VF, &all, &[], 6);
+    assert_eq!(got.len(), 6);
+}
+
+#[test]
+fn profiles_carve_the_device_and_change_only_when_no_vf_is_in_use() {
+    let sim = Sim::start();
+    let d = Acceld::start(&sim, &[]);
+    let k = Kubelet::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("profiles.json");
+    let profiles = |list: &str| {
+        format!(
+            r#"{{"profiles": {{"4e-4g": {{"engines": 4, "memory": "4G", "queues": 64}},
+                               "2e-2g": {{"engines": 2, "memory": "2G", "queues": 32}}}},
+                "devices": {{"*": [{list}]}}}}"#
+        )
+    };
+    let write = |text: String| {
+        // Whole, as a ConfigMap update lands (a new file swapped in).
+        let tmp = dir.path().join(".new");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &file).unwrap();
+    };
+    write(profiles(r#"{"profile": "4e-4g", "count": 2}"#));
+    let p = DevicePlugin::start(&k, &d.sock, &[OsStr::new("--profiles"), file.as_os_str()]);
+    // The empty device is carved to the file: 2 VFs of 4e-4g.
+    let big = "accelvirt.io/vf-4e-4g";
+    let small = "accelvirt.io/vf-2e-2g";
+    let two = ids(&sim, 2);
+    k.wait_list(big, SEEN, "2 VFs of 4e-4g", |l| healthy(l, &two));
+    k.wait_list(small, SEEN, "none of 2e-2g", |l| l.is_empty());
+    k.wait_list(VF, SEEN, "no VF outside the profiles", |l| l.is_empty());
+    let l = d.ctl_json(&["vf", "list"]);
+    assert_eq!(accelvirt_tests::layout(&l).len(), 2, "{l}");
+    // A container holds one of them: the change is refused, the VFs stay.
+    k.allocate(big, &two[..1]).unwrap();
+    k.set_in_use(&[(big, vec![two[0].clone()])]);
+    write(profiles(r#"{"profile": "2e-2g", "count": 4}"#));
+    let t = std::time::Instant::now();
+    while !p.log().contains("not re-carved") {
+        assert!(t.elapsed() < SEEN, "no refusal: {}", p.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        p.log().contains(&two[0]),
+        "the log names the VF: {}",
+        p.log()
+    );
+    k.wait_list(big, SEEN, "the 2 VFs still advertised, healthy", |l| {
+        healthy(l, &two)
+    });
+    assert_eq!(
+        accelvirt_tests::layout(&d.ctl_json(&["vf", "list"])).len(),
+        2
+    );
+    // Released: the device is carved to the new list, advertised as the new resource.
+    k.set_in_use(&[]);
+    let four = ids(&sim, 4);
+    k.wait_list(small, Duration::from_secs(20), "4 VFs of 2e-2g", |l| {
+        healthy(l, &four)
+    });
+    k.wait_list(big, SEEN, "none of 4e-4g left", |l| l.is_empty());
+    let l = accelvirt_tests::layout(&d.ctl_json(&["vf", "list"]));
+    assert_eq!(l.len(), 4);
+    assert!(l.iter().all(|v| v["engines"] == 2), "{l:?}");
+    assert!(p.log().contains("re-carving"), "{}", p.log());
+    // A bad file changes nothing and says why.
+    std::fs::write(&file, "{ not json").unwrap();
+    let t = std::time::Instant::now();
+    while !p.log().contains("keeping the profiles read before") {
+        assert!(t.elapsed() < SEEN, "{}", p.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        accelvirt_tests::layout(&d.ctl_json(&["vf", "list"])).len(),
+        4
+    );
+}
+
+#[test]
+fn imported_remote_vfs_are_advertised_and_unhealthy_while_their_link_is_down() {
+    let rt = tempfile::tempdir().unwrap();
+    let dir = rt.path();
+    // An importer's state file, as `accel-remote import` keeps it (this process stands in
+    // for the importer: the plugin, like accelctl, lists only importers still running).
+    let mut v = host_driver::imported::ImportedVf {
+        socket: dir.join("remote0.sock"),
+        exporter: "10.0.0.1:7700".into(),
+        vf: 3,
+        link: "up".into(),
+        pid: std::process::id(),
+        ..Default::default()
+    };
+    host_driver::imported::write(dir, &v).unwrap();
+    let (_sim, _d, k, _p) = setup(0, &[OsStr::new("--imported"), dir.as_os_str()]);
+    let id = remote_id("10.0.0.1:7700", 3);
+    let r = "accelvirt.io/vf-remote";
+    let one = std::slice::from_ref(&id);
+    k.wait_list(r, SEEN, "the remote VF, healthy", |l| healthy(l, one));
+    let a = k.allocate(r, one).unwrap();
+    assert_eq!(std::path::Path::new(&a.mounts[0].host_path), v.socket);
+    assert_eq!(
+        a.envs["VFIO_USER_RESOURCE_ACCELVIRT_IO_VF-REMOTE"],
+        a.mounts[0].container_path
+    );
+    v.link = "down".into();
+    host_driver::imported::write(dir, &v).unwrap();
+    k.wait_list(r, SEEN, "unhealthy while the link is down", |l| {
+        health_of(l, &id) == "Unhealthy"
+    });
+    v.link = "up".into();
+    host_driver::imported::write(dir, &v).unwrap();
+    k.wait_list(r, SEEN, "healthy again", |l| healthy(l, one));
+}
