@@ -24,6 +24,9 @@ pub const TICK: Duration = Duration::from_millis(250);
 /// tried again (pods may have let go of their VFs).
 pub const RESYNC: Duration = Duration::from_secs(10);
 
+/// How often a refused re-carve is tried again (a look at the kubelet's pod resources).
+pub const RETRY: Duration = Duration::from_secs(1);
+
 /// What the plugin is pointed at.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -490,6 +493,7 @@ impl State {
             self.reconcile(&c).await;
             let mut tick = tokio::time::interval(TICK);
             let mut last_sync = Instant::now();
+            let mut last_retry = Instant::now();
             let lost = loop {
                 let mut dirty = BTreeSet::new();
                 tokio::select! {
@@ -528,6 +532,9 @@ impl State {
                                 break e;
                             }
                             self.publish();
+                            self.reconcile(&c).await;
+                        } else if !self.refused.is_empty() && last_retry.elapsed() >= RETRY {
+                            last_retry = Instant::now();
                             self.reconcile(&c).await;
                         }
                         continue;

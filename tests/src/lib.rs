@@ -650,3 +650,42 @@ pub fn layout(list: &serde_json::Value) -> Vec<serde_json::Value> {
         })
         .collect()
 }
+
+/// Python from a virtual environment under target/ with grpcio and grpcio-tools (from PyPI;
+/// made once and reused), for the tests that drive our gRPC APIs from another
+/// implementation.
+pub fn grpc_python() -> PathBuf {
+    let venv = root().join("target").join("py-grpc");
+    let py = venv.join("bin").join("python");
+    let stamp = venv.join(".installed");
+    if stamp.exists() {
+        return py;
+    }
+    let run = |c: &mut Command, what: &str| {
+        let o = c.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert!(
+            o.status.success(),
+            "{what} failed:\n{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    run(
+        Command::new("python3").args(["-m", "venv"]).arg(&venv),
+        "python3 -m venv (python3 with venv is needed)",
+    );
+    run(
+        Command::new(&py).args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "grpcio>=1.60",
+            "grpcio-tools>=1.60",
+        ]),
+        "pip install grpcio grpcio-tools (from PyPI)",
+    );
+    std::fs::write(&stamp, b"").unwrap();
+    py
+}

@@ -283,9 +283,7 @@ fn profiles_carve_the_device_and_change_only_when_no_vf_is_in_use() {
     // Released: the device is carved to the new list, advertised as the new resource.
     k.set_in_use(&[]);
     let four = ids(&sim, 4);
-    k.wait_list(small, Duration::from_secs(20), "4 VFs of 2e-2g", |l| {
-        healthy(l, &four)
-    });
+    k.wait_list(small, SEEN, "4 VFs of 2e-2g", |l| healthy(l, &four));
     k.wait_list(big, SEEN, "none of 4e-4g left", |l| l.is_empty());
     let l = accelvirt_tests::layout(&d.ctl_json(&["vf", "list"]));
     assert_eq!(l.len(), 4);

@@ -1,47 +1,10 @@
-//! acceld's API driven from Python's grpcio, with stubs generated from the `.proto` in the
-//! repository by grpc_tools: another implementation of gRPC and protobuf is the judge of the
-//! API. grpcio and grpcio-tools come from PyPI into a virtual environment under target/,
-//! made once and reused.
-use accelvirt_tests::{root, Acceld, Sim};
+//! acceld's API and the device plugin's driven from Python's grpcio, with stubs generated
+//! from the `.proto` files in the repository by grpc_tools: another implementation of gRPC
+//! and protobuf is the judge of both. grpcio and grpcio-tools come from PyPI into a virtual
+//! environment under target/, made once and reused.
+use accelvirt_tests::{grpc_python as python, root, Acceld, Sim};
 use std::path::PathBuf;
 use std::process::Command;
-
-/// The virtual environment's python, with grpcio and grpcio-tools installed.
-fn python() -> PathBuf {
-    let venv = root().join("target").join("py-grpc");
-    let py = venv.join("bin").join("python");
-    let stamp = venv.join(".installed");
-    if stamp.exists() {
-        return py;
-    }
-    let run = |c: &mut Command, what: &str| {
-        let o = c.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-        assert!(
-            o.status.success(),
-            "{what} failed:\n{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-    };
-    run(
-        Command::new("python3").args(["-m", "venv"]).arg(&venv),
-        "python3 -m venv (python3 with venv is needed)",
-    );
-    run(
-        Command::new(&py).args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "grpcio>=1.60",
-            "grpcio-tools>=1.60",
-        ]),
-        "pip install grpcio grpcio-tools (from PyPI)",
-    );
-    std::fs::write(&stamp, b"").unwrap();
-    py
-}
 
 #[test]
 fn python_grpcio_drives_the_daemon_with_stubs_from_the_proto() {
@@ -78,4 +41,71 @@ fn python_grpcio_drives_the_daemon_with_stubs_from_the_proto() {
         d.log()
     );
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "ok");
+}
+
+/// Python's grpcio plays the kubelet for the device plugin: it serves the registration
+/// socket, and calls the plugin's GetDevicePluginOptions, ListAndWatch, Allocate,
+/// GetPreferredAllocation and PreStartContainer with stubs from the device plugin API's
+/// `api.proto`.
+#[test]
+fn python_grpcio_plays_the_kubelet_for_the_device_plugin() {
+    use std::io::{BufRead, BufReader};
+    let py = python();
+    let stubs = tempfile::tempdir().unwrap();
+    let proto = root().join("device-plugin").join("proto");
+    let o = Command::new(&py)
+        .args(["-m", "grpc_tools.protoc", "-I"])
+        .arg(&proto)
+        .arg(format!("--python_out={}", stubs.path().display()))
+        .arg(format!("--grpc_python_out={}", stubs.path().display()))
+        .arg(proto.join("deviceplugin/v1beta1/api.proto"))
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "protoc: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let sim = Sim::start();
+    let d = Acceld::start(&sim, &[]);
+    d.ctl_json(&["create-vf", "--count", "3"]);
+    let kdir = tempfile::tempdir().unwrap();
+    let ids: Vec<String> = (0..3)
+        .map(|v| accel_device_plugin::inventory::vf_id(sim.sock.to_str().unwrap(), v))
+        .collect();
+    let mut kubelet = Command::new(&py)
+        .arg(root().join("tests/py/kubelet.py"))
+        .arg(stubs.path())
+        .arg(kdir.path())
+        .args(&ids)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(kubelet.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "serving", "the Python kubelet did not start");
+    let plugin = std::process::Command::new(accelvirt_tests::bin("accel-device-plugin"))
+        .arg("--kubelet-dir")
+        .arg(kdir.path())
+        .arg("--acceld")
+        .arg(&d.sock)
+        .arg("--pod-resources")
+        .arg(kdir.path().join("none.sock"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    let st = kubelet.wait_with_output().unwrap();
+    let mut plugin = plugin;
+    let _ = plugin.kill();
+    let plog = plugin.wait_with_output().unwrap();
+    assert!(
+        st.status.success() && rest.trim() == "ok",
+        "the Python kubelet: {rest}{}\nplugin:\n{}",
+        String::from_utf8_lossy(&st.stderr),
+        String::from_utf8_lossy(&plog.stderr)
+    );
 }
