@@ -3,7 +3,6 @@
 //! and protobuf is the judge of both. grpcio and grpcio-tools come from PyPI into a virtual
 //! environment under target/, made once and reused.
 use accelvirt_tests::{grpc_python as python, root, Acceld, Sim};
-use std::path::PathBuf;
 use std::process::Command;
 
 #[test]
