@@ -504,7 +504,7 @@ impl State {
                             // Events come in bursts (a reset, a replay): take what is
                             // already here before reading the devices again.
                             while let Ok(m) =
-                                tokio::time::timeout(Duration::from_millis(1), events.message()).await
+                                tokio::time::timeout(Duration::ZERO, events.message()).await
                             {
                                 match m {
                                     Ok(Some(e)) => {
