@@ -20,6 +20,7 @@ pub mod mailbox;
 pub mod spec;
 pub mod sys;
 pub mod table;
+pub mod time;
 pub mod transport;
 pub mod update;
 pub mod vf;

@@ -4,6 +4,7 @@ use crate::backend::Backend;
 use accelvirt_api::v1;
 use host_driver::daemon::reply;
 use host_driver::error::{Error, Result};
+use host_driver::time::utc;
 use serde_json::json;
 
 fn need_daemon(what: &str) -> Error {
@@ -11,29 +12,6 @@ fn need_daemon(what: &str) -> Error {
         "{what} needs acceld, which reads the firmware's event ring and watches the device \
          (start it with `acceld --device DEV`, or name its socket with --acceld)"
     ))
-}
-
-/// `seconds` since the epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC).
-pub fn utc(seconds: f64) -> String {
-    let ms = (seconds * 1000.0).max(0.0) as u64;
-    let (secs, ms) = (ms / 1000, ms % 1000);
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
 }
 
 fn print(e: &v1::Event, json: bool) {
@@ -186,15 +164,5 @@ pub async fn health(b: &Backend, json: bool) -> Result<()> {
             code: 8,
             message: format!("{} needs attention: {}", h.device, h.problems.join("; ")),
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn utc_dates() {
-        assert_eq!(super::utc(0.0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(super::utc(1_796_400_000.5), "2026-12-04T16:00:00.500Z");
-        assert_eq!(super::utc(951_782_400.0), "2000-02-29T00:00:00.000Z");
     }
 }
