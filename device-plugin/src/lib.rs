@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod allocate;
+pub mod events;
 pub mod health;
 pub mod inventory;
 pub mod kubelet;

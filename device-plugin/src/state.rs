@@ -3,6 +3,7 @@
 //! profiles file, carried out through acceld when it changes. Each change is published as a
 //! [`Snapshot`] the resources' plugins stream to the kubelet.
 
+use crate::events::Kind;
 use crate::health::{self, Tracker};
 use crate::inventory::{self, Endpoint, Snapshot, Vf};
 use crate::pods::{Allocations, PodResources};
@@ -40,6 +41,8 @@ pub struct Config {
     pub sysfs: PathBuf,
     /// The runtime directory whose importers' VFs are advertised as `accelvirt.io/vf-remote`.
     pub imported: Option<PathBuf>,
+    /// Where profile changes are reported.
+    pub events: crate::events::Recorder,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -371,9 +374,11 @@ impl State {
                     held.len(),
                     held.join(", ")
                 );
+                // Once per refusal, not once per retry.
                 if self.refused.get(&name) != Some(&why) {
-                    crate::log!("{why}");
-                    crate::log!("event: ProfileChangeRefused {why}");
+                    self.cfg
+                        .events
+                        .record(Kind::Warning, "ProfileChangeRefused", why.clone());
                     self.refused.insert(name.clone(), why);
                 }
                 self.carving.remove(&name);
@@ -382,9 +387,18 @@ impl State {
             }
             crate::log!("{name}: re-carving to {want}");
             let r = self.carve(c, &name, &list).await;
+            let ev = &self.cfg.events;
             match &r {
-                Ok(n) => crate::log!("event: ProfileChanged {name}: {n} VFs, {want}"),
-                Err(e) => crate::log!("event: ProfileChangeFailed {name}: {e}"),
+                Ok(n) => ev.record(
+                    Kind::Normal,
+                    "ProfileChanged",
+                    format!("{name}: re-carved to {want} ({n} VFs)"),
+                ),
+                Err(e) => ev.record(
+                    Kind::Warning,
+                    "ProfileChangeFailed",
+                    format!("{name}: not re-carved to {want}: {e}"),
+                ),
             }
             self.refused.remove(&name);
             self.carving.remove(&name);

@@ -59,7 +59,8 @@ KUBELET_DIR = "/var/lib/kubelet/device-plugins"
 POD_RESOURCES = "/var/lib/kubelet/pod-resources/kubelet.sock"
 ACCELD_SOCKET = "/run/accelvirt/acceld.sock"
 SYSFS = "/sys"
-FLAGS = {"kubelet-dir", "acceld", "profiles", "pod-resources", "sysfs", "imported"}
+FLAGS = {"kubelet-dir", "acceld", "profiles", "pod-resources", "sysfs", "imported", "node-name",
+         "service-account"}
 
 # The reference board (shared-abi/src/board.rs, Board::DEFAULT).
 BOARD_ENGINES = 16
@@ -487,6 +488,57 @@ def check_host_path(flag, path, host, c, volumes, where, directory, read_only):
               "read-write")
 
 
+def grants_event_create(rule):
+    return ("" in as_list(rule.get("apiGroups")) or "*" in as_list(rule.get("apiGroups"))) and \
+        any(r in ("events", "*") for r in as_list(rule.get("resources"))) and \
+        any(v in ("create", "*") for v in as_list(rule.get("verbs")))
+
+
+def check_events(doc, pspec, c, flags, by_kind):
+    """The plugin posts Events about its node to namespace default: it needs its node's
+    name, a service account token, and a role that lets it create events there."""
+    where = doc.where
+    node_env = [e for e in as_list(c.get("env")) if e.get("name") == "NODE_NAME"]
+    if "node-name" not in flags:
+        if not node_env:
+            P.add(where, "no NODE_NAME (from the downward API's spec.nodeName) and no "
+                  "--node-name: Events about profile changes would only be logged")
+        elif get(node_env[0], "valueFrom", "fieldRef", "fieldPath") != "spec.nodeName":
+            P.add(where, "NODE_NAME must come from fieldRef spec.nodeName (the node the pod "
+                  "runs on)")
+    sa = pspec.get("serviceAccountName") or "default"
+    sa_docs = [d for d in by_kind.get("ServiceAccount", [])
+               if d.name == sa and d.namespace == doc.namespace]
+    automount = pspec.get("automountServiceAccountToken")
+    if automount is None and sa_docs:
+        automount = sa_docs[0].body.get("automountServiceAccountToken")
+    if automount is False and "service-account" not in flags:
+        P.add(where, "automountServiceAccountToken is false: the plugin has no token to post "
+              "Events with")
+    roles = {}
+    for kind in ("Role", "ClusterRole"):
+        for d in by_kind.get(kind, []):
+            if any(grants_event_create(r) for r in as_list(d.body.get("rules"))):
+                roles[(kind, d.name, d.namespace if kind == "Role" else None)] = d
+    granted = False
+    for kind in ("RoleBinding", "ClusterRoleBinding"):
+        for b in by_kind.get(kind, []):
+            if not any(s.get("kind") == "ServiceAccount" and s.get("name") == sa and
+                       s.get("namespace", b.namespace) == doc.namespace
+                       for s in as_list(b.body.get("subjects"))):
+                continue
+            ref = b.body.get("roleRef") or {}
+            rk, rn = ref.get("kind"), ref.get("name")
+            # A RoleBinding grants in its own namespace; a ClusterRoleBinding everywhere.
+            in_default = kind == "ClusterRoleBinding" or b.namespace == "default"
+            key = (rk, rn, b.namespace if rk == "Role" else None)
+            if in_default and key in roles:
+                granted = True
+    if not granted:
+        P.add(where, f"ServiceAccount {sa} may not create events in namespace default (no "
+              "Role or ClusterRole that allows it is bound to it there)")
+
+
 def check_plugin(doc, by_kind):
     """The accel-device-plugin DaemonSet; returns the resources it advertises (None if they
     cannot be told)."""
@@ -527,6 +579,7 @@ def check_plugin(doc, by_kind):
         P.add(where, "the plugin must run as root (the kubelet's device plugin directory is "
               "root's)")
     flags = plugin_flags(c, where)
+    check_events(doc, pspec, c, flags, by_kind)
     check_host_path("kubelet-dir", flags["kubelet-dir"], KUBELET_DIR, c, volumes, where,
                     True, False)
     check_host_path("pod-resources", flags["pod-resources"], POD_RESOURCES, c, volumes, where,

@@ -369,6 +369,7 @@ impl Drop for Kubelet {
 pub struct DevicePlugin {
     child: Option<Child>,
     args: Vec<std::ffi::OsString>,
+    env: Vec<(String, String)>,
     /// Its stderr.
     pub log: PathBuf,
 }
@@ -376,6 +377,16 @@ pub struct DevicePlugin {
 impl DevicePlugin {
     /// Starts one for `kubelet`, against acceld at `acceld`, with more arguments.
     pub fn start(kubelet: &Kubelet, acceld: &Path, extra: &[&std::ffi::OsStr]) -> DevicePlugin {
+        Self::start_with_env(kubelet, acceld, extra, Vec::new())
+    }
+
+    /// As [`DevicePlugin::start`], with these environment variables (a pod's, say).
+    pub fn start_with_env(
+        kubelet: &Kubelet,
+        acceld: &Path,
+        extra: &[&std::ffi::OsStr],
+        env: Vec<(String, String)>,
+    ) -> DevicePlugin {
         let mut args: Vec<std::ffi::OsString> = vec![
             "--kubelet-dir".into(),
             kubelet.dir.clone().into(),
@@ -388,6 +399,7 @@ impl DevicePlugin {
         let mut p = DevicePlugin {
             child: None,
             args,
+            env,
             log: kubelet._tmp.path().join("accel-device-plugin.log"),
         };
         p.spawn();
@@ -404,6 +416,11 @@ impl DevicePlugin {
             Command::new(crate::bin("accel-device-plugin"))
                 .args(&self.args)
                 .env_remove("ACCELD_SOCKET")
+                // Outside a cluster unless the test says otherwise.
+                .env_remove("KUBERNETES_SERVICE_HOST")
+                .env_remove("KUBERNETES_SERVICE_PORT")
+                .env_remove("NODE_NAME")
+                .envs(self.env.iter().cloned())
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(log)

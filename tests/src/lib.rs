@@ -1,6 +1,7 @@
 //! Helpers for the end-to-end tests: start `accel-sim` processes, run `accelctl`.
 #![forbid(unsafe_code)]
 
+pub mod kube_api;
 pub mod kubelet;
 pub mod remote;
 

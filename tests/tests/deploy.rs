@@ -265,6 +265,42 @@ const BROKEN: &[Broken] = &[
         )],
         says: "key 'restartPolicy' given twice",
     },
+    Broken {
+        what: "no node name for the Events",
+        file: PLUGIN,
+        edits: &[("- name: NODE_NAME", "- name: NODE")],
+        says: "no NODE_NAME (from the downward API's spec.nodeName)",
+    },
+    Broken {
+        what: "NODE_NAME from the pod's name, not its node's",
+        file: PLUGIN,
+        edits: &[("fieldPath: spec.nodeName", "fieldPath: metadata.name")],
+        says: "NODE_NAME must come from fieldRef spec.nodeName",
+    },
+    Broken {
+        what: "no token",
+        file: PLUGIN,
+        edits: &[(
+            "automountServiceAccountToken: true",
+            "automountServiceAccountToken: false",
+        )],
+        says: "automountServiceAccountToken is false",
+    },
+    Broken {
+        what: "a Role that may only read events",
+        file: PLUGIN,
+        edits: &[(r#"verbs: ["create"]"#, r#"verbs: ["get", "list"]"#)],
+        says: "may not create events in namespace default",
+    },
+    Broken {
+        what: "the binding in the plugin's namespace, not default",
+        file: PLUGIN,
+        edits: &[(
+            "kind: RoleBinding\nmetadata:\n  name: accel-device-plugin-events\n  namespace: default",
+            "kind: RoleBinding\nmetadata:\n  name: accel-device-plugin-events\n  namespace: accelvirt",
+        )],
+        says: "may not create events in namespace default",
+    },
 ];
 
 #[test]

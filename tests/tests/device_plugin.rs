@@ -3,6 +3,7 @@
 //! (`accelvirt_tests::kubelet`) that registers it, follows its device lists, allocates,
 //! restarts, and says which VFs running containers hold.
 use accel_device_plugin::inventory::{remote_id, vf_id};
+use accelvirt_tests::kube_api;
 use accelvirt_tests::kubelet::{DevicePlugin, Kubelet};
 use accelvirt_tests::{accelctl, Acceld, Sim};
 use std::ffi::OsStr;
@@ -249,7 +250,12 @@ fn profiles_carve_the_device_and_change_only_when_no_vf_is_in_use() {
         std::fs::rename(&tmp, &file).unwrap();
     };
     write(profiles(r#"{"profile": "4e-4g", "count": 2}"#));
-    let p = DevicePlugin::start(&k, &d.sock, &[OsStr::new("--profiles"), file.as_os_str()]);
+    // In a cluster: refusals and changes become Events about the node.
+    let api = kube_api::ApiServer::start();
+    let mut args = vec![OsStr::new("--profiles"), file.as_os_str()];
+    let cluster = kube_api::plugin_args(&api, "node-a");
+    args.extend(cluster.iter().map(|a| a.as_os_str()));
+    let p = DevicePlugin::start_with_env(&k, &d.sock, &args, api.env());
     // The empty device is carved to the file: 2 VFs of 4e-4g.
     let big = "accelvirt.io/vf-4e-4g";
     let small = "accelvirt.io/vf-2e-2g";
@@ -273,6 +279,22 @@ fn profiles_carve_the_device_and_change_only_when_no_vf_is_in_use() {
         "the log names the VF: {}",
         p.log()
     );
+    let e = api.wait_event("ProfileChangeRefused", SEEN);
+    assert_eq!(e["type"], "Warning", "{e}");
+    assert_eq!(e["involvedObject"]["kind"], "Node", "{e}");
+    assert_eq!(e["involvedObject"]["name"], "node-a", "{e}");
+    assert_eq!(e["metadata"]["namespace"], "default", "{e}");
+    let why = e["message"].as_str().unwrap();
+    assert!(why.contains(&two[0]) && why.contains("2e-2g"), "{e}");
+    let r = &api.requests()[0];
+    assert_eq!(
+        (r.method.as_str(), r.path.as_str()),
+        ("POST", "/api/v1/namespaces/default/events")
+    );
+    assert_eq!(r.authorization, format!("Bearer {}", kube_api::TOKEN));
+    // Retried every second while held, said once.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(api.events("ProfileChangeRefused").len(), 1);
     k.wait_list(big, SEEN, "the 2 VFs still advertised, healthy", |l| {
         healthy(l, &two)
     });
@@ -289,6 +311,9 @@ fn profiles_carve_the_device_and_change_only_when_no_vf_is_in_use() {
     assert_eq!(l.len(), 4);
     assert!(l.iter().all(|v| v["engines"] == 2), "{l:?}");
     assert!(p.log().contains("re-carving"), "{}", p.log());
+    let e = api.wait_event("ProfileChanged", SEEN);
+    assert_eq!(e["type"], "Normal", "{e}");
+    assert_eq!(api.events("ProfileChangeRefused").len(), 1);
     // A bad file changes nothing and says why.
     std::fs::write(&file, "{ not json").unwrap();
     let t = std::time::Instant::now();

@@ -1,5 +1,5 @@
 //! `accel-device-plugin`: advertises acceld's VFs to the kubelet.
-use accel_device_plugin::{kubelet::Servers, log, pods, state};
+use accel_device_plugin::{events, kubelet::Servers, log, pods, state};
 use clap::Parser;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,6 +29,32 @@ struct Args {
     /// as accelvirt.io/vf-remote.
     #[arg(long)]
     imported: Option<PathBuf>,
+    /// The node this runs on (the downward API's spec.nodeName): events about profile
+    /// changes are posted about it. Without it they are only logged.
+    #[arg(long, env = "NODE_NAME")]
+    node_name: Option<String>,
+    /// The pod's service account directory (token and ca.crt) for posting events to the
+    /// API server named by KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT.
+    #[arg(long, default_value = events::SERVICE_ACCOUNT)]
+    service_account: PathBuf,
+}
+
+/// Events go to the API server when the plugin runs in a cluster and knows its node.
+fn recorder(a: &Args) -> events::Recorder {
+    match (
+        events::ApiServer::in_cluster(&a.service_account),
+        &a.node_name,
+    ) {
+        (Some(api), Some(node)) if !node.is_empty() => {
+            log!("events about node {node} go to the API server");
+            events::Recorder::new(api, node.clone())
+        }
+        (Some(_), _) => {
+            log!("no node name (NODE_NAME or --node-name): events are only logged");
+            events::Recorder::log_only()
+        }
+        (None, _) => events::Recorder::log_only(),
+    }
 }
 
 fn main() {
@@ -66,6 +92,7 @@ async fn run(a: Args) -> i32 {
         },
         sysfs: a.sysfs.clone(),
         imported: a.imported.clone(),
+        events: recorder(&a),
     };
     let (st, snap, mut resources) = state::State::new(cfg, allocations.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
