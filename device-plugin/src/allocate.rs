@@ -8,7 +8,9 @@
 //!   `/var/run/accelvirt/vfio-user/<id>.sock`, and `VFIO_USER_RESOURCE_<RESOURCE>` naming
 //!   the mounted sockets, comma-separated.
 //! - Either way `ACCEL_DEVICE` names the first VF, which is where `accelctl` and the job
-//!   library look: a pod (not a VM) runs jobs on it with no configuration.
+//!   library look: a pod (not a VM) runs jobs on it with no configuration. Where that VF's
+//!   PF is bound to vfio-pci (acceld's, over kernel VFIO), the kernel asks every user of a
+//!   VF for the PF's VF token: `ACCEL_VF_TOKEN` carries it, and `accelctl run` reads it.
 
 use crate::inventory::{Endpoint, Vf};
 use crate::proto::v1beta1 as k;
@@ -35,6 +37,7 @@ pub fn container(resource: &str, vfs: &[&Vf]) -> k::ContainerAllocateResponse {
             Endpoint::Pci {
                 address,
                 iommu_group,
+                vf_token,
             } => {
                 if let Some(g) = iommu_group {
                     let node = format!("/dev/vfio/{g}");
@@ -43,7 +46,12 @@ pub fn container(resource: &str, vfs: &[&Vf]) -> k::ContainerAllocateResponse {
                     }
                 }
                 pci.push(address.clone());
-                first.get_or_insert_with(|| address.clone());
+                if first.is_none() {
+                    first = Some(address.clone());
+                    if let Some(t) = vf_token {
+                        r.envs.insert("ACCEL_VF_TOKEN".into(), t.clone());
+                    }
+                }
             }
             Endpoint::Socket(host) => {
                 let inside = format!("{SOCKET_DIR}/{}.sock", v.id);
@@ -110,6 +118,7 @@ mod tests {
             Endpoint::Pci {
                 address: "0000:3b:00.1".into(),
                 iommu_group: Some(41),
+                vf_token: Some("9b5c7f4e-3c1a-4d7e-8f21-6a0b2c9d1e53".into()),
             },
         );
         let b = vf(
@@ -117,6 +126,7 @@ mod tests {
             Endpoint::Pci {
                 address: "0000:3b:00.2".into(),
                 iommu_group: Some(42),
+                vf_token: None,
             },
         );
         let r = container(crate::GENERIC, &[&a, &b]);
@@ -125,6 +135,11 @@ mod tests {
             "0000:3b:00.1,0000:3b:00.2"
         );
         assert_eq!(r.envs["ACCEL_DEVICE"], "0000:3b:00.1");
+        // The token of ACCEL_DEVICE's VF (its PF is vfio-pci's), for `accelctl run`.
+        assert_eq!(
+            r.envs["ACCEL_VF_TOKEN"],
+            "9b5c7f4e-3c1a-4d7e-8f21-6a0b2c9d1e53"
+        );
         let nodes: Vec<_> = r.devices.iter().map(|d| d.host_path.as_str()).collect();
         assert_eq!(nodes, ["/dev/vfio/vfio", "/dev/vfio/41", "/dev/vfio/42"]);
         assert!(r.devices.iter().all(|d| d.permissions == "rw"));

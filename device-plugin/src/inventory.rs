@@ -17,6 +17,8 @@ pub enum Endpoint {
         address: String,
         /// Its IOMMU group.
         iommu_group: Option<u32>,
+        /// The VF token the kernel asks of a VF user when the PF is bound to vfio-pci.
+        vf_token: Option<String>,
     },
     /// A vfio-user socket (the device model's VFs, and imported remote VFs).
     Socket(PathBuf),

@@ -269,6 +269,7 @@ impl State {
                         Endpoint::Pci {
                             address: p.address,
                             iommu_group: p.iommu_group,
+                            vf_token: p.vf_token,
                         },
                         numa,
                     ))

@@ -114,7 +114,15 @@ enum Cmd {
     },
     /// Run jobs on the VF given with -d (its vfio-user socket, or its PCI address inside a VM
     /// or on a host whose PF is bound to vfio-pci), as a tenant would: see `vf run`.
-    Run(RunArgs),
+    Run {
+        #[command(flatten)]
+        load: RunArgs,
+        /// The VF token of a VF whose PF is bound to vfio-pci (the kernel asks each VF user
+        /// for it); `create-vf` and `vf show` print it in the VF's hand-off, and the device
+        /// plugin gives a pod its VF's token in ACCEL_VF_TOKEN.
+        #[arg(long, env = "ACCEL_VF_TOKEN", hide_env_values = true)]
+        vf_token: Option<String>,
+    },
     /// Write a signed firmware image (`cargo xtask image`) into the device's inactive flash
     /// slot; the device verifies it and boots it at the next reset. A download cut off
     /// (a lost connection) resumes when the same image is flashed again.
@@ -650,14 +658,17 @@ async fn run(cli: Cli, out: &Out) -> Result<()> {
             out.destroyed(n);
             Ok(())
         }
-        Cmd::Run(r) => {
-            let load = r.load()?;
+        Cmd::Run { load, vf_token } => {
+            let load = load.load()?;
             let Some(d) = &cli.device else {
                 return Err(Error::Invalid(
                     "no VF given: use -d with the VF's socket or PCI address".into(),
                 ));
             };
-            let target = run::Target::parse(d)?;
+            let mut target = run::Target::parse(d)?;
+            if let run::Target::Pci { vf_token: t, .. } = &mut target {
+                *t = vf_token.clone().filter(|t| !t.is_empty());
+            }
             out.run_report(&run::run(&target, load)?);
             Ok(())
         }
