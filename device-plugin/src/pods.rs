@@ -77,7 +77,14 @@ async fn list(socket: &Path, resources: &BTreeSet<String>) -> Result<BTreeSet<St
         .iter()
         .flat_map(|p| &p.containers)
         .flat_map(|c| &c.devices)
-        .filter(|d| resources.contains(&d.resource_name))
+        // Any resource of ours, not only the ones the profiles name now: a VF a pod holds
+        // as a profile since removed from the file is still in use.
+        .filter(|d| {
+            resources.contains(&d.resource_name)
+                || d.resource_name
+                    .strip_prefix(crate::DOMAIN)
+                    .is_some_and(|r| r.starts_with('/'))
+        })
         .flat_map(|d| d.device_ids.iter().cloned())
         .collect())
 }

@@ -363,18 +363,19 @@ impl State {
                 .map(|v| inventory::vf_id(&name, v.vf))
                 .filter(|id| in_use.ids.contains(id))
                 .collect();
-            if !held.is_empty() {
-                let how = match &in_use.fallback {
-                    None => "the kubelet's pod resources say".to_string(),
+            // Without the kubelet's answer nothing is known to be free: this plugin's own
+            // record starts empty after a restart, so it cannot vouch for a VF.
+            if !held.is_empty() || in_use.fallback.is_some() {
+                let why = match &in_use.fallback {
+                    None => format!(
+                        "{name}: not re-carved to {want}: {} of its VFs allocated ({}; the kubelet's pod resources say); trying again when they are released",
+                        held.len(),
+                        held.join(", ")
+                    ),
                     Some(e) => format!(
-                        "this plugin handed them out, and the kubelet's pod resources cannot say whether they are free ({e})"
+                        "{name}: not re-carved to {want}: the kubelet's pod resources cannot say which VFs are in use ({e}); trying again"
                     ),
                 };
-                let why = format!(
-                    "{name}: not re-carved to {want}: {} of its VFs allocated ({}; {how}); trying again when they are released",
-                    held.len(),
-                    held.join(", ")
-                );
                 // Once per refusal, not once per retry.
                 if self.refused.get(&name) != Some(&why) {
                     self.cfg

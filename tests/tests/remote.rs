@@ -497,7 +497,16 @@ fn an_flr_of_the_imported_vf_resets_the_real_vf() {
     dev.flr().unwrap();
     assert_eq!(sim.ctl_json(&["stats"])["flrs"].as_u64().unwrap(), flrs + 1);
     let dev = VfDev::open(&sock, 1 << 20).unwrap();
-    dev.read_device(0x2000, &mut back).unwrap();
+    // As after any FLR (Linux waits 100 ms before touching the function), reads may be all
+    // ones while the real VF finishes its reset across the link; then they are zeros.
+    let t = std::time::Instant::now();
+    loop {
+        dev.read_device(0x2000, &mut back).unwrap();
+        if back != [0xFF; 64] || t.elapsed() > Duration::from_secs(2) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(back, [0; 64], "the real VF's memory was cleared");
     drop(dev);
     let (o, _) = run_json(&sock, &["--seconds", "0.2", "--size", "4K"]);
