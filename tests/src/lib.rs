@@ -656,37 +656,51 @@ pub fn layout(list: &serde_json::Value) -> Vec<serde_json::Value> {
 /// made once and reused), for the tests that drive our gRPC APIs from another
 /// implementation.
 pub fn grpc_python() -> PathBuf {
-    let venv = root().join("target").join("py-grpc");
+    python_venv("py-grpc", &["grpcio>=1.60", "grpcio-tools>=1.60"])
+}
+
+/// The python of a virtual environment `target/<name>` with `packages` from PyPI, made once
+/// and reused. A file lock keeps test threads and processes from making it together (two
+/// pip runs in one environment break it).
+pub fn python_venv(name: &str, packages: &[&str]) -> PathBuf {
+    let venv = root().join("target").join(name);
     let py = venv.join("bin").join("python");
     let stamp = venv.join(".installed");
-    if stamp.exists() {
-        return py;
-    }
-    let run = |c: &mut Command, what: &str| {
-        let o = c.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-        assert!(
-            o.status.success(),
-            "{what} failed:\n{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
+    std::fs::create_dir_all(root().join("target")).unwrap();
+    let lock_path = root().join("target").join(format!(".{name}.lock"));
+    let lock = std::fs::File::create(&lock_path)
+        .and_then(|f| f.lock().map(|()| f))
+        .unwrap_or_else(|e| panic!("{}: {e}", lock_path.display()));
+    if !stamp.exists() {
+        let run = |c: &mut Command, what: &str| {
+            let o = c.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert!(
+                o.status.success(),
+                "{what} failed:\n{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+        };
+        // A half-made environment from an interrupted run is made again.
+        let _ = std::fs::remove_dir_all(&venv);
+        run(
+            Command::new("python3").args(["-m", "venv"]).arg(&venv),
+            "python3 -m venv (python3 with venv is needed)",
         );
-    };
-    run(
-        Command::new("python3").args(["-m", "venv"]).arg(&venv),
-        "python3 -m venv (python3 with venv is needed)",
-    );
-    run(
-        Command::new(&py).args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "grpcio>=1.60",
-            "grpcio-tools>=1.60",
-        ]),
-        "pip install grpcio grpcio-tools (from PyPI)",
-    );
-    std::fs::write(&stamp, b"").unwrap();
+        run(
+            Command::new(&py)
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                ])
+                .args(packages),
+            &format!("pip install {} (from PyPI)", packages.join(" ")),
+        );
+        std::fs::write(&stamp, b"").unwrap();
+    }
+    drop(lock);
     py
 }

@@ -14,46 +14,7 @@ use std::sync::OnceLock;
 /// threads and processes do not make it together) with the `kubernetes` client and PyYAML.
 fn python() -> &'static Path {
     static PY: OnceLock<PathBuf> = OnceLock::new();
-    PY.get_or_init(|| {
-        let venv = root().join("target").join("py-k8s");
-        let py = venv.join("bin").join("python");
-        let stamp = venv.join(".installed");
-        std::fs::create_dir_all(root().join("target")).unwrap();
-        let lock_path = root().join("target").join(".py-k8s.lock");
-        let lock = std::fs::File::create(&lock_path)
-            .and_then(|f| f.lock().map(|()| f))
-            .unwrap_or_else(|e| panic!("{}: {e}", lock_path.display()));
-        if !stamp.exists() {
-            let run = |c: &mut Command, what: &str| {
-                let o = c.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-                assert!(
-                    o.status.success(),
-                    "{what} failed:\n{}{}",
-                    String::from_utf8_lossy(&o.stdout),
-                    String::from_utf8_lossy(&o.stderr)
-                );
-            };
-            run(
-                Command::new("python3").args(["-m", "venv"]).arg(&venv),
-                "python3 -m venv (python3 with venv is needed)",
-            );
-            run(
-                Command::new(&py).args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                    "kubernetes>=29",
-                    "pyyaml",
-                ]),
-                "pip install kubernetes pyyaml (from PyPI)",
-            );
-            std::fs::write(&stamp, b"").unwrap();
-        }
-        drop(lock);
-        py
-    })
+    PY.get_or_init(|| accelvirt_tests::python_venv("py-k8s", &["kubernetes>=29", "pyyaml"]))
 }
 
 fn validate(dir: &Path) -> Output {
