@@ -38,6 +38,7 @@ pub fn container(resource: &str, vfs: &[&Vf]) -> k::ContainerAllocateResponse {
                 address,
                 iommu_group,
                 vf_token,
+                ..
             } => {
                 if let Some(g) = iommu_group {
                     let node = format!("/dev/vfio/{g}");
@@ -119,6 +120,7 @@ mod tests {
                 address: "0000:3b:00.1".into(),
                 iommu_group: Some(41),
                 vf_token: Some("9b5c7f4e-3c1a-4d7e-8f21-6a0b2c9d1e53".into()),
+                driver: Some("vfio-pci".into()),
             },
         );
         let b = vf(
@@ -127,6 +129,7 @@ mod tests {
                 address: "0000:3b:00.2".into(),
                 iommu_group: Some(42),
                 vf_token: None,
+                driver: Some("vfio-pci".into()),
             },
         );
         let r = container(crate::GENERIC, &[&a, &b]);

@@ -315,12 +315,13 @@ fn post(api: &ApiServer, node: &str, e: &Event) {
         }
         match api.post("/api/v1/namespaces/default/events", body.as_bytes()) {
             Ok(()) => return,
-            // The server said no: trying again gets the same answer.
-            Err(r @ Error::Refused { status, .. }) if (400..500).contains(&status) => {
+            Err(r) => {
+                let again = worth_retrying(&r);
                 last = Some(r);
-                break;
+                if !again {
+                    break;
+                }
             }
-            Err(r) => last = Some(r),
         }
     }
     if let Some(r) = last {
@@ -328,9 +329,32 @@ fn post(api: &ApiServer, node: &str, e: &Event) {
     }
 }
 
+/// Whether a failed post may succeed if made again: a server's "no" gets the same answer,
+/// except "too many requests" (API priority and fairness), which asks for exactly that.
+fn worth_retrying(e: &Error) -> bool {
+    match e {
+        Error::Refused { status, .. } => !(400..500).contains(status) || *status == 429,
+        Error::Tls(_) => false,
+        // A projected token is swapped in place now and then; a connection may drop.
+        Error::File { .. } | Error::Io { .. } | Error::Answer(_) => true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_servers_lasting_no_is_final() {
+        let refused = |status| Error::Refused {
+            status,
+            body: String::new(),
+        };
+        assert!(!worth_retrying(&refused(403)));
+        assert!(!worth_retrying(&refused(422)));
+        assert!(worth_retrying(&refused(429)));
+        assert!(worth_retrying(&refused(503)));
+    }
 
     #[test]
     fn the_event_is_about_the_node_in_default() {

@@ -19,9 +19,37 @@ pub enum Endpoint {
         iommu_group: Option<u32>,
         /// The VF token the kernel asks of a VF user when the PF is bound to vfio-pci.
         vf_token: Option<String>,
+        /// The driver it is bound to, if any.
+        driver: Option<String>,
     },
     /// A vfio-user socket (the device model's VFs, and imported remote VFs).
     Socket(PathBuf),
+}
+
+impl Endpoint {
+    /// Why a container could not use this VF as it stands, if it could not: a PCI VF is
+    /// handed over as its `/dev/vfio` group, so it must be vfio-pci's and in a group.
+    pub fn problem(&self) -> Option<String> {
+        match self {
+            Endpoint::Pci {
+                address,
+                iommu_group,
+                driver,
+                ..
+            } => {
+                if driver.as_deref() != Some("vfio-pci") {
+                    return Some(format!(
+                        "{address} is bound to {}, not vfio-pci",
+                        driver.as_deref().unwrap_or("no driver")
+                    ));
+                }
+                iommu_group
+                    .is_none()
+                    .then(|| format!("{address} is in no IOMMU group"))
+            }
+            Endpoint::Socket(_) => None,
+        }
+    }
 }
 
 /// One advertised VF.
@@ -163,6 +191,27 @@ mod tests {
         );
         // The known value: a hash that moved would change every node's IDs.
         assert_eq!(fnv1a(b"a"), 0xe40c_292c);
+    }
+
+    #[test]
+    fn a_pci_vf_is_usable_only_bound_to_vfio_pci_in_a_group() {
+        let pci = |driver: Option<&str>, iommu_group| Endpoint::Pci {
+            address: "0000:3b:00.1".into(),
+            iommu_group,
+            vf_token: None,
+            driver: driver.map(str::to_string),
+        };
+        assert_eq!(pci(Some("vfio-pci"), Some(4)).problem(), None);
+        assert!(pci(None, Some(4)).problem().unwrap().contains("no driver"));
+        assert!(pci(Some("accel"), Some(4))
+            .problem()
+            .unwrap()
+            .contains("accel"));
+        assert!(pci(Some("vfio-pci"), None)
+            .problem()
+            .unwrap()
+            .contains("IOMMU"));
+        assert_eq!(Endpoint::Socket("/s".into()).problem(), None);
     }
 
     #[test]

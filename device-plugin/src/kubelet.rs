@@ -26,8 +26,23 @@ pub fn socket_name(resource: &str) -> String {
     )
 }
 
+/// How long one registration may take (a kubelet that accepts and never answers is tried
+/// again, not waited on for ever).
+pub const REGISTER: Duration = Duration::from_secs(5);
+
 /// Registers `resource`, served on `endpoint` (a name in the directory), with the kubelet.
 pub async fn register(kubelet: &Path, resource: &str, endpoint: &str) -> Result<(), String> {
+    tokio::time::timeout(REGISTER, register_once(kubelet, resource, endpoint))
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "{}: no answer to registering {resource} in {REGISTER:?}",
+                kubelet.display()
+            ))
+        })
+}
+
+async fn register_once(kubelet: &Path, resource: &str, endpoint: &str) -> Result<(), String> {
     let ch = crate::unix_channel(kubelet)
         .await
         .map_err(|e| format!("{}: {e}", kubelet.display()))?;
@@ -43,11 +58,12 @@ pub async fn register(kubelet: &Path, resource: &str, endpoint: &str) -> Result<
     Ok(())
 }
 
-/// Identity of a file: a new file at the same path is a different one.
-fn identity(p: &Path) -> Option<(u64, u64, i64)> {
+/// Identity of a file: a new file at the same path is a different one (an inode number
+/// may be reused at once, so its change time counts too, to the nanosecond).
+fn identity(p: &Path) -> Option<(u64, u64, i64, i64)> {
     std::fs::symlink_metadata(p)
         .ok()
-        .map(|m| (m.dev(), m.ino(), m.ctime_nsec()))
+        .map(|m| (m.dev(), m.ino(), m.ctime(), m.ctime_nsec()))
 }
 
 /// Serves one resource until `stop`, registering it whenever the kubelet (re)appears.

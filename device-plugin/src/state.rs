@@ -6,7 +6,7 @@
 use crate::events::Kind;
 use crate::health::{self, Tracker};
 use crate::inventory::{self, Endpoint, Snapshot, Vf};
-use crate::pods::{Allocations, PodResources};
+use crate::pods::{Allocations, InUse, PodResources};
 use crate::profiles::Profiles;
 use accelvirt_api::v1;
 use host_driver::daemon::Client;
@@ -19,6 +19,14 @@ use tokio::sync::watch;
 
 /// How long one acceld call may take before the device counts as unhealthy.
 pub const CALL: Duration = Duration::from_secs(2);
+/// How long destroying or creating a device's VFs may take (each VF is a firmware command
+/// and an SR-IOV change).
+pub const CHANGE: Duration = Duration::from_secs(60);
+/// How long after a failed re-carve it is tried again (doubling, up to [`FAILED_MAX`]),
+/// unless the profiles file changes first.
+pub const FAILED: Duration = Duration::from_secs(30);
+/// The longest wait between tries of a failing re-carve.
+pub const FAILED_MAX: Duration = Duration::from_secs(600);
 /// How often the profiles file and importers' state files are looked at.
 pub const TICK: Duration = Duration::from_millis(250);
 /// How often everything is read again whatever the events say, and a refused re-carve
@@ -50,8 +58,21 @@ struct DeviceView {
     problem: Option<String>,
     shift: u32,
     vfs: Vec<v1::VfInfo>,
-    /// Each VF's hand-off and NUMA node, asked once per VF.
+    /// Each VF's hand-off and NUMA node, asked once per VF (again while it is not usable,
+    /// and after the device is re-carved or reset).
     endpoints: BTreeMap<u32, (Endpoint, Option<i64>)>,
+    /// The device was reset or re-carved: every hand-off is asked again (the ones known
+    /// stand until then, so the kubelet's list does not lose a VF meanwhile).
+    stale: bool,
+}
+
+/// A re-carve that failed: not tried again before `next` unless the profiles change.
+#[derive(Debug, Clone)]
+struct Failure {
+    profiles: Profiles,
+    next: Instant,
+    delay: Duration,
+    said: String,
 }
 
 /// The state task.
@@ -63,7 +84,18 @@ pub struct State {
     profiles: Profiles,
     profiles_bytes: Option<Vec<u8>>,
     refused: BTreeMap<String, String>,
+    failed: BTreeMap<String, Failure>,
     carving: BTreeSet<String>,
+    /// The resource each live VF is advertised as. It changes only when the kubelet says
+    /// no pod holds the VF: a VF a pod holds as one resource, offered as another, could go
+    /// to a second pod.
+    advertised: BTreeMap<String, String>,
+    /// VFs whose profile says another resource than they are advertised as: ID, to what.
+    moving: BTreeMap<String, String>,
+    /// VFs held back from the kubelet while the look at whether a pod holds them is made.
+    settling: BTreeSet<String>,
+    /// What the kubelet last said its pods hold of ours, and as what.
+    held: BTreeMap<String, String>,
     remote: Vec<Vf>,
     remote_seen: bool,
     reachable: bool,
@@ -76,10 +108,17 @@ async fn call<T, F>(what: &str, f: F) -> Result<T, String>
 where
     F: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 {
-    match tokio::time::timeout(CALL, f).await {
+    call_within(CALL, what, f).await
+}
+
+async fn call_within<T, F>(within: Duration, what: &str, f: F) -> Result<T, String>
+where
+    F: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    match tokio::time::timeout(within, f).await {
         Ok(Ok(r)) => Ok(r.into_inner()),
         Ok(Err(s)) => Err(format!("acceld {what}: {}", s.message())),
-        Err(_) => Err(format!("acceld {what}: no answer in {CALL:?}")),
+        Err(_) => Err(format!("acceld {what}: no answer in {within:?}")),
     }
 }
 
@@ -102,7 +141,12 @@ impl State {
             profiles: Profiles::default(),
             profiles_bytes: None,
             refused: BTreeMap::new(),
+            failed: BTreeMap::new(),
             carving: BTreeSet::new(),
+            advertised: BTreeMap::new(),
+            moving: BTreeMap::new(),
+            settling: BTreeSet::new(),
+            held: BTreeMap::new(),
             remote: Vec::new(),
             remote_seen: false,
             reachable: false,
@@ -144,6 +188,7 @@ impl State {
                     );
                     self.profiles = n;
                     self.refused.clear();
+                    self.failed.clear();
                     return true;
                 }
                 false
@@ -160,6 +205,12 @@ impl State {
         if self.remote_seen {
             r.push(crate::REMOTE.to_string());
         }
+        // A resource a VF is still advertised as is served until none is.
+        for a in self.advertised.values() {
+            if !r.contains(a) {
+                r.push(a.clone());
+            }
+        }
         self.resources.send_if_modified(|cur| {
             let changed = *cur != r;
             *cur = r;
@@ -173,27 +224,46 @@ impl State {
             acceld_reachable: self.reachable,
             ..Default::default()
         };
+        let mut advertised = BTreeMap::new();
+        let mut moving = BTreeMap::new();
         for (name, view) in &self.views {
             for vf in view.vfs.iter().filter(|v| v.state != 0) {
                 let id = inventory::vf_id(name, vf.vf);
                 let Some((endpoint, numa)) = view.endpoints.get(&vf.vf).cloned() else {
                     continue;
                 };
+                let profile = self.profiles.resource_of(vf, view.shift);
+                let resource = self
+                    .held
+                    .get(&id)
+                    .or_else(|| self.advertised.get(&id))
+                    .cloned()
+                    .unwrap_or_else(|| profile.clone());
+                if resource != profile {
+                    moving.insert(id.clone(), profile);
+                }
+                advertised.insert(id.clone(), resource.clone());
                 let unhealthy = if !self.reachable {
                     Some("acceld cannot be reached".to_string())
                 } else if self.carving.contains(name) {
                     Some(format!("{name} is being re-carved"))
+                } else if self.settling.contains(&id) {
+                    Some(format!(
+                        "{id} is being moved to {}",
+                        moving.get(&id).map_or("another resource", |r| r.as_str())
+                    ))
                 } else {
                     self.tracker
                         .device_problem(name)
                         .or_else(|| view.problem.clone())
                         .or_else(|| self.tracker.vf_problem(name, vf))
+                        .or_else(|| endpoint.problem())
                 };
                 s.vfs.insert(
                     id.clone(),
                     Vf {
                         id,
-                        resource: self.profiles.resource_of(vf, view.shift),
+                        resource,
                         device: name.clone(),
                         vf: vf.vf,
                         unhealthy,
@@ -206,6 +276,9 @@ impl State {
         for v in &self.remote {
             s.vfs.insert(v.id.clone(), v.clone());
         }
+        self.advertised = advertised;
+        self.moving = moving;
+        self.publish_resources();
         self.snapshot.send_if_modified(|cur| {
             if **cur == s {
                 return false;
@@ -245,8 +318,15 @@ impl State {
             .map(|v| v.vf)
             .collect();
         view.endpoints.retain(|vf, _| live.contains(vf));
+        let stale = std::mem::take(&mut view.stale);
         for vf in live {
-            if view.endpoints.contains_key(&vf) {
+            // Asked again while not usable: binding a VF to vfio-pci is done after it exists.
+            if !stale
+                && view
+                    .endpoints
+                    .get(&vf)
+                    .is_some_and(|(e, _)| e.problem().is_none())
+            {
                 continue;
             }
             let r = call(
@@ -270,6 +350,7 @@ impl State {
                             address: p.address,
                             iommu_group: p.iommu_group,
                             vf_token: p.vf_token,
+                            driver: p.driver,
                         },
                         numa,
                     ))
@@ -279,8 +360,12 @@ impl State {
                 }
                 None => None,
             };
-            if let Some(g) = got {
-                view.endpoints.insert(vf, g);
+            match got {
+                Some(g) => {
+                    view.endpoints.insert(vf, g);
+                }
+                // Asked again next time.
+                None => view.stale |= stale,
             }
         }
     }
@@ -324,6 +409,92 @@ impl State {
         self.remote = now;
     }
 
+    /// Asks the kubelet which of our VFs its pods hold (and as what), keeping its answer.
+    async fn ask_pods(&mut self) -> InUse {
+        let mut ours: BTreeSet<String> = self.profiles.resources().into_iter().collect();
+        ours.insert(crate::REMOTE.into());
+        ours.extend(self.advertised.values().cloned());
+        let u = self
+            .cfg
+            .pod_resources
+            .in_use(&ours, &self.allocations)
+            .await;
+        if u.fallback.is_none() {
+            self.held = u
+                .ids
+                .iter()
+                .filter_map(|(id, r)| Some((id.clone(), r.clone()?)))
+                .collect();
+        }
+        u
+    }
+
+    /// Moves each VF whose profile now says another resource to it, once the kubelet says
+    /// no pod holds it. It is held back (unhealthy) while the kubelet is asked, so none is
+    /// given out in between.
+    async fn settle(&mut self) {
+        if self.moving.is_empty() {
+            return;
+        }
+        let u = self.ask_pods().await;
+        self.publish();
+        let free: BTreeSet<String> = self
+            .moving
+            .keys()
+            .filter(|id| u.fallback.is_none() && !u.ids.contains_key(*id))
+            .cloned()
+            .collect();
+        if free.is_empty() {
+            return;
+        }
+        self.settling = free;
+        self.publish();
+        let u = self.ask_pods().await;
+        if u.fallback.is_none() {
+            for id in std::mem::take(&mut self.settling) {
+                if let (false, Some(to)) = (u.ids.contains_key(&id), self.moving.get(&id)) {
+                    crate::log!("{id}: advertised as {to} (its profile's resource) from now");
+                    self.advertised.insert(id, to.clone());
+                }
+            }
+        }
+        self.settling.clear();
+        self.publish();
+    }
+
+    /// Why `name` cannot be re-carved now (a VF of it in use, or nobody can say), if so.
+    fn busy(&self, name: &str, vfs: &[v1::VfInfo], in_use: &InUse, want: &str) -> Option<String> {
+        let held: Vec<String> = vfs
+            .iter()
+            .filter(|v| v.state != 0)
+            .map(|v| inventory::vf_id(name, v.vf))
+            .filter(|id| in_use.ids.contains_key(id))
+            .collect();
+        // Without the kubelet's answer nothing is known to be free: this plugin's own
+        // record starts empty after a restart, so it cannot vouch for a VF.
+        match &in_use.fallback {
+            Some(e) => Some(format!(
+                "{name}: not re-carved to {want}: the kubelet's pod resources cannot say which VFs are in use ({e}); trying again"
+            )),
+            None if !held.is_empty() => Some(format!(
+                "{name}: not re-carved to {want}: {} of its VFs allocated ({}; the kubelet's pod resources say); trying again when they are released",
+                held.len(),
+                held.join(", ")
+            )),
+            None => None,
+        }
+    }
+
+    /// Says why a re-carve waits, once per reason.
+    fn refuse(&mut self, name: &str, why: String) {
+        if self.refused.get(name) != Some(&why) {
+            self.cfg
+                .events
+                .record(Kind::Warning, "ProfileChangeRefused", why.clone());
+            self.refused.insert(name.to_string(), why);
+        }
+    }
+
     /// Carries the profiles file out on every device it covers whose VFs differ, through
     /// acceld, unless a VF of that device is in use.
     async fn reconcile(&mut self, c: &Client) {
@@ -335,75 +506,83 @@ impl State {
             let view = self.views[&name].clone();
             if self.profiles.carved_as(&list, &view.vfs, view.shift) {
                 self.refused.remove(&name);
+                self.failed.remove(&name);
                 continue;
             }
             if view.problem.is_some() || self.tracker.device_problem(&name).is_some() {
                 continue;
+            }
+            if let Some(f) = self.failed.get(&name) {
+                if f.profiles == self.profiles && Instant::now() < f.next {
+                    continue;
+                }
             }
             let want = list
                 .iter()
                 .map(|s| format!("{} × {}", s.count, s.profile))
                 .collect::<Vec<_>>()
                 .join(" + ");
-            // Held back from the kubelet while in question: nothing new is allocated from
-            // this device between the look at what is in use and the carving.
+            // A first look without holding anything back: a refused change leaves the
+            // device's VFs as they were, healthy.
+            let in_use = self.ask_pods().await;
+            if let Some(why) = self.busy(&name, &view.vfs, &in_use, &want) {
+                self.refuse(&name, why);
+                continue;
+            }
+            // Held back from the kubelet, then looked at again: nothing allocated from this
+            // device between the look at what is in use and the carving.
             self.carving.insert(name.clone());
             self.publish();
-            let mut ours = self.profiles.resources();
-            ours.push(crate::REMOTE.into());
-            let in_use = self
-                .cfg
-                .pod_resources
-                .in_use(&ours.into_iter().collect(), &self.allocations)
-                .await;
-            let held: Vec<String> = view
-                .vfs
-                .iter()
-                .filter(|v| v.state != 0)
-                .map(|v| inventory::vf_id(&name, v.vf))
-                .filter(|id| in_use.ids.contains(id))
-                .collect();
-            // Without the kubelet's answer nothing is known to be free: this plugin's own
-            // record starts empty after a restart, so it cannot vouch for a VF.
-            if !held.is_empty() || in_use.fallback.is_some() {
-                let why = match &in_use.fallback {
-                    None => format!(
-                        "{name}: not re-carved to {want}: {} of its VFs allocated ({}; the kubelet's pod resources say); trying again when they are released",
-                        held.len(),
-                        held.join(", ")
-                    ),
-                    Some(e) => format!(
-                        "{name}: not re-carved to {want}: the kubelet's pod resources cannot say which VFs are in use ({e}); trying again"
-                    ),
-                };
-                // Once per refusal, not once per retry.
-                if self.refused.get(&name) != Some(&why) {
-                    self.cfg
-                        .events
-                        .record(Kind::Warning, "ProfileChangeRefused", why.clone());
-                    self.refused.insert(name.clone(), why);
-                }
+            let in_use = self.ask_pods().await;
+            if let Some(why) = self.busy(&name, &view.vfs, &in_use, &want) {
+                self.refuse(&name, why);
                 self.carving.remove(&name);
                 self.publish();
                 continue;
             }
             crate::log!("{name}: re-carving to {want}");
             let r = self.carve(c, &name, &list).await;
-            let ev = &self.cfg.events;
+            let ev = self.cfg.events.clone();
             match &r {
-                Ok(n) => ev.record(
-                    Kind::Normal,
-                    "ProfileChanged",
-                    format!("{name}: re-carved to {want} ({n} VFs)"),
-                ),
-                Err(e) => ev.record(
-                    Kind::Warning,
-                    "ProfileChangeFailed",
-                    format!("{name}: not re-carved to {want}: {e}"),
-                ),
+                Ok(n) => {
+                    self.failed.remove(&name);
+                    ev.record(
+                        Kind::Normal,
+                        "ProfileChanged",
+                        format!("{name}: re-carved to {want} ({n} VFs)"),
+                    );
+                }
+                Err(e) => {
+                    let delay = self
+                        .failed
+                        .get(&name)
+                        .filter(|f| f.profiles == self.profiles)
+                        .map_or(FAILED, |f| (f.delay * 2).min(FAILED_MAX));
+                    let why = format!("{name}: not re-carved to {want}: {e}");
+                    crate::log!("{why}; trying again in {delay:?} or when the profiles change");
+                    let said = self.failed.get(&name).map(|f| f.said.clone());
+                    // Once per failure, not once per try.
+                    if said.as_ref() != Some(&why) {
+                        ev.record(Kind::Warning, "ProfileChangeFailed", why.clone());
+                    }
+                    self.failed.insert(
+                        name.clone(),
+                        Failure {
+                            profiles: self.profiles.clone(),
+                            next: Instant::now() + delay,
+                            delay,
+                            said: why,
+                        },
+                    );
+                }
             }
             self.refused.remove(&name);
             self.carving.remove(&name);
+            // New VFs: their hand-offs are asked anew, and their resources are their
+            // profiles' (no pod held the old ones).
+            if let Some(v) = self.views.get_mut(&name) {
+                v.stale = true;
+            }
             self.refresh(c, &name).await;
             self.publish();
         }
@@ -424,7 +603,8 @@ impl State {
             specs.push((s.count, shape.spec(shift).map_err(|e| e.to_string())?));
         }
         if self.views[name].vfs.iter().any(|v| v.state != 0) {
-            call(
+            call_within(
+                CHANGE,
                 "DestroyVfs",
                 api.destroy_vfs(v1::DestroyVfsRequest {
                     device: name.to_string(),
@@ -436,13 +616,16 @@ impl State {
         }
         let mut made = 0;
         for (count, spec) in specs {
-            let r = call(
+            let r = call_within(
+                CHANGE,
                 "CreateVfs",
                 api.create_vfs(v1::CreateVfsRequest {
                     device: name.to_string(),
                     count,
                     spec: Some(spec),
-                    bind: String::new(),
+                    // A PCI VF is handed to a VM as its vfio group (a vfio-user VF needs
+                    // no binding, and acceld takes this as a no-op for one).
+                    bind: "vfio-pci".into(),
                 }),
             )
             .await?;
@@ -455,6 +638,9 @@ impl State {
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let mut backoff = Duration::from_millis(100);
         let mut said = String::new();
+        // Whether the last session ended only to have the daemon's events replayed (a
+        // watcher that fell behind): the VFs stay as they were advertised meanwhile.
+        let mut quiet = false;
         loop {
             let session = async {
                 let c = Client::connect(&self.cfg.acceld)
@@ -470,41 +656,52 @@ impl State {
                 .await?;
                 Ok::<_, String>((c, events))
             };
-            let (c, mut events) = tokio::select! {
-                r = session => match r {
-                    Ok(x) => x,
-                    Err(e) => {
-                        if e != said {
-                            crate::log!("{e}; trying again");
-                            said = e;
-                        }
-                        self.reachable = false;
-                        self.read_remote();
-                        self.publish();
-                        tokio::select! {
-                            _ = tokio::time::sleep(backoff) => {}
-                            _ = stop.changed() => return,
-                        }
-                        backoff = (backoff * 2).min(Duration::from_secs(2));
-                        continue;
-                    }
-                },
+            let got = tokio::select! {
+                r = session => r,
                 _ = stop.changed() => return,
+            };
+            self.tracker = Tracker::default();
+            let got = match got {
+                Ok((c, events)) => match self.refresh_all(&c).await {
+                    Ok(()) => Ok((c, events)),
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            };
+            let (c, mut events) = match got {
+                Ok(x) => x,
+                Err(e) => {
+                    if e != said {
+                        crate::log!("{e}; trying again");
+                        said = e;
+                    }
+                    quiet = false;
+                    self.reachable = false;
+                    self.read_remote();
+                    self.publish();
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stop.changed() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    continue;
+                }
             };
             backoff = Duration::from_millis(100);
             said.clear();
-            self.tracker = Tracker::default();
-            if let Err(e) = self.refresh_all(&c).await {
-                crate::log!("{e}");
-                continue;
-            }
             self.reachable = true;
-            crate::log!(
-                "acceld at {}: {} device(s)",
-                self.cfg.acceld.display(),
-                self.views.len()
-            );
+            if !quiet {
+                crate::log!(
+                    "acceld at {}: {} device(s)",
+                    self.cfg.acceld.display(),
+                    self.views.len()
+                );
+            }
+            quiet = false;
             self.read_remote();
+            // What the kubelet's pods hold, and as what, before anything is advertised: a
+            // VF keeps the resource a pod holds it as, whatever the profiles say now.
+            self.ask_pods().await;
             self.publish();
             self.reconcile(&c).await;
             let mut tick = tokio::time::interval(TICK);
@@ -515,18 +712,14 @@ impl State {
                 tokio::select! {
                     m = events.message() => match m {
                         Ok(Some(e)) => {
-                            self.tracker.apply(&e);
-                            dirty.insert(e.device);
+                            self.apply(&e, &mut dirty);
                             // Events come in bursts (a reset, a replay): take what is
                             // already here before reading the devices again.
                             while let Ok(m) =
                                 tokio::time::timeout(Duration::ZERO, events.message()).await
                             {
                                 match m {
-                                    Ok(Some(e)) => {
-                                        self.tracker.apply(&e);
-                                        dirty.insert(e.device);
-                                    }
+                                    Ok(Some(e)) => self.apply(&e, &mut dirty),
                                     _ => break,
                                 }
                             }
@@ -538,7 +731,6 @@ impl State {
                         let changed = self.read_profiles();
                         if changed {
                             self.publish_resources();
-                            self.publish();
                         }
                         self.read_remote();
                         self.publish();
@@ -549,9 +741,13 @@ impl State {
                             }
                             self.publish();
                             self.reconcile(&c).await;
-                        } else if !self.refused.is_empty() && last_retry.elapsed() >= RETRY {
+                            self.settle().await;
+                        } else if last_retry.elapsed() >= RETRY
+                            && !(self.refused.is_empty() && self.moving.is_empty())
+                        {
                             last_retry = Instant::now();
                             self.reconcile(&c).await;
+                            self.settle().await;
                         }
                         continue;
                     }
@@ -560,11 +756,11 @@ impl State {
                 // What the events say reaches the kubelet now; what the devices say, after
                 // reading them.
                 self.publish();
-                // Device names, or "" for a daemon-wide event (a missed-events notice).
-                if dirty.remove("") {
-                    if let Err(e) = self.refresh_all(&c).await {
-                        break e;
-                    }
+                // Events were lost: the tracker cannot be trusted. A new watch replays what
+                // the daemon kept, and every device is read again.
+                if dirty.contains("") {
+                    quiet = true;
+                    break "acceld's events were missed".to_string();
                 }
                 let known: Vec<String> = dirty
                     .into_iter()
@@ -575,9 +771,26 @@ impl State {
                 }
                 self.publish();
             };
+            if quiet {
+                crate::log!("{lost}: watching them again from what acceld kept");
+                continue;
+            }
             crate::log!("{lost}: every VF is unhealthy until acceld answers again");
             self.reachable = false;
             self.publish();
         }
+    }
+
+    /// Takes one event in, noting the device it is about ("" for the daemon's own, a
+    /// missed-events notice).
+    fn apply(&mut self, e: &v1::Event, dirty: &mut BTreeSet<String>) {
+        self.tracker.apply(e);
+        // The device was reset and its VFs made anew: their hand-offs are asked again.
+        if matches!(e.kind.as_str(), "fw_ready" | "restored" | "device_back") {
+            if let Some(v) = self.views.get_mut(&e.device) {
+                v.stale = true;
+            }
+        }
+        dirty.insert(e.device.clone());
     }
 }

@@ -58,12 +58,11 @@ impl k::registration_server::Registration for Registration {
         if r.version != "v1beta1" {
             return Err(Status::invalid_argument(format!("version {}", r.version)));
         }
-        self.shared
-            .seen
-            .lock()
-            .unwrap()
-            .registrations
-            .push(r.clone());
+        let mine = {
+            let mut g = self.shared.seen.lock().unwrap();
+            g.registrations.push(r.clone());
+            g.registrations.len() - 1
+        };
         self.shared.cv.notify_all();
         // As the device manager does: after the answer, dial the plugin and follow it.
         let (dir, shared) = (self.dir.clone(), self.shared.clone());
@@ -96,6 +95,28 @@ impl k::registration_server::Registration for Registration {
                 drop(g);
                 shared.cv.notify_all();
             }
+            // As the device manager does when a plugin goes: its devices turn unhealthy
+            // (and go after a grace period), the pods holding them keep them.
+            let mut g = shared.seen.lock().unwrap();
+            let latest = g
+                .registrations
+                .iter()
+                .rposition(|x| x.resource_name == r.resource_name);
+            if latest != Some(mine) {
+                return;
+            }
+            if let Some((l, _)) = g.lists.get(&r.resource_name) {
+                let l: Vec<k::Device> = l
+                    .iter()
+                    .map(|d| k::Device {
+                        health: "Unhealthy".into(),
+                        ..d.clone()
+                    })
+                    .collect();
+                g.lists.insert(r.resource_name.clone(), (l, Instant::now()));
+            }
+            drop(g);
+            shared.cv.notify_all();
         });
         Ok(Response::new(k::Empty {}))
     }

@@ -236,10 +236,18 @@ fn profiles_carve_the_device_and_change_only_when_no_vf_is_in_use() {
     let k = Kubelet::start();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("profiles.json");
+    let big_profile = r#""4e-4g": {"engines": 4, "memory": "4G", "queues": 64},"#;
     let profiles = |list: &str| {
         format!(
-            r#"{{"profiles": {{"4e-4g": {{"engines": 4, "memory": "4G", "queues": 64}},
+            r#"{{"profiles": {{{big_profile}
                                "2e-2g": {{"engines": 2, "memory": "2G", "queues": 32}}}},
+                "devices": {{"*": [{list}]}}}}"#
+        )
+    };
+    // The same, with 4e-4g gone from the file.
+    let without_big = |list: &str| {
+        format!(
+            r#"{{"profiles": {{"2e-2g": {{"engines": 2, "memory": "2G", "queues": 32}}}},
                 "devices": {{"*": [{list}]}}}}"#
         )
     };
@@ -265,10 +273,11 @@ fn profiles_carve_the_device_and_change_only_when_no_vf_is_in_use() {
     k.wait_list(VF, SEEN, "no VF outside the profiles", |l| l.is_empty());
     let l = d.ctl_json(&["vf", "list"]);
     assert_eq!(accelvirt_tests::layout(&l).len(), 2, "{l}");
-    // A container holds one of them: the change is refused, the VFs stay.
+    // A container holds one of them: the change is refused, the VFs stay. The file no
+    // longer names 4e-4g, so by the profiles the VFs are plain `accelvirt.io/vf` now.
     k.allocate(big, &two[..1]).unwrap();
     k.set_in_use(&[(big, vec![two[0].clone()])]);
-    write(profiles(r#"{"profile": "2e-2g", "count": 4}"#));
+    write(without_big(r#"{"profile": "2e-2g", "count": 4}"#));
     let t = std::time::Instant::now();
     while !p.log().contains("not re-carved") {
         assert!(t.elapsed() < SEEN, "no refusal: {}", p.log());
@@ -292,11 +301,26 @@ fn profiles_carve_the_device_and_change_only_when_no_vf_is_in_use() {
         ("POST", "/api/v1/namespaces/default/events")
     );
     assert_eq!(r.authorization, format!("Bearer {}", kube_api::TOKEN));
-    // Retried every second while held, said once.
+    // The held VF stays what the pod holds it as, healthy, and is never offered as
+    // another resource (a second pod could be given it); the free one moves to its
+    // profile's resource once the kubelet says no pod holds it.
+    k.wait_list(VF, SEEN, "the free VF, as accelvirt.io/vf", |l| {
+        healthy(l, &two[1..])
+    });
+    k.wait_list(big, SEEN, "the held VF still advertised, healthy", |l| {
+        healthy(l, &two[..1])
+    });
+    // Retried every second while held, said once, and no flapping meanwhile.
+    let lists_before = k.with_seen(|s| s.history.get(big).map_or(0, Vec::len));
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(api.events("ProfileChangeRefused").len(), 1);
-    k.wait_list(big, SEEN, "the 2 VFs still advertised, healthy", |l| {
-        healthy(l, &two)
+    k.with_seen(|s| {
+        assert_eq!(
+            s.history[big].len(),
+            lists_before,
+            "the held VF's list did not change while the change waited: {:?}",
+            &s.history[big][lists_before..]
+        );
     });
     assert_eq!(
         accelvirt_tests::layout(&d.ctl_json(&["vf", "list"])).len(),
@@ -306,7 +330,23 @@ fn profiles_carve_the_device_and_change_only_when_no_vf_is_in_use() {
     k.set_in_use(&[]);
     let four = ids(&sim, 4);
     k.wait_list(small, SEEN, "4 VFs of 2e-2g", |l| healthy(l, &four));
-    k.wait_list(big, SEEN, "none of 4e-4g left", |l| l.is_empty());
+    k.wait_list(VF, SEEN, "no VF outside the profiles", |l| l.is_empty());
+    // Nothing is advertised as 4e-4g any more: its plugin stops.
+    let t = std::time::Instant::now();
+    while k.dir.join("accelvirt-vf-4e-4g.sock").exists() {
+        assert!(t.elapsed() < SEEN, "4e-4g's plugin still serves");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    k.wait_list(big, SEEN, "4e-4g's devices gone with it", |l| {
+        l.iter().all(|d| d.health == "Unhealthy")
+    });
+    k.with_seen(|s| {
+        assert!(
+            s.history[VF].iter().flatten().all(|d| d.id != two[0]),
+            "the held VF was never offered as accelvirt.io/vf: {:?}",
+            s.history[VF]
+        );
+    });
     let l = accelvirt_tests::layout(&d.ctl_json(&["vf", "list"]));
     assert_eq!(l.len(), 4);
     assert!(l.iter().all(|v| v["engines"] == 2), "{l:?}");
@@ -324,6 +364,50 @@ fn profiles_carve_the_device_and_change_only_when_no_vf_is_in_use() {
     assert_eq!(
         accelvirt_tests::layout(&d.ctl_json(&["vf", "list"])).len(),
         4
+    );
+}
+
+#[test]
+fn a_failed_re_carve_is_said_once_and_not_tried_again_each_resync() {
+    let sim = Sim::start();
+    let d = Acceld::start(&sim, &[]);
+    let k = Kubelet::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("profiles.json");
+    let write = |profile: &str| {
+        let tmp = dir.path().join(".new");
+        std::fs::write(
+            &tmp,
+            format!(r#"{{"profiles": {{"p": {profile}}}, "devices": {{"*": [{{"profile": "p", "count": 2}}]}}}}"#),
+        )
+        .unwrap();
+        std::fs::rename(&tmp, &file).unwrap();
+    };
+    // More engines than the board has: acceld refuses the VFs.
+    write(r#"{"engines": 64, "memory": "1G", "queues": 4}"#);
+    let p = DevicePlugin::start(&k, &d.sock, &[OsStr::new("--profiles"), file.as_os_str()]);
+    let t = std::time::Instant::now();
+    while !p.log().contains("ProfileChangeFailed") {
+        assert!(t.elapsed() < SEEN, "no failure said: {}", p.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Past a resync: not tried again (each try destroys and half-creates the device's VFs).
+    std::thread::sleep(accel_device_plugin::state::RESYNC + Duration::from_millis(1500));
+    let log = p.log();
+    assert_eq!(log.matches("re-carving to").count(), 1, "{log}");
+    assert_eq!(log.matches("ProfileChangeFailed").count(), 1, "{log}");
+    // A file that can be carried out is, at once.
+    write(r#"{"engines": 2, "memory": "2G", "queues": 8}"#);
+    let two = ids(&sim, 2);
+    k.wait_list(
+        "accelvirt.io/vf-p",
+        SEEN,
+        "2 VFs of the corrected profile",
+        |l| healthy(l, &two),
+    );
+    assert_eq!(
+        accelvirt_tests::layout(&d.ctl_json(&["vf", "list"])).len(),
+        2
     );
 }
 
