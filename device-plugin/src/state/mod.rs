@@ -3,10 +3,9 @@
 //! profiles file, carried out through acceld when it changes. Each change is published as a
 //! [`Snapshot`] the resources' plugins stream to the kubelet.
 
-use crate::events::Kind;
 use crate::health::{self, Tracker};
 use crate::inventory::{self, Endpoint, Snapshot, Vf};
-use crate::pods::{Allocations, InUse, PodResources};
+use crate::pods::{Allocations, PodResources};
 use crate::profiles::Profiles;
 use accelvirt_api::v1;
 use host_driver::daemon::Client;
@@ -16,6 +15,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
+
+mod carve;
+mod claims;
 
 /// How long one acceld call may take before the device counts as unhealthy.
 pub const CALL: Duration = Duration::from_secs(2);
@@ -66,15 +68,6 @@ struct DeviceView {
     stale: bool,
 }
 
-/// A re-carve that failed: not tried again before `next` unless the profiles change.
-#[derive(Debug, Clone)]
-struct Failure {
-    profiles: Profiles,
-    next: Instant,
-    delay: Duration,
-    said: String,
-}
-
 /// The state task.
 #[derive(Debug)]
 pub struct State {
@@ -84,7 +77,7 @@ pub struct State {
     profiles: Profiles,
     profiles_bytes: Option<Vec<u8>>,
     refused: BTreeMap<String, String>,
-    failed: BTreeMap<String, Failure>,
+    failed: BTreeMap<String, carve::Failure>,
     carving: BTreeSet<String>,
     /// The resource each live VF is advertised as. It changes only when the kubelet says
     /// no pod holds the VF: a VF a pod holds as one resource, offered as another, could go
@@ -410,230 +403,6 @@ impl State {
     }
 
     /// Asks the kubelet which of our VFs its pods hold (and as what), keeping its answer.
-    async fn ask_pods(&mut self) -> InUse {
-        let mut ours: BTreeSet<String> = self.profiles.resources().into_iter().collect();
-        ours.insert(crate::REMOTE.into());
-        ours.extend(self.advertised.values().cloned());
-        let u = self
-            .cfg
-            .pod_resources
-            .in_use(&ours, &self.allocations)
-            .await;
-        if u.fallback.is_none() {
-            self.held = u
-                .ids
-                .iter()
-                .filter_map(|(id, r)| Some((id.clone(), r.clone()?)))
-                .collect();
-        }
-        u
-    }
-
-    /// Moves each VF whose profile now says another resource to it, once the kubelet says
-    /// no pod holds it. It is held back (unhealthy) while the kubelet is asked, so none is
-    /// given out in between.
-    async fn settle(&mut self) {
-        if self.moving.is_empty() {
-            return;
-        }
-        let u = self.ask_pods().await;
-        self.publish();
-        let free: BTreeSet<String> = self
-            .moving
-            .keys()
-            .filter(|id| u.fallback.is_none() && !u.ids.contains_key(*id))
-            .cloned()
-            .collect();
-        if free.is_empty() {
-            return;
-        }
-        self.settling = free;
-        self.publish();
-        let u = self.ask_pods().await;
-        if u.fallback.is_none() {
-            for id in std::mem::take(&mut self.settling) {
-                if let (false, Some(to)) = (u.ids.contains_key(&id), self.moving.get(&id)) {
-                    crate::log!("{id}: advertised as {to} (its profile's resource) from now");
-                    self.advertised.insert(id, to.clone());
-                }
-            }
-        }
-        self.settling.clear();
-        self.publish();
-    }
-
-    /// Why `name` cannot be re-carved now (a VF of it in use, or nobody can say), if so.
-    fn busy(&self, name: &str, vfs: &[v1::VfInfo], in_use: &InUse, want: &str) -> Option<String> {
-        let held: Vec<String> = vfs
-            .iter()
-            .filter(|v| v.state != 0)
-            .map(|v| inventory::vf_id(name, v.vf))
-            .filter(|id| in_use.ids.contains_key(id))
-            .collect();
-        // Without the kubelet's answer nothing is known to be free: this plugin's own
-        // record starts empty after a restart, so it cannot vouch for a VF.
-        match &in_use.fallback {
-            Some(e) => Some(format!(
-                "{name}: not re-carved to {want}: the kubelet's pod resources cannot say which VFs are in use ({e}); trying again"
-            )),
-            None if !held.is_empty() => Some(format!(
-                "{name}: not re-carved to {want}: {} of its VFs allocated ({}; the kubelet's pod resources say); trying again when they are released",
-                held.len(),
-                held.join(", ")
-            )),
-            None => None,
-        }
-    }
-
-    /// Says why a re-carve waits, once per reason.
-    fn refuse(&mut self, name: &str, why: String) {
-        if self.refused.get(name) != Some(&why) {
-            self.cfg
-                .events
-                .record(Kind::Warning, "ProfileChangeRefused", why.clone());
-            self.refused.insert(name.to_string(), why);
-        }
-    }
-
-    /// Carries the profiles file out on every device it covers whose VFs differ, through
-    /// acceld, unless a VF of that device is in use.
-    async fn reconcile(&mut self, c: &Client) {
-        let names: Vec<String> = self.views.keys().cloned().collect();
-        for name in names {
-            let Some(list) = self.profiles.for_device(&name).map(<[_]>::to_vec) else {
-                continue;
-            };
-            let view = self.views[&name].clone();
-            if self.profiles.carved_as(&list, &view.vfs, view.shift) {
-                self.refused.remove(&name);
-                self.failed.remove(&name);
-                continue;
-            }
-            if view.problem.is_some() || self.tracker.device_problem(&name).is_some() {
-                continue;
-            }
-            if let Some(f) = self.failed.get(&name) {
-                if f.profiles == self.profiles && Instant::now() < f.next {
-                    continue;
-                }
-            }
-            let want = list
-                .iter()
-                .map(|s| format!("{} × {}", s.count, s.profile))
-                .collect::<Vec<_>>()
-                .join(" + ");
-            // A first look without holding anything back: a refused change leaves the
-            // device's VFs as they were, healthy.
-            let in_use = self.ask_pods().await;
-            if let Some(why) = self.busy(&name, &view.vfs, &in_use, &want) {
-                self.refuse(&name, why);
-                continue;
-            }
-            // Held back from the kubelet, then looked at again: nothing allocated from this
-            // device between the look at what is in use and the carving.
-            self.carving.insert(name.clone());
-            self.publish();
-            let in_use = self.ask_pods().await;
-            if let Some(why) = self.busy(&name, &view.vfs, &in_use, &want) {
-                self.refuse(&name, why);
-                self.carving.remove(&name);
-                self.publish();
-                continue;
-            }
-            crate::log!("{name}: re-carving to {want}");
-            let r = self.carve(c, &name, &list).await;
-            let ev = self.cfg.events.clone();
-            match &r {
-                Ok(n) => {
-                    self.failed.remove(&name);
-                    ev.record(
-                        Kind::Normal,
-                        "ProfileChanged",
-                        format!("{name}: re-carved to {want} ({n} VFs)"),
-                    );
-                }
-                Err(e) => {
-                    let delay = self
-                        .failed
-                        .get(&name)
-                        .filter(|f| f.profiles == self.profiles)
-                        .map_or(FAILED, |f| (f.delay * 2).min(FAILED_MAX));
-                    let why = format!("{name}: not re-carved to {want}: {e}");
-                    crate::log!("{why}; trying again in {delay:?} or when the profiles change");
-                    let said = self.failed.get(&name).map(|f| f.said.clone());
-                    // Once per failure, not once per try.
-                    if said.as_ref() != Some(&why) {
-                        ev.record(Kind::Warning, "ProfileChangeFailed", why.clone());
-                    }
-                    self.failed.insert(
-                        name.clone(),
-                        Failure {
-                            profiles: self.profiles.clone(),
-                            next: Instant::now() + delay,
-                            delay,
-                            said: why,
-                        },
-                    );
-                }
-            }
-            self.refused.remove(&name);
-            self.carving.remove(&name);
-            // New VFs: their hand-offs are asked anew, and their resources are their
-            // profiles' (no pod held the old ones).
-            if let Some(v) = self.views.get_mut(&name) {
-                v.stale = true;
-            }
-            self.refresh(c, &name).await;
-            self.publish();
-        }
-    }
-
-    async fn carve(
-        &mut self,
-        c: &Client,
-        name: &str,
-        list: &[crate::profiles::Share],
-    ) -> Result<u32, String> {
-        let mut api = c.api.clone();
-        let shift = self.views[name].shift;
-        // Checked before anything is destroyed.
-        let mut specs = Vec::new();
-        for s in list {
-            let shape = &self.profiles.shapes[&s.profile];
-            specs.push((s.count, shape.spec(shift).map_err(|e| e.to_string())?));
-        }
-        if self.views[name].vfs.iter().any(|v| v.state != 0) {
-            call_within(
-                CHANGE,
-                "DestroyVfs",
-                api.destroy_vfs(v1::DestroyVfsRequest {
-                    device: name.to_string(),
-                    vf: 0,
-                    all: true,
-                }),
-            )
-            .await?;
-        }
-        let mut made = 0;
-        for (count, spec) in specs {
-            let r = call_within(
-                CHANGE,
-                "CreateVfs",
-                api.create_vfs(v1::CreateVfsRequest {
-                    device: name.to_string(),
-                    count,
-                    spec: Some(spec),
-                    // A PCI VF is handed to a VM as its vfio group (a vfio-user VF needs
-                    // no binding, and acceld takes this as a no-op for one).
-                    bind: "vfio-pci".into(),
-                }),
-            )
-            .await?;
-            made += r.vfs.len() as u32;
-        }
-        Ok(made)
-    }
-
     /// Runs until `stop` turns true.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let mut backoff = Duration::from_millis(100);

@@ -1,0 +1,60 @@
+//! What the kubelet's pods hold of ours, and as what: a VF keeps the resource a pod holds it
+//! as, and moves to the one its profile names only once the kubelet says no pod holds it.
+
+use super::State;
+use crate::pods::InUse;
+use std::collections::BTreeSet;
+
+impl State {
+    pub(super) async fn ask_pods(&mut self) -> InUse {
+        let mut ours: BTreeSet<String> = self.profiles.resources().into_iter().collect();
+        ours.insert(crate::REMOTE.into());
+        ours.extend(self.advertised.values().cloned());
+        let u = self
+            .cfg
+            .pod_resources
+            .in_use(&ours, &self.allocations)
+            .await;
+        if u.fallback.is_none() {
+            self.held = u
+                .ids
+                .iter()
+                .filter_map(|(id, r)| Some((id.clone(), r.clone()?)))
+                .collect();
+        }
+        u
+    }
+
+    /// Moves each VF whose profile now says another resource to it, once the kubelet says
+    /// no pod holds it. It is held back (unhealthy) while the kubelet is asked, so none is
+    /// given out in between.
+    pub(super) async fn settle(&mut self) {
+        if self.moving.is_empty() {
+            return;
+        }
+        let u = self.ask_pods().await;
+        self.publish();
+        let free: BTreeSet<String> = self
+            .moving
+            .keys()
+            .filter(|id| u.fallback.is_none() && !u.ids.contains_key(*id))
+            .cloned()
+            .collect();
+        if free.is_empty() {
+            return;
+        }
+        self.settling = free;
+        self.publish();
+        let u = self.ask_pods().await;
+        if u.fallback.is_none() {
+            for id in std::mem::take(&mut self.settling) {
+                if let (false, Some(to)) = (u.ids.contains_key(&id), self.moving.get(&id)) {
+                    crate::log!("{id}: advertised as {to} (its profile's resource) from now");
+                    self.advertised.insert(id, to.clone());
+                }
+            }
+        }
+        self.settling.clear();
+        self.publish();
+    }
+}
