@@ -57,20 +57,12 @@ macro_rules! log {
     ($($t:tt)*) => { eprintln!("accel-device-plugin: {}", format_args!($($t)*)) };
 }
 
-/// A tonic channel to a UNIX socket (the URI is a placeholder; ":authority" is "localhost",
-/// as the kubelet's own clients send).
+/// A tonic channel to a UNIX socket (":authority" is "localhost", as the kubelet's own
+/// clients send).
 pub async fn unix_channel(
     path: &std::path::Path,
 ) -> Result<tonic::transport::Channel, tonic::transport::Error> {
-    let p = path.to_path_buf();
-    tonic::transport::Endpoint::from_static("http://localhost")
-        .connect_timeout(std::time::Duration::from_secs(2))
-        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-            let p = p.clone();
-            async move {
-                let s = tokio::net::UnixStream::connect(&p).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
-            }
-        }))
-        .await
+    let e = tonic::transport::Endpoint::from_static("http://localhost")
+        .connect_timeout(std::time::Duration::from_secs(2));
+    host_driver::daemon::unix_channel(e, path).await
 }

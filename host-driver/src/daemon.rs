@@ -183,40 +183,35 @@ impl Client {
     }
 
     async fn connect_once(path: &Path) -> Result<Self> {
-        let p = path.to_path_buf();
-        // The URI is a placeholder: the connector below reaches the socket.
-        let ch = tonic::transport::Endpoint::from_static("http://acceld")
-            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-                let p = p.clone();
-                async move {
-                    let s = tokio::net::UnixStream::connect(&p).await?;
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
+        // The URI is a placeholder: the connector reaches the socket.
+        let ch = unix_channel(
+            tonic::transport::Endpoint::from_static("http://acceld"),
+            path,
+        )
+        .await
+        .map_err(|e| {
+            // The socket's own error, wherever it is in the chain.
+            let mut cause = std::error::Error::source(&e);
+            let mut found = None;
+            while let Some(c) = cause {
+                if let Some(io) = c.downcast_ref::<std::io::Error>() {
+                    found = Some(std::io::Error::new(io.kind(), io.to_string()));
+                    break;
                 }
-            }))
-            .await
-            .map_err(|e| {
-                // The socket's own error, wherever it is in the chain.
-                let mut cause = std::error::Error::source(&e);
-                let mut found = None;
-                while let Some(c) = cause {
-                    if let Some(io) = c.downcast_ref::<std::io::Error>() {
-                        found = Some(std::io::Error::new(io.kind(), io.to_string()));
-                        break;
-                    }
-                    cause = c.source();
-                }
-                let io = found.unwrap_or_else(|| std::io::Error::other(e.to_string()));
-                if io.kind() == std::io::ErrorKind::PermissionDenied {
-                    return Error::PermissionDenied(format!(
-                        "cannot connect to acceld at {}: {io}",
-                        path.display()
-                    ));
-                }
-                Error::Connect {
-                    path: path.to_path_buf(),
-                    source: io,
-                }
-            })?;
+                cause = c.source();
+            }
+            let io = found.unwrap_or_else(|| std::io::Error::other(e.to_string()));
+            if io.kind() == std::io::ErrorKind::PermissionDenied {
+                return Error::PermissionDenied(format!(
+                    "cannot connect to acceld at {}: {io}",
+                    path.display()
+                ));
+            }
+            Error::Connect {
+                path: path.to_path_buf(),
+                source: io,
+            }
+        })?;
         Ok(Client {
             api: AccelvirtClient::new(ch).max_decoding_message_size(64 << 20),
             path: path.to_path_buf(),
@@ -247,6 +242,24 @@ pub async fn vf_target(acceld: &Path, device: &str, vf: u16) -> Result<crate::vf
         .as_ref()
         .ok_or_else(|| Error::Protocol("acceld sent a VF without its hand-off".into()))?;
     Ok(crate::vf::Target::of(handoff_from(h)?.endpoint))
+}
+
+/// A gRPC channel over the UNIX socket at `path`, with `endpoint`'s settings (its URI is a
+/// placeholder that names the `:authority`).
+pub async fn unix_channel(
+    endpoint: tonic::transport::Endpoint,
+    path: &Path,
+) -> std::result::Result<tonic::transport::Channel, tonic::transport::Error> {
+    let p = path.to_path_buf();
+    endpoint
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let p = p.clone();
+            async move {
+                let s = tokio::net::UnixStream::connect(&p).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
+            }
+        }))
+        .await
 }
 
 #[cfg(test)]

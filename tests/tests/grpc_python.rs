@@ -2,26 +2,16 @@
 //! from the `.proto` files in the repository by grpc_tools: another implementation of gRPC
 //! and protobuf is the judge of both. grpcio and grpcio-tools come from PyPI into a virtual
 //! environment under target/, made once and reused.
-use accelvirt_tests::{grpc_python as python, root, Acceld, Sim};
+use accelvirt_tests::{grpc_python as python, grpc_python_stubs, root, Acceld, Sim};
 use std::process::Command;
 
 #[test]
 fn python_grpcio_drives_the_daemon_with_stubs_from_the_proto() {
     let py = python();
-    let stubs = tempfile::tempdir().unwrap();
-    let proto = root().join("api").join("proto");
-    let o = Command::new(&py)
-        .args(["-m", "grpc_tools.protoc", "-I"])
-        .arg(&proto)
-        .arg(format!("--python_out={}", stubs.path().display()))
-        .arg(format!("--grpc_python_out={}", stubs.path().display()))
-        .arg(proto.join("accelvirt/v1/accelvirt.proto"))
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "protoc: {}",
-        String::from_utf8_lossy(&o.stderr)
+    let stubs = grpc_python_stubs(
+        &py,
+        &root().join("api").join("proto"),
+        "accelvirt/v1/accelvirt.proto",
     );
     let sim = Sim::start();
     let d = Acceld::start(&sim, &[]);
@@ -50,20 +40,10 @@ fn python_grpcio_drives_the_daemon_with_stubs_from_the_proto() {
 fn python_grpcio_plays_the_kubelet_for_the_device_plugin() {
     use std::io::{BufRead, BufReader};
     let py = python();
-    let stubs = tempfile::tempdir().unwrap();
-    let proto = root().join("device-plugin").join("proto");
-    let o = Command::new(&py)
-        .args(["-m", "grpc_tools.protoc", "-I"])
-        .arg(&proto)
-        .arg(format!("--python_out={}", stubs.path().display()))
-        .arg(format!("--grpc_python_out={}", stubs.path().display()))
-        .arg(proto.join("deviceplugin/v1beta1/api.proto"))
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "protoc: {}",
-        String::from_utf8_lossy(&o.stderr)
+    let stubs = grpc_python_stubs(
+        &py,
+        &root().join("device-plugin").join("proto"),
+        "deviceplugin/v1beta1/api.proto",
     );
     let sim = Sim::start();
     let d = Acceld::start(&sim, &[]);

@@ -22,13 +22,7 @@ pub(super) struct Failure {
 
 impl State {
     /// Why `name` cannot be re-carved now (a VF of it in use, or nobody can say), if so.
-    fn busy(
-        &self,
-        name: &str,
-        vfs: &[v1::VfInfo],
-        in_use: &InUse,
-        want: &str,
-    ) -> Option<String> {
+    fn busy(&self, name: &str, vfs: &[v1::VfInfo], in_use: &InUse, want: &str) -> Option<String> {
         let held: Vec<String> = vfs
             .iter()
             .filter(|v| v.state != 0)
