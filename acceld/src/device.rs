@@ -295,7 +295,21 @@ pub fn layout_of(v: &VfInfo) -> VfLayout {
         queues: v.queue_count.get(),
         vectors: v.vector_count.get(),
         weight: v.weight.get(),
+        vfio_pci: false,
     }
+}
+
+/// `live` as the desired state: each VF's resources, and whether vfio-pci holds it.
+pub fn layout_now(a: &Accel, live: &[VfInfo]) -> Vec<VfLayout> {
+    live.iter()
+        .map(|v| VfLayout {
+            vfio_pci: matches!(
+                a.handoff(v.vf.get()).map(|h| h.endpoint),
+                Ok(host_driver::transport::VfEndpoint::Pci { driver: Some(d), .. }) if d == "vfio-pci"
+            ),
+            ..layout_of(v)
+        })
+        .collect()
 }
 
 /// How `live` differs from `want`, one line per difference (empty: the same).
@@ -306,7 +320,11 @@ pub fn differences(want: &[VfLayout], live: &[VfInfo]) -> Vec<String> {
             None => d.push(format!("VF {} is missing", w.vf)),
             Some(v) => {
                 let l = layout_of(v);
-                if l != *w {
+                // Which driver holds a VF is no resource of the device's.
+                if l != (VfLayout {
+                    vfio_pci: false,
+                    ..*w
+                }) {
                     d.push(format!(
                         "VF {} holds {} engines, {} granules, {} queues, {} vectors, weight {}; \
                          wanted {}, {}, {}, {}, {}",
@@ -455,7 +473,7 @@ impl Managed {
         let st = DesiredState {
             format: state::FORMAT,
             device: self.name.clone(),
-            vfs: live.iter().map(layout_of).collect(),
+            vfs: layout_now(a, &live),
         };
         self.save(st);
         self.health().drift.clear();
@@ -518,7 +536,7 @@ impl Managed {
             self.save(DesiredState {
                 format: state::FORMAT,
                 device: self.name.clone(),
-                vfs: live.iter().map(layout_of).collect(),
+                vfs: layout_now(a, &live),
             });
             return Ok(Outcome::Adopted);
         };
@@ -565,6 +583,18 @@ impl Managed {
             .collect();
         let t = Instant::now();
         let made = a.restore(&layout).await?;
+        // Bound again as they were, before anyone is told they are back.
+        for w in want.iter().filter(|w| w.vfio_pci) {
+            if let Err(e) = a.bind_vfio(w.vf) {
+                self.event(
+                    "restore_failed",
+                    Some(w.vf),
+                    0,
+                    0,
+                    format!("VF {} restored but not bound to vfio-pci again: {e}", w.vf),
+                );
+            }
+        }
         self.metrics.restored(t.elapsed());
         {
             let mut h = self.health();
@@ -1064,6 +1094,12 @@ mod tests {
         v.weight.set(100);
         let l = layout_of(&v);
         assert!(differences(&[l], &[v]).is_empty());
+        // Bound to vfio-pci or not, the device holds the same VF.
+        let bound = VfLayout {
+            vfio_pci: true,
+            ..l
+        };
+        assert!(differences(&[bound], &[v]).is_empty());
         let mut other = l;
         other.queues = 4;
         assert_eq!(differences(&[other], &[v]).len(), 1);

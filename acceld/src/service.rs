@@ -382,6 +382,12 @@ impl Accelvirt for Service {
                 let _m = d.mutate.lock().await;
                 let made = a.create_vfs(count, spec).await;
                 let mut notes = a.take_notes();
+                // Bound before the layout is recorded: the record says so, and a restore
+                // binds them again.
+                let bound = match (&made, m.bind.is_empty()) {
+                    (Ok(made), false) => made.iter().try_for_each(|v| a.bind_vfio(v.vf.get())),
+                    _ => Ok(()),
+                };
                 // Whatever the create left (it may have got part of the way), the desired
                 // state is what the device holds now.
                 record(&d, &a, &mut notes).await;
@@ -389,11 +395,9 @@ impl Accelvirt for Service {
                     eprintln!("acceld: {}: {n}", d.name);
                 }
                 let made = made?;
+                bound?;
                 let mut handoffs = Vec::new();
                 for v in &made {
-                    if !m.bind.is_empty() {
-                        a.bind_vfio(v.vf.get())?;
-                    }
                     handoffs.push(handoff_msg(&a.handoff(v.vf.get())?));
                 }
                 Ok(v1::CreateVfsResponse {

@@ -30,6 +30,10 @@ pub struct VfLayout {
     pub vectors: u16,
     /// Scheduler weight.
     pub weight: u16,
+    /// Bound to vfio-pci when recorded (kernel VFIO): bound again whenever restored, since
+    /// a VF made anew has no driver override. Absent (false) in files written before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub vfio_pci: bool,
 }
 
 /// What one device should hold.

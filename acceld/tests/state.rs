@@ -16,6 +16,7 @@ fn layout(n: u16, weight: u16) -> DesiredState {
                 queues: 4,
                 vectors: 4,
                 weight,
+                vfio_pci: vf % 2 == 1,
             })
             .collect(),
     }
@@ -38,6 +39,13 @@ fn a_state_round_trips_and_what_is_not_one_is_named() {
     save(&p, &s).unwrap();
     assert_eq!(load(&p).unwrap(), Some(s));
     assert!(leftovers(dir.path()).is_empty());
+    // A file from before VFs' binding was recorded: none bound; an unbound VF is written
+    // as it was then.
+    let old = br#"{"format": 1, "device": "d", "vfs": [{"vf": 0, "engines": 1, "mem_granules": 64, "queues": 4, "vectors": 4, "weight": 100}]}"#;
+    std::fs::write(&p, old).unwrap();
+    let o = load(&p).unwrap().unwrap();
+    assert!(!o.vfs[0].vfio_pci);
+    assert!(!serde_json::to_string(&o).unwrap().contains("vfio_pci"));
     std::fs::write(&p, b"{\"format\": 1, \"device\": 3").unwrap();
     assert!(matches!(load(&p), Err(StateError::Corrupt { .. })));
     std::fs::write(&p, b"{\"format\": 9, \"device\": \"x\", \"vfs\": []}").unwrap();
