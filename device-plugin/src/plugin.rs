@@ -104,12 +104,21 @@ impl k::device_plugin_server::DevicePlugin for Plugin {
         &self,
         req: Request<k::AllocateRequest>,
     ) -> Result<Response<k::AllocateResponse>, Status> {
+        let containers = &req.get_ref().container_requests;
+        if containers.len() > MAX_IDS || containers.iter().any(|c| c.devices_ids.len() > MAX_IDS) {
+            return Err(Status::invalid_argument(
+                "too many containers or device IDs",
+            ));
+        }
+        // Recorded before the look at the snapshot: a re-carve or a resource move that holds
+        // these VFs back after that look finds them in use (the kubelet's own record of them
+        // comes only after this answer).
+        for c in containers {
+            self.allocations.record(&c.devices_ids);
+        }
         let snap = self.snapshot.borrow().clone();
         let mut out = Vec::new();
-        for c in &req.get_ref().container_requests {
-            if c.devices_ids.len() > MAX_IDS {
-                return Err(Status::invalid_argument("too many device IDs"));
-            }
+        for c in containers {
             let mut vfs = Vec::new();
             for id in &c.devices_ids {
                 let v = snap
@@ -131,8 +140,7 @@ impl k::device_plugin_server::DevicePlugin for Plugin {
             }
             out.push(crate::allocate::container(&self.resource, &vfs));
         }
-        for c in &req.get_ref().container_requests {
-            self.allocations.record(&c.devices_ids);
+        for c in containers {
             crate::log!("{}: allocated {}", self.resource, c.devices_ids.join(", "));
         }
         Ok(Response::new(k::AllocateResponse {

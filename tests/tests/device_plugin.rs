@@ -327,6 +327,7 @@ fn profiles_carve_the_device_and_change_only_when_no_vf_is_in_use() {
         2
     );
     // Released: the device is carved to the new list, advertised as the new resource.
+    let (big_at, vf_at) = k.with_seen(|s| (s.history[big].len(), s.history[VF].len()));
     k.set_in_use(&[]);
     let four = ids(&sim, 4);
     k.wait_list(small, SEEN, "4 VFs of 2e-2g", |l| healthy(l, &four));
@@ -337,8 +338,29 @@ fn profiles_carve_the_device_and_change_only_when_no_vf_is_in_use() {
         assert!(t.elapsed() < SEEN, "4e-4g's plugin still serves");
         std::thread::sleep(Duration::from_millis(20));
     }
-    k.wait_list(big, SEEN, "4e-4g's devices gone with it", |l| {
-        l.iter().all(|d| d.health == "Unhealthy")
+    // From the moment the device is held back for the carving, nothing healthy is offered
+    // as the old resources: the new VFs (under the old IDs) are the new profile's at once,
+    // not moved there from what the old VFs were.
+    assert!(
+        !p.log().contains(&format!("advertised as {small}")),
+        "{}",
+        p.log()
+    );
+    k.with_seen(|s| {
+        for (r, at) in [(big, big_at), (VF, vf_at)] {
+            let lists = &s.history[r][at..];
+            let held_back = lists
+                .iter()
+                .position(|l| !l.is_empty() && l.iter().all(|d| d.health == "Unhealthy"))
+                .unwrap_or_else(|| panic!("{r}: never held back: {lists:?}"));
+            assert!(
+                lists[held_back..]
+                    .iter()
+                    .flatten()
+                    .all(|d| d.health == "Unhealthy"),
+                "{r}: a healthy device after the hold-back: {lists:?}"
+            );
+        }
     });
     k.with_seen(|s| {
         assert!(
@@ -365,6 +387,57 @@ fn profiles_carve_the_device_and_change_only_when_no_vf_is_in_use() {
         accelvirt_tests::layout(&d.ctl_json(&["vf", "list"])).len(),
         4
     );
+}
+
+/// The profiles file changes while the plugin is down and a pod holds a VF: the restarted
+/// plugin asks the kubelet first, and offers the held VF only as what the pod holds it as.
+#[test]
+fn a_restarted_plugin_offers_a_held_vf_only_as_its_pod_holds_it() {
+    let sim = Sim::start();
+    let d = Acceld::start(&sim, &[]);
+    let k = Kubelet::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("profiles.json");
+    let big = "accelvirt.io/vf-4e-4g";
+    std::fs::write(
+        &file,
+        r#"{"profiles": {"4e-4g": {"engines": 4, "memory": "4G", "queues": 64}},
+            "devices": {"*": [{"profile": "4e-4g", "count": 2}]}}"#,
+    )
+    .unwrap();
+    let args = [OsStr::new("--profiles"), file.as_os_str()];
+    let mut p = DevicePlugin::start(&k, &d.sock, &args);
+    let two = ids(&sim, 2);
+    k.wait_list(big, SEEN, "2 VFs of 4e-4g", |l| healthy(l, &two));
+    k.allocate(big, &two[..1]).unwrap();
+    k.set_in_use(&[(big, vec![two[0].clone()])]);
+    p.stop();
+    // Down: the file loses 4e-4g, and names no device (the layout stays as acceld holds it).
+    std::fs::write(
+        &file,
+        r#"{"profiles": {"2e-2g": {"engines": 2, "memory": "2G", "queues": 32}}}"#,
+    )
+    .unwrap();
+    let vf_at = k.with_seen(|s| s.history.get(VF).map_or(0, Vec::len));
+    let _p = DevicePlugin::start(&k, &d.sock, &args);
+    k.wait_list(VF, SEEN, "the free VF, as accelvirt.io/vf", |l| {
+        healthy(l, &two[1..])
+    });
+    k.wait_list(big, SEEN, "the held VF, as its pod holds it", |l| {
+        healthy(l, &two[..1])
+    });
+    k.with_seen(|s| {
+        let lists = &s.history[VF][vf_at..];
+        assert!(
+            lists.iter().flatten().all(|d| d.id != two[0]),
+            "the held VF offered as accelvirt.io/vf: {lists:?}"
+        );
+    });
+    // Released: it moves to what its shape says now.
+    k.set_in_use(&[]);
+    k.wait_list(VF, SEEN, "both VFs, as accelvirt.io/vf", |l| {
+        healthy(l, &two)
+    });
 }
 
 #[test]

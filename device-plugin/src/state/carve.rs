@@ -137,11 +137,14 @@ impl State {
             }
             self.refused.remove(&name);
             self.carving.remove(&name);
-            // New VFs: their hand-offs are asked anew, and their resources are their
-            // profiles' (no pod held the old ones).
+            // New VFs under the old IDs: their hand-offs are asked anew, and their resources
+            // are their profiles' (no pod held the old ones, the kubelet said just now).
             if let Some(v) = self.views.get_mut(&name) {
                 v.stale = true;
             }
+            let tag = format!("{}-vf", inventory::device_tag(&name));
+            self.advertised.retain(|id, _| !id.starts_with(&tag));
+            self.held.retain(|id, _| !id.starts_with(&tag));
             self.refresh(c, &name).await;
             self.publish();
         }

@@ -6,6 +6,7 @@ use crate::pods::InUse;
 use std::collections::BTreeSet;
 
 impl State {
+    /// Asks the kubelet which of our VFs its pods hold (and as what), keeping its answer.
     pub(super) async fn ask_pods(&mut self) -> InUse {
         let mut ours: BTreeSet<String> = self.profiles.resources().into_iter().collect();
         ours.insert(crate::REMOTE.into());
@@ -21,6 +22,21 @@ impl State {
                 .iter()
                 .filter_map(|(id, r)| Some((id.clone(), r.clone()?)))
                 .collect();
+            self.pods_known = true;
+            // A VF gone from acceld's list and held by no pod is forgotten.
+            let live: BTreeSet<String> = self
+                .views
+                .iter()
+                .flat_map(|(name, v)| {
+                    v.vfs
+                        .iter()
+                        .filter(|x| x.state != 0)
+                        .map(move |x| crate::inventory::vf_id(name, x.vf))
+                })
+                .collect();
+            let held = &self.held;
+            self.advertised
+                .retain(|id, _| live.contains(id) || held.contains_key(id));
         }
         u
     }

@@ -89,6 +89,10 @@ pub struct State {
     settling: BTreeSet<String>,
     /// What the kubelet last said its pods hold of ours, and as what.
     held: BTreeMap<String, String>,
+    /// Whether the kubelet has said so since the plugin started: until it has, a VF the
+    /// plugin has no resource for yet is held back where profiles are in use (after a
+    /// restart with a changed file, its profile may not be what a pod holds it as).
+    pods_known: bool,
     remote: Vec<Vf>,
     remote_seen: bool,
     reachable: bool,
@@ -140,6 +144,7 @@ impl State {
             moving: BTreeMap::new(),
             settling: BTreeSet::new(),
             held: BTreeMap::new(),
+            pods_known: false,
             remote: Vec::new(),
             remote_seen: false,
             reachable: false,
@@ -217,7 +222,7 @@ impl State {
             acceld_reachable: self.reachable,
             ..Default::default()
         };
-        let mut advertised = BTreeMap::new();
+        let mut advertised = Vec::new();
         let mut moving = BTreeMap::new();
         for (name, view) in &self.views {
             for vf in view.vfs.iter().filter(|v| v.state != 0) {
@@ -226,18 +231,26 @@ impl State {
                     continue;
                 };
                 let profile = self.profiles.resource_of(vf, view.shift);
-                let resource = self
+                let known = self
                     .held
                     .get(&id)
                     .or_else(|| self.advertised.get(&id))
-                    .cloned()
-                    .unwrap_or_else(|| profile.clone());
+                    .cloned();
+                let unknown = known.is_none() && !self.pods_known && self.cfg.profiles.is_some();
+                let resource = known.unwrap_or_else(|| profile.clone());
                 if resource != profile {
                     moving.insert(id.clone(), profile);
                 }
-                advertised.insert(id.clone(), resource.clone());
+                if !unknown {
+                    advertised.push((id.clone(), resource.clone()));
+                }
                 let unhealthy = if !self.reachable {
                     Some("acceld cannot be reached".to_string())
+                } else if unknown {
+                    Some(
+                        "the kubelet's pod resources have not said yet which resource pods hold it as"
+                            .to_string(),
+                    )
                 } else if self.carving.contains(name) {
                     Some(format!("{name} is being re-carved"))
                 } else if self.settling.contains(&id) {
@@ -269,7 +282,9 @@ impl State {
         for v in &self.remote {
             s.vfs.insert(v.id.clone(), v.clone());
         }
-        self.advertised = advertised;
+        // Kept for a VF gone from the list for a while (a device being reset): it comes
+        // back as what it was, until the kubelet says no pod holds it.
+        self.advertised.extend(advertised);
         self.moving = moving;
         self.publish_resources();
         self.snapshot.send_if_modified(|cur| {
@@ -402,14 +417,10 @@ impl State {
         self.remote = now;
     }
 
-    /// Asks the kubelet which of our VFs its pods hold (and as what), keeping its answer.
     /// Runs until `stop` turns true.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let mut backoff = Duration::from_millis(100);
         let mut said = String::new();
-        // Whether the last session ended only to have the daemon's events replayed (a
-        // watcher that fell behind): the VFs stay as they were advertised meanwhile.
-        let mut quiet = false;
         loop {
             let session = async {
                 let c = Client::connect(&self.cfg.acceld)
@@ -429,9 +440,8 @@ impl State {
                 r = session => r,
                 _ = stop.changed() => return,
             };
-            self.tracker = Tracker::default();
             let got = match got {
-                Ok((c, events)) => match self.refresh_all(&c).await {
+                Ok((c, events)) => match self.resync(&c).await {
                     Ok(()) => Ok((c, events)),
                     Err(e) => Err(e),
                 },
@@ -444,7 +454,6 @@ impl State {
                         crate::log!("{e}; trying again");
                         said = e;
                     }
-                    quiet = false;
                     self.reachable = false;
                     self.read_remote();
                     self.publish();
@@ -459,14 +468,11 @@ impl State {
             backoff = Duration::from_millis(100);
             said.clear();
             self.reachable = true;
-            if !quiet {
-                crate::log!(
-                    "acceld at {}: {} device(s)",
-                    self.cfg.acceld.display(),
-                    self.views.len()
-                );
-            }
-            quiet = false;
+            crate::log!(
+                "acceld at {}: {} device(s)",
+                self.cfg.acceld.display(),
+                self.views.len()
+            );
             self.read_remote();
             // What the kubelet's pods hold, and as what, before anything is advertised: a
             // VF keeps the resource a pod holds it as, whatever the profiles say now.
@@ -474,6 +480,8 @@ impl State {
             self.publish();
             self.reconcile(&c).await;
             let mut tick = tokio::time::interval(TICK);
+            // After a long call (a re-carve), one tick, not the ones missed in a burst.
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut last_sync = Instant::now();
             let mut last_retry = Instant::now();
             let lost = loop {
@@ -508,13 +516,22 @@ impl State {
                             if let Err(e) = self.refresh_all(&c).await {
                                 break e;
                             }
+                            // What pods hold, again: a VF is never offered as what it was
+                            // not, from an answer grown old.
+                            self.ask_pods().await;
                             self.publish();
                             self.reconcile(&c).await;
                             self.settle().await;
                         } else if last_retry.elapsed() >= RETRY
-                            && !(self.refused.is_empty() && self.moving.is_empty())
+                            && !(self.refused.is_empty()
+                                && self.moving.is_empty()
+                                && (self.pods_known || self.cfg.profiles.is_none()))
                         {
                             last_retry = Instant::now();
+                            if !self.pods_known {
+                                self.ask_pods().await;
+                                self.publish();
+                            }
                             self.reconcile(&c).await;
                             self.settle().await;
                         }
@@ -525,11 +542,14 @@ impl State {
                 // What the events say reaches the kubelet now; what the devices say, after
                 // reading them.
                 self.publish();
-                // Events were lost: the tracker cannot be trusted. A new watch replays what
-                // the daemon kept, and every device is read again.
-                if dirty.contains("") {
-                    quiet = true;
-                    break "acceld's events were missed".to_string();
+                // Events were lost: the health tracker is made again from what the daemon
+                // kept, and every device read again.
+                if dirty.remove("") {
+                    crate::log!("acceld's events were missed: reading what it kept");
+                    if let Err(e) = self.resync(&c).await {
+                        break e;
+                    }
+                    self.publish();
                 }
                 let known: Vec<String> = dirty
                     .into_iter()
@@ -540,14 +560,29 @@ impl State {
                 }
                 self.publish();
             };
-            if quiet {
-                crate::log!("{lost}: watching them again from what acceld kept");
-                continue;
-            }
             crate::log!("{lost}: every VF is unhealthy until acceld answers again");
             self.reachable = false;
             self.publish();
         }
+    }
+
+    /// The health tracker made from the events acceld kept, and every device read again.
+    /// The watch opened before goes over some of the same events again: the tracker's
+    /// state is each VF's and device's latest event, so the same events in the same order
+    /// leave it the same.
+    async fn resync(&mut self, c: &Client) -> Result<(), String> {
+        let kept = call(
+            "ListEvents",
+            c.api.clone().list_events(v1::EventsRequest::default()),
+        )
+        .await?
+        .events;
+        let mut t = Tracker::default();
+        for e in &kept {
+            t.apply(e);
+        }
+        self.tracker = t;
+        self.refresh_all(c).await
     }
 
     /// Takes one event in, noting the device it is about ("" for the daemon's own, a
