@@ -303,13 +303,18 @@ pub fn layout_of(v: &VfInfo) -> VfLayout {
 pub fn layout_now(a: &Accel, live: &[VfInfo]) -> Vec<VfLayout> {
     live.iter()
         .map(|v| VfLayout {
-            vfio_pci: matches!(
-                a.handoff(v.vf.get()).map(|h| h.endpoint),
-                Ok(host_driver::transport::VfEndpoint::Pci { driver: Some(d), .. }) if d == "vfio-pci"
-            ),
+            vfio_pci: vfio_pci_holds(a, v.vf.get()),
             ..layout_of(v)
         })
         .collect()
+}
+
+/// Whether vfio-pci holds VF `vf` (kernel VFIO; never for a vfio-user VF).
+fn vfio_pci_holds(a: &Accel, vf: u16) -> bool {
+    matches!(
+        a.handoff(vf).map(|h| h.endpoint),
+        Ok(host_driver::transport::VfEndpoint::Pci { driver: Some(d), .. }) if d == "vfio-pci"
+    )
 }
 
 /// How `live` differs from `want`, one line per difference (empty: the same).
@@ -548,6 +553,19 @@ impl Managed {
             if came_back && need > 0 && a.transport().num_vfs()? == 0 {
                 a.transport().set_num_vfs(need)?;
             }
+            if came_back {
+                // Bound as recorded (a restore whose binding failed, a reset while no
+                // daemon ran), then recorded as bound (a file from before bindings were).
+                self.bind_as_recorded(a, &want);
+                let now = layout_now(a, &live);
+                if now != want {
+                    self.save(DesiredState {
+                        format: state::FORMAT,
+                        device: self.name.clone(),
+                        vfs: now,
+                    });
+                }
+            }
             self.health().drift.clear();
             return Ok(Outcome::Adopted);
         }
@@ -584,17 +602,7 @@ impl Managed {
         let t = Instant::now();
         let made = a.restore(&layout).await?;
         // Bound again as they were, before anyone is told they are back.
-        for w in want.iter().filter(|w| w.vfio_pci) {
-            if let Err(e) = a.bind_vfio(w.vf) {
-                self.event(
-                    "restore_failed",
-                    Some(w.vf),
-                    0,
-                    0,
-                    format!("VF {} restored but not bound to vfio-pci again: {e}", w.vf),
-                );
-            }
-        }
+        self.bind_as_recorded(a, &want);
         self.metrics.restored(t.elapsed());
         {
             let mut h = self.health();
@@ -620,6 +628,25 @@ impl Managed {
             );
         }
         Ok(Outcome::Restored(made.len()))
+    }
+
+    /// Binds to vfio-pci each VF the desired state says vfio-pci held and does not now; a
+    /// failure is an event (the VF is there, unusable by a VMM until bound).
+    fn bind_as_recorded(&self, a: &Accel, want: &[VfLayout]) {
+        for w in want.iter().filter(|w| w.vfio_pci) {
+            if vfio_pci_holds(a, w.vf) {
+                continue;
+            }
+            if let Err(e) = a.bind_vfio(w.vf) {
+                self.event(
+                    "restore_failed",
+                    Some(w.vf),
+                    0,
+                    0,
+                    format!("VF {} is not bound to vfio-pci again: {e}", w.vf),
+                );
+            }
+        }
     }
 
     /// Resets the device and restores its layout. Call with `mutate` held. Returns the

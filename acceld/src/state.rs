@@ -11,8 +11,11 @@ use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// The file format this daemon writes and reads.
-pub const FORMAT: u32 = 1;
+/// The file format this daemon writes. Format 2 added `vfio_pci` to each VF; an earlier
+/// daemon refuses it by its number rather than as a corrupt file.
+pub const FORMAT: u32 = 2;
+/// The formats this daemon reads (1: before `vfio_pci`, which then reads as false).
+pub const READS: std::ops::RangeInclusive<u32> = 1..=FORMAT;
 
 /// One VF as its users asked for it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,7 +89,7 @@ pub enum StateError {
         reason: String,
     },
     /// A format this daemon does not read (written by a newer one).
-    #[error("{}: desired-state format {found}; this acceld reads format {FORMAT}", path.display())]
+    #[error("{}: desired-state format {found}; this acceld reads formats {} to {FORMAT}", path.display(), READS.start())]
     Format {
         /// The state file.
         path: PathBuf,
@@ -182,7 +185,7 @@ pub fn read(path: &Path) -> Result<Option<DesiredState>, StateError> {
     let v: serde_json::Value =
         serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
     let found = v.get("format").and_then(|f| f.as_u64()).unwrap_or(0);
-    if found != FORMAT as u64 {
+    if !u32::try_from(found).is_ok_and(|f| READS.contains(&f)) {
         return Err(StateError::Format {
             path: path.to_path_buf(),
             found: u32::try_from(found).unwrap_or(u32::MAX),

@@ -139,8 +139,11 @@ impl State {
             self.carving.remove(&name);
             // New VFs under the old IDs: their hand-offs are asked anew, and their resources
             // are their profiles' (no pod held the old ones, the kubelet said just now).
+            // The old list is wrong now whatever the next one says: should the next read
+            // fail, the device shows no VF rather than old ones under new IDs' resources.
             if let Some(v) = self.views.get_mut(&name) {
-                v.stale = true;
+                v.vfs.clear();
+                v.endpoints.clear();
             }
             let tag = format!("{}-vf", inventory::device_tag(&name));
             self.advertised.retain(|id, _| !id.starts_with(&tag));

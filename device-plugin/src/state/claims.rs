@@ -34,9 +34,18 @@ impl State {
                         .map(move |x| crate::inventory::vf_id(name, x.vf))
                 })
                 .collect();
-            let held = &self.held;
+            // Held: the kubelet's, and this plugin's own just allocated.
             self.advertised
-                .retain(|id, _| live.contains(id) || held.contains_key(id));
+                .retain(|id, _| live.contains(id) || u.ids.contains_key(id));
+            self.pods_said.clear();
+        } else if !self.pods_known && self.cfg.profiles.is_some() {
+            let why = u.fallback.clone().unwrap_or_default();
+            if self.pods_said != why {
+                crate::log!(
+                    "no VF is offered until the kubelet's pod resources say which resource pods hold each as: {why}"
+                );
+                self.pods_said = why;
+            }
         }
         u
     }

@@ -89,6 +89,11 @@ pub struct State {
     settling: BTreeSet<String>,
     /// What the kubelet last said its pods hold of ours, and as what.
     held: BTreeMap<String, String>,
+    /// The newest event the health tracker was made from (events the watch goes over
+    /// again, up to this one, are not taken twice).
+    seen_seq: u64,
+    /// What the plugin last said about the kubelet's pod resources not answering.
+    pods_said: String,
     /// Whether the kubelet has said so since the plugin started: until it has, a VF the
     /// plugin has no resource for yet is held back where profiles are in use (after a
     /// restart with a changed file, its profile may not be what a pod holds it as).
@@ -145,6 +150,8 @@ impl State {
             settling: BTreeSet::new(),
             held: BTreeMap::new(),
             pods_known: false,
+            seen_seq: 0,
+            pods_said: String::new(),
             remote: Vec::new(),
             remote_seen: false,
             reachable: false,
@@ -241,16 +248,14 @@ impl State {
                 if resource != profile {
                     moving.insert(id.clone(), profile);
                 }
-                if !unknown {
-                    advertised.push((id.clone(), resource.clone()));
+                // Not offered at all until the kubelet says what pods hold: under a guessed
+                // resource it could be another's.
+                if unknown {
+                    continue;
                 }
+                advertised.push((id.clone(), resource.clone()));
                 let unhealthy = if !self.reachable {
                     Some("acceld cannot be reached".to_string())
-                } else if unknown {
-                    Some(
-                        "the kubelet's pod resources have not said yet which resource pods hold it as"
-                            .to_string(),
-                    )
                 } else if self.carving.contains(name) {
                     Some(format!("{name} is being re-carved"))
                 } else if self.settling.contains(&id) {
@@ -567,9 +572,8 @@ impl State {
     }
 
     /// The health tracker made from the events acceld kept, and every device read again.
-    /// The watch opened before goes over some of the same events again: the tracker's
-    /// state is each VF's and device's latest event, so the same events in the same order
-    /// leave it the same.
+    /// The watch opened before goes over some of the same events again; those are skipped
+    /// by their numbers.
     async fn resync(&mut self, c: &Client) -> Result<(), String> {
         let kept = call(
             "ListEvents",
@@ -582,12 +586,18 @@ impl State {
             t.apply(e);
         }
         self.tracker = t;
+        self.seen_seq = kept.iter().map(|e| e.seq).max().unwrap_or(0);
         self.refresh_all(c).await
     }
 
     /// Takes one event in, noting the device it is about ("" for the daemon's own, a
     /// missed-events notice).
     fn apply(&mut self, e: &v1::Event, dirty: &mut BTreeSet<String>) {
+        // Already in the tracker (the watch's replay of what the daemon kept). A notice of
+        // missed events has no number.
+        if e.seq != 0 && e.seq <= self.seen_seq {
+            return;
+        }
         self.tracker.apply(e);
         // The device was reset and its VFs made anew: their hand-offs are asked again.
         if matches!(e.kind.as_str(), "fw_ready" | "restored" | "device_back") {
