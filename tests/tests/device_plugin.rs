@@ -23,6 +23,15 @@ fn ids(sim: &Sim, n: u32) -> Vec<String> {
         .collect()
 }
 
+/// Waits until the plugin's log says `what`; panics with the log after [`SEEN`].
+fn wait_log(p: &DevicePlugin, what: &str) {
+    let t = std::time::Instant::now();
+    while !p.log().contains(what) {
+        assert!(t.elapsed() < SEEN, "never said {what:?}: {}", p.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn healthy(l: &[accel_device_plugin::proto::v1beta1::Device], want: &[String]) -> bool {
     let mut got: Vec<&str> = l
         .iter()
@@ -278,11 +287,7 @@ fn profiles_carve_the_device_and_change_only_when_no_vf_is_in_use() {
     k.allocate(big, &two[..1]).unwrap();
     k.set_in_use(&[(big, vec![two[0].clone()])]);
     write(without_big(r#"{"profile": "2e-2g", "count": 4}"#));
-    let t = std::time::Instant::now();
-    while !p.log().contains("not re-carved") {
-        assert!(t.elapsed() < SEEN, "no refusal: {}", p.log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_log(&p, "not re-carved");
     assert!(
         p.log().contains(&two[0]),
         "the log names the VF: {}",
@@ -383,11 +388,7 @@ fn profiles_carve_the_device_and_change_only_when_no_vf_is_in_use() {
     assert_eq!(api.events("ProfileChangeRefused").len(), 1);
     // A bad file changes nothing and says why.
     std::fs::write(&file, "{ not json").unwrap();
-    let t = std::time::Instant::now();
-    while !p.log().contains("keeping the profiles read before") {
-        assert!(t.elapsed() < SEEN, "{}", p.log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_log(&p, "keeping the profiles read before");
     assert_eq!(
         accelvirt_tests::layout(&d.ctl_json(&["vf", "list"])).len(),
         4
@@ -462,14 +463,7 @@ fn without_the_kubelets_pod_resources_no_vf_is_offered_under_profiles() {
     )
     .unwrap();
     let p = DevicePlugin::start(&k, &d.sock, &[OsStr::new("--profiles"), file.as_os_str()]);
-    let t = std::time::Instant::now();
-    while !p
-        .log()
-        .contains("no VF is offered until the kubelet's pod resources")
-    {
-        assert!(t.elapsed() < SEEN, "not said: {}", p.log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_log(&p, "no VF is offered until the kubelet's pod resources");
     k.wait_list(VF, SEEN, "registered, and nothing offered", |l| {
         l.is_empty()
     });
@@ -505,11 +499,7 @@ fn a_failed_re_carve_is_said_once_and_not_tried_again_each_resync() {
     // More engines than the board has: acceld refuses the VFs.
     write(r#"{"engines": 64, "memory": "1G", "queues": 4}"#);
     let p = DevicePlugin::start(&k, &d.sock, &[OsStr::new("--profiles"), file.as_os_str()]);
-    let t = std::time::Instant::now();
-    while !p.log().contains("ProfileChangeFailed") {
-        assert!(t.elapsed() < SEEN, "no failure said: {}", p.log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_log(&p, "ProfileChangeFailed");
     // Past a resync: not tried again (each try destroys and half-creates the device's VFs).
     std::thread::sleep(accel_device_plugin::state::RESYNC + Duration::from_millis(1500));
     let log = p.log();
