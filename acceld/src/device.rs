@@ -556,13 +556,24 @@ impl Managed {
             if came_back {
                 // Bound as recorded (a restore whose binding failed, a reset while no
                 // daemon ran), then recorded as bound (a file from before bindings were).
+                // A binding is only ever added here: one that did not take stays wanted.
                 self.bind_as_recorded(a, &want);
                 let now = layout_now(a, &live);
-                if now != want {
+                let gained = now
+                    .iter()
+                    .any(|n| n.vfio_pci && want.iter().any(|w| w.vf == n.vf && !w.vfio_pci));
+                if gained {
+                    let vfs = now
+                        .iter()
+                        .map(|n| VfLayout {
+                            vfio_pci: n.vfio_pci || want.iter().any(|w| w.vf == n.vf && w.vfio_pci),
+                            ..*n
+                        })
+                        .collect();
                     self.save(DesiredState {
                         format: state::FORMAT,
                         device: self.name.clone(),
-                        vfs: now,
+                        vfs,
                     });
                 }
             }
@@ -630,11 +641,16 @@ impl Managed {
         Ok(Outcome::Restored(made.len()))
     }
 
-    /// Binds to vfio-pci each VF the desired state says vfio-pci held and does not now; a
-    /// failure is an event (the VF is there, unusable by a VMM until bound).
+    /// Binds to vfio-pci each VF the desired state says vfio-pci held that no driver holds
+    /// now (one another driver took is someone's choice, left alone); a failure is an event
+    /// (the VF is there, unusable by a VMM until bound).
     fn bind_as_recorded(&self, a: &Accel, want: &[VfLayout]) {
         for w in want.iter().filter(|w| w.vfio_pci) {
-            if vfio_pci_holds(a, w.vf) {
+            let driverless = matches!(
+                a.handoff(w.vf).map(|h| h.endpoint),
+                Ok(host_driver::transport::VfEndpoint::Pci { driver: None, .. })
+            );
+            if !driverless {
                 continue;
             }
             if let Err(e) = a.bind_vfio(w.vf) {

@@ -100,7 +100,8 @@ impl State {
                 continue;
             }
             crate::log!("{name}: re-carving to {want}");
-            let r = self.carve(c, &name, &list).await;
+            let mut touched = false;
+            let r = self.carve(c, &name, &list, &mut touched).await;
             let ev = self.cfg.events.clone();
             match &r {
                 Ok(n) => {
@@ -141,13 +142,15 @@ impl State {
             // are their profiles' (no pod held the old ones, the kubelet said just now).
             // The old list is wrong now whatever the next one says: should the next read
             // fail, the device shows no VF rather than old ones under new IDs' resources.
-            if let Some(v) = self.views.get_mut(&name) {
-                v.vfs.clear();
-                v.endpoints.clear();
+            if touched {
+                if let Some(v) = self.views.get_mut(&name) {
+                    v.vfs.clear();
+                    v.endpoints.clear();
+                }
+                let tag = format!("{}-vf", inventory::device_tag(&name));
+                self.advertised.retain(|id, _| !id.starts_with(&tag));
+                self.held.retain(|id, _| !id.starts_with(&tag));
             }
-            let tag = format!("{}-vf", inventory::device_tag(&name));
-            self.advertised.retain(|id, _| !id.starts_with(&tag));
-            self.held.retain(|id, _| !id.starts_with(&tag));
             self.refresh(c, &name).await;
             self.publish();
         }
@@ -158,6 +161,7 @@ impl State {
         c: &Client,
         name: &str,
         list: &[crate::profiles::Share],
+        touched: &mut bool,
     ) -> Result<u32, String> {
         let mut api = c.api.clone();
         let shift = self.views[name].shift;
@@ -167,6 +171,8 @@ impl State {
             let shape = &self.profiles.shapes[&s.profile];
             specs.push((s.count, shape.spec(shift).map_err(|e| e.to_string())?));
         }
+        // From here acceld may have changed the device, even where it does not answer.
+        *touched = true;
         if self.views[name].vfs.iter().any(|v| v.state != 0) {
             call_within(
                 CHANGE,

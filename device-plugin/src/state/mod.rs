@@ -587,6 +587,11 @@ impl State {
         }
         self.tracker = t;
         self.seen_seq = kept.iter().map(|e| e.seq).max().unwrap_or(0);
+        // Whatever happened meanwhile (a reset, the daemon's restart), every hand-off is
+        // asked again: the VFs may be new ones.
+        for v in self.views.values_mut() {
+            v.stale = true;
+        }
         self.refresh_all(c).await
     }
 
