@@ -14,6 +14,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tonic::{Request, Response, Status};
 
+/// Where a [`DevicePlugin`] started for a kubelet logs (in the kubelet's own directory).
+const PLUGIN_LOG: &str = "accel-device-plugin.log";
+
 /// What the kubelet has seen.
 #[derive(Debug, Default)]
 pub struct Seen {
@@ -255,8 +258,10 @@ impl Kubelet {
             }
             let left = within.checked_sub(t.elapsed()).unwrap_or_else(|| {
                 panic!(
-                    "the kubelet did not see {what} within {within:?}: {:#?}",
-                    *g
+                    "the kubelet did not see {what} within {within:?}: {:#?}\nthe plugin's log:\n{}",
+                    *g,
+                    std::fs::read_to_string(self._tmp.path().join(PLUGIN_LOG))
+                        .unwrap_or_default()
                 )
             });
             g = self
@@ -421,7 +426,7 @@ impl DevicePlugin {
             child: None,
             args,
             env,
-            log: kubelet._tmp.path().join("accel-device-plugin.log"),
+            log: kubelet._tmp.path().join(PLUGIN_LOG),
         };
         p.spawn();
         p

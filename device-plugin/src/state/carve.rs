@@ -58,19 +58,27 @@ impl State {
     /// acceld, unless a VF of that device is in use.
     pub(super) async fn reconcile(&mut self, c: &Client) {
         let names: Vec<String> = self.views.keys().cloned().collect();
+        let (views, profiles) = (&self.views, &self.profiles);
+        self.waiting
+            .retain(|n| views.contains_key(n) && profiles.for_device(n).is_some());
         for name in names {
             let Some(list) = self.profiles.for_device(&name).map(<[_]>::to_vec) else {
                 continue;
             };
             let view = self.views[&name].clone();
             if self.profiles.carved_as(&list, &view.vfs, view.shift) {
+                self.waiting.remove(&name);
                 self.refused.remove(&name);
                 self.failed.remove(&name);
                 continue;
             }
+            // Carved once it is well (acceld may not have seen its heartbeat move yet):
+            // looked at again every retry, not only at the next resync.
             if view.problem.is_some() || self.tracker.device_problem(&name).is_some() {
+                self.waiting.insert(name.clone());
                 continue;
             }
+            self.waiting.remove(&name);
             if let Some(f) = self.failed.get(&name) {
                 if f.profiles == self.profiles && Instant::now() < f.next {
                     continue;

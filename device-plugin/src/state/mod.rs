@@ -77,6 +77,8 @@ pub struct State {
     profiles: Profiles,
     profiles_bytes: Option<Vec<u8>>,
     refused: BTreeMap<String, String>,
+    /// Devices to be carved once they are well.
+    waiting: BTreeSet<String>,
     failed: BTreeMap<String, carve::Failure>,
     carving: BTreeSet<String>,
     /// The resource each live VF is advertised as. It changes only when the kubelet says
@@ -143,6 +145,7 @@ impl State {
             profiles: Profiles::default(),
             profiles_bytes: None,
             refused: BTreeMap::new(),
+            waiting: BTreeSet::new(),
             failed: BTreeMap::new(),
             carving: BTreeSet::new(),
             advertised: BTreeMap::new(),
@@ -529,6 +532,7 @@ impl State {
                             self.settle().await;
                         } else if last_retry.elapsed() >= RETRY
                             && !(self.refused.is_empty()
+                                && self.waiting.is_empty()
                                 && self.moving.is_empty()
                                 && (self.pods_known || self.cfg.profiles.is_none()))
                         {
