@@ -30,7 +30,7 @@ pub const ATTEMPTS: u32 = 3;
 const TIMEOUT: Duration = Duration::from_secs(5);
 /// The API server's answer is read up to this much (its error Status is far smaller).
 const ANSWER_MAX: u64 = 64 * 1024;
-/// Kubernetes' limit on an event's note; longer messages are cut.
+/// Kubernetes' limit on an event's note, in bytes; longer messages are cut.
 const MESSAGE_MAX: usize = 1024;
 
 /// Why an event could not be posted.
@@ -165,10 +165,11 @@ impl ApiServer {
             why: e.to_string(),
         })?;
         let token = token.trim();
-        if token.is_empty() {
+        // It goes into a header line: nothing but a bearer token's characters.
+        if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(Error::File {
                 path: self.token.clone(),
-                why: "empty".into(),
+                why: "not a bearer token (empty, or not printable ASCII)".into(),
             });
         }
         let config = self.tls()?;
@@ -235,7 +236,11 @@ impl ApiServer {
 /// The core/v1 Event for `e` about node `node` at `secs` since the epoch.
 pub fn event_object(node: &str, e: &Event, secs: u64) -> serde_json::Value {
     let t = host_driver::time::rfc3339(secs);
-    let message: String = e.message.chars().take(MESSAGE_MAX).collect();
+    let mut cut = e.message.len().min(MESSAGE_MAX);
+    while !e.message.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let message = &e.message[..cut];
     json!({
         "apiVersion": "v1",
         "kind": "Event",
@@ -364,6 +369,16 @@ mod tests {
             message: "x".repeat(2000),
         };
         let o = event_object("node-a", &e, 1_796_400_061);
+        // Cut in bytes, on a character's boundary (a re-carve's message has "×" in it).
+        let wide = Event {
+            message: "×".repeat(700),
+            ..e.clone()
+        };
+        let m = event_object("node-a", &wide, 0)["message"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!((m.len(), m.chars().count()), (1024, 512));
         assert_eq!(o["metadata"]["namespace"], "default");
         assert_eq!(o["metadata"]["generateName"], "node-a.");
         assert_eq!(o["involvedObject"]["kind"], "Node");
@@ -395,6 +410,9 @@ mod tests {
         };
         let e = a.post("/x", b"{}").unwrap_err().to_string();
         assert!(e.contains("token"), "{e}");
+        std::fs::write(d.path().join("token"), "t\r\nX-Injected: 1\n").unwrap();
+        let e = a.post("/x", b"{}").unwrap_err().to_string();
+        assert!(e.contains("not a bearer token"), "{e}");
         std::fs::write(d.path().join("token"), "t\n").unwrap();
         std::fs::write(d.path().join("ca.crt"), "not a certificate").unwrap();
         let e = a.post("/x", b"{}").unwrap_err().to_string();

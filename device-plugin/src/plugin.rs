@@ -110,21 +110,28 @@ impl k::device_plugin_server::DevicePlugin for Plugin {
                 "too many containers or device IDs",
             ));
         }
-        // Recorded before the look at the snapshot: a re-carve or a resource move that holds
-        // these VFs back after that look finds them in use (the kubelet's own record of them
-        // comes only after this answer).
+        // Recorded before the look at their health: a re-carve or a resource move that
+        // holds these VFs back after that look finds them in use (the kubelet's own record
+        // of them comes only after this answer). Only IDs advertised are kept: the record
+        // stays as small as the node's VFs.
+        let known = self.snapshot.borrow().clone();
         for c in containers {
-            self.allocations.record(&c.devices_ids);
+            self.allocations.record(
+                c.devices_ids
+                    .iter()
+                    .filter(|id| known.vfs.contains_key(*id)),
+            );
         }
         let snap = self.snapshot.borrow().clone();
         let mut out = Vec::new();
         for c in containers {
             let mut vfs = Vec::new();
             for id in &c.devices_ids {
+                // One that appeared between the two looks was not recorded: not given.
                 let v = snap
                     .vfs
                     .get(id)
-                    .filter(|v| v.resource == self.resource)
+                    .filter(|v| v.resource == self.resource && known.vfs.contains_key(id))
                     .ok_or_else(|| {
                         Status::not_found(format!("{id}: no such {} device", self.resource))
                     })?;

@@ -41,6 +41,16 @@ pub struct ApiServer {
 impl ApiServer {
     /// Starts one.
     pub fn start() -> ApiServer {
+        Self::start_with(false)
+    }
+
+    /// Starts one that takes every connection and never says a word on it (a server
+    /// stalled, or a black hole on the way to it).
+    pub fn stalled() -> ApiServer {
+        Self::start_with(true)
+    }
+
+    fn start_with(stall: bool) -> ApiServer {
         let tmp = tempfile::tempdir().unwrap();
         let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca.distinguished_name
@@ -77,8 +87,10 @@ impl ApiServer {
         let stop = Arc::new(AtomicBool::new(false));
         let (r, s) = (requests.clone(), stop.clone());
         std::thread::spawn(move || {
+            let mut held = Vec::new();
             while !s.load(Ordering::Relaxed) {
                 match listener.accept() {
+                    Ok((sock, _)) if stall => held.push(sock),
                     Ok((sock, _)) => {
                         if let Some(req) = serve(&config, sock) {
                             r.lock().unwrap().push(req);

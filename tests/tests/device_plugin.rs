@@ -480,6 +480,43 @@ fn without_the_kubelets_pod_resources_no_vf_is_offered_under_profiles() {
     assert_eq!(log.matches("no VF is offered until").count(), 1, "{log}");
 }
 
+/// Events are posted off the plugin's path: an API server that takes the connection and
+/// never answers holds up no re-carve and no device list.
+#[test]
+fn a_stalled_api_server_holds_nothing_up() {
+    let sim = Sim::start();
+    let d = Acceld::start(&sim, &[]);
+    let k = Kubelet::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("profiles.json");
+    let write = |count: u32| {
+        let tmp = dir.path().join(".new");
+        std::fs::write(
+            &tmp,
+            format!(
+                r#"{{"profiles": {{"p": {{"engines": 2, "memory": "2G", "queues": 8}}}},
+                    "devices": {{"*": [{{"profile": "p", "count": {count}}}]}}}}"#
+            ),
+        )
+        .unwrap();
+        std::fs::rename(&tmp, &file).unwrap();
+    };
+    write(2);
+    let api = kube_api::ApiServer::stalled();
+    let mut args = vec![OsStr::new("--profiles"), file.as_os_str()];
+    let cluster = kube_api::plugin_args(&api, "node-a");
+    args.extend(cluster.iter().map(|a| a.as_os_str()));
+    let p = DevicePlugin::start_with_env(&k, &d.sock, &args, api.env());
+    let p_res = "accelvirt.io/vf-p";
+    k.wait_list(p_res, SEEN, "2 VFs carved", |l| healthy(l, &ids(&sim, 2)));
+    // Its ProfileChanged is still on the way (each try waits 5 s for an answer): the next
+    // change is carried out all the same.
+    write(4);
+    k.wait_list(p_res, SEEN, "4 VFs carved", |l| healthy(l, &ids(&sim, 4)));
+    wait_log(&p, "re-carved to 4");
+    assert!(!p.log().contains("not posted"), "{}", p.log());
+}
+
 #[test]
 fn a_failed_re_carve_is_said_once_and_not_tried_again_each_resync() {
     let sim = Sim::start();
