@@ -303,18 +303,19 @@ pub fn layout_of(v: &VfInfo) -> VfLayout {
 pub fn layout_now(a: &Accel, live: &[VfInfo]) -> Vec<VfLayout> {
     live.iter()
         .map(|v| VfLayout {
-            vfio_pci: vfio_pci_holds(a, v.vf.get()),
+            vfio_pci: pci_driver(a, v.vf.get()) == Some(Some("vfio-pci".into())),
             ..layout_of(v)
         })
         .collect()
 }
 
-/// Whether vfio-pci holds VF `vf` (kernel VFIO; never for a vfio-user VF).
-fn vfio_pci_holds(a: &Accel, vf: u16) -> bool {
-    matches!(
-        a.handoff(vf).map(|h| h.endpoint),
-        Ok(host_driver::transport::VfEndpoint::Pci { driver: Some(d), .. }) if d == "vfio-pci"
-    )
+/// The driver holding PCI VF `vf` (`Some(None)`: none); `None` for a VF that is no PCI
+/// function of this host (a vfio-user one) or that cannot be looked at.
+fn pci_driver(a: &Accel, vf: u16) -> Option<Option<String>> {
+    match a.handoff(vf).ok()?.endpoint {
+        host_driver::transport::VfEndpoint::Pci { driver, .. } => Some(driver),
+        _ => None,
+    }
 }
 
 /// How `live` differs from `want`, one line per difference (empty: the same).
@@ -558,18 +559,15 @@ impl Managed {
                 // daemon ran), then recorded as bound (a file from before bindings were).
                 // A binding is only ever added here: one that did not take stays wanted.
                 self.bind_as_recorded(a, &want);
-                let now = layout_now(a, &live);
-                let gained = now
+                let vfs: Vec<VfLayout> = want
                     .iter()
-                    .any(|n| n.vfio_pci && want.iter().any(|w| w.vf == n.vf && !w.vfio_pci));
-                if gained {
-                    let vfs = now
-                        .iter()
-                        .map(|n| VfLayout {
-                            vfio_pci: n.vfio_pci || want.iter().any(|w| w.vf == n.vf && w.vfio_pci),
-                            ..*n
-                        })
-                        .collect();
+                    .map(|w| VfLayout {
+                        vfio_pci: w.vfio_pci
+                            || pci_driver(a, w.vf) == Some(Some("vfio-pci".into())),
+                        ..*w
+                    })
+                    .collect();
+                if vfs != want {
                     self.save(DesiredState {
                         format: state::FORMAT,
                         device: self.name.clone(),
@@ -646,11 +644,7 @@ impl Managed {
     /// (the VF is there, unusable by a VMM until bound).
     fn bind_as_recorded(&self, a: &Accel, want: &[VfLayout]) {
         for w in want.iter().filter(|w| w.vfio_pci) {
-            let driverless = matches!(
-                a.handoff(w.vf).map(|h| h.endpoint),
-                Ok(host_driver::transport::VfEndpoint::Pci { driver: None, .. })
-            );
-            if !driverless {
+            if pci_driver(a, w.vf) != Some(None) {
                 continue;
             }
             if let Err(e) = a.bind_vfio(w.vf) {

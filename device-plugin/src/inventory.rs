@@ -125,7 +125,12 @@ pub fn device_tag(name: &str) -> String {
 
 /// The ID of VF `vf` of device `name`: at most 63 characters, as the kubelet wants.
 pub fn vf_id(name: &str, vf: u32) -> String {
-    format!("{}-vf{vf}", device_tag(name))
+    format!("{}{vf}", vf_id_prefix(name))
+}
+
+/// What every VF ID of device `name` starts with (and no other device's does).
+pub fn vf_id_prefix(name: &str) -> String {
+    format!("{}-vf", device_tag(name))
 }
 
 /// The ID of a VF imported from `exporter` (its VF `vf` there).

@@ -60,10 +60,10 @@ pub struct PodResources {
 }
 
 impl PodResources {
-    /// The IDs of `resources` held now, or the plugin's own record where the kubelet
+    /// The IDs of our resources held now, or the plugin's own record where the kubelet
     /// cannot say.
-    pub async fn in_use(&self, resources: &BTreeSet<String>, own: &Allocations) -> InUse {
-        match tokio::time::timeout(Duration::from_secs(3), list(&self.socket, resources)).await {
+    pub async fn in_use(&self, own: &Allocations) -> InUse {
+        match tokio::time::timeout(Duration::from_secs(3), list(&self.socket)).await {
             Ok(Ok(mut ids)) => {
                 // Allocated just now, perhaps not yet the kubelet's record.
                 for id in own.recent(RECENT) {
@@ -86,10 +86,7 @@ impl PodResources {
     }
 }
 
-async fn list(
-    socket: &Path,
-    resources: &BTreeSet<String>,
-) -> Result<BTreeMap<String, Option<String>>, String> {
+async fn list(socket: &Path) -> Result<BTreeMap<String, Option<String>>, String> {
     let ch = crate::unix_channel(socket)
         .await
         .map_err(|e| format!("{}: {e}", socket.display()))?;
@@ -105,10 +102,9 @@ async fn list(
         // Any resource of ours, not only the ones the profiles name now: a VF a pod holds
         // as a profile since removed from the file is still in use.
         .filter(|d| {
-            resources.contains(&d.resource_name)
-                || d.resource_name
-                    .strip_prefix(crate::DOMAIN)
-                    .is_some_and(|r| r.starts_with('/'))
+            d.resource_name
+                .strip_prefix(crate::DOMAIN)
+                .is_some_and(|r| r.starts_with('/'))
         })
         .flat_map(|d| {
             d.device_ids

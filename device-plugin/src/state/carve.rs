@@ -6,15 +6,13 @@ use super::{call_within, State, CHANGE, FAILED, FAILED_MAX};
 use crate::events::Kind;
 use crate::inventory;
 use crate::pods::InUse;
-use crate::profiles::Profiles;
 use accelvirt_api::v1;
 use host_driver::daemon::Client;
 use std::time::{Duration, Instant};
 
-/// A re-carve that failed: not tried again before `next` unless the profiles change.
+/// A re-carve that failed: not tried again before `next` (a new profiles file clears it).
 #[derive(Debug, Clone)]
 pub(super) struct Failure {
-    profiles: Profiles,
     next: Instant,
     delay: Duration,
     said: String,
@@ -79,10 +77,12 @@ impl State {
                 continue;
             }
             self.waiting.remove(&name);
-            if let Some(f) = self.failed.get(&name) {
-                if f.profiles == self.profiles && Instant::now() < f.next {
-                    continue;
-                }
+            if self
+                .failed
+                .get(&name)
+                .is_some_and(|f| Instant::now() < f.next)
+            {
+                continue;
             }
             let want = list
                 .iter()
@@ -124,7 +124,6 @@ impl State {
                     let delay = self
                         .failed
                         .get(&name)
-                        .filter(|f| f.profiles == self.profiles)
                         .map_or(FAILED, |f| (f.delay * 2).min(FAILED_MAX));
                     let why = format!("{name}: not re-carved to {want}: {e}");
                     crate::log!("{why}; trying again in {delay:?} or when the profiles change");
@@ -136,7 +135,6 @@ impl State {
                     self.failed.insert(
                         name.clone(),
                         Failure {
-                            profiles: self.profiles.clone(),
                             next: Instant::now() + delay,
                             delay,
                             said: why,
@@ -155,7 +153,7 @@ impl State {
                     v.vfs.clear();
                     v.endpoints.clear();
                 }
-                let tag = format!("{}-vf", inventory::device_tag(&name));
+                let tag = inventory::vf_id_prefix(&name);
                 self.advertised.retain(|id, _| !id.starts_with(&tag));
                 self.held.retain(|id, _| !id.starts_with(&tag));
             }

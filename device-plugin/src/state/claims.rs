@@ -8,14 +8,7 @@ use std::collections::BTreeSet;
 impl State {
     /// Asks the kubelet which of our VFs its pods hold (and as what), keeping its answer.
     pub(super) async fn ask_pods(&mut self) -> InUse {
-        let mut ours: BTreeSet<String> = self.profiles.resources().into_iter().collect();
-        ours.insert(crate::REMOTE.into());
-        ours.extend(self.advertised.values().cloned());
-        let u = self
-            .cfg
-            .pod_resources
-            .in_use(&ours, &self.allocations)
-            .await;
+        let u = self.cfg.pod_resources.in_use(&self.allocations).await;
         if u.fallback.is_none() {
             self.held = u
                 .ids
@@ -38,7 +31,7 @@ impl State {
             self.advertised
                 .retain(|id, _| live.contains(id) || u.ids.contains_key(id));
             self.pods_said.clear();
-        } else if !self.pods_known && self.cfg.profiles.is_some() {
+        } else if self.awaiting_pods() {
             let why = u.fallback.clone().unwrap_or_default();
             if self.pods_said != why {
                 crate::log!(

@@ -246,7 +246,7 @@ impl State {
                     .get(&id)
                     .or_else(|| self.advertised.get(&id))
                     .cloned();
-                let unknown = known.is_none() && !self.pods_known && self.cfg.profiles.is_some();
+                let unknown = known.is_none() && self.awaiting_pods();
                 let resource = known.unwrap_or_else(|| profile.clone());
                 if resource != profile {
                     moving.insert(id.clone(), profile);
@@ -418,10 +418,8 @@ impl State {
                 endpoint: Endpoint::Socket(i.socket),
             })
             .collect();
-        if !now.is_empty() && !self.remote_seen {
-            self.remote_seen = true;
-            self.publish_resources();
-        }
+        // Served from the first imported VF on (the next publish says so).
+        self.remote_seen |= !now.is_empty();
         self.remote = now;
     }
 
@@ -514,9 +512,6 @@ impl State {
                     },
                     _ = tick.tick() => {
                         let changed = self.read_profiles();
-                        if changed {
-                            self.publish_resources();
-                        }
                         self.read_remote();
                         self.publish();
                         if changed || last_sync.elapsed() >= RESYNC {
@@ -534,10 +529,10 @@ impl State {
                             && !(self.refused.is_empty()
                                 && self.waiting.is_empty()
                                 && self.moving.is_empty()
-                                && (self.pods_known || self.cfg.profiles.is_none()))
+                                && !self.awaiting_pods())
                         {
                             last_retry = Instant::now();
-                            if !self.pods_known {
+                            if self.awaiting_pods() {
                                 self.ask_pods().await;
                                 self.publish();
                             }
@@ -558,7 +553,8 @@ impl State {
                     if let Err(e) = self.resync(&c).await {
                         break e;
                     }
-                    self.publish();
+                    // Every device was read just now.
+                    dirty.clear();
                 }
                 let known: Vec<String> = dirty
                     .into_iter()
@@ -573,6 +569,12 @@ impl State {
             self.reachable = false;
             self.publish();
         }
+    }
+
+    /// Whether VFs wait for the kubelet's first word on what pods hold (only profiles make
+    /// a VF's resource a question).
+    fn awaiting_pods(&self) -> bool {
+        !self.pods_known && self.cfg.profiles.is_some()
     }
 
     /// The health tracker made from the events acceld kept, and every device read again.
